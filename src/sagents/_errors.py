@@ -1,0 +1,139 @@
+"""The exception tree of sagents.
+
+Every error sagents raises on purpose derives from :class:`SagentsError`, with one distinct type
+for each decision a caller has to make::
+
+    SagentsError
+    ├── ConfigurationError            fix the code that built the object
+    │   ├── InvalidAgent              Agent(...) got a bad field (the message names it)
+    │   ├── InvalidMiddleware         a middleware failed its own validation
+    │   └── InvalidOption             an unknown or mistyped start option
+    ├── StateError                    stored or received data is not a valid state
+    │   └── UnsupportedStateVersion   written by a newer sagents: upgrade, do not edit it
+    ├── InvalidDecision               human-approval decisions do not match the interrupt
+    ├── RunError                      a run ended in error (the state before it is kept)
+    │   ├── MaxRunsExceeded           the model kept calling tools past ``max_runs``
+    │   ├── UntilToolNotCalled        the model stopped without calling ``until_tool``
+    │   └── ModelCallFailed           the model failed after retries and fallbacks
+    ├── FileSystemError               a virtual-filesystem operation was refused
+    │   └── PathNotAllowed            a path tried to leave its scope or base directory
+    ├── ScriptExhausted               a ScriptedChatModel ran out of scripted replies
+    ├── InvalidTransition             the agent's status does not allow that call now
+    ├── AgentNotRunning               no server runs that agent id: start it
+    ├── AgentAlreadyRunning           a server already runs that agent id: use it
+    └── RegistryUnavailable           the runtime is starting or stopping: retry, never start
+
+Messages say what to do next, because they end up in logs read by someone who did not write the
+call.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentAlreadyRunning",
+    "AgentNotRunning",
+    "ConfigurationError",
+    "FileSystemError",
+    "InvalidAgent",
+    "InvalidDecision",
+    "InvalidMiddleware",
+    "InvalidOption",
+    "InvalidTransition",
+    "MaxRunsExceeded",
+    "ModelCallFailed",
+    "PathNotAllowed",
+    "RegistryUnavailable",
+    "RunError",
+    "SagentsError",
+    "ScriptExhausted",
+    "StateError",
+    "UnsupportedStateVersion",
+    "UntilToolNotCalled",
+]
+
+
+class SagentsError(Exception):
+    """Root of every error sagents raises on purpose."""
+
+
+class ConfigurationError(SagentsError):
+    """An object was built with invalid configuration; fix the calling code."""
+
+
+class InvalidAgent(ConfigurationError):
+    """``Agent(...)`` received an invalid field.
+
+    Attributes:
+        field: the name of the offending field.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"Agent.{field}: {message}")
+        self.field = field
+
+
+class InvalidMiddleware(InvalidAgent):
+    """A middleware entry is not a middleware or failed its own validation."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("middleware", message)
+
+
+class InvalidOption(ConfigurationError):
+    """An option is unknown or has the wrong type."""
+
+
+class StateError(SagentsError):
+    """Data offered as a ``State`` (usually from storage) is malformed."""
+
+
+class UnsupportedStateVersion(StateError):
+    """The state was written by a newer version of sagents."""
+
+
+class InvalidDecision(SagentsError):
+    """Human-approval decisions do not match the pending interrupt; the interrupt is kept."""
+
+
+class RunError(SagentsError):
+    """A run ended in error. The state before the failing step is kept intact."""
+
+
+class MaxRunsExceeded(RunError):
+    """The model asked for tools again after ``max_runs`` model calls."""
+
+
+class UntilToolNotCalled(RunError):
+    """The model finished without calling the agent's ``until_tool``."""
+
+
+class ModelCallFailed(RunError):
+    """The model call failed on every attempt and every fallback model."""
+
+
+class FileSystemError(SagentsError):
+    """A virtual-filesystem operation was refused (missing file, size limit, bad path)."""
+
+
+class PathNotAllowed(FileSystemError):
+    """A path would leave its scope or base directory, or is malformed."""
+
+
+class ScriptExhausted(SagentsError):
+    """A ``ScriptedChatModel`` was called more often than its script has replies."""
+
+
+class InvalidTransition(SagentsError):
+    """The agent's current status does not allow the requested operation."""
+
+
+class AgentNotRunning(SagentsError):
+    """No server runs that agent id in this runtime; start it (e.g. ``Session.ensure_running``)."""
+
+
+class AgentAlreadyRunning(SagentsError):
+    """A server already runs that agent id; use ``runtime.agent(agent_id)`` instead."""
+
+
+class RegistryUnavailable(SagentsError):
+    """The runtime is starting or shutting down: retry later, and never start a duplicate."""

@@ -1,0 +1,151 @@
+"""``State``: the runtime data of one agent (rules X2, X3, X21).
+
+A state is an immutable value: every step of a run builds a new one with :meth:`State.replace`
+instead of mutating lists in place. That is what lets a cancelled or failed run hand back "the
+state before the failing step" for free, and lets the server give readers a snapshot without
+copying. The lists inside are plain lists for convenience; treat them as read-only.
+
+``to_dict()`` is versioned JSON. ``from_dict()`` validates everything before building anything, so
+bad input raises :class:`StateError` and never yields a half-built state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+from sagents._errors import StateError, UnsupportedStateVersion
+from sagents._interrupt import Interrupt
+from sagents._messages import message_from_json, message_to_json
+from sagents._todo import Todo
+
+__all__ = ["STATE_VERSION", "State"]
+
+#: The version written by :meth:`State.to_dict`; older versions are upgraded on read.
+STATE_VERSION = 1
+
+_KEYS = {"version", "agent_id", "messages", "todos", "metadata", "interrupt"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class State:
+    """Messages, todos, middleware metadata and a pending interrupt.
+
+    Todos may be given as dicts (``{"content": ..., "status": ...}``); they are validated.
+    """
+
+    messages: list[BaseMessage] = field(default_factory=list)
+    todos: list[Todo] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    interrupt: Interrupt | None = None
+    agent_id: str | None = None
+
+    def __post_init__(self) -> None:
+        messages = list(self.messages)
+        for i, message in enumerate(messages):
+            if not isinstance(message, BaseMessage):
+                raise StateError(
+                    f"State.messages[{i}] is a {type(message).__name__}, not a langchain message"
+                )
+        todos = [t if isinstance(t, Todo) else Todo.from_dict(t) for t in self.todos]
+        if not isinstance(self.metadata, Mapping):
+            raise StateError("State.metadata must be a dict")
+        if self.interrupt is not None and not isinstance(self.interrupt, Interrupt):
+            raise StateError("State.interrupt must be an Interrupt or None")
+        object.__setattr__(self, "messages", messages)
+        object.__setattr__(self, "todos", todos)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+    def replace(self, **changes: Any) -> State:
+        """A copy with ``changes`` applied (``messages=``, ``todos=``, ``metadata=``, ...)."""
+        return dataclasses.replace(self, **changes)
+
+    def append(self, *messages: BaseMessage) -> State:
+        """A copy with ``messages`` appended."""
+        return dataclasses.replace(self, messages=[*self.messages, *messages])
+
+    def with_metadata(self, key: str, value: Any) -> State:
+        """A copy with ``metadata[key] = value`` (middleware keep their state this way, X21)."""
+        return dataclasses.replace(self, metadata={**self.metadata, key: value})
+
+    def pending_tool_calls(self) -> list[dict[str, Any]]:
+        """Tool calls of the last AI message that have no tool result yet, in call order."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if isinstance(message, AIMessage):
+                answered = {
+                    m.tool_call_id for m in self.messages[index + 1 :] if isinstance(m, ToolMessage)
+                }
+                return [dict(c) for c in message.tool_calls if c.get("id") not in answered]
+            if not isinstance(message, ToolMessage):
+                return []
+        return []
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Versioned, JSON-serialisable form (``{"version": 1, ...}``)."""
+        return {
+            "version": STATE_VERSION,
+            "agent_id": self.agent_id,
+            "messages": [message_to_json(m) for m in self.messages],
+            "todos": [t.to_dict() for t in self.todos],
+            "metadata": self.metadata,
+            "interrupt": None if self.interrupt is None else self.interrupt.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> State:
+        """Rebuild a state from :meth:`to_dict` output.
+
+        Raises:
+            UnsupportedStateVersion: written by a newer sagents.
+            StateError: anything else malformed (the message says where).
+        """
+        if not isinstance(data, Mapping):
+            raise StateError(f"a state must be a dict, got {type(data).__name__}")
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise StateError(f"state 'version' must be a positive integer, got {version!r}")
+        if version > STATE_VERSION:
+            raise UnsupportedStateVersion(
+                f"state version {version} was written by a newer sagents (this one reads up to "
+                f"{STATE_VERSION}); upgrade sagents rather than editing the data"
+            )
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise StateError(f"unknown state field(s): {', '.join(sorted(unknown))}")
+        agent_id = data.get("agent_id")
+        if agent_id is not None and not isinstance(agent_id, str):
+            raise StateError("state 'agent_id' must be a string or null")
+        messages = _list(data, "messages")
+        todos = _list(data, "todos")
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, Mapping):
+            raise StateError("state 'metadata' must be an object")
+        raw_interrupt = data.get("interrupt")
+        return cls(
+            messages=[message_from_json(m, f"messages[{i}]") for i, m in enumerate(messages)],
+            todos=[_todo(i, t) for i, t in enumerate(todos)],
+            metadata=dict(metadata),
+            interrupt=None if raw_interrupt is None else Interrupt.from_dict(raw_interrupt),
+            agent_id=agent_id,
+        )
+
+
+def _list(data: Mapping[str, Any], key: str) -> Iterable[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise StateError(f"state {key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _todo(index: int, data: Any) -> Todo:
+    try:
+        return Todo.from_dict(data)
+    except StateError as exc:
+        raise StateError(f"todos[{index}]: {exc}") from None

@@ -1,0 +1,206 @@
+"""``Agent``: the immutable configuration of an agent (rules X1, X4).
+
+An agent is code, never data: model, prompt, middleware and tools are given here and are never
+read back from storage (L13). Everything derivable (the full system prompt, the tool table, the
+model bound to the tools, which middleware hooks exist) is computed once at construction, so a run
+does no per-turn setup, and every mistake surfaces here with the offending field named.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+
+from sagents._errors import InvalidAgent, InvalidMiddleware, SagentsError
+from sagents._interrupt import Decision
+from sagents._state import State
+from sagents.execution._middleware import Middleware
+from sagents.execution._mode import DEFAULT_MODE, Mode
+from sagents.execution._retry import RetryPolicy
+from sagents.execution._tools import as_tool
+
+if TYPE_CHECKING:
+    from sagents.execution._result import RunResult
+    from sagents.execution._sink import EventSink
+
+__all__ = ["Agent"]
+
+
+def _instantiate(entry: Any, index: int) -> Middleware:
+    if inspect.isclass(entry) and issubclass(entry, Middleware):
+        try:
+            return entry()
+        except SagentsError:
+            raise
+        except Exception as exc:
+            raise InvalidMiddleware(
+                f"[{index}] {entry.__name__}() could not be built with defaults: {exc}; "
+                "pass an instance instead"
+            ) from exc
+    if isinstance(entry, Middleware):
+        return entry
+    raise InvalidMiddleware(
+        f"[{index}] {entry!r} is not a Middleware instance or subclass "
+        "(subclass sagents.Middleware and override the hooks you need)"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agent:
+    """An agent's configuration; see ``agent.run(state)`` to execute it without a server.
+
+    Args:
+        agent_id: unique id of the agent (e.g. ``"conversation-42"``).
+        model: any langchain ``BaseChatModel``.
+        base_system_prompt: the prompt before the middleware contributions.
+        middleware: middleware instances, or classes built with their defaults.
+        tools: langchain tools or plain typed functions (with docstrings).
+        name: display name.
+        max_runs: maximum model calls in one run before it ends in error.
+        mode: the execution pipeline (default: :data:`sagents.execution.DEFAULT_MODE`).
+        until_tool: end the run when the model calls this tool and return its result.
+        tool_timeout: seconds a tool may run (``None``: no limit); ``tool.metadata["timeout"]``
+            overrides it per tool.
+        retry: retries of transient model errors.
+        fallback_models: tried in order when ``model`` keeps failing.
+        stream: stream model output (deltas are broadcast) or make one plain call.
+
+    Raises:
+        InvalidAgent: a field is invalid; the message names it.
+    """
+
+    agent_id: str
+    model: BaseChatModel
+    base_system_prompt: str = ""
+    middleware: Sequence[Middleware | type[Middleware]] = ()
+    tools: Sequence[BaseTool | Callable[..., Any]] = ()
+    name: str | None = None
+    max_runs: int = 50
+    mode: Mode = DEFAULT_MODE
+    until_tool: str | None = None
+    tool_timeout: float | None = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    fallback_models: Sequence[BaseChatModel] = ()
+    stream: bool = True
+
+    # Derived once at construction.
+    system_prompt: str = field(init=False, repr=False)
+    all_tools: Mapping[str, BaseTool] = field(init=False, repr=False)
+    models: tuple[Runnable[Any, Any], ...] = field(init=False, repr=False)
+    before_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
+    after_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.agent_id, str) or not self.agent_id.strip():
+            raise InvalidAgent("agent_id", "must be a non-empty string")
+        if not isinstance(self.model, BaseChatModel):
+            raise InvalidAgent(
+                "model", f"must be a langchain BaseChatModel, got {type(self.model).__name__}"
+            )
+        if not isinstance(self.max_runs, int) or self.max_runs < 1:
+            raise InvalidAgent("max_runs", f"must be a positive integer, got {self.max_runs!r}")
+        if self.tool_timeout is not None and not self.tool_timeout > 0:
+            raise InvalidAgent("tool_timeout", "must be a positive number of seconds or None")
+        if not isinstance(self.base_system_prompt, str):
+            raise InvalidAgent("base_system_prompt", "must be a string")
+        for i, fallback in enumerate(self.fallback_models):
+            if not isinstance(fallback, BaseChatModel):
+                raise InvalidAgent("fallback_models", f"[{i}] is not a langchain BaseChatModel")
+
+        middleware = tuple(_instantiate(m, i) for i, m in enumerate(self.middleware))
+        keys: set[str] = set()
+        for mw in middleware:
+            if mw.key in keys:
+                raise InvalidMiddleware(f"two middleware use the metadata key {mw.key!r}")
+            keys.add(mw.key)
+            try:
+                mw.validate()
+            except SagentsError:
+                raise
+            except Exception as exc:
+                raise InvalidMiddleware(f"{mw.name} failed validation: {exc}") from exc
+
+        tools: dict[str, BaseTool] = {}
+        sources = [(mw.name, t) for mw in middleware for t in mw.tools()]
+        sources += [("tools", as_tool(t)) for t in self.tools]
+        for source, tool in sources:
+            if tool.name in tools:
+                raise InvalidAgent("tools", f"duplicate tool name {tool.name!r} (from {source})")
+            tools[tool.name] = tool
+        if self.until_tool is not None and self.until_tool not in tools:
+            raise InvalidAgent(
+                "until_tool", f"{self.until_tool!r} is not one of the tools: {sorted(tools)}"
+            )
+
+        prompts = [self.base_system_prompt] if self.base_system_prompt else []
+        prompts += [p for mw in middleware if (p := mw.system_prompt())]
+
+        models = (self.model, *self.fallback_models)
+        bound = tuple(self._bind(m, list(tools.values())) for m in models)
+
+        set_ = object.__setattr__
+        set_(self, "middleware", middleware)
+        set_(self, "tools", tuple(self.tools))
+        set_(self, "fallback_models", tuple(self.fallback_models))
+        set_(self, "system_prompt", "\n\n".join(prompts))
+        set_(self, "all_tools", tools)
+        set_(self, "models", bound)
+        set_(
+            self, "before_model_hooks", tuple(m for m in middleware if m.overrides("before_model"))
+        )
+        set_(
+            self,
+            "after_model_hooks",
+            tuple(m for m in reversed(middleware) if m.overrides("after_model")),
+        )
+        if not isinstance(self.mode, Mode):
+            raise InvalidAgent("mode", f"must be a sagents Mode, got {type(self.mode).__name__}")
+
+    @staticmethod
+    def _bind(model: BaseChatModel, tools: list[BaseTool]) -> Runnable[Any, Any]:
+        if not tools:
+            return model
+        try:
+            return model.bind_tools(tools)
+        except NotImplementedError:
+            raise InvalidAgent(
+                "model", f"{type(model).__name__} does not support tool calling (bind_tools)"
+            ) from None
+
+    @property
+    def middleware_instances(self) -> tuple[Middleware, ...]:
+        """The middleware, instantiated, in order."""
+        return tuple(self.middleware)  # type: ignore[arg-type]
+
+    async def run(self, state: State | None = None, *, sink: EventSink | None = None) -> RunResult:
+        """Execute until the model is done, an interrupt, or an error.
+
+        Raises:
+            InvalidTransition: ``state`` has a pending interrupt (use :meth:`resume`).
+        """
+        from sagents.execution._run import Run
+
+        return await Run(self, state, sink=sink).execute()
+
+    async def resume(
+        self,
+        state: State,
+        decisions: Sequence[Decision | Mapping[str, Any]],
+        *,
+        sink: EventSink | None = None,
+    ) -> RunResult:
+        """Continue a run that was interrupted for approval, with one decision per pending call.
+
+        Raises:
+            InvalidTransition: ``state`` has no pending interrupt.
+            InvalidDecision: the decisions do not fit the interrupt (it is kept).
+        """
+        from sagents.execution._run import Run
+
+        return await Run(self, state, sink=sink, decisions=decisions).execute()

@@ -1,0 +1,92 @@
+"""The middleware protocol (rules X20, X21, X29).
+
+A middleware adds to an agent without touching the loop: a piece of system prompt, tools, and
+hooks around each model call. Every hook is optional: subclass :class:`Middleware` and override
+what you need; the loop only calls hooks a middleware actually overrides, so an unused hook costs
+nothing. ``before_model`` hooks run in list order and ``after_model`` hooks in reverse order, like
+layers of an onion. A middleware keeps its own data in ``State.metadata[self.key]`` so that it is
+persisted with the state.
+
+The built-in middleware (TodoList, FileSystem, HumanInTheLoop, ...) use only this protocol.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.tools import BaseTool
+
+from sagents._interrupt import Interrupt
+from sagents._state import State
+
+__all__ = ["Middleware"]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Middleware:
+    """Base class for middleware; every hook is optional.
+
+    Attributes:
+        key: where this middleware keeps its data in ``State.metadata``; defaults to the class
+            name in snake_case (``TodoList`` -> ``"todo_list"``).
+    """
+
+    key: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("key"):
+            cls.key = _snake(cls.__name__)
+
+    @property
+    def name(self) -> str:
+        """Name used in events and error messages."""
+        return type(self).__name__
+
+    def validate(self) -> None:
+        """Raise ``InvalidMiddleware`` (or any ``SagentsError``) if misconfigured.
+
+        Called once when an ``Agent`` is built with this middleware.
+        """
+
+    def system_prompt(self) -> str | None:
+        """Text appended to the agent's system prompt, in middleware order (X4)."""
+        return None
+
+    def tools(self) -> Sequence[BaseTool]:
+        """Tools this middleware gives the model."""
+        return ()
+
+    def callbacks(self) -> Sequence[BaseCallbackHandler]:
+        """langchain callback handlers attached to every model call (observability)."""
+        return ()
+
+    async def before_model(self, state: State) -> State | None:
+        """Called before each model call; return a new state, or None to keep it."""
+        return None
+
+    async def after_model(self, state: State) -> State | Interrupt | None:
+        """Called after each model call (its reply is the last message).
+
+        Return a new state, an :class:`Interrupt` to pause for human approval before any tool
+        of this turn runs, or None.
+        """
+        return None
+
+    async def handle_message(self, message: Any, state: State) -> State | None:
+        """Handle an asynchronous message sent to this middleware (from a task or a process)."""
+        return None
+
+    async def on_server_start(self, state: State) -> State | None:
+        """Called once when an agent server starts with this middleware."""
+        return None
+
+    def overrides(self, hook: str) -> bool:
+        """Whether this middleware overrides ``hook`` (so the loop can skip no-op hooks)."""
+        return getattr(type(self), hook) is not getattr(Middleware, hook)

@@ -1,0 +1,100 @@
+"""Modes: an execution pipeline as an explicit sequence of steps (rule X11).
+
+A step is ``async def step(run: Run) -> RunResult | None``: it reads and commits ``run.state``
+and returns None to hand over to the next step, or a result to end the run. A mode runs its steps
+in order and starts again from the first one until a step returns a result, so the default loop
+reads as its definition::
+
+    DEFAULT_MODE = Mode(name="agent", steps=(
+        call_llm, check_max_runs, check_pre_tool_hitl, execute_tools,
+        propagate_state, check_tool_interrupts, check_until_tool, continue_or_done,
+    ))
+
+A custom mode reuses these steps, drops some, or adds its own. A step that raises a
+:class:`RunError` (or crashes) ends the run as :class:`Failed` with the state as it was before that
+step; a cycle that neither calls the model nor changes the state ends it too, so a mode missing
+``continue_or_done`` fails loudly instead of spinning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from sagents._errors import InvalidAgent, RunError
+from sagents.execution._result import Failed, RunResult
+from sagents.execution._steps import (
+    call_llm,
+    check_max_runs,
+    check_pre_tool_hitl,
+    check_tool_interrupts,
+    check_until_tool,
+    continue_or_done,
+    execute_tools,
+    propagate_state,
+)
+
+if TYPE_CHECKING:
+    from sagents.execution._run import Run
+
+__all__ = ["DEFAULT_MODE", "Mode", "Step"]
+
+Step: TypeAlias = Callable[["Run"], Awaitable[RunResult | None]]
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Mode:
+    """A named sequence of steps, repeated until one returns a result."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+    def __init__(self, *, name: str, steps: Sequence[Step]) -> None:
+        if not steps:
+            raise InvalidAgent("mode", f"mode {name!r} has no steps")
+        for step in steps:
+            if not callable(step):
+                raise InvalidAgent("mode", f"mode {name!r}: {step!r} is not a step function")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "steps", tuple(steps))
+
+    async def run(self, run: Run) -> RunResult:
+        """Drive ``run`` through the steps until one of them ends it."""
+        while True:
+            before = (run.model_calls, run.state)
+            for step in self.steps:
+                try:
+                    result = await step(run)
+                except RunError as exc:
+                    return Failed(state=run.state, error=exc)
+                except Exception as exc:
+                    name = getattr(step, "__name__", repr(step))
+                    error = RunError(f"step {name} crashed: {type(exc).__name__}: {exc}")
+                    error.__cause__ = exc
+                    return Failed(state=run.state, error=error)
+                if result is not None:
+                    return result
+            if run.model_calls == before[0] and run.state is before[1]:
+                return Failed(
+                    state=run.state,
+                    error=RunError(
+                        f"mode {self.name!r} made no progress in a full cycle "
+                        "(does it end with continue_or_done?)"
+                    ),
+                )
+
+
+DEFAULT_MODE = Mode(
+    name="agent",
+    steps=(
+        call_llm,
+        check_max_runs,
+        check_pre_tool_hitl,
+        execute_tools,
+        propagate_state,
+        check_tool_interrupts,
+        check_until_tool,
+        continue_or_done,
+    ),
+)

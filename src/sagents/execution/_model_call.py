@@ -1,0 +1,125 @@
+"""One model call: streaming, retries with backoff, fallback models (rules X10, X14, X15, X16).
+
+A half-streamed reply lives only in a local accumulator until the stream completes, so a cancel
+or a failure mid-stream can never leave a partial message in the state (L5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
+
+from sagents import telemetry
+from sagents._errors import ModelCallFailed
+from sagents.events import LLMDeltas, LLMError, ToolCallIdentified
+from sagents.execution._tools import tool_display_text
+
+if TYPE_CHECKING:
+    from sagents.execution._run import Run
+
+__all__ = ["call_model"]
+
+
+async def _stream(run: Run, model: Any, messages: Sequence[BaseMessage], config: Any) -> AIMessage:
+    agent_id = run.agent.agent_id
+    emit = run.sink.emit
+    tools = run.agent.all_tools
+    acc: AIMessageChunk | None = None
+    identified: set[Any] = set()
+    async for chunk in model.astream(messages, config=config):
+        if not isinstance(chunk, AIMessageChunk):
+            continue
+        acc = chunk if acc is None else acc + chunk
+        emit(LLMDeltas(agent_id=agent_id, deltas=[chunk]))
+        for tc in chunk.tool_call_chunks:
+            index = tc.get("index", tc.get("id"))
+            name = tc.get("name")
+            if name and index not in identified:
+                identified.add(index)
+                emit(
+                    ToolCallIdentified(
+                        agent_id=agent_id,
+                        tool_call_id=tc.get("id") or "",
+                        name=name,
+                        display_text=tool_display_text(tools.get(name), name),
+                    )
+                )
+    if acc is None:
+        raise RuntimeError("the model returned an empty stream")
+    message = message_chunk_to_message(acc)
+    if not isinstance(message, AIMessage):  # pragma: no cover - langchain always gives one
+        raise RuntimeError(f"the model streamed a {type(message).__name__}, not an AI message")
+    return message
+
+
+async def _invoke(model: Any, messages: Sequence[BaseMessage], config: Any) -> AIMessage:
+    message = await model.ainvoke(messages, config=config)
+    if not isinstance(message, AIMessage):
+        raise RuntimeError(f"the model returned a {type(message).__name__}, not an AI message")
+    return message
+
+
+async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
+    """Ask the model (then each fallback) for the next message, retrying transient errors.
+
+    Raises:
+        ModelCallFailed: every attempt on every model failed.
+    """
+    agent = run.agent
+    policy = agent.retry
+    callbacks = [cb for mw in agent.middleware_instances for cb in mw.callbacks()]
+    config: dict[str, Any] = {"callbacks": callbacks} if callbacks else {}
+    meta = {"agent_id": agent.agent_id}
+    attempt = 0
+    errors: list[str] = []
+    last: BaseException | None = None
+    for model_index, model in enumerate(agent.models):
+        for retry_number in range(policy.max_attempts):
+            attempt += 1
+            started = time.perf_counter()
+            telemetry.execute(
+                ("sagents", "llm", "request"),
+                {"system_time": time.time()},
+                {**meta, "attempt": attempt, "model_index": model_index},
+            )
+            try:
+                if agent.stream:
+                    message = await _stream(run, model, messages, config)
+                else:
+                    message = await _invoke(model, messages, config)
+            except Exception as exc:
+                last = exc
+                text = f"{type(exc).__name__}: {exc}"
+                errors.append(f"attempt {attempt} (model {model_index}): {text}")
+                if run.sink.debug:
+                    run.sink.emit(LLMError(agent_id=agent.agent_id, error=text, attempt=attempt))
+                telemetry.execute(
+                    ("sagents", "llm", "error"),
+                    {"duration": time.perf_counter() - started},
+                    {**meta, "attempt": attempt, "error": text},
+                )
+                if not policy.retry_on(exc):
+                    break
+                if retry_number + 1 < policy.max_attempts:
+                    await policy.sleep(retry_number)
+                continue
+            usage: Mapping[str, Any] = message.usage_metadata or {}
+            telemetry.execute(
+                ("sagents", "llm", "response"),
+                {
+                    "duration": time.perf_counter() - started,
+                    "input_tokens": usage.get("input_tokens", 0),
+                    "output_tokens": usage.get("output_tokens", 0),
+                    "total_tokens": usage.get("total_tokens", 0),
+                },
+                {**meta, "attempt": attempt, "model_index": model_index},
+            )
+            return message
+    summary = "; ".join(errors[-5:])
+    raise ModelCallFailed(
+        f"the model failed after {attempt} attempt(s) on {len(agent.models)} model(s): {summary}. "
+        "Check the provider's status and credentials, or add fallback_models"
+    ) from last

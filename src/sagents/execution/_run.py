@@ -1,0 +1,162 @@
+"""``Run``: one execution of an agent's mode over a state, until done, interrupt or error.
+
+The agent server wraps exactly this object. ``run.state`` is always the last *consistent* state:
+steps only replace it through :meth:`Run.commit`. When the run is cancelled (plain asyncio
+cancellation, X14), the tool calls it had started are settled before the ``CancelledError``
+propagates: finished tools keep their results, the others get a "cancelled" error result, so the
+history stays valid for the next model call and nothing complete is lost (L5, L42).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import BaseMessage, ToolCall, ToolMessage
+
+from sagents import telemetry
+from sagents._errors import InvalidTransition
+from sagents._interrupt import Decision, Interrupt, parse_decisions
+from sagents._state import State
+from sagents.events import AgentStateUpdate
+from sagents.execution._result import Done, Failed, Interrupted, RunResult
+from sagents.execution._sink import EventSink, NullSink
+
+if TYPE_CHECKING:
+    from sagents.execution._agent import Agent
+    from sagents.execution._tools import ToolOutcome
+
+__all__ = ["Run", "dismiss_interrupt"]
+
+CANCELLED_TOOL_RESULT = "Cancelled: the run was stopped before this tool call finished."
+
+
+class Run:
+    """The working context of one run; steps read and commit through it.
+
+    Attributes:
+        agent: the agent being run.
+        state: the last committed (consistent) state.
+        sink: where events and state changes go.
+        model_calls: model calls made in this run (``max_runs`` counts these).
+        decisions: validated human decisions to apply (set when resuming).
+        pending_interrupt: an interrupt requested by after-model middleware, not yet raised.
+        tool_decisions: decision per tool call id for the tools about to run.
+        tool_outcomes: ``(call, outcome)`` pairs of the last tool execution, in call order.
+        tools_in_flight: outcomes of tools finished so far while tools run (for a cancel).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        state: State | None = None,
+        *,
+        sink: EventSink | None = None,
+        decisions: Sequence[Decision | Mapping[str, Any]] | None = None,
+    ) -> None:
+        state = state if state is not None else State()
+        if state.agent_id is None:
+            state = state.replace(agent_id=agent.agent_id)
+        if decisions is None and state.interrupt is not None:
+            raise InvalidTransition(
+                "the state has a pending interrupt: resume it with decisions, "
+                "or dismiss it with dismiss_interrupt() before running"
+            )
+        parsed: tuple[Decision, ...] | None = None
+        if decisions is not None:
+            if state.interrupt is None:
+                raise InvalidTransition("nothing to resume: the state has no pending interrupt")
+            parsed = parse_decisions(state.interrupt, decisions)
+        self.agent = agent
+        self.state = state
+        self.sink: EventSink = sink if sink is not None else NullSink()
+        self.model_calls = 0
+        self.decisions: tuple[Decision, ...] | None = parsed
+        self.pending_interrupt: Interrupt | None = None
+        self.tool_decisions: dict[str, Decision] = {}
+        self.tool_outcomes: list[tuple[ToolCall, ToolOutcome]] = []
+        self.tools_in_flight: dict[str, ToolOutcome] | None = None
+
+    def commit(self, state: State, *new_messages: BaseMessage) -> None:
+        """Make ``state`` the run's state; ``new_messages`` are the messages it adds."""
+        self.state = state
+        sink = self.sink
+        if sink.debug:
+            sink.emit(AgentStateUpdate(agent_id=self.agent.agent_id, state=state))
+        sink.state_changed(state, new_messages)
+
+    async def execute(self) -> RunResult:
+        """Drive the agent's mode to a result.
+
+        Raises:
+            asyncio.CancelledError: the run was cancelled; ``self.state`` is consistent.
+        """
+        agent = self.agent
+        meta = {"agent_id": agent.agent_id, "mode": agent.mode.name}
+        started = time.perf_counter()
+        telemetry.execute(("sagents", "execution", "start"), {"system_time": time.time()}, meta)
+        try:
+            result = await agent.mode.run(self)
+        except asyncio.CancelledError:
+            self._settle_cancelled()
+            telemetry.execute(
+                ("sagents", "execution", "stop"),
+                {"duration": time.perf_counter() - started, "model_calls": self.model_calls},
+                {**meta, "status": "cancelled"},
+            )
+            raise
+        measurements = {"duration": time.perf_counter() - started, "model_calls": self.model_calls}
+        match result:
+            case Interrupted():
+                telemetry.execute(("sagents", "execution", "interrupt"), measurements, meta)
+            case Done() | Failed():
+                status = "idle" if isinstance(result, Done) else "error"
+                telemetry.execute(
+                    ("sagents", "execution", "stop"), measurements, {**meta, "status": status}
+                )
+        return result
+
+    def _settle_cancelled(self) -> None:
+        pending = self.state.pending_tool_calls()
+        if not pending or self.state.interrupt is not None:
+            return
+        finished = self.tools_in_flight or {}
+        results: list[BaseMessage] = []
+        for call in pending:
+            outcome = finished.get(call["id"])
+            if outcome is not None:
+                results.append(outcome.message)
+            else:
+                results.append(
+                    ToolMessage(
+                        content=CANCELLED_TOOL_RESULT,
+                        tool_call_id=call["id"],
+                        name=call["name"],
+                        status="error",
+                    )
+                )
+        self.tools_in_flight = None
+        self.commit(self.state.append(*results), *results)
+
+
+def dismiss_interrupt(
+    state: State, reason: str = "not approved: the user sent a new message"
+) -> tuple[State, list[ToolMessage]]:
+    """Drop a pending interrupt, answering each pending call with ``reason`` (rule L7b).
+
+    Returns the new state and the tool results it added (so they can be saved as new messages).
+    """
+    if state.interrupt is None:
+        return state, []
+    results = [
+        ToolMessage(
+            content=f"Not run: {reason}",
+            tool_call_id=call["id"],
+            name=call["name"],
+            status="error",
+        )
+        for call in state.pending_tool_calls()
+    ]
+    return state.replace(interrupt=None).append(*results), results

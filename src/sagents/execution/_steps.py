@@ -1,0 +1,301 @@
+"""The steps of the execution loop (rules X10–X13).
+
+Each step is a small async function of the :class:`~sagents.execution.Run`; see ``_mode.py`` for
+how they are sequenced. Steps commit states through ``run.commit`` (which reports them to the
+sink) and never mutate a state in place, so a step that fails leaves the previous state intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, SystemMessage, ToolCall, ToolMessage
+
+from sagents._errors import MaxRunsExceeded, ModelCallFailed, RunError, UntilToolNotCalled
+from sagents._interrupt import Edit, Interrupt, Reject
+from sagents.events import (
+    ChainError,
+    LLMMessage,
+    LLMTokenUsage,
+    TodosUpdated,
+    ToolExecutionCompleted,
+    ToolExecutionFailed,
+    ToolExecutionStarted,
+)
+from sagents.execution._model_call import call_model
+from sagents.execution._result import Done, Interrupted, RunResult
+from sagents.execution._tool_context import ToolContext
+from sagents.execution._tools import ToolOutcome, invoke_tool, tool_timeout
+
+if TYPE_CHECKING:
+    from sagents.execution._run import Run
+
+__all__ = [
+    "call_llm",
+    "check_max_runs",
+    "check_pre_tool_hitl",
+    "check_tool_interrupts",
+    "check_until_tool",
+    "continue_or_done",
+    "execute_tools",
+    "propagate_state",
+]
+
+
+def _with_call_ids(message: AIMessage) -> AIMessage:
+    # Tool results are matched to calls by id; a provider that omits ids would make results
+    # unmatchable, so give such calls one.
+    if all(call.get("id") for call in message.tool_calls):
+        return message
+    calls = [
+        {**call, "id": call.get("id") or f"call_{uuid.uuid4().hex[:16]}"}
+        for call in message.tool_calls
+    ]
+    return message.model_copy(update={"tool_calls": calls})
+
+
+async def call_llm(run: Run) -> RunResult | None:
+    """Run before-model middleware, call the model, append its reply, run after-model middleware.
+
+    Skipped when the last AI message still has tool calls without results (resuming after an
+    approval, or restoring such a state): the model already asked for those tools.
+    """
+    if run.state.pending_tool_calls():
+        return None
+    agent = run.agent
+    state = run.state
+    for mw in agent.before_model_hooks:
+        try:
+            changed = await mw.before_model(state)
+        except Exception as exc:
+            raise RunError(f"{mw.name}.before_model failed: {type(exc).__name__}: {exc}") from exc
+        if changed is not None:
+            state = changed
+    prompt = agent.system_prompt
+    messages = [SystemMessage(prompt), *state.messages] if prompt else list(state.messages)
+    try:
+        reply = _with_call_ids(await call_model(run, messages))
+    except ModelCallFailed as exc:
+        run.sink.emit(ChainError(agent_id=agent.agent_id, error=str(exc)))
+        raise
+    run.model_calls += 1
+    run.sink.emit(LLMMessage(agent_id=agent.agent_id, message=reply))
+    if reply.usage_metadata:
+        run.sink.emit(LLMTokenUsage(agent_id=agent.agent_id, usage=dict(reply.usage_metadata)))
+    run.commit(state.append(reply), reply)
+    for mw in agent.after_model_hooks:
+        try:
+            outcome = await mw.after_model(run.state)
+        except Exception as exc:
+            raise RunError(f"{mw.name}.after_model failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(outcome, Interrupt):
+            run.pending_interrupt = outcome
+            break
+        if outcome is not None:
+            run.commit(outcome)
+    return None
+
+
+async def check_max_runs(run: Run) -> RunResult | None:
+    """Fail when the model wants tools again after ``max_runs`` model calls."""
+    limit = run.agent.max_runs
+    if run.model_calls >= limit and run.state.pending_tool_calls():
+        raise MaxRunsExceeded(
+            f"the model asked for tools again after max_runs={limit} model calls; "
+            "it is probably looping. Raise Agent(max_runs=...) if the task really needs more"
+        )
+    return None
+
+
+def _apply_edits(run: Run, interrupt: Interrupt) -> None:
+    edits = {
+        request.tool_call_id: decision.arguments
+        for request, decision in zip(interrupt.action_requests, run.decisions or (), strict=True)
+        if isinstance(decision, Edit)
+    }
+    state = run.state.replace(interrupt=None)
+    if edits:
+        messages = list(state.messages)
+        for index in range(len(messages) - 1, -1, -1):
+            message = messages[index]
+            if isinstance(message, AIMessage):
+                calls = [
+                    {**call, "args": edits[call_id]}
+                    if (call_id := call.get("id") or "") in edits
+                    else call
+                    for call in message.tool_calls
+                ]
+                messages[index] = message.model_copy(update={"tool_calls": calls})
+                break
+        state = state.replace(messages=messages)
+    run.commit(state)
+
+
+async def check_pre_tool_hitl(run: Run) -> RunResult | None:
+    """Pause before tools run when after-model middleware asked for approval; on resume, apply
+    the human decisions (edits rewrite the call's arguments in the history)."""
+    if run.decisions is not None:
+        interrupt = run.state.interrupt
+        if interrupt is not None:
+            run.tool_decisions = {
+                request.tool_call_id: decision
+                for request, decision in zip(interrupt.action_requests, run.decisions, strict=True)
+            }
+            _apply_edits(run, interrupt)
+        run.decisions = None
+        return None
+    interrupt = run.pending_interrupt
+    if interrupt is None:
+        return None
+    run.pending_interrupt = None
+    state = run.state.replace(interrupt=interrupt)
+    run.commit(state)
+    return Interrupted(state=state, interrupt=interrupt)
+
+
+def _rejected(call: ToolCall, decision: Reject) -> ToolOutcome:
+    reason = decision.message or "The user rejected this tool call."
+    message = ToolMessage(
+        content=f"Rejected by the user: {reason}",
+        tool_call_id=call["id"] or "",
+        name=call["name"],
+        status="error",
+    )
+    return ToolOutcome(message=message, value=None, error=f"rejected: {reason}", context=None)
+
+
+async def execute_tools(run: Run) -> RunResult | None:
+    """Run the pending tool calls concurrently, each with its timeout, and append the results in
+    call order. Failures become error results for the model; only cancellation propagates."""
+    run.tool_outcomes = []
+    calls: list[Any] = run.state.pending_tool_calls()
+    if not calls:
+        return None
+    agent = run.agent
+    agent_id = agent.agent_id
+    emit = run.sink.emit
+    turn_state = run.state
+    finished: dict[str, ToolOutcome] = {}
+    run.tools_in_flight = finished
+
+    async def one(call: ToolCall) -> None:
+        call_id = call["id"] or ""
+        decision = run.tool_decisions.get(call_id)
+        if isinstance(decision, Reject):
+            outcome = _rejected(call, decision)
+        else:
+            tool = agent.all_tools.get(call["name"])
+            if tool is not None:
+                emit(
+                    ToolExecutionStarted(
+                        agent_id=agent_id,
+                        tool_call_id=call_id,
+                        name=call["name"],
+                        arguments=call["args"],
+                    )
+                )
+            context = ToolContext(
+                agent_id=agent_id,
+                tool_call_id=call_id,
+                tool_name=call["name"],
+                state=turn_state,
+                emit=emit,
+            )
+            outcome = await invoke_tool(
+                tool,
+                call,
+                timeout=tool_timeout(tool, agent.tool_timeout) if tool else None,
+                context=context,
+                known=agent.all_tools,
+            )
+        finished[call_id] = outcome
+        if outcome.error is None:
+            emit(
+                ToolExecutionCompleted(
+                    agent_id=agent_id,
+                    tool_call_id=call_id,
+                    name=call["name"],
+                    result=outcome.message.content,
+                )
+            )
+        else:
+            emit(
+                ToolExecutionFailed(
+                    agent_id=agent_id,
+                    tool_call_id=call_id,
+                    name=call["name"],
+                    error=outcome.error,
+                )
+            )
+
+    if len(calls) == 1:
+        await one(calls[0])
+    else:
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                group.create_task(one(call))
+    run.tools_in_flight = None
+    run.tool_decisions = {}
+    run.tool_outcomes = [(call, finished[call["id"]]) for call in calls]
+    results = [outcome.message for _, outcome in run.tool_outcomes]
+    run.commit(run.state.append(*results), *results)
+    return None
+
+
+async def propagate_state(run: Run) -> RunResult | None:
+    """Apply the state changes tools asked for (``ToolContext.update_state``), in call order."""
+    updates = [
+        update
+        for _, outcome in run.tool_outcomes
+        if outcome.context is not None
+        for update in outcome.context.updates
+    ]
+    if not updates:
+        return None
+    before = run.state
+    state = before
+    for update in updates:
+        state = update(state)
+    if state.todos != before.todos:
+        run.sink.emit(TodosUpdated(agent_id=run.agent.agent_id, todos=list(state.todos)))
+    run.commit(state)
+    return None
+
+
+async def check_tool_interrupts(run: Run) -> RunResult | None:
+    """Pause when a tool asked for it (``ToolContext.request_interrupt``)."""
+    for _, outcome in run.tool_outcomes:
+        if outcome.context is not None and outcome.context.interrupt is not None:
+            interrupt = outcome.context.interrupt
+            state = run.state.replace(interrupt=interrupt)
+            run.commit(state)
+            return Interrupted(state=state, interrupt=interrupt)
+    return None
+
+
+async def check_until_tool(run: Run) -> RunResult | None:
+    """End the run with the ``until_tool`` result as soon as that tool ran successfully."""
+    target = run.agent.until_tool
+    if target is None:
+        return None
+    for call, outcome in run.tool_outcomes:
+        if call["name"] == target and outcome.error is None:
+            return Done(state=run.state, value=outcome.value)
+    return None
+
+
+async def continue_or_done(run: Run) -> RunResult | None:
+    """End the run when the model answered without tool calls; otherwise loop."""
+    messages = run.state.messages
+    last = messages[-1] if messages else None
+    if isinstance(last, AIMessage) and not last.tool_calls:
+        target = run.agent.until_tool
+        if target is not None:
+            raise UntilToolNotCalled(
+                f"the model finished without calling {target!r}; tell it in the prompt to call "
+                f"{target} with its final result"
+            )
+        return Done(state=run.state)
+    return None

@@ -1,0 +1,143 @@
+"""Turning what users pass as tools into langchain tools, and running one tool call.
+
+A tool call never raises into the loop: an unknown tool, invalid arguments, a tool that raises or
+one that outlives its timeout all become an error ``ToolMessage`` (``status="error"``) the model
+reads on its next turn (rule X12). Only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import ToolCall, ToolMessage
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import ValidationError
+
+from sagents import telemetry
+from sagents._errors import InvalidAgent
+from sagents.execution._tool_context import ToolContext, set_tool_context
+
+__all__ = ["ToolOutcome", "as_tool", "invoke_tool", "tool_display_text", "tool_timeout"]
+
+
+def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
+    """A langchain tool for ``obj``: a ``BaseTool`` as is, a typed function wrapped.
+
+    Raises:
+        InvalidAgent: ``obj`` is neither, or the function cannot become a tool (no docstring).
+    """
+    if isinstance(obj, BaseTool):
+        return obj
+    if not callable(obj):
+        raise InvalidAgent("tools", f"{obj!r} is neither a langchain tool nor a function")
+    try:
+        if inspect.iscoroutinefunction(obj):
+            return StructuredTool.from_function(coroutine=obj)
+        return StructuredTool.from_function(func=obj)
+    except Exception as exc:
+        name = getattr(obj, "__name__", repr(obj))
+        raise InvalidAgent(
+            "tools", f"cannot turn {name} into a tool: {exc} (give it a docstring and type hints)"
+        ) from None
+
+
+def tool_timeout(tool: BaseTool, default: float | None) -> float | None:
+    """The tool's own timeout (``tool.metadata["timeout"]``) or the agent's default."""
+    if tool.metadata and "timeout" in tool.metadata:
+        value = tool.metadata["timeout"]
+        return None if value is None else float(value)
+    return default
+
+
+def tool_display_text(tool: BaseTool | None, name: str) -> str:
+    """A short label for UIs: ``tool.metadata["display_text"]`` or the name, humanised."""
+    if tool is not None and tool.metadata and tool.metadata.get("display_text"):
+        return str(tool.metadata["display_text"])
+    return name.replace("_", " ").capitalize()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolOutcome:
+    """What one call produced: the message for the model, its structured value, any error."""
+
+    message: ToolMessage
+    value: Any
+    error: str | None
+    context: ToolContext | None
+
+
+def _structured(message: ToolMessage) -> Any:
+    if message.artifact is not None:
+        return message.artifact
+    content = message.content
+    if isinstance(content, str):
+        try:
+            return json.loads(content)
+        except ValueError:
+            return content
+    return content
+
+
+def _error(call: ToolCall, text: str) -> ToolOutcome:
+    message = ToolMessage(
+        content=f"Error: {text}", tool_call_id=call["id"] or "", name=call["name"], status="error"
+    )
+    return ToolOutcome(message=message, value=None, error=text, context=None)
+
+
+def _describe(exc: Exception, name: str) -> str:
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid arguments for tool {name!r}: {problems}"
+    return f"tool {name!r} failed: {type(exc).__name__}: {exc}"
+
+
+async def invoke_tool(
+    tool: BaseTool | None,
+    call: ToolCall,
+    *,
+    timeout: float | None,
+    context: ToolContext,
+    known: Mapping[str, BaseTool],
+) -> ToolOutcome:
+    """Run one tool call to an outcome; only cancellation propagates."""
+    name = call["name"]
+    if tool is None:
+        available = ", ".join(sorted(known)) or "none"
+        return _error(call, f"unknown tool {name!r}; available tools: {available}")
+    set_tool_context(context)
+    started = time.perf_counter()
+    meta = {"agent_id": context.agent_id, "tool": name, "tool_call_id": call["id"]}
+    telemetry.execute(("sagents", "tool", "start"), {"system_time": time.time()}, meta)
+    try:
+        async with asyncio.timeout(timeout):
+            result = await tool.ainvoke({**call, "type": "tool_call"})
+    except TimeoutError:
+        outcome = _error(call, f"tool {name!r} timed out after {timeout:g} s")
+    except Exception as exc:
+        outcome = _error(call, _describe(exc, name))
+    else:
+        if not isinstance(result, ToolMessage):
+            # A tool returning a Command-like object; keep its text for the model.
+            result = ToolMessage(content=str(result), tool_call_id=call["id"] or "", name=name)
+        failed = result.status == "error"
+        outcome = ToolOutcome(
+            message=result,
+            value=None if failed else _structured(result),
+            error=str(result.content) if failed else None,
+            context=context,
+        )
+    finally:
+        set_tool_context(None)
+    duration = time.perf_counter() - started
+    suffix = "error" if outcome.error is not None else "stop"
+    telemetry.execute(("sagents", "tool", suffix), {"duration": duration}, meta)
+    return outcome

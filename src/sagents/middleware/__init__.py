@@ -1,0 +1,21 @@
+"""Built-in middleware: TodoList, FileSystem, HumanInTheLoop (and the ``Middleware`` base)."""
+
+from sagents._public import publish
+from sagents.execution._middleware import Middleware
+from sagents.middleware._file_store import DiskFileStore, FileStore, MemoryFileStore, normalize_path
+from sagents.middleware._file_system import FileSystem
+from sagents.middleware._human_in_the_loop import HumanInTheLoop
+from sagents.middleware._todo_list import TodoList
+
+__all__ = [
+    "DiskFileStore",
+    "FileStore",
+    "FileSystem",
+    "HumanInTheLoop",
+    "MemoryFileStore",
+    "Middleware",
+    "TodoList",
+    "normalize_path",
+]
+
+publish(globals(), __all__, __name__)

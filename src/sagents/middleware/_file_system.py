@@ -1,0 +1,453 @@
+"""The FileSystem middleware: a virtual filesystem the model works in through tools (rule X23).
+
+The model gets eight tools (``ls``, ``read_file``, ``write_file``, ``edit_file``,
+``find_in_file``, ``edit_lines``, ``move_file``, ``delete_file``) over a :class:`FileStore`. The
+tools hold no file data themselves: the store is the single place where files and path rules
+live, so two agents given the same store share one filesystem, and persistence is a matter of
+which store is passed in (:class:`MemoryFileStore` by default, :class:`DiskFileStore` to keep
+files across restarts).
+
+A tool that cannot do what it was asked *raises* (``FileSystemError`` and its subclass
+``PathNotAllowed``, or a validation error for malformed arguments) instead of returning an error
+string: the loop turns the exception into an error tool result, so the model still reads the
+message, while the run's events and telemetry record a failure rather than a success that
+happens to contain the word "error".
+
+Line numbers are 1-based everywhere the model sees them (``read_file``, ``find_in_file``,
+``edit_lines``) so a number read from one tool can be used in another; only ``read_file``'s
+``offset`` counts lines to skip, as its name says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Collection, Sequence
+from typing import Annotated
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import Field
+
+from sagents._errors import FileSystemError, InvalidMiddleware
+from sagents.execution._middleware import Middleware
+from sagents.middleware._file_store import FileStore, MemoryFileStore, normalize_path
+
+__all__ = ["FILE_SYSTEM_TOOLS", "FileSystem"]
+
+#: The names of the FileSystem tools, in the order they are offered.
+FILE_SYSTEM_TOOLS: tuple[str, ...] = (
+    "ls",
+    "read_file",
+    "write_file",
+    "edit_file",
+    "find_in_file",
+    "edit_lines",
+    "move_file",
+    "delete_file",
+)
+
+# Lines longer than this are cut in read_file / find_in_file output: one minified megabyte on a
+# single line would otherwise fill the model's context.
+_MAX_LINE_CHARS = 2000
+# find_in_file stops after this many matching lines.
+_MAX_MATCHES = 500
+
+_PROMPT = """\
+## Files
+
+You have a virtual filesystem. Paths look like /notes/plan.md: they start at the root "/", use
+"/" as separator, and may not contain "..". Directories exist implicitly while they hold files.
+Tools:
+{tools}
+Read a file before editing it, and prefer edit_file or edit_lines over rewriting a whole file."""
+
+_SUMMARIES = {
+    "ls": "ls: list the files and directories in a directory",
+    "read_file": "read_file: read a file with numbered lines (use offset/limit for long files)",
+    "write_file": "write_file: create a file or replace its whole content",
+    "edit_file": "edit_file: replace an exact piece of text in a file",
+    "find_in_file": "find_in_file: search a file with a regular expression",
+    "edit_lines": "edit_lines: replace a range of lines (numbers as shown by read_file)",
+    "move_file": "move_file: move or rename a file",
+    "delete_file": "delete_file: delete a file",
+}
+
+FilePath = Annotated[str, "Path of the file, e.g. /notes/plan.md"]
+
+
+def _lines(content: str) -> list[str]:
+    """The lines of ``content``, split on ``\\n`` only (a final newline ends the last line).
+
+    Splitting on ``\\n`` alone, unlike ``str.splitlines``, keeps line numbers in agreement with
+    what ``edit_lines`` rewrites even when a file contains form feeds or Unicode separators.
+    """
+    if not content:
+        return []
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _join(lines: list[str], *, trailing_newline: bool) -> str:
+    if not lines:
+        return ""
+    return "\n".join(lines) + ("\n" if trailing_newline else "")
+
+
+def _clip(line: str) -> str:
+    if len(line) <= _MAX_LINE_CHARS:
+        return line
+    return line[:_MAX_LINE_CHARS] + f"... [line cut, {len(line)} characters]"
+
+
+def _numbered(number: int, line: str, mark: str = "") -> str:
+    # `cat -n` layout: the number right-aligned in 6 columns, then a tab.
+    return f"{number:>6}{mark}\t{_clip(line)}"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+class FileSystem(Middleware):
+    """Give the model a virtual filesystem through eight tools.
+
+    Args:
+        store: where the files live; a new :class:`MemoryFileStore` when omitted. The middleware
+            does not close it: whoever created the store owns it.
+        enabled_tools: the names of the tools to offer (see :data:`FILE_SYSTEM_TOOLS`); all of
+            them when omitted.
+        max_file_size: the largest file the tools will write, in UTF-8 bytes (the store may
+            have its own, smaller, limit).
+    """
+
+    def __init__(
+        self,
+        store: FileStore | None = None,
+        *,
+        enabled_tools: Collection[str] | None = None,
+        max_file_size: int = 1_000_000,
+    ) -> None:
+        self._store: FileStore = (
+            store if store is not None else MemoryFileStore(max_file_size=max_file_size)
+        )
+        self._enabled = enabled_tools
+        self._max_file_size = max_file_size
+
+    @property
+    def store(self) -> FileStore:
+        """The store the tools read and write."""
+        return self._store
+
+    @property
+    def enabled_tools(self) -> tuple[str, ...]:
+        """The names of the tools offered, in :data:`FILE_SYSTEM_TOOLS` order."""
+        if self._enabled is None:
+            return FILE_SYSTEM_TOOLS
+        if isinstance(self._enabled, str):
+            return ()  # a misuse validate() reports; never read "ls" as {"l", "s"}
+        enabled = set(self._enabled)
+        return tuple(name for name in FILE_SYSTEM_TOOLS if name in enabled)
+
+    def validate(self) -> None:
+        """Check the configuration.
+
+        Raises:
+            InvalidMiddleware: ``enabled_tools`` is a string or names an unknown tool, or
+                ``max_file_size`` is not a positive int.
+        """
+        if isinstance(self._enabled, str):
+            raise InvalidMiddleware(
+                f"FileSystem: enabled_tools must be a collection of tool names, not the string "
+                f"{self._enabled!r}; write enabled_tools=[{self._enabled!r}]"
+            )
+        if self._enabled is not None:
+            unknown = sorted(set(self._enabled) - set(FILE_SYSTEM_TOOLS))
+            if unknown:
+                raise InvalidMiddleware(
+                    f"FileSystem: unknown tool name(s) in enabled_tools: {', '.join(unknown)}; "
+                    f"valid names are {', '.join(FILE_SYSTEM_TOOLS)}"
+                )
+        if (
+            not isinstance(self._max_file_size, int)
+            or isinstance(self._max_file_size, bool)
+            or self._max_file_size <= 0
+        ):
+            raise InvalidMiddleware(
+                f"FileSystem: max_file_size must be a positive number of bytes, "
+                f"got {self._max_file_size!r}"
+            )
+
+    def system_prompt(self) -> str | None:
+        """Explain the filesystem and list the enabled tools; None when none is enabled."""
+        names = self.enabled_tools
+        if not names:
+            return None
+        return _PROMPT.format(tools="\n".join(f"- {_SUMMARIES[name]}" for name in names))
+
+    def tools(self) -> Sequence[BaseTool]:
+        """The enabled tools, as async langchain ``StructuredTool``s."""
+        builders = {
+            "ls": self._ls_tool,
+            "read_file": self._read_file_tool,
+            "write_file": self._write_file_tool,
+            "edit_file": self._edit_file_tool,
+            "find_in_file": self._find_in_file_tool,
+            "edit_lines": self._edit_lines_tool,
+            "move_file": self._move_file_tool,
+            "delete_file": self._delete_file_tool,
+        }
+        return [builders[name]() for name in self.enabled_tools]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _check_size(self, path: str, content: str) -> None:
+        size = len(content.encode("utf-8", errors="surrogatepass"))
+        if size > self._max_file_size:
+            raise FileSystemError(
+                f"cannot write {path}: the content would be {size} bytes, over the limit of "
+                f"{self._max_file_size} bytes; split it into smaller files"
+            )
+
+    async def _write(self, path: str, content: str) -> None:
+        self._check_size(path, content)
+        await self._store.write(path, content)
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    def _ls_tool(self) -> BaseTool:
+        async def ls(path: Annotated[str, "Directory to list; '/' is the root"] = "/") -> str:
+            directory = normalize_path(path, directory=True)
+            if directory != "/" and await self._store.exists(directory):
+                return directory  # a file, listed as itself like `ls FILE`
+            files = await self._store.list(directory)
+            if not files:
+                if directory == "/":
+                    return "No files yet."
+                raise FileSystemError(f"no such directory: {directory}; use ls('/') to look")
+            base = "" if directory == "/" else directory
+            entries: set[str] = set()
+            for file in files:
+                head, sep, _ = file[len(base) + 1 :].partition("/")
+                entries.add(f"{base}/{head}{sep}")  # a trailing "/" marks a directory
+            return "\n".join(sorted(entries))
+
+        return StructuredTool.from_function(
+            coroutine=ls,
+            name="ls",
+            description=(
+                "List the files and directories directly inside a directory, one absolute path "
+                "per line; directories end with '/'."
+            ),
+        )
+
+    def _read_file_tool(self) -> BaseTool:
+        async def read_file(
+            file_path: FilePath,
+            offset: Annotated[int, Field(ge=0, description="Number of lines to skip")] = 0,
+            limit: Annotated[int, Field(ge=1, description="Most lines to return")] = 2000,
+        ) -> str:
+            path = normalize_path(file_path)
+            lines = _lines(await self._store.read(path))
+            if not lines:
+                return f"{path} is empty."
+            if offset >= len(lines):
+                raise FileSystemError(
+                    f"offset {offset} is past the end of {path}, which has "
+                    f"{_plural(len(lines), 'line')}; use a smaller offset"
+                )
+            shown = lines[offset : offset + limit]
+            text = "\n".join(
+                _numbered(number, line) for number, line in enumerate(shown, start=offset + 1)
+            )
+            last = offset + len(shown)
+            if last < len(lines):
+                text += (
+                    f"\n... (truncated: showing lines {offset + 1}-{last} of {len(lines)}; "
+                    f"call read_file with offset={last} to read on)"
+                )
+            return text
+
+        return StructuredTool.from_function(
+            coroutine=read_file,
+            name="read_file",
+            description=(
+                "Read a text file. Each line is shown as its 1-based number, a tab, then the "
+                "line. `offset` skips that many lines and `limit` caps how many are returned."
+            ),
+        )
+
+    def _write_file_tool(self) -> BaseTool:
+        async def write_file(
+            file_path: FilePath, content: Annotated[str, "The whole new content of the file"]
+        ) -> str:
+            path = normalize_path(file_path)
+            existed = await self._store.exists(path)
+            await self._write(path, content)
+            verb = "Overwrote" if existed else "Created"
+            return f"{verb} {path} ({_plural(len(_lines(content)), 'line')})."
+
+        return StructuredTool.from_function(
+            coroutine=write_file,
+            name="write_file",
+            description=(
+                "Create a file, or replace the whole content of an existing one. Parent "
+                "directories are created as needed."
+            ),
+        )
+
+    def _edit_file_tool(self) -> BaseTool:
+        async def edit_file(
+            file_path: FilePath,
+            old_string: Annotated[str, "The exact text to replace, including whitespace"],
+            new_string: Annotated[str, "The text to put in its place"],
+            replace_all: Annotated[bool, "Replace every occurrence, not just a unique one"] = False,
+        ) -> str:
+            path = normalize_path(file_path)
+            if not old_string:
+                raise FileSystemError(
+                    "old_string is empty; give the exact text to replace, or use write_file"
+                )
+            if old_string == new_string:
+                raise FileSystemError("old_string and new_string are identical; nothing to do")
+            content = await self._store.read(path)
+            count = content.count(old_string)
+            if count == 0:
+                raise FileSystemError(
+                    f"old_string was not found in {path}; read the file and copy the text "
+                    "exactly, including whitespace and indentation"
+                )
+            if count > 1 and not replace_all:
+                raise FileSystemError(
+                    f"old_string occurs {count} times in {path}; add surrounding lines to make "
+                    "it unique, or set replace_all to true to replace every occurrence"
+                )
+            await self._write(path, content.replace(old_string, new_string))
+            return f"Replaced {_plural(count, 'occurrence')} in {path}."
+
+        return StructuredTool.from_function(
+            coroutine=edit_file,
+            name="edit_file",
+            description=(
+                "Replace exact text in a file. old_string must occur exactly once unless "
+                "replace_all is true. Read the file first and copy old_string exactly."
+            ),
+        )
+
+    def _find_in_file_tool(self) -> BaseTool:
+        async def find_in_file(
+            file_path: FilePath,
+            pattern: Annotated[str, "A Python regular expression, matched line by line"],
+            case_sensitive: Annotated[bool, "Whether letter case must match"] = True,
+            context_lines: Annotated[
+                int, Field(ge=0, description="Lines of context shown around each match")
+            ] = 0,
+        ) -> str:
+            path = normalize_path(file_path)
+            try:
+                regex = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
+            except re.error as exc:
+                raise FileSystemError(f"invalid regular expression {pattern!r}: {exc}") from None
+            lines = _lines(await self._store.read(path))
+            # In a worker thread: a pathological pattern on a large file can backtrack for a
+            # long time, and must stall only this tool (whose timeout still applies), never the
+            # event loop every other agent runs on.
+            matches = await asyncio.to_thread(
+                lambda: [i for i, line in enumerate(lines) if regex.search(line)]
+            )
+            if not matches:
+                return f"No match for {pattern!r} in {path}."
+            return _format_matches(path, lines, matches, context_lines)
+
+        return StructuredTool.from_function(
+            coroutine=find_in_file,
+            name="find_in_file",
+            description=(
+                "Search a file for a regular expression. Matching lines are shown as "
+                "'NUMBER:<tab>line', context lines as 'NUMBER-<tab>line', and separate groups "
+                "are divided by '--'."
+            ),
+        )
+
+    def _edit_lines_tool(self) -> BaseTool:
+        async def edit_lines(
+            file_path: FilePath,
+            start_line: Annotated[int, Field(ge=1, description="First line to replace (1-based)")],
+            end_line: Annotated[int, Field(ge=1, description="Last line to replace (inclusive)")],
+            content: Annotated[str, "The new lines; empty to delete the range"],
+        ) -> str:
+            path = normalize_path(file_path)
+            old = await self._store.read(path)
+            lines = _lines(old)
+            if end_line < start_line:
+                raise FileSystemError(
+                    f"end_line {end_line} is before start_line {start_line}; both are 1-based "
+                    "and inclusive"
+                )
+            if end_line > len(lines):
+                raise FileSystemError(
+                    f"{path} has {_plural(len(lines), 'line')}, so lines {start_line}-{end_line} "
+                    "do not exist; read the file to see its line numbers"
+                )
+            new_lines = _lines(content)
+            lines[start_line - 1 : end_line] = new_lines
+            # An empty file stays empty; otherwise keep the file's own final-newline convention.
+            await self._write(path, _join(lines, trailing_newline=old.endswith("\n")))
+            return (
+                f"Replaced lines {start_line}-{end_line} of {path} with "
+                f"{_plural(len(new_lines), 'line')}; it now has {_plural(len(lines), 'line')}."
+            )
+
+        return StructuredTool.from_function(
+            coroutine=edit_lines,
+            name="edit_lines",
+            description=(
+                "Replace lines start_line to end_line (1-based, inclusive, as numbered by "
+                "read_file) with content. Empty content deletes the lines."
+            ),
+        )
+
+    def _move_file_tool(self) -> BaseTool:
+        async def move_file(
+            source_path: Annotated[str, "The file to move"],
+            destination_path: Annotated[str, "Its new path; must not exist yet"],
+        ) -> str:
+            source, destination = normalize_path(source_path), normalize_path(destination_path)
+            await self._store.move(source, destination)
+            return f"Moved {source} to {destination}."
+
+        return StructuredTool.from_function(
+            coroutine=move_file,
+            name="move_file",
+            description="Move or rename a file. The destination must not exist yet.",
+        )
+
+    def _delete_file_tool(self) -> BaseTool:
+        async def delete_file(file_path: FilePath) -> str:
+            path = normalize_path(file_path)
+            await self._store.delete(path)
+            return f"Deleted {path}."
+
+        return StructuredTool.from_function(
+            coroutine=delete_file, name="delete_file", description="Delete a file."
+        )
+
+
+def _format_matches(path: str, lines: list[str], matches: list[int], context: int) -> str:
+    """grep-style output: ``N:`` for matching lines, ``N-`` for context, ``--`` between groups."""
+    matching = set(matches)
+    shown: list[str] = []
+    previous = -1
+    for index in matches[:_MAX_MATCHES]:
+        first = max(index - context, previous + 1)
+        if shown and first > previous + 1:
+            shown.append("--")
+        for i in range(first, min(index + context, len(lines) - 1) + 1):
+            if i > previous:
+                shown.append(_numbered(i + 1, lines[i], ":" if i in matching else "-"))
+                previous = i
+    header = f"{_plural(len(matches), 'matching line')} in {path}"
+    if len(matches) > _MAX_MATCHES:
+        header += f" (only the first {_MAX_MATCHES} are shown; narrow the pattern)"
+    return header + ":\n" + "\n".join(shown)

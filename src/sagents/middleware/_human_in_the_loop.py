@@ -1,0 +1,100 @@
+"""``HumanInTheLoop``: pause before protected tool calls run (rules L4, X24).
+
+After each model call, if the reply calls protected tools, the middleware returns an
+:class:`~sagents.Interrupt` listing every protected call of the turn (parallel calls each get their
+own decision); the loop pauses before *any* tool of that turn runs. On resume, approved and edited
+calls run, rejected ones get a rejection result, and unprotected calls of the same turn run once,
+with them.
+
+Configuration per tool name::
+
+    HumanInTheLoop(interrupt_on={
+        "write_file": True,                                    # approve / edit / reject
+        "delete_file": {"allowed_decisions": ["approve", "reject"],
+                        "description": "Deleting files cannot be undone"},
+        "read_file": False,                                    # not protected
+    })
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.messages import AIMessage
+
+from sagents._errors import InvalidMiddleware
+from sagents._interrupt import ALL_DECISIONS, ActionRequest, DecisionType, Interrupt
+from sagents._state import State
+from sagents.execution._middleware import Middleware
+
+__all__ = ["HumanInTheLoop"]
+
+_POLICY_KEYS = {"allowed_decisions", "description"}
+
+
+class HumanInTheLoop(Middleware):
+    """Interrupts the run for human approval of the tools named in ``interrupt_on``."""
+
+    key = "human_in_the_loop"
+
+    def __init__(self, interrupt_on: Mapping[str, bool | Mapping[str, Any]]) -> None:
+        self.interrupt_on = dict(interrupt_on)
+        self._policies: dict[str, tuple[tuple[DecisionType, ...], str | None]] = {}
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.interrupt_on, dict) or not self.interrupt_on:
+            raise InvalidMiddleware("HumanInTheLoop(interrupt_on=...) needs at least one tool name")
+        policies: dict[str, tuple[tuple[DecisionType, ...], str | None]] = {}
+        for name, policy in self.interrupt_on.items():
+            where = f"HumanInTheLoop.interrupt_on[{name!r}]"
+            if policy is False:
+                continue
+            if policy is True:
+                policies[name] = (ALL_DECISIONS, None)
+                continue
+            if not isinstance(policy, Mapping):
+                raise InvalidMiddleware(f"{where} must be True, False or a dict")
+            unknown = set(policy) - _POLICY_KEYS
+            if unknown:
+                raise InvalidMiddleware(
+                    f"{where}: unknown key(s) {sorted(unknown)}; use {sorted(_POLICY_KEYS)}"
+                )
+            allowed = tuple(policy.get("allowed_decisions", ALL_DECISIONS))
+            if not allowed or any(a not in ALL_DECISIONS for a in allowed):
+                raise InvalidMiddleware(
+                    f"{where}: allowed_decisions must be a non-empty subset of {ALL_DECISIONS}"
+                )
+            description = policy.get("description")
+            if description is not None and not isinstance(description, str):
+                raise InvalidMiddleware(f"{where}: description must be a string")
+            policies[name] = (allowed, description)
+        self._policies = policies
+
+    def protects(self, tool_name: str) -> bool:
+        """Whether calls to ``tool_name`` need approval."""
+        return tool_name in self._policies
+
+    async def after_model(self, state: State) -> State | Interrupt | None:
+        last = state.messages[-1] if state.messages else None
+        if not isinstance(last, AIMessage) or not last.tool_calls:
+            return None
+        requests = []
+        for call in last.tool_calls:
+            policy = self._policies.get(call["name"])
+            if policy is None:
+                continue
+            allowed, description = policy
+            requests.append(
+                ActionRequest(
+                    tool_call_id=call["id"] or "",
+                    name=call["name"],
+                    arguments=dict(call["args"]),
+                    allowed_decisions=allowed,
+                    description=description,
+                )
+            )
+        if not requests:
+            return None
+        return Interrupt(action_requests=tuple(requests))

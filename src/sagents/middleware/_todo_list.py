@@ -1,0 +1,102 @@
+"""``TodoList``: the agent keeps a visible plan with the ``write_todos`` tool (rule X22).
+
+Todos live in ``State.todos`` (not in metadata) because every UI shows them. The tool validates
+the whole list before anything changes, and its change is applied by the loop after the turn
+(``ToolContext.update_state``), so two parallel ``write_todos`` calls apply in call order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from sagents._errors import StateError
+from sagents._state import State
+from sagents._todo import Todo, TodoStatus
+from sagents.execution._middleware import Middleware
+from sagents.execution._tool_context import get_tool_context
+
+__all__ = ["TodoList"]
+
+_PROMPT = """\
+## Todo list
+For any task with three or more steps, keep a todo list with the `write_todos` tool so the user
+can follow your plan. Each todo has `content` and a `status` (pending, in_progress, completed,
+cancelled). Keep exactly one todo in_progress while you work, and mark todos completed as soon as
+they are done. `merge=false` replaces the whole list; `merge=true` updates todos by `id` and
+appends the ones without a known id."""
+
+
+class TodoInput(BaseModel):
+    """One todo as the model writes it."""
+
+    content: str = Field(description="What to do, as a short imperative sentence.")
+    status: Literal["pending", "in_progress", "completed", "cancelled"] = "pending"
+    id: str | None = Field(default=None, description="Keep the id to update an existing todo.")
+
+
+class WriteTodosArgs(BaseModel):
+    todos: list[TodoInput] = Field(description="The todos to write.")
+    merge: bool = Field(
+        default=False,
+        description="false: replace the whole list. true: update todos by id, append new ones.",
+    )
+
+
+def merge_todos(current: Sequence[Todo], incoming: Sequence[Todo]) -> list[Todo]:
+    """Update ``current`` by id with ``incoming``; todos with unknown ids are appended."""
+    by_id = {todo.id: todo for todo in incoming}
+    merged = [by_id.pop(todo.id, todo) for todo in current]
+    return merged + [todo for todo in incoming if todo.id in by_id]
+
+
+class TodoList(Middleware):
+    """Gives the model the ``write_todos(todos, merge=False)`` tool."""
+
+    key = "todo_list"
+
+    def __init__(self, *, system_prompt: str = _PROMPT) -> None:
+        self._prompt = system_prompt
+        self._tool = StructuredTool.from_function(
+            coroutine=self._write_todos,
+            name="write_todos",
+            description=(
+                "Write the todo list. merge=false replaces it; merge=true updates by id and "
+                "appends new todos."
+            ),
+            args_schema=WriteTodosArgs,
+        )
+
+    def system_prompt(self) -> str | None:
+        return self._prompt
+
+    def tools(self) -> Sequence[BaseTool]:
+        return (self._tool,)
+
+    async def _write_todos(self, todos: list[TodoInput], merge: bool = False) -> str:
+        try:
+            incoming = [
+                Todo(content=t.content, status=TodoStatus(t.status))
+                if t.id is None
+                else Todo(content=t.content, status=TodoStatus(t.status), id=t.id)
+                for t in todos
+            ]
+        except StateError as exc:
+            raise ValueError(f"invalid todo: {exc}; nothing was changed") from None
+        ids = [t.id for t in incoming]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two todos share an id; nothing was changed")
+
+        def apply(state: State) -> State:
+            new = merge_todos(state.todos, incoming) if merge else incoming
+            return state.replace(todos=new)
+
+        context = get_tool_context()
+        context.update_state(apply)
+        preview = apply(context.state).todos
+        done = sum(t.status is TodoStatus.COMPLETED for t in preview)
+        lines = "\n".join(f"- [{t.status.value}] {t.content} (id: {t.id})" for t in preview)
+        return f"Todo list updated ({done}/{len(preview)} completed):\n{lines}"
