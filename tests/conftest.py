@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 from sagents import telemetry
+
+# pytest-asyncio looks up "the current loop" with asyncio.get_event_loop(), which on Python 3.11
+# silently creates a loop nobody closes (a ResourceWarning, an error under filterwarnings=error).
+# Declaring that there is no current loop makes that lookup return None instead.
+asyncio.set_event_loop(None)
 
 
 @pytest.fixture(autouse=True)

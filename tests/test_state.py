@@ -309,7 +309,7 @@ def test_with_metadata_never_mutates_the_original() -> None:
 
 
 @given(states, messages, _keys, json_values)
-@settings(deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])
 def test_derivations_never_mutate_the_original(
     state: State, extra: list[BaseMessage], key: str, value: Any
 ) -> None:

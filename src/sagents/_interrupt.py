@@ -178,7 +178,9 @@ def parse_decisions(
     Raises:
         InvalidDecision: wrong count, unknown or disallowed type, or a malformed edit/reject.
     """
-    if isinstance(decisions, Mapping) or not isinstance(decisions, Sequence):
+    if isinstance(decisions, str | bytes | bytearray | Mapping) or not isinstance(
+        decisions, Sequence
+    ):
         raise InvalidDecision("decisions must be a list with one decision per pending call")
     expected = len(interrupt.action_requests)
     if len(decisions) != expected:

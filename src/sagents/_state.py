@@ -11,6 +11,7 @@ bad input raises :class:`StateError` and never yields a half-built state.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -94,8 +95,12 @@ class State:
             "agent_id": self.agent_id,
             "messages": [message_to_json(m) for m in self.messages],
             "todos": [t.to_dict() for t in self.todos],
-            "metadata": self.metadata,
-            "interrupt": None if self.interrupt is None else self.interrupt.to_dict(),
+            # Copies: callers may edit the dict (e.g. a migration before saving) and the state
+            # must stay immutable.
+            "metadata": copy.deepcopy(self.metadata),
+            "interrupt": None
+            if self.interrupt is None
+            else copy.deepcopy(self.interrupt.to_dict()),
         }
 
     @classmethod
@@ -131,8 +136,10 @@ class State:
         return cls(
             messages=[message_from_json(m, f"messages[{i}]") for i, m in enumerate(messages)],
             todos=[_todo(i, t) for i, t in enumerate(todos)],
-            metadata=dict(metadata),
-            interrupt=None if raw_interrupt is None else Interrupt.from_dict(raw_interrupt),
+            metadata=copy.deepcopy(dict(metadata)),
+            interrupt=None
+            if raw_interrupt is None
+            else Interrupt.from_dict(copy.deepcopy(raw_interrupt)),
             agent_id=agent_id,
         )
 

@@ -325,21 +325,23 @@ def from_json(data: Mapping[str, Any]) -> Event:
     Raises:
         SagentsError: unknown ``type`` or malformed fields.
     """
+    if not isinstance(data, Mapping):
+        raise SagentsError(f"an event must be an object, got {type(data).__name__}")
     cls = _REGISTRY.get(str(data.get("type")))
     if cls is None:
         raise SagentsError(f"unknown event type {data.get('type')!r}")
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in data:
-            continue
-        raw = data[f.name]
-        if cls is StatusChanged and f.name == "data":
-            kwargs[f.name] = _decode_status_data(data)
-        elif f.name in _FIELD_DECODERS and raw is not None:
-            kwargs[f.name] = _FIELD_DECODERS[f.name](raw)
-        else:
-            kwargs[f.name] = raw
     try:
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            raw = data[f.name]
+            if cls is StatusChanged and f.name == "data":
+                kwargs[f.name] = _decode_status_data(data)
+            elif f.name in _FIELD_DECODERS and raw is not None:
+                kwargs[f.name] = _FIELD_DECODERS[f.name](raw)
+            else:
+                kwargs[f.name] = raw
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise SagentsError(f"malformed {cls.type} event: {exc}") from None

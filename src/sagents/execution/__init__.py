@@ -7,6 +7,7 @@ the individual steps, :class:`Run`, sinks and the script entries of :class:`Scri
 from sagents._public import publish
 from sagents.execution._agent import Agent
 from sagents.execution._middleware import Middleware
+from sagents.execution._demo_model import demo_model
 from sagents.execution._mode import DEFAULT_MODE, Mode, Step
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._retry import RetryPolicy, is_transient_error
@@ -52,6 +53,7 @@ __all__ = [
     "check_tool_interrupts",
     "check_until_tool",
     "continue_or_done",
+    "demo_model",
     "dismiss_interrupt",
     "execute_tools",
     "get_tool_context",

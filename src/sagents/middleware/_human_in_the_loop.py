@@ -39,6 +39,11 @@ class HumanInTheLoop(Middleware):
     key = "human_in_the_loop"
 
     def __init__(self, interrupt_on: Mapping[str, bool | Mapping[str, Any]]) -> None:
+        if not isinstance(interrupt_on, Mapping):
+            raise InvalidMiddleware(
+                "HumanInTheLoop(interrupt_on=...) must map tool names to True, False or a policy "
+                f"dict, got {type(interrupt_on).__name__}"
+            )
         self.interrupt_on = dict(interrupt_on)
         self._policies: dict[str, tuple[tuple[DecisionType, ...], str | None]] = {}
         self.validate()
@@ -49,6 +54,8 @@ class HumanInTheLoop(Middleware):
         policies: dict[str, tuple[tuple[DecisionType, ...], str | None]] = {}
         for name, policy in self.interrupt_on.items():
             where = f"HumanInTheLoop.interrupt_on[{name!r}]"
+            if not isinstance(name, str) or not name:
+                raise InvalidMiddleware(f"{where}: keys must be tool names (non-empty strings)")
             if policy is False:
                 continue
             if policy is True:
@@ -61,7 +68,8 @@ class HumanInTheLoop(Middleware):
                 raise InvalidMiddleware(
                     f"{where}: unknown key(s) {sorted(unknown)}; use {sorted(_POLICY_KEYS)}"
                 )
-            allowed = tuple(policy.get("allowed_decisions", ALL_DECISIONS))
+            raw = policy.get("allowed_decisions", ALL_DECISIONS)
+            allowed = tuple(raw) if isinstance(raw, list | tuple | set | frozenset) else ()
             if not allowed or any(a not in ALL_DECISIONS for a in allowed):
                 raise InvalidMiddleware(
                     f"{where}: allowed_decisions must be a non-empty subset of {ALL_DECISIONS}"

@@ -94,9 +94,11 @@ class TodoList(Middleware):
             new = merge_todos(state.todos, incoming) if merge else incoming
             return state.replace(todos=new)
 
-        context = get_tool_context()
-        context.update_state(apply)
-        preview = apply(context.state).todos
-        done = sum(t.status is TodoStatus.COMPLETED for t in preview)
-        lines = "\n".join(f"- [{t.status.value}] {t.content} (id: {t.id})" for t in preview)
-        return f"Todo list updated ({done}/{len(preview)} completed):\n{lines}"
+        get_tool_context().update_state(apply)
+        # Describe only what this call wrote: parallel calls of one turn apply after the turn, so
+        # a full-list preview computed here could describe a list that never exists.
+        lines = "\n".join(f"- [{t.status.value}] {t.content} (id: {t.id})" for t in incoming)
+        if merge:
+            return f"Merged {len(incoming)} todo(s) into the list:\n{lines}"
+        done = sum(t.status is TodoStatus.COMPLETED for t in incoming)
+        return f"Todo list replaced ({done}/{len(incoming)} completed):\n{lines}"

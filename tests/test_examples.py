@@ -1,0 +1,67 @@
+"""The examples run, so they never rot (they are the README's first command)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from langchain_core.messages import ToolMessage
+
+from sagents import Done, Edit, Interrupt, Reject
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def walkthrough() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("walkthrough", EXAMPLES / "walkthrough.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["walkthrough"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_walkthrough_plans_writes_after_approval_and_finishes(
+    walkthrough: ModuleType,
+) -> None:
+    out: list[str] = []
+    result = await walkthrough.main("supervision trees", write=out.append)
+    text = "".join(out)
+    assert isinstance(result, Done)
+    assert [t.status.value for t in result.state.todos] == ["completed"] * 3
+    assert "Approval needed: write_file" in text
+    assert "file /notes/supervision-trees.md" in text
+    assert result.state.interrupt is None
+
+
+async def test_walkthrough_with_an_edited_path(walkthrough: ModuleType) -> None:
+    def edit(interrupt: Interrupt) -> list[Edit]:
+        return [
+            Edit(arguments={**r.arguments, "file_path": "/elsewhere.md"})
+            for r in interrupt.action_requests
+        ]
+
+    out: list[str] = []
+    result = await walkthrough.main("x", decide=edit, write=out.append)
+    assert isinstance(result, Done)
+    assert "file /elsewhere.md" in "".join(out)
+
+
+async def test_walkthrough_with_a_rejection(walkthrough: ModuleType) -> None:
+    def reject(interrupt: Interrupt) -> list[Reject]:
+        return [Reject(message="not today") for _ in interrupt.action_requests]
+
+    out: list[str] = []
+    result = await walkthrough.main("x", decide=reject, write=out.append)
+    assert isinstance(result, Done)
+    rejected = [
+        m for m in result.state.messages if isinstance(m, ToolMessage) and m.status == "error"
+    ]
+    assert len(rejected) == 1
+    assert "not today" in str(rejected[0].content)
+    assert "file " not in "".join(out)
