@@ -80,7 +80,8 @@ def ask(interrupt: Interrupt) -> list[Decision]:
     """Ask the person at the terminal for one decision per pending call."""
     decisions: list[Decision] = []
     for request in interrupt.action_requests:
-        choice = input(f"{request.name}: {'/'.join(request.allowed_decisions)} [approve]: ").strip() or "approve"
+        options = "/".join(request.allowed_decisions)
+        choice = input(f"{request.name}: {options} [approve]: ").strip() or "approve"
         if choice == "reject":
             decisions.append(Reject(message=input("  why? ").strip() or None))
         elif choice == "edit":

@@ -27,7 +27,7 @@ from sagents._errors import (
     UntilToolNotCalled,
 )
 from sagents._interrupt import ActionRequest, Approve, Decision, Edit, Interrupt, Reject
-from sagents._public import publish
+from sagents._public import publish as _publish
 from sagents._state import State
 from sagents._status import Status
 from sagents._todo import Todo, TodoStatus
@@ -97,4 +97,4 @@ __all__ = [
     "telemetry",
 ]
 
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)

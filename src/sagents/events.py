@@ -36,8 +36,8 @@ from sagents._todo import Todo
 __all__ = [
     "AgentShutdown",
     "AgentStateUpdate",
-    "Channel",
     "ChainError",
+    "Channel",
     "DisplayMessageSaved",
     "Event",
     "LLMDeltas",

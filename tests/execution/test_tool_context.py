@@ -6,9 +6,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from sagents import Agent, Done, Interrupt, Interrupted, SagentsError, State, get_tool_context
+from sagents._interrupt import ActionRequest
 from sagents.events import MiddlewareAction
 from sagents.execution import CollectingSink, Reply, ScriptedChatModel, ToolCall
-from sagents._interrupt import ActionRequest
 
 
 def test_outside_a_tool_it_raises_a_helpful_error() -> None:

@@ -4,10 +4,10 @@ Import the usual names from :mod:`sagents`; this namespace adds what custom mode
 the individual steps, :class:`Run`, sinks and the script entries of :class:`ScriptedChatModel`.
 """
 
-from sagents._public import publish
+from sagents._public import publish as _publish
 from sagents.execution._agent import Agent
-from sagents.execution._middleware import Middleware
 from sagents.execution._demo_model import demo_model
+from sagents.execution._middleware import Middleware
 from sagents.execution._mode import DEFAULT_MODE, Mode, Step
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._retry import RetryPolicy, is_transient_error
@@ -27,9 +27,9 @@ from sagents.execution._steps import (
 from sagents.execution._tool_context import StateUpdate, ToolContext, get_tool_context
 
 __all__ = [
-    "DEFAULT_MODE",
     "Agent",
     "CollectingSink",
+    "DEFAULT_MODE",
     "Done",
     "EventSink",
     "Fail",
@@ -61,4 +61,4 @@ __all__ = [
     "propagate_state",
 ]
 
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)

@@ -1,6 +1,6 @@
 """Built-in middleware: TodoList, FileSystem, HumanInTheLoop (and the ``Middleware`` base)."""
 
-from sagents._public import publish
+from sagents._public import publish as _publish
 from sagents.execution._middleware import Middleware
 from sagents.middleware._file_store import DiskFileStore, FileStore, MemoryFileStore, normalize_path
 from sagents.middleware._file_system import FileSystem
@@ -18,4 +18,4 @@ __all__ = [
     "normalize_path",
 ]
 
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)
