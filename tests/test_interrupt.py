@@ -271,3 +271,17 @@ def test_non_list_input_asks_for_a_list(decisions: Any) -> None:
 def test_invalid_decision_is_a_sagents_error_but_not_a_state_error() -> None:
     assert issubclass(InvalidDecision, SagentsError)
     assert not issubclass(InvalidDecision, StateError)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"type": "approve", "arguments": {"path": "/x"}},
+        {"type": "reject", "arguments": {}},
+        {"type": "approve", "message": "fine"},
+        {"type": "edit", "arguments": {}, "message": "m"},
+    ],
+)
+def test_fields_of_another_decision_type_are_refused_not_dropped(raw: dict[str, Any]) -> None:
+    with pytest.raises(InvalidDecision, match="only an? "):
+        parse_decisions(_interrupt(WRITE), [raw])

@@ -41,7 +41,7 @@ def test_exported_objects_report_a_public_module(namespace: object) -> None:
         obj = getattr(namespace, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             module = obj.__module__
-            assert module.startswith("sagents") or module.startswith("langchain")
+            assert module.startswith(("sagents", "langchain"))
             assert not any(part.startswith("_") for part in module.split(".")), (name, module)
 
 

@@ -149,6 +149,14 @@ def _parse_one(index: int, raw: Decision | Mapping[str, Any]) -> Decision:
                 f"decision {index}: unknown field(s) {sorted(extra)}; "
                 "use 'type', 'arguments' (edit) or 'message' (reject)"
             )
+        if kind not in ALL_DECISIONS:
+            raise InvalidDecision(
+                f"decision {index}: type {kind!r} is not one of 'approve', 'edit', 'reject'"
+            )
+        if "arguments" in raw and kind != "edit":
+            raise InvalidDecision(f"decision {index}: only an edit takes 'arguments'")
+        if "message" in raw and kind != "reject":
+            raise InvalidDecision(f"decision {index}: only a reject takes a 'message'")
         if kind == "approve":
             decision = Approve()
         elif kind == "edit":

@@ -2,10 +2,6 @@
 
 Runs are driven offline with :class:`ScriptedChatModel`; the tools record every invocation, so
 each test can say exactly which calls ran, with which arguments, and how many times.
-
-Every test is ``async``, even those that await nothing: under looptime 0.9 a sync test makes
-the plugin create an event loop it never closes, whose ResourceWarning later fails a random
-test (``filterwarnings = error``).
 """
 
 from __future__ import annotations
@@ -154,7 +150,7 @@ def _assert_history_valid(state: State) -> None:
 # -- configuration ------------------------------------------------------------------------------
 
 
-async def test_valid_configuration_protects_only_the_named_tools() -> None:
+def test_valid_configuration_protects_only_the_named_tools() -> None:
     middleware = HumanInTheLoop(
         interrupt_on={
             "send_email": True,
@@ -174,7 +170,7 @@ async def test_valid_configuration_protects_only_the_named_tools() -> None:
     assert middleware.key == "human_in_the_loop"
 
 
-async def test_empty_configuration_is_rejected() -> None:
+def test_empty_configuration_is_rejected() -> None:
     with pytest.raises(InvalidMiddleware, match="at least one tool name") as info:
         HumanInTheLoop(interrupt_on={})
 
@@ -203,19 +199,19 @@ async def test_empty_configuration_is_rejected() -> None:
         pytest.param({"description": 3}, "description must be a string", id="bad-description"),
     ],
 )
-async def test_bad_policies_are_rejected_naming_the_tool(policy: Any, match: str) -> None:
+def test_bad_policies_are_rejected_naming_the_tool(policy: Any, match: str) -> None:
     with pytest.raises(InvalidMiddleware, match=match) as info:
         HumanInTheLoop(interrupt_on={"send_email": True, "risky": policy})
 
     assert "'risky'" in str(info.value)
 
 
-async def test_agent_rejects_the_class_without_configuration(toolbox: Toolbox) -> None:
+def test_agent_rejects_the_class_without_configuration(toolbox: Toolbox) -> None:
     with pytest.raises(InvalidMiddleware, match="HumanInTheLoop"):
         Agent(agent_id="a", model=_model(), tools=toolbox.tools(), middleware=[HumanInTheLoop])
 
 
-async def test_agent_revalidates_a_middleware_changed_after_construction(toolbox: Toolbox) -> None:
+def test_agent_revalidates_a_middleware_changed_after_construction(toolbox: Toolbox) -> None:
     middleware = HumanInTheLoop(interrupt_on={"send_email": True})
     middleware.interrupt_on = {"send_email": {"allowed_decisions": ["sometimes"]}}
 
@@ -223,7 +219,7 @@ async def test_agent_revalidates_a_middleware_changed_after_construction(toolbox
         Agent(agent_id="a", model=_model(), tools=toolbox.tools(), middleware=[middleware])
 
 
-async def test_agent_rejects_an_emptied_configuration(toolbox: Toolbox) -> None:
+def test_agent_rejects_an_emptied_configuration(toolbox: Toolbox) -> None:
     middleware = HumanInTheLoop(interrupt_on={"send_email": True})
     middleware.interrupt_on = {}
 
@@ -239,18 +235,18 @@ async def test_agent_rejects_an_emptied_configuration(toolbox: Toolbox) -> None:
         pytest.param("send_email", id="string"),
     ],
 )
-async def test_interrupt_on_that_is_not_a_mapping_is_rejected(interrupt_on: Any) -> None:
+def test_interrupt_on_that_is_not_a_mapping_is_rejected(interrupt_on: Any) -> None:
     with pytest.raises(InvalidMiddleware):
         HumanInTheLoop(interrupt_on=interrupt_on)
 
 
 @pytest.mark.parametrize("allowed", [None, 5, True])
-async def test_non_iterable_allowed_decisions_are_rejected(allowed: Any) -> None:
+def test_non_iterable_allowed_decisions_are_rejected(allowed: Any) -> None:
     with pytest.raises(InvalidMiddleware, match="allowed_decisions"):
         HumanInTheLoop(interrupt_on={"send_email": {"allowed_decisions": allowed}})
 
 
-async def test_non_string_tool_names_are_rejected() -> None:
+def test_non_string_tool_names_are_rejected() -> None:
     with pytest.raises(InvalidMiddleware):
         HumanInTheLoop(interrupt_on={1: True})  # type: ignore[dict-item]
 
@@ -725,3 +721,27 @@ async def test_a_dismissed_state_survives_to_dict(toolbox: Toolbox) -> None:
 
     assert restored == state
     assert restored.interrupt is None
+
+
+# -- review follow-ups -----------------------------------------------------------------------------
+
+
+def test_a_misspelled_tool_name_is_refused_when_the_agent_is_built() -> None:
+    def write_file(file_path: str) -> str:
+        """Write."""
+        return file_path
+
+    with pytest.raises(InvalidMiddleware, match=r"\['write_flie'\]"):
+        Agent(
+            agent_id="a",
+            model=ScriptedChatModel(script=[]),
+            tools=[write_file],
+            middleware=[HumanInTheLoop(interrupt_on={"write_flie": True})],
+        )
+
+
+def test_allowed_decisions_come_out_in_canonical_order() -> None:
+    middleware = HumanInTheLoop(
+        interrupt_on={"send_email": {"allowed_decisions": {"reject", "approve"}}}
+    )
+    assert middleware._policies["send_email"][0] == ("approve", "reject")

@@ -1,9 +1,4 @@
-"""Tests for ``sagents.middleware._todo_list``: the ``write_todos`` tool through full runs (X22).
-
-Every test is ``async``, even those that await nothing: under looptime 0.9 a sync test makes
-the plugin create an event loop it never closes, whose ResourceWarning later fails a random
-test (``filterwarnings = error``).
-"""
+"""Tests for ``sagents.middleware._todo_list``: the ``write_todos`` tool through full runs (X22)."""
 
 from __future__ import annotations
 
@@ -307,7 +302,7 @@ async def test_system_prompt_includes_the_todo_section_after_the_base_prompt() -
     assert "write_todos" in first[0].text
 
 
-async def test_custom_system_prompt_replaces_the_default_section() -> None:
+def test_custom_system_prompt_replaces_the_default_section() -> None:
     model = ScriptedChatModel(script=[])
     agent = Agent(agent_id="a", model=model, middleware=[TodoList(system_prompt="Plan well.")])
 

@@ -133,6 +133,8 @@ class Agent:
             if tool.name in tools:
                 raise InvalidAgent("tools", f"duplicate tool name {tool.name!r} (from {source})")
             tools[tool.name] = tool
+        for mw in middleware:
+            mw.check_tools(frozenset(tools))
         if self.until_tool is not None and self.until_tool not in tools:
             raise InvalidAgent(
                 "until_tool", f"{self.until_tool!r} is not one of the tools: {sorted(tools)}"

@@ -13,7 +13,7 @@ The built-in middleware (TodoList, FileSystem, HumanInTheLoop, ...) use only thi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -53,6 +53,12 @@ class Middleware:
         """Raise ``InvalidMiddleware`` (or any ``SagentsError``) if misconfigured.
 
         Called once when an ``Agent`` is built with this middleware.
+        """
+
+    def check_tools(self, tool_names: Collection[str]) -> None:
+        """Raise ``InvalidMiddleware`` if this middleware refers to tools the agent lacks.
+
+        Called once when an ``Agent`` is built, with the names of all its tools.
         """
 
     def system_prompt(self) -> str | None:

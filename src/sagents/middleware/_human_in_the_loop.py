@@ -18,7 +18,7 @@ Configuration per tool name::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -69,8 +69,10 @@ class HumanInTheLoop(Middleware):
                     f"{where}: unknown key(s) {sorted(unknown)}; use {sorted(_POLICY_KEYS)}"
                 )
             raw = policy.get("allowed_decisions", ALL_DECISIONS)
-            allowed = tuple(raw) if isinstance(raw, list | tuple | set | frozenset) else ()
-            if not allowed or any(a not in ALL_DECISIONS for a in allowed):
+            given = set(raw) if isinstance(raw, list | tuple | set | frozenset) else set()
+            # Canonical order, so a UI gets the same buttons in the same order every time.
+            allowed = tuple(d for d in ALL_DECISIONS if d in given)
+            if not given or not given <= set(ALL_DECISIONS):
                 raise InvalidMiddleware(
                     f"{where}: allowed_decisions must be a non-empty subset of {ALL_DECISIONS}"
                 )
@@ -79,6 +81,14 @@ class HumanInTheLoop(Middleware):
                 raise InvalidMiddleware(f"{where}: description must be a string")
             policies[name] = (allowed, description)
         self._policies = policies
+
+    def check_tools(self, tool_names: Collection[str]) -> None:
+        unknown = sorted(set(self._policies) - set(tool_names))
+        if unknown:
+            raise InvalidMiddleware(
+                f"HumanInTheLoop.interrupt_on names tools the agent does not have: {unknown} "
+                f"(a typo would leave the real tool unprotected); tools: {sorted(tool_names)}"
+            )
 
     def protects(self, tool_name: str) -> bool:
         """Whether calls to ``tool_name`` need approval."""
