@@ -9,8 +9,9 @@ import pytest
 
 from sagents import telemetry
 
-# pytest-asyncio looks up "the current loop" with asyncio.get_event_loop(), which on Python 3.11
-# silently creates a loop nobody closes (a ResourceWarning, an error under filterwarnings=error).
+# Around sync tests the looptime plugin asks the policy for "the current loop", which on Python
+# 3.11 silently creates a loop nobody closes (a ResourceWarning, an error under
+# filterwarnings=error).
 # Declaring that there is no current loop makes that lookup return None instead.
 asyncio.set_event_loop(None)
 

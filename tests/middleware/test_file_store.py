@@ -15,23 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
-from sagents.middleware._file_store import (
-    MAX_PATH_LENGTH,
-    DiskFileStore,
-    FileStore,
-    MemoryFileStore,
-    normalize_path,
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_implicit_event_loop() -> None:
-    # looptime 0.9's plugin calls policy.get_event_loop() around sync tests; before any loop was
-    # set, Python 3.11 then creates a loop nobody closes, a ResourceWarning that
-    # filterwarnings=error turns into a failure. With the loop explicitly unset it raises instead,
-    # which looptime expects. (Belongs in tests/conftest.py once there is one.)
-    asyncio.set_event_loop(None)
-
+from sagents.middleware import DiskFileStore, FileStore, MemoryFileStore, normalize_path
+from sagents.middleware._file_store import MAX_PATH_LENGTH
 
 # -- normalize_path --------------------------------------------------------------------------
 

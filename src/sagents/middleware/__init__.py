@@ -2,7 +2,8 @@
 
 from sagents._public import publish as _publish
 from sagents.execution._middleware import Middleware
-from sagents.middleware._file_store import DiskFileStore, FileStore, MemoryFileStore, normalize_path
+from sagents.middleware._disk_file_store import DiskFileStore
+from sagents.middleware._file_store import FileStore, MemoryFileStore, normalize_path
 from sagents.middleware._file_system import FileSystem
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
 from sagents.middleware._todo_list import TodoList

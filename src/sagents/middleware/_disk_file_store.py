@@ -1,0 +1,407 @@
+"""``DiskFileStore``: the FileSystem's files persisted under a base directory (rule X23).
+
+It keeps the same in-memory index as :class:`~sagents.middleware.MemoryFileStore` (loaded from
+the base directory when opened) and writes changes back after a short *debounce*, so tools answer
+at memory speed and a burst of edits costs one disk write per file. The timer starts at the
+first change after a flush and later changes ride along rather than pushing it back, so a steady
+stream of edits can never starve the disk. Every disk path is re-derived from the normalised
+virtual path and resolved; it must equal its lexical form under the resolved base directory, so
+no symbolic link is ever followed, whether it points outside (refused loudly, also when found at
+open) or inside (skipped at open, refused on write). Path rules live in ``_file_store.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import math
+import os
+import stat
+import tempfile
+import threading
+from types import TracebackType
+from typing import Self
+
+from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
+from sagents.middleware._file_store import (
+    _TMP_PREFIX,
+    _TMP_SUFFIX,
+    _Index,
+    _refuse,
+    normalize_path,
+)
+
+__all__ = ["DiskFileStore"]
+
+_log = logging.getLogger(__name__)
+
+
+class DiskFileStore:
+    """A :class:`FileStore` persisted as ordinary files under a base directory.
+
+    Open it with ``await DiskFileStore.open(base_dir)`` (calling the class directly gives a store
+    that refuses every call until loaded). Reads come from memory; changes land in memory at once
+    and reach the disk ``debounce`` seconds after the first unflushed change, or at
+    :meth:`flush` / :meth:`aclose`. A failed background flush keeps its changes pending (and is
+    logged); the next flush retries them, and :meth:`flush` / :meth:`aclose` raise if that fails
+    too. The store owns its single flush task and awaits it on :meth:`flush` and :meth:`aclose`.
+
+    Use it as ``async with await DiskFileStore.open(path) as store: ...`` so it is always closed.
+    """
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        *,
+        debounce: float = 0.5,
+        max_file_size: int = 1_000_000,
+        max_files: int = 10_000,
+    ) -> None:
+        if not isinstance(debounce, int | float) or not math.isfinite(debounce) or debounce < 0:
+            raise ConfigurationError(f"debounce must be a number of seconds >= 0, got {debounce!r}")
+        self._index = _Index(max_file_size=max_file_size, max_files=max_files)
+        self._base = os.path.realpath(os.fspath(base_dir))
+        self._debounce = float(debounce)
+        self._state = "new"  # "new" -> "open" -> "closed"
+        # path -> (version, content or None for a deletion), newest change per path only.
+        self._pending: dict[str, tuple[int, str | None]] = {}
+        self._version = 0
+        # The version of each path last applied on disk, guarded by a thread lock because
+        # disk work runs in worker threads: a flush whose awaiting task was cancelled can still
+        # be running when the next one starts, and must never overwrite newer content.
+        self._on_disk: dict[str, int] = {}
+        self._disk_lock = threading.Lock()
+        self._flush_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        base_dir: str | os.PathLike[str],
+        *,
+        debounce: float = 0.5,
+        max_file_size: int = 1_000_000,
+        max_files: int = 10_000,
+    ) -> DiskFileStore:
+        """Open the store at ``base_dir`` (created if missing) and load its files.
+
+        Args:
+            base_dir: the directory holding the files; it belongs to the store.
+            debounce: seconds between the first unflushed change and its write to disk;
+                ``0`` writes every change before the call returns.
+            max_file_size: the largest file accepted, in UTF-8 bytes.
+            max_files: the most files the store holds.
+
+        Returns:
+            The open store.
+
+        Raises:
+            ConfigurationError: an option is out of range.
+            PathNotAllowed: a symbolic link under ``base_dir`` points outside it.
+            FileSystemError: a file under ``base_dir`` cannot be held (not UTF-8 text, too
+                large, a name that is not a valid path, not a regular file) or the directory
+                cannot be read; remove or fix it, or raise the limit.
+        """
+        store = cls(base_dir, debounce=debounce, max_file_size=max_file_size, max_files=max_files)
+        await asyncio.to_thread(store._load)
+        store._state = "open"
+        return store
+
+    @property
+    def base_dir(self) -> str:
+        """The resolved base directory."""
+        return self._base
+
+    @property
+    def max_file_size(self) -> int:
+        """The largest file accepted, in UTF-8 bytes."""
+        return self._index.max_file_size
+
+    def disk_path(self, path: str) -> str:
+        """The file on disk that holds the virtual ``path``.
+
+        Raises:
+            PathNotAllowed: ``path`` is invalid, reserved, or would go through a symbolic link
+                (inside or outside the base directory).
+        """
+        virtual = normalize_path(path)
+        name = virtual.rpartition("/")[2]
+        if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
+            raise _refuse(path, "names like '.sagents-*.tmp' are reserved for temporary files")
+        candidate = os.path.join(self._base, *virtual[1:].split("/"))
+        resolved = os.path.realpath(candidate)
+        if resolved != candidate:
+            inside = os.path.commonpath([self._base, resolved]) == self._base
+            where = "inside" if inside else "outside"
+            raise PathNotAllowed(
+                f"path {virtual!r} is not allowed: on disk it goes through a symbolic link "
+                f"(to {where} the base directory), and links are never followed; "
+                "remove the link or use another path"
+            )
+        return candidate
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Create the base directory and read every file under it (runs in a worker thread)."""
+        try:
+            os.makedirs(self._base, exist_ok=True)
+            walk = list(os.walk(self._base, onerror=_raise, followlinks=False))
+        except OSError as exc:
+            raise FileSystemError(f"cannot read the base directory {self._base}: {exc}") from exc
+        for dirpath, dirnames, filenames in walk:
+            for dirname in dirnames:
+                # os.walk lists links to directories here without descending into them.
+                self._check_link(os.path.join(dirpath, dirname))
+            for filename in sorted(filenames):
+                full = os.path.join(dirpath, filename)
+                if self._check_link(full):
+                    continue  # a link inside the base: its target is loaded under its own name
+                if filename.startswith(_TMP_PREFIX) and filename.endswith(_TMP_SUFFIX):
+                    continue  # left by an interrupted write; the rename never happened
+                self._load_file(full)
+
+    def _check_link(self, full: str) -> bool:
+        """Whether ``full`` is a symbolic link; raise if it leads outside the base."""
+        if not os.path.islink(full):
+            return False
+        target = os.path.realpath(full)
+        if os.path.commonpath([self._base, target]) != self._base:
+            raise PathNotAllowed(
+                f"{full} is a symbolic link to {target}, outside the base directory "
+                f"{self._base}; remove it (links are never followed)"
+            )
+        return True
+
+    def _load_file(self, full: str) -> None:
+        relative = os.path.relpath(full, self._base)
+        virtual = "/" + relative.replace(os.sep, "/")
+        try:
+            if normalize_path(virtual) != virtual:
+                raise _refuse(virtual, "it is not in normal form")
+        except PathNotAllowed as exc:
+            raise FileSystemError(
+                f"cannot load {full}: its name is not a valid path ({exc}); rename or remove it"
+            ) from exc
+        try:
+            info = os.lstat(full)
+            if not stat.S_ISREG(info.st_mode):
+                raise FileSystemError(f"cannot load {full}: it is not a regular file; remove it")
+            if info.st_size > self._index.max_file_size:
+                raise FileSystemError(
+                    f"cannot load {full}: it is {info.st_size} bytes, over the limit of "
+                    f"{self._index.max_file_size}; remove it or raise max_file_size"
+                )
+            with builtins.open(full, "rb") as file:
+                data = file.read()
+        except OSError as exc:
+            raise FileSystemError(f"cannot load {full}: {exc}") from exc
+        try:
+            content = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FileSystemError(
+                f"cannot load {full}: it is not UTF-8 text; only text files can live under "
+                "the base directory"
+            ) from None
+        self._index.put(virtual, content)
+
+    # -- the store -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state == "new":
+            raise FileSystemError("the store was not loaded; create it with DiskFileStore.open()")
+        if self._state == "closed":
+            raise FileSystemError("the file store is closed")
+
+    async def read(self, path: str) -> str:
+        """See :meth:`FileStore.read`."""
+        self._check_open()
+        return self._index.get(normalize_path(path))
+
+    async def exists(self, path: str) -> bool:
+        """See :meth:`FileStore.exists`."""
+        self._check_open()
+        return self._index.contains(normalize_path(path))
+
+    async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
+        """See :meth:`FileStore.list`."""
+        self._check_open()
+        return self._index.listing(normalize_path(prefix_dir, directory=True))
+
+    async def write(self, path: str, content: str) -> None:
+        """See :meth:`FileStore.write`; also refuses a path that goes through a symlink."""
+        self._check_open()
+        virtual = normalize_path(path)
+        self._index.check_content(virtual, content)
+        await asyncio.to_thread(self.disk_path, virtual)
+        self._index.put(virtual, content)
+        await self._changed({virtual: content})
+
+    async def delete(self, path: str) -> None:
+        """See :meth:`FileStore.delete`."""
+        self._check_open()
+        virtual = normalize_path(path)
+        self._index.get(virtual)
+        await asyncio.to_thread(self.disk_path, virtual)
+        self._index.remove(virtual)
+        await self._changed({virtual: None})
+
+    async def move(self, src: str, dst: str) -> None:
+        """See :meth:`FileStore.move`; also refuses paths that go through a symlink."""
+        self._check_open()
+        source, destination = normalize_path(src), normalize_path(dst)
+        self._index.get(source)
+        await asyncio.to_thread(self.disk_path, source)
+        await asyncio.to_thread(self.disk_path, destination)
+        self._index.move(source, destination)
+        if source != destination:
+            await self._changed({source: None, destination: self._index.get(destination)})
+
+    async def flush(self) -> None:
+        """Write every pending change to disk now, waiting for a flush already running.
+
+        Raises:
+            FileSystemError: the disk refused a change (the change stays pending).
+            PathNotAllowed: a symbolic link appeared on the way to a file (it stays pending).
+        """
+        self._check_open()
+        await self._flush_all()
+
+    async def aclose(self) -> None:
+        """Flush every pending change and close the store. Idempotent.
+
+        Raises:
+            FileSystemError: the final flush failed; the store is closed all the same.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await self._flush_all()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    async def _changed(self, changes: dict[str, str | None]) -> None:
+        for path, content in changes.items():
+            self._version += 1
+            self._pending[path] = (self._version, content)
+        if self._debounce == 0:
+            await self._write_pending()
+        else:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        # One flush at a time: a running flush reschedules itself when it finds new changes.
+        if self._timer is None and self._task is None and self._state == "open":
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._debounce, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        self._task = asyncio.get_running_loop().create_task(
+            self._background_flush(), name=f"DiskFileStore flush {self._base}"
+        )
+
+    async def _background_flush(self) -> None:
+        failed = False
+        try:
+            await self._write_pending()
+        except Exception:
+            # Not swallowed: the changes stay pending and the next flush retries them; flush()
+            # and aclose() raise if it fails again. Not rescheduled, so a broken disk is not
+            # hammered every `debounce` seconds.
+            failed = True
+            _log.warning("background flush of %s failed", self._base, exc_info=True)
+        finally:
+            self._task = None
+        if not failed and self._pending:
+            self._schedule()
+
+    async def _flush_all(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            # Shielded: cancelling this caller must not cancel the flush other callers rely on.
+            await asyncio.shield(self._task)
+        await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        # The asyncio lock makes a flush that finds nothing pending wait for one in progress,
+        # so that "flush() returned" means "on disk".
+        async with self._flush_lock:
+            batch, self._pending = self._pending, {}
+            if not batch:
+                return
+            try:
+                await asyncio.to_thread(self._apply, batch)
+            except BaseException:
+                for path, change in batch.items():
+                    self._pending.setdefault(path, change)  # a newer change wins
+                raise
+
+    def _apply(self, batch: dict[str, tuple[int, str | None]]) -> None:
+        """Apply changes to disk (in a worker thread): deletions first, then writes.
+
+        Deleting first matters when a file replaces a directory of the same name (or the
+        reverse): the final state never has both, but the old one must go before the new one.
+        """
+        with self._disk_lock:
+            ordered = sorted(batch.items(), key=lambda item: item[1][1] is not None)
+            for path, (version, content) in ordered:
+                if self._on_disk.get(path, -1) >= version:
+                    continue
+                target = self.disk_path(path)
+                try:
+                    if content is None:
+                        self._remove_file(target)
+                    else:
+                        self._write_file(target, content)
+                except OSError as exc:
+                    raise FileSystemError(f"cannot save {path} to {target}: {exc}") from exc
+                self._on_disk[path] = version
+
+    def _write_file(self, target: str, content: str) -> None:
+        directory = os.path.dirname(target)
+        os.makedirs(directory, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(content.encode("utf-8"))
+                file.flush()
+                os.fsync(file.fileno())
+            # Atomic on POSIX and Windows: a reader sees the old file or the new, never half.
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def _remove_file(self, target: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        # Prune directories left empty, so the tree on disk mirrors the implicit directories.
+        directory = os.path.dirname(target)
+        while directory != self._base:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
+
+
+def _raise(error: OSError) -> None:
+    raise error
