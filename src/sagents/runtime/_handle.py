@@ -1,0 +1,139 @@
+"""``AgentHandle``: what callers hold instead of the server (pykka's ``ActorRef``).
+
+A handle names an agent id in one runtime and resolves the server on every call (one dict
+lookup), so a handle stays valid across a restart of the agent, and every call on an agent that
+is not running raises :class:`AgentNotRunning` instead of reaching a dead object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from sagents._errors import AgentNotRunning
+from sagents._interrupt import Decision
+from sagents._state import State
+from sagents._status import Status
+from sagents.events import Channel
+from sagents.execution._agent import Agent
+from sagents.runtime._info import AgentInfo
+from sagents.runtime._publisher import Subscription
+
+if TYPE_CHECKING:
+    from sagents.runtime._runtime import Runtime
+    from sagents.runtime._server import AgentServer
+
+__all__ = ["AgentHandle"]
+
+
+class AgentHandle:
+    """Talk to one running agent. All calls are async; see the spec table for each."""
+
+    __slots__ = ("_runtime", "agent_id")
+
+    def __init__(self, runtime: Runtime, agent_id: str) -> None:
+        self._runtime = runtime
+        self.agent_id = agent_id
+
+    def __repr__(self) -> str:
+        return f"AgentHandle({self.agent_id!r})"
+
+    def _server(self) -> AgentServer:
+        server = self._runtime._registry.lookup(self.agent_id)
+        if server is None or server.closed:
+            raise AgentNotRunning(
+                f"agent {self.agent_id!r} is not running; start it (Session.ensure_running)"
+            )
+        return server
+
+    async def add_message(self, message: BaseMessage | str, *, run: bool = True) -> None:
+        """Append a message and, by default, run (L7). A string becomes a ``HumanMessage``.
+
+        While a run is in progress the message is queued and runs next; while interrupted it
+        dismisses the pending approval (L7b).
+        """
+        if isinstance(message, str):
+            message = HumanMessage(message)
+        server = self._server()
+        await server.call(server.do_add_message, message, run)
+
+    async def execute(self) -> None:
+        """Start a run (L2).
+
+        Raises:
+            InvalidTransition: already running, or interrupted (use :meth:`resume`).
+        """
+        server = self._server()
+        await server.call(server.do_execute)
+
+    async def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
+        """Continue an interrupted run with one decision per pending call (L4).
+
+        Raises:
+            InvalidTransition: the agent is not interrupted.
+            InvalidDecision: the decisions do not fit; the interrupt stays.
+        """
+        server = self._server()
+        await server.call(server.do_resume, decisions)
+
+    async def cancel(self) -> None:
+        """Cancel the run in progress (L5).
+
+        Raises:
+            InvalidTransition: nothing is running.
+        """
+        server = self._server()
+        await server.call(server.do_cancel)
+
+    async def stop(self, reason: str = "manual") -> None:
+        """Stop gracefully (save, ``AgentShutdown(reason)``); returns once it has left (L40)."""
+        await self._runtime.stop(self.agent_id, reason=reason)
+
+    async def touch(self) -> None:
+        """Count as activity: push the inactivity deadline back (L21)."""
+        self._server().touch()
+
+    async def get_state(self) -> State:
+        """The current state (an immutable snapshot); counts as activity (L21)."""
+        server = self._server()
+        server.touch()
+        return server.state
+
+    async def export_state(self) -> dict[str, Any]:
+        """``get_state().to_dict()``: versioned JSON (L45); counts as activity."""
+        return (await self.get_state()).to_dict()
+
+    async def get_status(self) -> Status:
+        return self._server().status
+
+    async def info(self) -> AgentInfo:
+        return self._server().info()
+
+    def subscribe(self, channel: Channel = "main", *, after_seq: int | None = None) -> Subscription:
+        """Subscribe to this server's events (an async context manager and async iterator).
+
+        ``after_seq`` replays buffered events after that sequence number (E40).
+        """
+        return self._server().subscribe(channel, after_seq)
+
+    async def restore_state(self, state: State | Mapping[str, Any]) -> None:
+        """Replace the state (broadcasts ``StateRestored``); not while running."""
+        if not isinstance(state, State):
+            state = State.from_dict(state)
+        server = self._server()
+        await server.call(server.do_replace_state, state, None)
+
+    async def update_agent_and_state(self, agent: Agent, state: State) -> None:
+        """Replace the agent configuration and the state at once; not while running."""
+        server = self._server()
+        await server.call(server.do_replace_state, state, agent)
+
+    def is_running(self) -> bool:
+        """Whether a server runs this agent id now (never raises ``AgentNotRunning``)."""
+        try:
+            self._server()
+        except AgentNotRunning:
+            return False
+        return True

@@ -1,0 +1,44 @@
+"""``AgentInfo``: a frozen snapshot of one agent server for health checks (rules L25, L61)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagents._status import Status
+
+__all__ = ["AgentInfo"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentInfo:
+    """What ``runtime.agent_info(agent_id)`` reports.
+
+    Attributes:
+        agent_id: the agent.
+        status: its current status.
+        message_count: messages in its state.
+        has_interrupt: whether a human decision is pending.
+        uptime: seconds since this server instance started.
+        conversation_id: the conversation it serves, if any.
+        subscriber_count: live subscriptions (main and debug channels).
+        viewer_count: viewers on its presence topic (0 without presence tracking).
+        inactivity_remaining: seconds before an inactivity shutdown; None when disabled or while
+            a run is in progress (a run never times out, L22).
+        queued_messages: messages waiting for the current run to finish (L7).
+        todo_count: todos in its state.
+        metadata: the ``metadata`` start option.
+    """
+
+    agent_id: str
+    status: Status
+    message_count: int
+    has_interrupt: bool
+    uptime: float
+    conversation_id: str | None = None
+    subscriber_count: int = 0
+    viewer_count: int = 0
+    inactivity_remaining: float | None = None
+    queued_messages: int = 0
+    todo_count: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,156 @@
+"""Start options of an agent server (rule L12), validated before anything starts.
+
+``runtime.start_agent(agent, initial_state, **options)`` takes keyword options so call sites read
+like the seed's ``start_link`` keyword lists, and turns them into one frozen :class:`AgentOptions`
+at once: an unknown option, a wrong type or a nonsensical value raises :class:`InvalidOption`
+naming it, before any task exists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from sagents._errors import InvalidOption
+
+__all__ = ["AgentOptions", "AutoSave", "SaveCallback", "SaveMessageCallback"]
+
+#: ``async (agent_id, state_dict) -> None``
+SaveCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+#: ``async (conversation_id, message) -> None``
+SaveMessageCallback = Callable[[str | None, BaseMessage], Awaitable[None]]
+
+
+def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
+    if value is None or (isinstance(value, float) and math.isinf(value) and value > 0):
+        if allow_none:
+            return None
+        raise InvalidOption(f"{name} must be a number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        hint = " (or None to disable)" if allow_none else ""
+        raise InvalidOption(f"{name} must be a positive number of seconds{hint}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AutoSave:
+    """Save the state through ``callback`` (rule L46).
+
+    Args:
+        callback: ``async (agent_id, state_dict) -> None``.
+        interval: seconds between saves, each made only if the state changed; None disables.
+        on_idle: also save when a run completes.
+    """
+
+    callback: SaveCallback
+    interval: float | None = 60.0
+    on_idle: bool = True
+
+    def __post_init__(self) -> None:
+        if not callable(self.callback):
+            raise InvalidOption("AutoSave.callback must be an async function (agent_id, state)")
+        object.__setattr__(
+            self, "interval", _seconds("AutoSave.interval", self.interval, allow_none=True)
+        )
+        if not isinstance(self.on_idle, bool):
+            raise InvalidOption("AutoSave.on_idle must be True or False")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentOptions:
+    """Everything ``start_agent`` accepts besides the agent and its initial state.
+
+    Attributes:
+        inactivity_timeout: seconds without activity before the server shuts down (L20);
+            None (or ``math.inf``) disables it.
+        presence: a ``PresenceTracking`` for viewer-based shutdown (L30).
+        auto_save: an :class:`AutoSave`.
+        conversation_id: the conversation this agent serves (metadata, message saving).
+        save_new_message: ``async (conversation_id, message)`` awaited for each new message (L14).
+        agent_persistence / display_message_persistence: persistence adapters (sessions).
+        filesystem_scope: the key of the filesystem server shared by this agent (L50).
+        initial_subscribers: subscriptions attached before the first event (L82).
+        max_follow_ups: automatic follow-up runs for queued messages before stopping (L7).
+        replay_size: main-channel events kept for reconnecting subscribers (E40).
+        queue_size: per-subscriber queue bound (L84).
+        shutdown_timeout: seconds a graceful stop may take (final save) before it is forced.
+        metadata: free-form data reported in telemetry and ``AgentInfo``.
+    """
+
+    inactivity_timeout: float | None = 300.0
+    presence: Any = None
+    auto_save: AutoSave | None = None
+    conversation_id: str | None = None
+    save_new_message: SaveMessageCallback | None = None
+    agent_persistence: Any = None
+    display_message_persistence: Any = None
+    filesystem_scope: Hashable | None = None
+    initial_subscribers: Sequence[Any] = ()
+    max_follow_ups: int = 10
+    replay_size: int = 1000
+    queue_size: int = 1000
+    shutdown_timeout: float = 30.0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(
+            self,
+            "inactivity_timeout",
+            _seconds("inactivity_timeout", self.inactivity_timeout, allow_none=True),
+        )
+        set_(
+            self,
+            "shutdown_timeout",
+            _seconds("shutdown_timeout", self.shutdown_timeout, allow_none=False),
+        )
+        if self.auto_save is not None and not isinstance(self.auto_save, AutoSave):
+            raise InvalidOption("auto_save must be an AutoSave(callback, interval, on_idle)")
+        if self.conversation_id is not None and not isinstance(self.conversation_id, str):
+            raise InvalidOption("conversation_id must be a string")
+        if self.save_new_message is not None and not callable(self.save_new_message):
+            raise InvalidOption(
+                "save_new_message must be an async function (conversation_id, message)"
+            )
+        if self.presence is not None:
+            from sagents.runtime._presence import PresenceTracking
+
+            if not isinstance(self.presence, PresenceTracking):
+                raise InvalidOption("presence must be a PresenceTracking(presence=..., topic=...)")
+        for name in ("max_follow_ups", "replay_size", "queue_size"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (0 if name == "max_follow_ups" else 1)
+            ):
+                raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.initial_subscribers, str | bytes) or not isinstance(
+            self.initial_subscribers, Sequence
+        ):
+            raise InvalidOption("initial_subscribers must be a list of subscriptions")
+        if self.filesystem_scope is not None and not isinstance(self.filesystem_scope, Hashable):
+            raise InvalidOption("filesystem_scope must be hashable, e.g. ('user', 42)")
+        if not isinstance(self.metadata, Mapping):
+            raise InvalidOption("metadata must be a dict")
+        set_(self, "initial_subscribers", tuple(self.initial_subscribers))
+        set_(self, "metadata", dict(self.metadata))
+
+    @classmethod
+    def from_kwargs(cls, options: Mapping[str, Any]) -> AgentOptions:
+        """Build options from ``start_agent`` keywords.
+
+        Raises:
+            InvalidOption: an unknown option (the message lists the valid ones) or a bad value.
+        """
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise InvalidOption(
+                f"unknown start option(s) {unknown}; valid options: {', '.join(sorted(valid))}"
+            )
+        return cls(**options)

@@ -1,0 +1,117 @@
+"""The registry: which agent ids run in this runtime (rules L10, L55, L60–L63, L81).
+
+A plain dict owned by one :class:`~sagents.Runtime` (two runtimes never share one), so lookups,
+counts and listings are O(1) or one pass over the keys and never message an agent (L63).
+
+While the runtime is starting or shutting down the registry is *unavailable*: lookups raise
+:class:`RegistryUnavailable` rather than answering "not running", because a caller that reads
+"not running" would start a duplicate agent somewhere else (L55).
+
+The registry also holds *watchers*: callbacks waiting for an agent id to be registered, which is
+how a durable ``runtime.watch`` subscription attaches to an agent that starts later, before that
+agent publishes its first event (L81, L82).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from sagents._errors import AgentAlreadyRunning, RegistryUnavailable
+
+__all__ = ["Registry", "glob_pattern"]
+
+_log = logging.getLogger("sagents.registry")
+
+T = TypeVar("T")
+
+
+def glob_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a ``*`` glob (``"conversation-*"``); every other character is literal."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+class Registry(Generic[T]):
+    """Agent id → server, plus watchers waiting for ids to appear."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, T] = {}
+        self._watchers: dict[str, list[Callable[[T], None]]] = {}
+        self.available = False
+
+    def _check(self) -> None:
+        if not self.available:
+            raise RegistryUnavailable(
+                "the runtime is not running (starting or shutting down); retry shortly and do "
+                "not start the agent elsewhere"
+            )
+
+    def register(self, agent_id: str, entry: T) -> None:
+        """Register ``entry``; watchers of ``agent_id`` are told before this returns.
+
+        Raises:
+            AgentAlreadyRunning: the id is taken.
+            RegistryUnavailable: the runtime is not running.
+        """
+        self._check()
+        if agent_id in self._entries:
+            raise AgentAlreadyRunning(
+                f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
+            )
+        self._entries[agent_id] = entry
+        for watcher in list(self._watchers.get(agent_id, ())):
+            try:
+                watcher(entry)
+            except Exception:
+                _log.exception("registry watcher for %r raised", agent_id)
+
+    def unregister(self, agent_id: str, entry: T) -> None:
+        """Remove ``agent_id`` if it is still registered to ``entry``."""
+        if self._entries.get(agent_id) is entry:
+            del self._entries[agent_id]
+
+    def lookup(self, agent_id: str) -> T | None:
+        """The entry for ``agent_id``, or None when not running.
+
+        Raises:
+            RegistryUnavailable: the runtime is not running.
+        """
+        self._check()
+        return self._entries.get(agent_id)
+
+    def get(self, agent_id: str) -> T | None:
+        """Like :meth:`lookup` but never raises (for internal use during shutdown)."""
+        return self._entries.get(agent_id)
+
+    def ids(self) -> list[str]:
+        self._check()
+        return list(self._entries)
+
+    def entries(self) -> Iterator[T]:
+        return iter(list(self._entries.values()))
+
+    def count(self) -> int:
+        self._check()
+        return len(self._entries)
+
+    def matching(self, pattern: str) -> list[str]:
+        self._check()
+        if "*" not in pattern:
+            return [pattern] if pattern in self._entries else []
+        regex = glob_pattern(pattern)
+        return [agent_id for agent_id in self._entries if regex.fullmatch(agent_id)]
+
+    def add_watcher(self, agent_id: str, watcher: Callable[[T], None]) -> Callable[[], None]:
+        """Call ``watcher(entry)`` each time ``agent_id`` is registered; returns a remover."""
+        self._watchers.setdefault(agent_id, []).append(watcher)
+
+        def remove() -> None:
+            watchers = self._watchers.get(agent_id)
+            if watchers and watcher in watchers:
+                watchers.remove(watcher)
+                if not watchers:
+                    del self._watchers[agent_id]
+
+        return remove
