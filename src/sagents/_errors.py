@@ -18,6 +18,13 @@ for each decision a caller has to make::
     ├── FileSystemError               a virtual-filesystem operation was refused
     │   └── PathNotAllowed            a path tried to leave its scope or base directory
     ├── ScriptExhausted               a ScriptedChatModel ran out of scripted replies
+    ├── SupervisionError              the supervision tree refused or lost a child
+    │   ├── SupervisorGaveUp          too many restarts: the supervisor stopped (escalates)
+    │   ├── SupervisorNotRunning      not started, stopping or ended: build a new one
+    │   ├── SupervisorAlreadyStarted  a supervisor runs once
+    │   ├── ChildAlreadyStarted       that child id is present: use it or terminate it
+    │   ├── ChildNotFound             no child with that id
+    │   └── ChildExitedBeforeReady    a child ended before it said it was ready
     ├── InvalidTransition             the agent's status does not allow that call now
     ├── AgentNotRunning               no server runs that agent id: start it
     ├── AgentAlreadyRunning           a server already runs that agent id: use it
@@ -32,6 +39,9 @@ from __future__ import annotations
 __all__ = [
     "AgentAlreadyRunning",
     "AgentNotRunning",
+    "ChildAlreadyStarted",
+    "ChildExitedBeforeReady",
+    "ChildNotFound",
     "ConfigurationError",
     "FileSystemError",
     "InvalidAgent",
@@ -47,6 +57,10 @@ __all__ = [
     "SagentsError",
     "ScriptExhausted",
     "StateError",
+    "SupervisionError",
+    "SupervisorAlreadyStarted",
+    "SupervisorGaveUp",
+    "SupervisorNotRunning",
     "UnsupportedStateVersion",
     "UntilToolNotCalled",
 ]
@@ -137,3 +151,35 @@ class AgentAlreadyRunning(SagentsError):
 
 class RegistryUnavailable(SagentsError):
     """The runtime is starting or shutting down: retry later, and never start a duplicate."""
+
+
+class SupervisionError(SagentsError):
+    """The supervision tree refused an operation or lost a child."""
+
+
+class SupervisorGaveUp(SupervisionError):
+    """A supervisor exceeded its restart intensity and stopped all its children.
+
+    Its ``__cause__`` is the last crash (``None`` if the last exit was a normal one of a permanent
+    child). A parent supervisor treats this as a crash of that child.
+    """
+
+
+class SupervisorNotRunning(SupervisionError):
+    """The supervisor is not running (not started yet, stopping, or ended); start a new one."""
+
+
+class SupervisorAlreadyStarted(SupervisionError):
+    """A ``Supervisor`` runs once; build a fresh one (a ``ChildSpec.start`` factory does)."""
+
+
+class ChildAlreadyStarted(SupervisionError):
+    """A child with this id is already present; use it, or terminate it first."""
+
+
+class ChildNotFound(SupervisionError):
+    """The supervisor has no child with this id (never added, terminated, or temporary and gone)."""
+
+
+class ChildExitedBeforeReady(SupervisionError):
+    """A child's ``run()`` returned or was cancelled before it called ``ready.started()``."""

@@ -46,6 +46,7 @@ class Run:
         tool_decisions: decision per tool call id for the tools about to run.
         tool_outcomes: ``(call, outcome)`` pairs of the last tool execution, in call order.
         tools_in_flight: outcomes of tools finished so far while tools run (for a cancel).
+        services: handed to every tool through ``ToolContext.services``.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class Run:
         *,
         sink: EventSink | None = None,
         decisions: Sequence[Decision | Mapping[str, Any]] | None = None,
+        services: Mapping[str, Any] | None = None,
     ) -> None:
         state = state if state is not None else State()
         if state.agent_id is None:
@@ -78,6 +80,7 @@ class Run:
         self.tool_decisions: dict[str, Decision] = {}
         self.tool_outcomes: list[tuple[ToolCall, ToolOutcome]] = []
         self.tools_in_flight: dict[str, ToolOutcome] | None = None
+        self.services: Mapping[str, Any] = services if services is not None else {}
 
     def commit(self, state: State, *new_messages: BaseMessage) -> None:
         """Make ``state`` the run's state; ``new_messages`` are the messages it adds."""

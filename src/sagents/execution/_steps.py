@@ -202,6 +202,7 @@ async def execute_tools(run: Run) -> RunResult | None:
                 tool_name=call["name"],
                 state=turn_state,
                 emit=emit,
+                services=run.services,
             )
             outcome = await invoke_tool(
                 tool,

@@ -10,7 +10,7 @@ the state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +37,15 @@ class ToolContext:
         tool_call_id: the id of this call.
         tool_name: the tool's name.
         state: the state when the turn's tools started (read-only).
+        services: what the host offers tools, e.g. ``"filesystem"`` (the scope's shared file
+            store) when the agent runs in a runtime with a ``filesystem_scope``.
     """
 
     agent_id: str
     tool_call_id: str
     tool_name: str
     state: State
+    services: Mapping[str, Any] = field(default_factory=dict)
     updates: list[StateUpdate] = field(default_factory=list)
     interrupt: Interrupt | None = None
     emit: Callable[[Event], None] = field(default=lambda event: None, repr=False)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Collection, Sequence
-from typing import Annotated
+from typing import Annotated, cast
 
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import Field
 
-from sagents._errors import FileSystemError, InvalidMiddleware
+from sagents._errors import FileSystemError, InvalidMiddleware, SagentsError
 from sagents.execution._middleware import Middleware
+from sagents.execution._tool_context import get_tool_context
 from sagents.middleware._file_store import FileStore, MemoryFileStore, normalize_path
 
 __all__ = ["FILE_SYSTEM_TOOLS", "FileSystem"]
@@ -114,8 +115,9 @@ class FileSystem(Middleware):
     """Give the model a virtual filesystem through eight tools.
 
     Args:
-        store: where the files live; a new :class:`MemoryFileStore` when omitted. The middleware
-            does not close it: whoever created the store owns it.
+        store: where the files live. When omitted, an agent run by a runtime with a
+            ``filesystem_scope`` uses that scope's shared store (L50), and otherwise a private
+            :class:`MemoryFileStore`. The middleware never closes a store: its creator owns it.
         enabled_tools: the names of the tools to offer (see :data:`FILE_SYSTEM_TOOLS`); all of
             them when omitted.
         max_file_size: the largest file the tools will write, in UTF-8 bytes (the store may
@@ -129,6 +131,7 @@ class FileSystem(Middleware):
         enabled_tools: Collection[str] | None = None,
         max_file_size: int = 1_000_000,
     ) -> None:
+        self._explicit = store is not None
         self._store: FileStore = (
             store if store is not None else MemoryFileStore(max_file_size=max_file_size)
         )
@@ -137,7 +140,18 @@ class FileSystem(Middleware):
 
     @property
     def store(self) -> FileStore:
-        """The store the tools read and write."""
+        """The store given to the middleware, or its private fallback."""
+        return self._store
+
+    def _active(self) -> FileStore:
+        # Resolved per call: the scope's store is a runtime service that may be restarted.
+        if not self._explicit:
+            try:
+                shared = get_tool_context().services.get("filesystem")
+            except SagentsError:
+                shared = None
+            if shared is not None:
+                return cast(FileStore, shared)
         return self._store
 
     @property
@@ -212,16 +226,16 @@ class FileSystem(Middleware):
 
     async def _write(self, path: str, content: str) -> None:
         self._check_size(path, content)
-        await self._store.write(path, content)
+        await self._active().write(path, content)
 
     # -- tools ---------------------------------------------------------------------------------
 
     def _ls_tool(self) -> BaseTool:
         async def ls(path: Annotated[str, "Directory to list; '/' is the root"] = "/") -> str:
             directory = normalize_path(path, directory=True)
-            if directory != "/" and await self._store.exists(directory):
+            if directory != "/" and await self._active().exists(directory):
                 return directory  # a file, listed as itself like `ls FILE`
-            files = await self._store.list(directory)
+            files = await self._active().list(directory)
             if not files:
                 if directory == "/":
                     return "No files yet."
@@ -249,7 +263,7 @@ class FileSystem(Middleware):
             limit: Annotated[int, Field(ge=1, description="Most lines to return")] = 2000,
         ) -> str:
             path = normalize_path(file_path)
-            lines = _lines(await self._store.read(path))
+            lines = _lines(await self._active().read(path))
             if not lines:
                 return f"{path} is empty."
             if offset >= len(lines):
@@ -283,7 +297,7 @@ class FileSystem(Middleware):
             file_path: FilePath, content: Annotated[str, "The whole new content of the file"]
         ) -> str:
             path = normalize_path(file_path)
-            existed = await self._store.exists(path)
+            existed = await self._active().exists(path)
             await self._write(path, content)
             verb = "Overwrote" if existed else "Created"
             return f"{verb} {path} ({_plural(len(_lines(content)), 'line')})."
@@ -311,7 +325,7 @@ class FileSystem(Middleware):
                 )
             if old_string == new_string:
                 raise FileSystemError("old_string and new_string are identical; nothing to do")
-            content = await self._store.read(path)
+            content = await self._active().read(path)
             count = content.count(old_string)
             if count == 0:
                 raise FileSystemError(
@@ -349,7 +363,7 @@ class FileSystem(Middleware):
                 regex = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
             except re.error as exc:
                 raise FileSystemError(f"invalid regular expression {pattern!r}: {exc}") from None
-            lines = _lines(await self._store.read(path))
+            lines = _lines(await self._active().read(path))
             # In a worker thread: a pathological pattern on a large file can backtrack for a
             # long time, and must stall only this tool (whose timeout still applies), never the
             # event loop every other agent runs on.
@@ -378,7 +392,7 @@ class FileSystem(Middleware):
             content: Annotated[str, "The new lines; empty to delete the range"],
         ) -> str:
             path = normalize_path(file_path)
-            old = await self._store.read(path)
+            old = await self._active().read(path)
             lines = _lines(old)
             if end_line < start_line:
                 raise FileSystemError(
@@ -414,7 +428,7 @@ class FileSystem(Middleware):
             destination_path: Annotated[str, "Its new path; must not exist yet"],
         ) -> str:
             source, destination = normalize_path(source_path), normalize_path(destination_path)
-            await self._store.move(source, destination)
+            await self._active().move(source, destination)
             return f"Moved {source} to {destination}."
 
         return StructuredTool.from_function(
@@ -426,7 +440,7 @@ class FileSystem(Middleware):
     def _delete_file_tool(self) -> BaseTool:
         async def delete_file(file_path: FilePath) -> str:
             path = normalize_path(file_path)
-            await self._store.delete(path)
+            await self._active().delete(path)
             return f"Deleted {path}."
 
         return StructuredTool.from_function(

@@ -8,10 +8,14 @@ An application starts one runtime (e.g. in a FastAPI lifespan)::
 The tree mirrors the seed's::
 
     Runtime
+    ├── filesystems supervisor (one_for_one)
+    │   └── FileSystemServer per scope    (permanent; shared by the agents of the scope)
     └── agents supervisor (one_for_one; its children are temporary)
         └── agent unit "<agent_id>" (rest_for_one)
             ├── AgentServer          (transient: restarted after a crash, not after a stop)
             └── sub-agents supervisor
+
+Agents stop before the filesystems they use (reverse dependency order, L54).
 
 Everything is owned by the runtime instance, so two runtimes can live in one process (one per
 test). ``stop`` ends the whole unit, so the agent id can be started again at once.
@@ -23,15 +27,30 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from sagents._errors import AgentAlreadyRunning, AgentNotRunning, InvalidOption, RegistryUnavailable
+from sagents._errors import (
+    AgentAlreadyRunning,
+    AgentNotRunning,
+    ChildAlreadyStarted,
+    InvalidOption,
+    RegistryUnavailable,
+    SagentsError,
+)
 from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
+from sagents.middleware._file_store import FileStore
+from sagents.runtime._child import ChildExited, SupervisorEvent
+from sagents.runtime._filesystem_server import (
+    FileStoreFactory,
+    FileSystemServer,
+    memory_file_store,
+)
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
@@ -55,6 +74,8 @@ class Runtime:
     """Hosts agent servers: start, find, stop them; the registry and the supervision tree.
 
     Args:
+        filesystem_store: ``async (scope) -> FileStore`` building the shared store of a
+            ``filesystem_scope`` (default: in memory); e.g. a ``DiskFileStore`` per scope.
         max_restarts: restarts of one agent's server allowed within ``max_seconds`` before its
             unit gives up (the agent then stops; other agents are unaffected).
         max_seconds: the window of that restart intensity.
@@ -62,10 +83,22 @@ class Runtime:
     """
 
     def __init__(
-        self, *, max_restarts: int = 3, max_seconds: float = 5.0, shutdown_timeout: float = 30.0
+        self,
+        *,
+        filesystem_store: FileStoreFactory = memory_file_store,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self._registry: Registry[AgentServer] = Registry()
-        self._agents = Supervisor(name="agents", strategy=Strategy.ONE_FOR_ONE)
+        self._agents = Supervisor(
+            name="agents", strategy=Strategy.ONE_FOR_ONE, on_event=self._agents_event
+        )
+        self._filesystems = Supervisor(name="filesystems", strategy=Strategy.ONE_FOR_ONE)
+        self._filesystem_store = filesystem_store
+        self._fs_servers: dict[Hashable, FileSystemServer] = {}
+        self._fs_users: Counter[Hashable] = Counter()
+        self._unit_scopes: dict[str, Hashable] = {}
         self._max_restarts = max_restarts
         self._max_seconds = max_seconds
         self._shutdown_timeout = shutdown_timeout
@@ -73,7 +106,7 @@ class Runtime:
         self._starting: set[str] = set()
         self._incarnations = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
-        self._to_reap: asyncio.Queue[str] = asyncio.Queue()
+        self._to_reap: asyncio.Queue[tuple[str, Hashable]] = asyncio.Queue()
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -82,6 +115,7 @@ class Runtime:
         """Start the supervision tree; the registry is available once this returns."""
         if self._started:
             return
+        await self._filesystems.__aenter__()
         await self._agents.__aenter__()
         self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="sagents reaper")
         self._started = True
@@ -95,6 +129,7 @@ class Runtime:
         self._started = False
         try:
             await self._agents.__aexit__(None, None, None)
+            await self._filesystems.__aexit__(None, None, None)
         finally:
             if self._reaper is not None:
                 self._reaper.cancel()
@@ -156,15 +191,24 @@ class Runtime:
             )
         self._starting.add(agent_id)
         unit_id = f"{agent_id}#{next(self._incarnations)}"
+        scope = opts.filesystem_scope
         try:
-            await self._agents.start_child(
-                ChildSpec(
-                    id=unit_id,
-                    start=lambda: self._unit(agent, state, opts),
-                    restart=RestartType.TEMPORARY,
-                    shutdown_timeout=None,
+            if scope is not None:
+                await self._acquire_filesystem(scope)
+                self._unit_scopes[unit_id] = scope
+            try:
+                await self._agents.start_child(
+                    ChildSpec(
+                        id=unit_id,
+                        start=lambda: self._unit(agent, state, opts),
+                        restart=RestartType.TEMPORARY,
+                        shutdown_timeout=None,
+                    )
                 )
-            )
+            except BaseException:
+                if self._unit_scopes.pop(unit_id, None) is not None:
+                    self._release_filesystem(scope)
+                raise
             self._units[agent_id] = unit_id
         finally:
             self._starting.discard(agent_id)
@@ -178,6 +222,7 @@ class Runtime:
                 options,
                 on_registered=lambda s: self._registry.register(s.agent_id, s),
                 on_ended=self._server_ended,
+                services=_Services(self, options.filesystem_scope),
             )
 
         return Supervisor(
@@ -208,12 +253,70 @@ class Runtime:
             # the reaper ends it, so sub-agents never outlive their parent.
             unit_id = self._units.get(server.agent_id)
             if unit_id is not None:
-                self._to_reap.put_nowait(unit_id)
+                self._to_reap.put_nowait(("unit", unit_id))
+
+    def _agents_event(self, event: SupervisorEvent) -> None:
+        # However a unit ends (stop, self-stop, giving up), its scope loses a user.
+        if isinstance(event, ChildExited) and isinstance(event.id, str):
+            scope = self._unit_scopes.pop(event.id, None)
+            if scope is not None:
+                self._release_filesystem(scope)
 
     async def _reap(self) -> None:
         while True:
-            unit_id = await self._to_reap.get()
-            await self._end_unit(unit_id)
+            kind, key = await self._to_reap.get()
+            try:
+                if kind == "unit":
+                    await self._end_unit(str(key))
+                elif self._fs_users[key] == 0:
+                    self._fs_users.pop(key, None)
+                    with contextlib.suppress(ChildNotFound):
+                        await self._filesystems.terminate_child(("filesystem", key))
+            except Exception:
+                _log.exception("ending %s %r failed", kind, key)
+
+    # -- filesystem servers (L50, L53) --------------------------------------------------------
+
+    async def _acquire_filesystem(self, scope: Hashable) -> None:
+        self._fs_users[scope] += 1
+        if scope in self._fs_servers:
+            return
+        try:
+            await self._filesystems.start_child(
+                ChildSpec(
+                    id=("filesystem", scope),
+                    start=lambda: FileSystemServer(
+                        scope, self._filesystem_store, self._filesystem_ready
+                    ),
+                    restart=RestartType.PERMANENT,
+                    shutdown_timeout=self._shutdown_timeout,
+                )
+            )
+        except ChildAlreadyStarted:
+            pass  # another start of this scope is bringing it up
+        except BaseException:
+            self._fs_users[scope] -= 1
+            raise
+
+    def _filesystem_ready(self, server: FileSystemServer) -> None:
+        self._fs_servers[server.scope] = server
+
+    def _release_filesystem(self, scope: Hashable) -> None:
+        self._fs_users[scope] -= 1
+        if self._fs_users[scope] <= 0:
+            self._fs_servers.pop(scope, None)
+            self._to_reap.put_nowait(("filesystem", scope))
+
+    def filesystem(self, scope: Hashable) -> FileStore:
+        """The shared store of ``scope`` while agents of that scope run.
+
+        Raises:
+            SagentsError: no agent of that scope runs.
+        """
+        server = self._fs_servers.get(scope)
+        if server is None:
+            raise SagentsError(f"no filesystem server runs for scope {scope!r}")
+        return server.store
 
     async def _end_unit(self, unit_id: str) -> None:
         agent_id = unit_id.rpartition("#")[0]
@@ -299,3 +402,25 @@ class Runtime:
     def watch(self, agent_id: str, channel: Channel = "main") -> Watch:
         """A durable subscription: pending until the agent runs, kept across restarts (L81)."""
         return Watch(self._registry, agent_id, channel)
+
+
+class _Services(Mapping[str, Any]):
+    """What an agent's tools may use (``ToolContext.services``), resolved at each access."""
+
+    def __init__(self, runtime: Runtime, scope: Hashable | None) -> None:
+        self._runtime = runtime
+        self._scope = scope
+
+    def _keys(self) -> list[str]:
+        return [] if self._scope is None else ["filesystem"]
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "filesystem" and self._scope is not None:
+            return self._runtime.filesystem(self._scope)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())

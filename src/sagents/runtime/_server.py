@@ -75,6 +75,7 @@ class AgentServer:
         *,
         on_registered: Callable[[AgentServer], None],
         on_ended: Callable[[AgentServer, str], None],
+        services: Mapping[str, Any] | None = None,
     ) -> None:
         self.agent = agent
         self.agent_id = agent.agent_id
@@ -88,6 +89,7 @@ class AgentServer:
         )
         self._on_registered = on_registered
         self._on_ended = on_ended
+        self._services: Mapping[str, Any] = services if services is not None else {}
         self._loop = asyncio.get_running_loop()
         self._mailbox: deque[
             tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any] | None]
@@ -434,7 +436,7 @@ class AgentServer:
             )
             return
         self._follow_ups += 1
-        self._start(Run(self.agent, self.state, sink=self))
+        self._start(Run(self.agent, self.state, sink=self, services=self._services))
 
     def _dismiss_interrupt(self) -> None:
         state, results = dismiss_interrupt(self.state)
@@ -453,7 +455,7 @@ class AgentServer:
         self._set_state(self.state.append(message), (message,))
         if run:
             self._follow_ups = 0
-            self._start(Run(self.agent, self.state, sink=self))
+            self._start(Run(self.agent, self.state, sink=self, services=self._services))
 
     def do_execute(self) -> None:
         self.touch()
@@ -464,7 +466,7 @@ class AgentServer:
                 f"agent {self.agent_id!r} is waiting for approval: resume it with decisions"
             )
         self._follow_ups = 0
-        self._start(Run(self.agent, self.state, sink=self))
+        self._start(Run(self.agent, self.state, sink=self, services=self._services))
 
     def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         self.touch()
@@ -473,7 +475,9 @@ class AgentServer:
                 f"agent {self.agent_id!r} is {self.status.value}, not interrupted: "
                 "nothing to resume"
             )
-        run = Run(self.agent, self.state, sink=self, decisions=decisions)  # validates
+        run = Run(  # validates the decisions
+            self.agent, self.state, sink=self, decisions=decisions, services=self._services
+        )
         self._follow_ups = 0
         self._start(run)
 
