@@ -13,8 +13,9 @@ import sagents
 import sagents.events
 import sagents.execution
 import sagents.middleware
+import sagents.runtime
 
-NAMESPACES = [sagents, sagents.execution, sagents.middleware, sagents.events]
+NAMESPACES = [sagents, sagents.execution, sagents.middleware, sagents.runtime, sagents.events]
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES, ids=lambda m: m.__name__)
@@ -94,7 +95,7 @@ def test_import_sagents_does_not_pull_integrations() -> None:
                 return None
 
         sys.meta_path.insert(0, Block())
-        import sagents, sagents.execution, sagents.middleware, sagents.events
+        import sagents, sagents.execution, sagents.middleware, sagents.events, sagents.runtime
         print("ok")
         """
     )

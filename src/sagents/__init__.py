@@ -8,6 +8,7 @@ from sagents import events, telemetry
 from sagents._errors import (
     AgentAlreadyRunning,
     AgentNotRunning,
+    ChildNotFound,
     ConfigurationError,
     FileSystemError,
     InvalidAgent,
@@ -23,6 +24,8 @@ from sagents._errors import (
     SagentsError,
     ScriptExhausted,
     StateError,
+    SupervisionError,
+    SupervisorGaveUp,
     UnsupportedStateVersion,
     UntilToolNotCalled,
 )
@@ -70,6 +73,7 @@ __all__ = [
     "AgentNotRunning",
     "Approve",
     "AutoSave",
+    "ChildNotFound",
     "ConfigurationError",
     "Decision",
     "Done",
@@ -106,6 +110,8 @@ __all__ = [
     "StateError",
     "Status",
     "Subscription",
+    "SupervisionError",
+    "SupervisorGaveUp",
     "Todo",
     "TodoStatus",
     "ToolContext",

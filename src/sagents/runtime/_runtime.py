@@ -39,6 +39,7 @@ from sagents._errors import (
     InvalidOption,
     RegistryUnavailable,
     SagentsError,
+    SupervisorNotRunning,
 )
 from sagents._state import State
 from sagents._status import Status
@@ -248,7 +249,7 @@ class Runtime:
 
     def _server_ended(self, server: AgentServer, reason: str) -> None:
         self._registry.unregister(server.agent_id, server)
-        if reason != "crash":
+        if reason != "crash" and self._started:
             # A server that stopped by itself (inactivity, no viewers) leaves its unit behind;
             # the reaper ends it, so sub-agents never outlive their parent.
             unit_id = self._units.get(server.agent_id)
@@ -272,6 +273,8 @@ class Runtime:
                     self._fs_users.pop(key, None)
                     with contextlib.suppress(ChildNotFound):
                         await self._filesystems.terminate_child(("filesystem", key))
+            except SupervisorNotRunning:
+                return  # the runtime is shutting down: the supervisors end everything
             except Exception:
                 _log.exception("ending %s %r failed", kind, key)
 
