@@ -285,3 +285,24 @@ async def test_add_message_rejects_non_messages(runtime: Runtime) -> None:
     handle = await runtime.start_agent(make_agent())
     with pytest.raises(TypeError, match="langchain message"):
         await handle.add_message(42)  # type: ignore[arg-type]
+
+
+async def test_messages_to_middleware_update_its_state(runtime: Runtime) -> None:
+    from sagents import Middleware
+
+    class Notes(Middleware):
+        async def handle_message(self, message: Any, state: State) -> State | None:
+            return state.with_metadata(self.key, [*state.metadata.get(self.key, []), message])
+
+    agent = make_agent([Reply(text="slow", chunk_size=1, delay=1.0)], middleware=[Notes()])
+    events = PendingSubscription()
+    handle = await runtime.start_agent(agent, user(), initial_subscribers=[events])
+    await handle.send_to_middleware("notes", "while idle")
+    await handle.execute()
+    await handle.send_to_middleware("notes", "while running")  # handled after the run
+    assert (await handle.get_state()).metadata["notes"] == ["while idle"]
+    await until_status(events, Status.IDLE)
+    await handle.touch()
+    assert (await handle.get_state()).metadata["notes"] == ["while idle", "while running"]
+    with pytest.raises(InvalidTransition, match="no middleware with key 'nope'"):
+        await handle.send_to_middleware("nope", 1)

@@ -91,6 +91,16 @@ class AgentHandle:
         """Stop gracefully (save, ``AgentShutdown(reason)``); returns once it has left (L40)."""
         await self._runtime.stop(self.agent_id, reason=reason)
 
+    async def send_to_middleware(self, key: str, message: Any) -> None:
+        """Deliver ``message`` to the middleware with metadata key ``key`` (its
+        ``handle_message`` hook, X20); while a run is in progress it is handled right after.
+
+        Raises:
+            InvalidTransition: the agent has no middleware with that key.
+        """
+        server = self._server()
+        await server.call(server.do_send_to_middleware, key, message)
+
     async def touch(self) -> None:
         """Count as activity: push the inactivity deadline back (L21)."""
         self._server().touch()

@@ -41,6 +41,7 @@ from sagents.events import (
     StatusChanged,
 )
 from sagents.execution._agent import Agent
+from sagents.execution._middleware import Middleware
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
 from sagents.runtime._info import AgentInfo
@@ -99,6 +100,7 @@ class AgentServer:
         self._run: Run | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._queued: list[BaseMessage] = []
+        self._deferred: list[tuple[str, Any]] = []
         self._follow_ups = 0
         self._started_at = self._loop.time()
         self._last_activity = self._started_at
@@ -403,12 +405,14 @@ class AgentServer:
             result = Failed(state=run.state, error=error)
         self._post(self._finish, run, result)
 
-    def _finish(self, run: Run, result: RunResult) -> None:
+    async def _finish(self, run: Run, result: RunResult) -> None:
         if run is not self._run:
             return  # a cancelled run's late result
         self._run = None
         self._run_task = None
         self._last_activity = self._loop.time()
+        # Handled before the status changes, so whoever sees the new status sees their effect.
+        await self._deliver_deferred()
         match result:
             case Done():
                 self._set_status(Status.IDLE)
@@ -456,6 +460,33 @@ class AgentServer:
         if run:
             self._follow_ups = 0
             self._start(Run(self.agent, self.state, sink=self, services=self._services))
+
+    async def do_send_to_middleware(self, key: str, message: Any) -> None:
+        middleware = {mw.key: mw for mw in self.agent.middleware_instances}
+        if key not in middleware:
+            raise InvalidTransition(
+                f"agent {self.agent_id!r} has no middleware with key {key!r}; "
+                f"keys: {sorted(middleware)}"
+            )
+        if self.status is Status.RUNNING:
+            # The run owns the state until it ends; the message is handled right after.
+            self._deferred.append((key, message))
+            return
+        await self._handle_middleware_message(middleware[key], message)
+
+    async def _handle_middleware_message(self, mw: Middleware, message: Any) -> None:
+        changed = await mw.handle_message(message, self.state)
+        if changed is not None:
+            self._set_state(changed)
+
+    async def _deliver_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        middleware = {mw.key: mw for mw in self.agent.middleware_instances}
+        for key, message in deferred:
+            try:
+                await self._handle_middleware_message(middleware[key], message)
+            except Exception:
+                _log.exception("agent %r: %s.handle_message failed", self.agent_id, key)
 
     def do_execute(self) -> None:
         self.touch()
