@@ -62,6 +62,15 @@ async def _invoke(model: Any, messages: Sequence[BaseMessage], config: Any) -> A
     return message
 
 
+def model_name(model: Any) -> str:
+    """A readable model name for telemetry (``gpt-4o``, ``claude-...``, or the class name)."""
+    for attribute in ("model_name", "model", "model_id"):
+        value = getattr(model, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
 async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     """Ask the model (then each fallback) for the next message, retrying transient errors.
 
@@ -72,7 +81,8 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     policy = agent.retry
     callbacks = [cb for mw in agent.middleware_instances for cb in mw.callbacks()]
     config: dict[str, Any] = {"callbacks": callbacks} if callbacks else {}
-    meta = {"agent_id": agent.agent_id}
+    meta = {"agent_id": agent.agent_id, **run.metadata}
+    names = [model_name(m) for m in (agent.model, *agent.fallback_models)]
     attempt = 0
     errors: list[str] = []
     last: BaseException | None = None
@@ -83,7 +93,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
             telemetry.execute(
                 ("sagents", "llm", "request"),
                 {"system_time": time.time()},
-                {**meta, "attempt": attempt, "model_index": model_index},
+                {**meta, "attempt": attempt, "model": names[model_index]},
             )
             try:
                 if agent.stream:
@@ -99,7 +109,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
                 telemetry.execute(
                     ("sagents", "llm", "error"),
                     {"duration": time.perf_counter() - started},
-                    {**meta, "attempt": attempt, "error": text},
+                    {**meta, "attempt": attempt, "model": names[model_index], "error": text},
                 )
                 if not policy.retry_on(exc):
                     break
@@ -115,7 +125,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
                     "output_tokens": usage.get("output_tokens", 0),
                     "total_tokens": usage.get("total_tokens", 0),
                 },
-                {**meta, "attempt": attempt, "model_index": model_index},
+                {**meta, "attempt": attempt, "model": names[model_index]},
             )
             return message
     summary = "; ".join(errors[-5:])

@@ -47,6 +47,8 @@ class Run:
         tool_outcomes: ``(call, outcome)`` pairs of the last tool execution, in call order.
         tools_in_flight: outcomes of tools finished so far while tools run (for a cancel).
         services: handed to every tool through ``ToolContext.services``.
+        metadata: added to the metadata of every telemetry event of the run (e.g.
+            ``conversation_id``).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Run:
         sink: EventSink | None = None,
         decisions: Sequence[Decision | Mapping[str, Any]] | None = None,
         services: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         state = state if state is not None else State()
         if state.agent_id is None:
@@ -81,6 +84,7 @@ class Run:
         self.tool_outcomes: list[tuple[ToolCall, ToolOutcome]] = []
         self.tools_in_flight: dict[str, ToolOutcome] | None = None
         self.services: Mapping[str, Any] = services if services is not None else {}
+        self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
 
     def commit(self, state: State, *new_messages: BaseMessage) -> None:
         """Make ``state`` the run's state; ``new_messages`` are the messages it adds."""
@@ -97,7 +101,7 @@ class Run:
             asyncio.CancelledError: the run was cancelled; ``self.state`` is consistent.
         """
         agent = self.agent
-        meta = {"agent_id": agent.agent_id, "mode": agent.mode.name}
+        meta = {"agent_id": agent.agent_id, "mode": agent.mode.name, **self.metadata}
         started = time.perf_counter()
         telemetry.execute(("sagents", "execution", "start"), {"system_time": time.time()}, meta)
         try:

@@ -210,6 +210,7 @@ async def execute_tools(run: Run) -> RunResult | None:
                 timeout=tool_timeout(tool, agent.tool_timeout) if tool else None,
                 context=context,
                 known=agent.all_tools,
+                metadata=run.metadata,
             )
         finished[call_id] = outcome
         if outcome.error is None:

@@ -107,6 +107,7 @@ async def invoke_tool(
     timeout: float | None,
     context: ToolContext,
     known: Mapping[str, BaseTool],
+    metadata: Mapping[str, Any] | None = None,
 ) -> ToolOutcome:
     """Run one tool call to an outcome; only cancellation propagates."""
     name = call["name"]
@@ -115,7 +116,12 @@ async def invoke_tool(
         return _error(call, f"unknown tool {name!r}; available tools: {available}")
     set_tool_context(context)
     started = time.perf_counter()
-    meta = {"agent_id": context.agent_id, "tool": name, "tool_call_id": call["id"]}
+    meta = {
+        "agent_id": context.agent_id,
+        "tool": name,
+        "tool_call_id": call["id"],
+        **(metadata or {}),
+    }
     telemetry.execute(("sagents", "tool", "start"), {"system_time": time.time()}, meta)
     try:
         async with asyncio.timeout(timeout):

@@ -91,6 +91,7 @@ class AgentServer:
         self._on_registered = on_registered
         self._on_ended = on_ended
         self._services: Mapping[str, Any] = services if services is not None else {}
+        self._run_meta = {"conversation_id": options.conversation_id, **options.metadata}
         self._loop = asyncio.get_running_loop()
         self._mailbox: deque[
             tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any] | None]
@@ -440,7 +441,9 @@ class AgentServer:
             )
             return
         self._follow_ups += 1
-        self._start(Run(self.agent, self.state, sink=self, services=self._services))
+        self._start(
+            Run(self.agent, self.state, sink=self, services=self._services, metadata=self._run_meta)
+        )
 
     def _dismiss_interrupt(self) -> None:
         state, results = dismiss_interrupt(self.state)
@@ -459,7 +462,15 @@ class AgentServer:
         self._set_state(self.state.append(message), (message,))
         if run:
             self._follow_ups = 0
-            self._start(Run(self.agent, self.state, sink=self, services=self._services))
+            self._start(
+                Run(
+                    self.agent,
+                    self.state,
+                    sink=self,
+                    services=self._services,
+                    metadata=self._run_meta,
+                )
+            )
 
     async def do_send_to_middleware(self, key: str, message: Any) -> None:
         middleware = {mw.key: mw for mw in self.agent.middleware_instances}
@@ -497,7 +508,9 @@ class AgentServer:
                 f"agent {self.agent_id!r} is waiting for approval: resume it with decisions"
             )
         self._follow_ups = 0
-        self._start(Run(self.agent, self.state, sink=self, services=self._services))
+        self._start(
+            Run(self.agent, self.state, sink=self, services=self._services, metadata=self._run_meta)
+        )
 
     def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         self.touch()
@@ -507,7 +520,12 @@ class AgentServer:
                 "nothing to resume"
             )
         run = Run(  # validates the decisions
-            self.agent, self.state, sink=self, decisions=decisions, services=self._services
+            self.agent,
+            self.state,
+            sink=self,
+            decisions=decisions,
+            services=self._services,
+            metadata=self._run_meta,
         )
         self._follow_ups = 0
         self._start(run)
