@@ -21,10 +21,9 @@ import os
 import stat
 import tempfile
 import threading
-from types import TracebackType
-from typing import Self
 
 from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
+from sagents._resource import AsyncResource
 from sagents.middleware._file_store import (
     _TMP_PREFIX,
     _TMP_SUFFIX,
@@ -38,7 +37,7 @@ __all__ = ["DiskFileStore"]
 _log = logging.getLogger(__name__)
 
 
-class DiskFileStore:
+class DiskFileStore(AsyncResource):
     """A :class:`FileStore` persisted as ordinary files under a base directory.
 
     Open it with ``await DiskFileStore.open(base_dir)`` (calling the class directly gives a store
@@ -280,17 +279,6 @@ class DiskFileStore:
             return
         self._state = "closed"
         await self._flush_all()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- flushing ------------------------------------------------------------------------------
 

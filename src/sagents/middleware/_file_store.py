@@ -31,10 +31,10 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
+from sagents._resource import AsyncResource
 
 __all__ = [
     "MAX_PATH_LENGTH",
@@ -291,7 +291,7 @@ class _Index:
         return sorted(path for path in self._files if path.startswith(prefix))
 
 
-class MemoryFileStore:
+class MemoryFileStore(AsyncResource):
     """A :class:`FileStore` held in memory only; its files vanish with it.
 
     Args:
@@ -352,14 +352,3 @@ class MemoryFileStore:
     async def aclose(self) -> None:
         """Close the store; later calls raise ``FileSystemError``. Idempotent."""
         self._closed = True
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

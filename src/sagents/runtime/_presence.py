@@ -54,10 +54,10 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from types import TracebackType
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, Self, TypeAlias
 
 from sagents._errors import InvalidOption
+from sagents._resource import AsyncResource
 from sagents._status import Status
 
 __all__ = [
@@ -383,7 +383,7 @@ class _Timer:
     deadline: float
 
 
-class ViewerWatch:
+class ViewerWatch(AsyncResource):
     """Decides when an agent with no viewers shuts down; the server supplies status and action.
 
     Usage by the agent server::
@@ -501,6 +501,10 @@ class ViewerWatch:
         self._status = Status(status)
         self._evaluate()
 
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
     async def aclose(self) -> None:
         """Cancel the grace timer and unsubscribe; the watch never fires afterwards. Idempotent."""
         self._closed = True
@@ -508,18 +512,6 @@ class ViewerWatch:
         if self._unsubscribe is not None:
             unsubscribe, self._unsubscribe = self._unsubscribe, None
             unsubscribe()
-
-    async def __aenter__(self) -> ViewerWatch:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _on_count(self, count: int) -> None:
         if self._closed:

@@ -66,10 +66,10 @@ from bisect import bisect_right
 from collections import deque
 from dataclasses import replace
 from itertools import islice
-from types import TracebackType
 from typing import TypeVar
 
 from sagents._errors import ConfigurationError
+from sagents._resource import AsyncResource
 from sagents.events import Channel, Event, SubscriptionOverflow
 
 __all__ = ["Publisher", "Subscription"]
@@ -393,7 +393,7 @@ def _check_queue_size(queue_size: int) -> None:
         raise ConfigurationError(f"queue_size must be at least 1, got {queue_size}")
 
 
-class Subscription:
+class Subscription(AsyncResource):
     """One subscriber's stream of events: an async iterator and an async context manager.
 
     Obtained from :meth:`Publisher.subscribe`, never built directly. Iteration ends after the
@@ -483,17 +483,6 @@ class Subscription:
 
         Idempotent. A task waiting in ``__anext__`` wakes and stops.
         """
-        self._close()
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
         self._close()
 
     def __del__(self) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from sagents._resource import AsyncResource
 from sagents.events import Channel, Event
 from sagents.runtime._publisher import Publisher, Subscription
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["PendingSubscription", "Watch"]
 
 
-class Watch:
+class Watch(AsyncResource):
     """An async iterator of one agent id's events across restarts; close it when done."""
 
     def __init__(self, registry: Registry[AgentServer], agent_id: str, channel: Channel) -> None:
@@ -85,19 +85,8 @@ class Watch:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class PendingSubscription:
+class PendingSubscription(AsyncResource):
     """A subscription to the *next* server started with it in ``initial_subscribers`` (L82).
 
     ``start_agent(..., initial_subscribers=[events])`` attaches it before the server publishes
@@ -132,14 +121,3 @@ class PendingSubscription:
         self._attached.set()
         if self._subscription is not None:
             await self._subscription.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
