@@ -306,3 +306,42 @@ async def test_messages_to_middleware_update_its_state(runtime: Runtime) -> None
     assert (await handle.get_state()).metadata["notes"] == ["while idle", "while running"]
     with pytest.raises(InvalidTransition, match="no middleware with key 'nope'"):
         await handle.send_to_middleware("nope", 1)
+
+
+async def test_pause_stops_the_run_saves_and_survives_a_restart(runtime: Runtime) -> None:
+    from sagents.runtime import AutoSave
+
+    saved: list[dict[str, Any]] = []
+
+    async def save(agent_id: str, state: dict[str, Any]) -> None:
+        saved.append(state)
+
+    agent = make_agent([Reply(text="x" * 50, chunk_size=5, delay=1.0), Reply(text="continued")])
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent, user(), auto_save=AutoSave(callback=save), initial_subscribers=[events]
+    )
+    await handle.execute()
+    await asyncio.sleep(2.5)
+    await handle.pause()
+    seen = await until_status(events, Status.PAUSED)
+    assert statuses(seen) == [Status.RUNNING, Status.PAUSED]  # never "cancelled" (L8)
+    assert saved
+    assert saved[-1]["metadata"] == {"sagents.runtime": {"paused": True}}
+    await runtime.stop("agent-1")
+    restarted = await runtime.start_agent(agent, saved[-1])  # e.g. on another node
+    assert await restarted.get_status() is Status.PAUSED
+    await restarted.execute()
+    state = await restarted.get_state()
+    assert "sagents.runtime" not in state.metadata
+    assert await restarted.get_status() is Status.RUNNING
+
+
+async def test_pause_of_an_interrupted_agent_is_refused(runtime: Runtime) -> None:
+    agent = protected_agent([tool_turn("delete", path="/x")])
+    events = PendingSubscription()
+    handle = await runtime.start_agent(agent, user(), initial_subscribers=[events])
+    await handle.execute()
+    await until_status(events, Status.INTERRUPTED)
+    with pytest.raises(InvalidTransition, match="approval"):
+        await handle.pause()

@@ -87,6 +87,17 @@ class AgentHandle:
         server = self._server()
         await server.call(server.do_cancel)
 
+    async def pause(self) -> None:
+        """Pause for infrastructure (a node drain, L8): any run stops, the state is saved with a
+        ``paused`` mark, and ``execute()`` — here or after a restart from that state —
+        continues.
+
+        Raises:
+            InvalidTransition: the agent waits for approval (that already survives restarts).
+        """
+        server = self._server()
+        await server.call(server.do_pause)
+
     async def stop(self, reason: str = "manual") -> None:
         """Stop gracefully (save, ``AgentShutdown(reason)``); returns once it has left (L40)."""
         await self._runtime.stop(self.agent_id, reason=reason)

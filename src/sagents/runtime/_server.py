@@ -84,7 +84,7 @@ class AgentServer:
         self.state = (
             state if state.agent_id == agent.agent_id else state.replace(agent_id=agent.agent_id)
         )
-        self.status = Status.INTERRUPTED if self.state.interrupt is not None else Status.IDLE
+        self.status = _initial_status(self.state)
         self.publisher = Publisher(
             agent.agent_id, replay_size=options.replay_size, queue_size=options.queue_size
         )
@@ -386,13 +386,30 @@ class AgentServer:
 
     # -- commands (run inside the mailbox) ---------------------------------------------------
 
-    def _start(self, run: Run) -> None:
+    def _start(self, decisions: Sequence[Decision | Mapping[str, Any]] | None = None) -> None:
+        run = Run(  # validates the decisions before anything changes
+            self.agent,
+            self._unpaused(self.state),
+            sink=self,
+            decisions=decisions,
+            services=self._services,
+            metadata=self._run_meta,
+        )
+        if run.state is not self.state:
+            self._set_state(run.state)
         self._run = run
         self._set_status(Status.RUNNING)
         if self._inactivity_handle is not None:
             self._inactivity_handle.cancel()
             self._inactivity_handle = None
         self._run_task = self._loop.create_task(self._drive(run))
+
+    @staticmethod
+    def _unpaused(state: State) -> State:
+        # A run continues a paused agent (L8): the persisted mark goes.
+        if RUNTIME_KEY not in state.metadata:
+            return state
+        return state.replace(metadata={k: v for k, v in state.metadata.items() if k != RUNTIME_KEY})
 
     async def _drive(self, run: Run) -> None:
         try:
@@ -441,9 +458,7 @@ class AgentServer:
             )
             return
         self._follow_ups += 1
-        self._start(
-            Run(self.agent, self.state, sink=self, services=self._services, metadata=self._run_meta)
-        )
+        self._start()
 
     def _dismiss_interrupt(self) -> None:
         state, results = dismiss_interrupt(self.state)
@@ -462,15 +477,7 @@ class AgentServer:
         self._set_state(self.state.append(message), (message,))
         if run:
             self._follow_ups = 0
-            self._start(
-                Run(
-                    self.agent,
-                    self.state,
-                    sink=self,
-                    services=self._services,
-                    metadata=self._run_meta,
-                )
-            )
+            self._start()
 
     async def do_send_to_middleware(self, key: str, message: Any) -> None:
         middleware = {mw.key: mw for mw in self.agent.middleware_instances}
@@ -508,9 +515,7 @@ class AgentServer:
                 f"agent {self.agent_id!r} is waiting for approval: resume it with decisions"
             )
         self._follow_ups = 0
-        self._start(
-            Run(self.agent, self.state, sink=self, services=self._services, metadata=self._run_meta)
-        )
+        self._start()
 
     def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         self.touch()
@@ -519,16 +524,8 @@ class AgentServer:
                 f"agent {self.agent_id!r} is {self.status.value}, not interrupted: "
                 "nothing to resume"
             )
-        run = Run(  # validates the decisions
-            self.agent,
-            self.state,
-            sink=self,
-            decisions=decisions,
-            services=self._services,
-            metadata=self._run_meta,
-        )
+        self._start(decisions)  # raises InvalidDecision with nothing changed
         self._follow_ups = 0
-        self._start(run)
 
     async def do_cancel(self) -> None:
         task = self._run_task
@@ -538,7 +535,9 @@ class AgentServer:
             )
         await self._cancel_run(task)
 
-    async def _cancel_run(self, task: asyncio.Task[None]) -> None:
+    async def _cancel_run(
+        self, task: asyncio.Task[None], status: Status = Status.CANCELLED
+    ) -> None:
         run = self._run
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -547,8 +546,27 @@ class AgentServer:
         self._run = None
         self._run_task = None
         if task.cancelled():
-            self._set_status(Status.CANCELLED)
+            self._set_status(status)
         self.touch()
+
+    async def do_pause(self) -> None:
+        """Infrastructure pause (L8): stop any run, mark the state paused, save it.
+
+        The mark is persisted with the state, so a server restarted from it (on this node or
+        another) starts ``paused`` and ``execute()`` continues the conversation.
+        """
+        if self.status is Status.INTERRUPTED:
+            raise InvalidTransition(
+                f"agent {self.agent_id!r} is waiting for approval, which already survives a "
+                "restart: there is nothing to pause"
+            )
+        if self._run_task is not None:
+            await self._cancel_run(self._run_task, Status.PAUSED)
+        self._set_state(self.state.with_metadata(RUNTIME_KEY, {"paused": True}))
+        if self.status is not Status.PAUSED:
+            self._set_status(Status.PAUSED)
+        self._request_save("auto_save.pause", force=True)
+        await self._saver.drain(self.options.shutdown_timeout)
 
     async def do_stop(self, reason: str) -> None:
         self.shutdown_reason = reason
@@ -607,6 +625,21 @@ class AgentServer:
     async def wait_ended(self) -> None:
         """Return once the server has left the registry and closed its subscriptions."""
         await self._ended.wait()
+
+
+#: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
+RUNTIME_KEY = "sagents.runtime"
+
+
+def _is_paused(state: State) -> bool:
+    mark = state.metadata.get(RUNTIME_KEY)
+    return isinstance(mark, dict) and bool(mark.get("paused"))
+
+
+def _initial_status(state: State) -> Status:
+    if state.interrupt is not None:
+        return Status.INTERRUPTED
+    return Status.PAUSED if _is_paused(state) else Status.IDLE
 
 
 class _StopRequest(SagentsError):
