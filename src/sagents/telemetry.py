@@ -23,13 +23,20 @@ Events emitted by sagents:
 ``("sagents", "llm", "request"|"response"|"error")``     one model call attempt
 ``("sagents", "tool", "start"|"stop"|"error")``          one tool call
 =====================================  ==========================================
+
+:func:`span` wraps a block of your own code in a ``start`` / ``stop`` / ``exception`` triple, like
+Erlang's ``:telemetry.span/3``. The OpenTelemetry bridge lives in :mod:`sagents.otel` (an optional
+dependency), so that this module, and ``import sagents``, never import OpenTelemetry.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeAlias
 
 from sagents._errors import SagentsError
@@ -37,12 +44,14 @@ from sagents._errors import SagentsError
 __all__ = [
     "EventName",
     "Handler",
+    "Span",
     "attach",
     "attach_many",
     "detach",
     "execute",
     "has_handlers",
     "list_handlers",
+    "span",
 ]
 
 EventName: TypeAlias = tuple[str, ...]
@@ -132,3 +141,106 @@ def execute(event: EventName, measurements: Mapping[str, Any], metadata: Mapping
                 event,
             )
             detach(attachment.handler_id)
+
+
+_span_ids = itertools.count(1)
+
+
+class Span:
+    """A block of code reported as ``prefix + ("start",)`` then ``("stop",)`` or ``("exception",)``.
+
+    Build it with :func:`span`. It is a context manager for ``with`` and ``async with`` alike, and
+    ``as`` gives the span itself, whose :attr:`metadata` and :attr:`measurements` the block may
+    extend before they are reported on exit (Erlang's span returns its stop metadata instead;
+    a mutable object reads better in a ``with`` block)::
+
+        with telemetry.span(("myapp", "index"), {"doc": doc_id}) as span:
+            count = index(doc)
+            span.metadata["status"] = "ok"
+            span.measurements["terms"] = count
+
+    Events:
+        ``start``: measurements ``system_time`` (``time.time()``) and ``monotonic_time``
+        (``time.perf_counter()``, the clock ``duration`` is measured on); the metadata as given.
+
+        ``stop``: measurements ``duration`` (seconds, a float) and ``monotonic_time`` plus what the
+        block added; the metadata plus what the block added.
+
+        ``exception``: the same, with metadata ``kind`` (the exception's class), ``reason`` (the
+        exception) and ``stacktrace`` (its traceback). The exception is always re-raised, and
+        any ``BaseException`` counts, cancellation included: the block did not complete, and
+        ``kind`` lets a handler tell ``asyncio.CancelledError`` from a failure.
+
+    All three carry ``telemetry_span_context`` in their metadata: an integer unique to this span,
+    so a handler can pair a ``stop`` with its ``start`` even when spans overlap.
+
+    When no handler listens to an event, that event costs one dictionary lookup: no clock is
+    read for ``start`` and no dictionary is built (see :func:`has_handlers`). The monotonic clock
+    is always read on entry, so a handler attached while the block runs still gets a true
+    ``duration``.
+    """
+
+    __slots__ = ("_started", "event_prefix", "measurements", "metadata")
+
+    def __init__(self, event_prefix: EventName, metadata: Mapping[str, Any]) -> None:
+        self.event_prefix: EventName = tuple(event_prefix)
+        #: Reported with ``stop`` / ``exception``; the block may add to it.
+        self.metadata: dict[str, Any] = {**metadata, "telemetry_span_context": next(_span_ids)}
+        #: Extra measurements reported with ``stop`` / ``exception``; the block may add to it.
+        self.measurements: dict[str, Any] = {}
+        self._started: float | None = None
+
+    def __enter__(self) -> Span:
+        if self._started is not None:
+            raise SagentsError(
+                f"telemetry span {self.event_prefix} was already entered; build a new one per block"
+            )
+        self._started = now = time.perf_counter()
+        event = (*self.event_prefix, "start")
+        if event in _by_event:
+            execute(
+                event,
+                {"system_time": time.time(), "monotonic_time": now},
+                dict(self.metadata),
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        event = (*self.event_prefix, "stop" if exc is None else "exception")
+        if event not in _by_event or self._started is None:
+            return
+        now = time.perf_counter()
+        measurements = {**self.measurements, "duration": now - self._started, "monotonic_time": now}
+        metadata = self.metadata
+        if exc is not None:
+            metadata = {**metadata, "kind": type(exc), "reason": exc, "stacktrace": traceback}
+        execute(event, measurements, metadata)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+def span(event_prefix: EventName, metadata: Mapping[str, Any]) -> Span:
+    """Report the block it wraps as ``event_prefix`` + ``start`` / ``stop`` / ``exception``.
+
+    Args:
+        event_prefix: the event without its last element, e.g. ``("myapp", "index")``.
+        metadata: reported with every event of the span (copied; extend ``span.metadata``).
+
+    Returns:
+        A :class:`Span`, to use once as ``with`` or ``async with``.
+    """
+    return Span(event_prefix, metadata)
