@@ -255,3 +255,53 @@ async def test_a_thousand_agents_start_run_and_stop_with_nothing_left(runtime: R
     assert runtime.agent_count() == 0
     await asyncio.sleep(0)
     assert len(asyncio.all_tasks()) <= before
+
+
+class _Worker:
+    """A minimal supervised child that records its life."""
+
+    def __init__(self, log: list[str], crash: asyncio.Event | None = None) -> None:
+        self.log = log
+        self.crash = crash
+        self.stopped = asyncio.Event()
+
+    async def run(self, ready: Any) -> None:
+        self.log.append("start")
+        ready.started(self)
+        waits = [asyncio.ensure_future(self.stopped.wait())]
+        if self.crash is not None:
+            waits.append(asyncio.ensure_future(self.crash.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if self.crash is not None and self.crash.is_set():
+            self.crash.clear()
+            raise RuntimeError("sub-agent crashed")
+        self.log.append("stop")
+
+    async def stop(self) -> None:
+        self.stopped.set()
+
+
+async def test_sub_agents_live_and_die_with_their_parent(runtime: Runtime) -> None:
+    from sagents.runtime import ChildSpec
+
+    handle = await runtime.start_agent(make_agent(), user())
+    supervisor = await runtime.sub_agents("agent-1")
+    assert await runtime.sub_agents("agent-1") is supervisor  # started once
+    log: list[str] = []
+    crash = asyncio.Event()
+    await supervisor.start_child(ChildSpec(id="sub-1", start=lambda: _Worker(log, crash)))
+    crash.set()  # a crashing sub-agent is restarted and never reaches the parent (L53)
+    for _ in range(100):
+        if log.count("start") == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert log == ["start", "start"]
+    assert await handle.get_status() is Status.IDLE
+    await runtime.stop("agent-1")  # the whole unit goes, sub-agents included
+    assert log[-1] == "stop"
+    with pytest.raises(AgentNotRunning):
+        await runtime.sub_agents("agent-1")

@@ -13,7 +13,7 @@ The tree mirrors the seed's::
     └── agents supervisor (one_for_one; its children are temporary)
         └── agent unit "<agent_id>" (rest_for_one)
             ├── AgentServer          (transient: restarted after a crash, not after a stop)
-            └── sub-agents supervisor
+            └── sub-agents supervisor (started on first use: ``runtime.sub_agents(id)``)
 
 Agents stop before the filesystems they use (reverse dependency order, L54).
 
@@ -100,6 +100,8 @@ class Runtime:
         self._fs_servers: dict[Hashable, FileSystemServer] = {}
         self._fs_users: Counter[Hashable] = Counter()
         self._unit_scopes: dict[str, Hashable] = {}
+        self._unit_supervisors: dict[str, Supervisor] = {}
+        self._sub_agent_supervisors: dict[str, Supervisor] = {}
         self._max_restarts = max_restarts
         self._max_seconds = max_seconds
         self._shutdown_timeout = shutdown_timeout
@@ -201,7 +203,7 @@ class Runtime:
                 await self._agents.start_child(
                     ChildSpec(
                         id=unit_id,
-                        start=lambda: self._unit(agent, state, opts),
+                        start=lambda: self._unit(unit_id, agent, state, opts),
                         restart=RestartType.TEMPORARY,
                         shutdown_timeout=None,
                     )
@@ -215,7 +217,7 @@ class Runtime:
             self._starting.discard(agent_id)
         return AgentHandle(self, agent_id)
 
-    def _unit(self, agent: Agent, state: State, options: AgentOptions) -> Supervisor:
+    def _unit(self, unit_id: str, agent: Agent, state: State, options: AgentOptions) -> Supervisor:
         def server() -> AgentServer:
             return AgentServer(
                 agent,
@@ -226,7 +228,7 @@ class Runtime:
                 services=_Services(self, options.filesystem_scope),
             )
 
-        return Supervisor(
+        unit = Supervisor(
             name=f"agent {agent.agent_id}",
             strategy=Strategy.REST_FOR_ONE,
             max_restarts=self._max_restarts,
@@ -238,14 +240,45 @@ class Runtime:
                     restart=RestartType.TRANSIENT,
                     shutdown_timeout=options.shutdown_timeout + 1.0,
                 ),
-                ChildSpec(
-                    id="sub_agents",
-                    start=lambda: Supervisor(name=f"sub-agents of {agent.agent_id}"),
-                    restart=RestartType.PERMANENT,
-                    shutdown_timeout=None,
-                ),
             ],
         )
+        self._unit_supervisors[unit_id] = unit
+        return unit
+
+    async def sub_agents(self, agent_id: str) -> Supervisor:
+        """The supervisor of ``agent_id``'s sub-agents, started on first use (L11, L53).
+
+        It sits in the agent's unit after the server (rest_for_one): a crash of the server
+        restarts its sub-agents, a crash of a sub-agent never reaches the server, and stopping
+        the agent stops them. Agents that never delegate never pay for it.
+
+        Raises:
+            AgentNotRunning: the agent is not running.
+        """
+        self._server(agent_id)
+        unit_id = self._units.get(agent_id)
+        unit = self._unit_supervisors.get(unit_id) if unit_id is not None else None
+        if unit_id is None or unit is None:
+            raise AgentNotRunning(f"agent {agent_id!r} is not running")
+        current = self._sub_agent_supervisors.get(unit_id)
+        if current is not None and current.running:
+            return current
+
+        def build() -> Supervisor:
+            supervisor = Supervisor(name=f"sub-agents of {agent_id}")
+            self._sub_agent_supervisors[unit_id] = supervisor
+            return supervisor
+
+        with contextlib.suppress(ChildAlreadyStarted):
+            await unit.start_child(
+                ChildSpec(
+                    id="sub_agents",
+                    start=build,
+                    restart=RestartType.PERMANENT,
+                    shutdown_timeout=None,
+                )
+            )
+        return self._sub_agent_supervisors[unit_id]
 
     def _server_ended(self, server: AgentServer, reason: str) -> None:
         self._registry.unregister(server.agent_id, server)
@@ -259,6 +292,8 @@ class Runtime:
     def _agents_event(self, event: SupervisorEvent) -> None:
         # However a unit ends (stop, self-stop, giving up), its scope loses a user.
         if isinstance(event, ChildExited) and isinstance(event.id, str):
+            self._unit_supervisors.pop(event.id, None)
+            self._sub_agent_supervisors.pop(event.id, None)
             scope = self._unit_scopes.pop(event.id, None)
             if scope is not None:
                 self._release_filesystem(scope)
