@@ -1,0 +1,32 @@
+"""Persistence: the protocols adapters implement, and an in-memory implementation.
+
+The SQL implementation (SQLAlchemy 2, SQLite by default, PostgreSQL) lives in
+:mod:`sagents.persistence.sql` so that ``import sagents`` never imports SQLAlchemy.
+"""
+
+from sagents._public import publish as _publish
+from sagents.persistence._protocols import (
+    AgentPersistence,
+    Conversation,
+    ConversationStore,
+    DisplayMessage,
+    DisplayMessagePersistence,
+    Scope,
+    StateSnapshot,
+    StoredState,
+    ToolCallStatus,
+)
+
+__all__ = [
+    "AgentPersistence",
+    "Conversation",
+    "ConversationStore",
+    "DisplayMessage",
+    "DisplayMessagePersistence",
+    "Scope",
+    "StateSnapshot",
+    "StoredState",
+    "ToolCallStatus",
+]
+
+_publish(globals(), __all__, __name__)

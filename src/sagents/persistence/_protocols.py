@@ -1,0 +1,224 @@
+"""What persistence adapters implement (rules S1, S1b, S2, S4, S5).
+
+Two protocols, kept apart because they store different things:
+
+* :class:`AgentPersistence` stores what the *model* sees: the agent's :class:`~sagents.State`.
+  Saves are **deltas**: a :class:`StateSnapshot` says how many leading messages are unchanged
+  since the snapshot it builds on, so an adapter writes only what changed (messages are
+  append-only rows; todos, metadata and the interrupt form a small head). A 1,000-message
+  conversation therefore costs one new row per new message, not a copy of its history per step.
+* :class:`DisplayMessagePersistence` stores what the *user* sees: display messages (a user
+  message, an assistant message, a tool call and its status, a tool result, ...), ordered by a
+  per-conversation sequence.
+
+Every call takes the caller's ``scope`` (the tenant: a user id, an account id, or None for a
+single-tenant app). An adapter filters every query by it: a wrong-scope caller gets "not found",
+never another tenant's data (S4). The scope is runtime data of the caller and is never written
+into the state.
+
+Versions make saves safe to race (S5): a snapshot carries a version that increases with every
+state change; an adapter ignores (returns False for) a snapshot whose version is not newer than
+the stored one, so a stale writer can never overwrite a newer state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+from sagents._state import State
+
+__all__ = [
+    "AgentPersistence",
+    "Conversation",
+    "ConversationStore",
+    "DisplayMessage",
+    "DisplayMessagePersistence",
+    "Scope",
+    "StateSnapshot",
+    "StoredState",
+    "ToolCallStatus",
+]
+
+#: The tenant a caller acts for (e.g. a user id); None for single-tenant apps.
+Scope: TypeAlias = str | None
+
+ToolCallStatus: TypeAlias = Literal["executing", "completed", "failed", "interrupted", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSnapshot:
+    """One save of an agent's state.
+
+    Attributes:
+        state: the state to store.
+        version: increases with every change of the state; a snapshot whose version is not
+            greater than the stored one is stale and ignored.
+        base_version: the stored version this snapshot builds on (None: unknown, e.g. the
+            first save of a new server), and
+        unchanged_prefix: how many leading messages are identical to that base. An adapter
+            may write only ``state.messages[unchanged_prefix:]`` when the stored version is
+            ``base_version``; otherwise it must rewrite everything.
+    """
+
+    state: State
+    version: int
+    base_version: int | None = None
+    unchanged_prefix: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredState:
+    """A loaded state and the version it was stored with."""
+
+    state: State
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversation:
+    """A conversation row: who owns it, its title, whether approval is pending (S1b)."""
+
+    id: str
+    scope: Scope
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisplayMessage:
+    """One row of what the user sees.
+
+    Attributes:
+        type: ``user``, ``assistant``, ``tool_call``, ``tool_result``, ``thinking``, ``error``...
+        content: the JSON content (e.g. ``{"text": ...}`` or ``{"name": ..., "arguments": ...}``).
+        content_type: how to render it (``text``, ``markdown``, ``json``...).
+        tool_call_id: links a tool call, its status and its result.
+        sequence: position in the conversation, assigned by the adapter on append.
+        status: for tool calls: executing / completed / failed / interrupted / cancelled.
+    """
+
+    conversation_id: str
+    type: str
+    content: dict[str, Any]
+    content_type: str = "text"
+    tool_call_id: str | None = None
+    sequence: int | None = None
+    status: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (for ``DisplayMessageSaved`` events and web clients)."""
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "type": self.type,
+            "content": self.content,
+            "content_type": self.content_type,
+            "tool_call_id": self.tool_call_id,
+            "sequence": self.sequence,
+            "status": self.status,
+            "metadata": self.metadata,
+            "created_at": None if self.created_at is None else self.created_at.isoformat(),
+        }
+
+
+@runtime_checkable
+class AgentPersistence(Protocol):
+    """Stores agent states by conversation, within a scope."""
+
+    async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
+        """Store ``snapshot`` atomically; False when it is stale (a newer version is stored).
+
+        A crash mid-save leaves the previous snapshot readable (S5).
+        """
+        ...
+
+    async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
+        """The stored state, or None when there is none (or it belongs to another scope)."""
+        ...
+
+
+@runtime_checkable
+class DisplayMessagePersistence(Protocol):
+    """Stores display messages by conversation, within a scope."""
+
+    async def append_display_messages(
+        self, scope: Scope, conversation_id: str, messages: Sequence[DisplayMessage]
+    ) -> list[DisplayMessage]:
+        """Append in order; returns them with ``id``, ``sequence`` and ``created_at`` set."""
+        ...
+
+    async def list_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        after_sequence: int | None = None,
+        limit: int = 200,
+    ) -> list[DisplayMessage]:
+        """A page of display messages in sequence order."""
+        ...
+
+    async def update_tool_call_status(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        status: ToolCallStatus,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DisplayMessage | None:
+        """Set the status of a tool call's display message; None if there is none."""
+        ...
+
+    async def record_decision(
+        self, scope: Scope, conversation_id: str, tool_call_id: str, decision: Mapping[str, Any]
+    ) -> DisplayMessage | None:
+        """Record a human decision on a tool call (kept in the row's metadata)."""
+        ...
+
+
+@runtime_checkable
+class ConversationStore(Protocol):
+    """Conversations by scope: the list a UI shows, titles, the pending-approval flag."""
+
+    async def create_conversation(
+        self,
+        scope: Scope,
+        *,
+        conversation_id: str | None = None,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation:
+        """Create one (an id is generated when not given)."""
+        ...
+
+    async def get_conversation(self, scope: Scope, conversation_id: str) -> Conversation | None: ...
+
+    async def list_conversations(
+        self, scope: Scope, *, limit: int = 50, before: datetime | None = None
+    ) -> list[Conversation]:
+        """Most recently updated first; ``before`` pages on ``updated_at``."""
+        ...
+
+    async def update_conversation(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation | None:
+        """Change the title and/or metadata; None when not found in this scope."""
+        ...
+
+    async def delete_conversation(self, scope: Scope, conversation_id: str) -> bool:
+        """Delete it with its state and display messages; False when not found."""
+        ...
