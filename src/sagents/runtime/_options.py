@@ -71,7 +71,13 @@ class AgentOptions:
         auto_save: an :class:`AutoSave`.
         conversation_id: the conversation this agent serves (metadata, message saving).
         save_new_message: ``async (conversation_id, message)`` awaited for each new message (L14).
-        agent_persistence / display_message_persistence: persistence adapters (sessions).
+        agent_persistence: an ``AgentPersistence``; the server saves the state through it at
+            the lifecycle points of S1b (run completed, error, interrupt, cancel, pause,
+            shutdown), as deltas. Needs ``conversation_id``.
+        display_message_persistence: a ``DisplayMessagePersistence`` (sessions).
+        scope: the tenant (e.g. a user id) passed to the persistence adapters (S4).
+        state_version: the stored version ``initial_state`` was loaded with, so the first save
+            builds on it instead of rewriting everything.
         filesystem_scope: the key of the filesystem server shared by this agent (L50).
         initial_subscribers: subscriptions attached before the first event (L82).
         max_follow_ups: automatic follow-up runs for queued messages before stopping (L7).
@@ -88,6 +94,8 @@ class AgentOptions:
     save_new_message: SaveMessageCallback | None = None
     agent_persistence: Any = None
     display_message_persistence: Any = None
+    scope: str | None = None
+    state_version: int | None = None
     filesystem_scope: Hashable | None = None
     initial_subscribers: Sequence[Any] = ()
     max_follow_ups: int = 10
@@ -116,6 +124,23 @@ class AgentOptions:
             raise InvalidOption(
                 "save_new_message must be an async function (conversation_id, message)"
             )
+        if self.agent_persistence is not None:
+            from sagents.persistence._protocols import AgentPersistence
+
+            if not isinstance(self.agent_persistence, AgentPersistence):
+                raise InvalidOption(
+                    "agent_persistence must implement AgentPersistence (save_state, load_state)"
+                )
+            if self.conversation_id is None:
+                raise InvalidOption("agent_persistence needs a conversation_id to save under")
+        if self.scope is not None and not isinstance(self.scope, str):
+            raise InvalidOption("scope must be a string (e.g. the owner's id) or None")
+        if self.state_version is not None and (
+            isinstance(self.state_version, bool)
+            or not isinstance(self.state_version, int)
+            or self.state_version < 0
+        ):
+            raise InvalidOption("state_version must be a non-negative integer or None")
         if self.presence is not None:
             from sagents.runtime._presence import PresenceTracking
 

@@ -44,6 +44,7 @@ from sagents.execution._agent import Agent
 from sagents.execution._middleware import Middleware
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
+from sagents.persistence._protocols import StateSnapshot
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
@@ -107,8 +108,15 @@ class AgentServer:
         self._last_activity = self._started_at
         self._inactivity_handle: asyncio.TimerHandle | None = None
         self._save_handle: asyncio.TimerHandle | None = None
-        self._version = 0
+        # Versions of the state: +1 per change, continuing the stored version when restored.
+        self._version = options.state_version or 0
         self._saved_version = -1
+        # What the agent persistence holds (messages, version), for delta saves.
+        self._persisted: tuple[Sequence[BaseMessage], int | None] = (
+            (self.state.messages, options.state_version)
+            if options.state_version is not None
+            else ((), None)
+        )
         self._saver = SerialWorker(self._report_persistence_error)
         self._viewers: ViewerWatch | None = None
         self._ended = asyncio.Event()
@@ -361,6 +369,35 @@ class AgentServer:
 
         self._saver.submit(operation, save, coalesce=True)
 
+    def _request_persist(self, point: str) -> None:
+        """Save through the agent persistence at a lifecycle point (S1b), as a delta."""
+        persistence = self.options.agent_persistence
+        if persistence is None or self._version == self._persisted[1]:
+            return
+
+        async def persist() -> None:
+            state, version = self.state, self._version
+            if version == self._persisted[1]:
+                return
+            base_messages, base_version = self._persisted
+            snapshot = StateSnapshot(
+                state=state,
+                version=version,
+                base_version=base_version,
+                unchanged_prefix=_common_prefix(base_messages, state.messages),
+            )
+            written = await persistence.save_state(
+                self.options.scope, self.options.conversation_id, snapshot
+            )
+            if not written:
+                raise StaleState(
+                    f"a newer state of conversation {self.options.conversation_id!r} is stored "
+                    f"(this server holds version {version}); another server may own it"
+                )
+            self._persisted = (state.messages, version)
+
+        self._saver.submit(f"agent_persistence.save ({point})", persist, coalesce=True)
+
     def _report_persistence_error(self, operation: str, error: BaseException) -> None:
         if self.publisher.wants_debug():
             self.publisher.publish(
@@ -441,8 +478,10 @@ class AgentServer:
         if self._queued:
             self._run_queued()
         auto_save = self.options.auto_save
-        if self.status is not Status.RUNNING and auto_save is not None and auto_save.on_idle:
-            self._request_save("auto_save.on_idle")
+        if self.status is not Status.RUNNING:
+            self._request_persist(self.status.value)
+            if auto_save is not None and auto_save.on_idle:
+                self._request_save("auto_save.on_idle")
         self._arm_inactivity()
 
     def _run_queued(self) -> None:
@@ -547,6 +586,7 @@ class AgentServer:
         self._run_task = None
         if task.cancelled():
             self._set_status(status)
+            self._request_persist(status.value)
         self.touch()
 
     async def do_pause(self) -> None:
@@ -565,6 +605,7 @@ class AgentServer:
         self._set_state(self.state.with_metadata(RUNTIME_KEY, {"paused": True}))
         if self.status is not Status.PAUSED:
             self._set_status(Status.PAUSED)
+        self._request_persist("paused")
         self._request_save("auto_save.pause", force=True)
         await self._saver.drain(self.options.shutdown_timeout)
 
@@ -575,6 +616,7 @@ class AgentServer:
         if self._queued:
             messages, self._queued = self._queued, []
             self._set_state(self.state.append(*messages), messages)
+        self._request_persist(f"shutdown ({reason})")
         self._request_save(f"auto_save.shutdown ({reason})", force=True)
         if not await self._saver.drain(self.options.shutdown_timeout):
             _log.error("agent %r: saves did not finish within shutdown_timeout", self.agent_id)
@@ -625,6 +667,20 @@ class AgentServer:
     async def wait_ended(self) -> None:
         """Return once the server has left the registry and closed its subscriptions."""
         await self._ended.wait()
+
+
+class StaleState(SagentsError):
+    """The agent persistence holds a newer state than this server: it was not overwritten."""
+
+
+def _common_prefix(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) -> int:
+    # States are immutable values: an unchanged message is the very same object, so identity
+    # finds the unchanged prefix in a pointer comparison per message, without serialising.
+    n = min(len(before), len(after))
+    for i in range(n):
+        if before[i] is not after[i]:
+            return i
+    return n
 
 
 #: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
