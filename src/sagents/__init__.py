@@ -61,6 +61,15 @@ from sagents.runtime import (
     Subscription,
     Watch,
 )
+from sagents.session import (
+    Factory,
+    FactoryConfig,
+    FactoryRouter,
+    Session,
+    SessionConfig,
+    SessionOptions,
+    SingleFactoryRouter,
+)
 
 __version__ = "0.1.0"
 
@@ -78,6 +87,9 @@ __all__ = [
     "Decision",
     "Done",
     "Edit",
+    "Factory",
+    "FactoryConfig",
+    "FactoryRouter",
     "Failed",
     "FileSystemError",
     "Interrupt",
@@ -106,6 +118,10 @@ __all__ = [
     "SagentsError",
     "ScriptExhausted",
     "ScriptedChatModel",
+    "Session",
+    "SessionConfig",
+    "SessionOptions",
+    "SingleFactoryRouter",
     "State",
     "StateError",
     "Status",

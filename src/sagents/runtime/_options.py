@@ -133,6 +133,15 @@ class AgentOptions:
                 )
             if self.conversation_id is None:
                 raise InvalidOption("agent_persistence needs a conversation_id to save under")
+        if self.display_message_persistence is not None:
+            from sagents.persistence._protocols import DisplayMessagePersistence
+
+            if not isinstance(self.display_message_persistence, DisplayMessagePersistence):
+                raise InvalidOption(
+                    "display_message_persistence must implement DisplayMessagePersistence"
+                )
+            if self.conversation_id is None:
+                raise InvalidOption("display_message_persistence needs a conversation_id")
         if self.scope is not None and not isinstance(self.scope, str):
             raise InvalidOption("scope must be a string (e.g. the owner's id) or None")
         if self.state_version is not None and (

@@ -188,7 +188,11 @@ class Runtime:
         agent_id = agent.agent_id
         if not self._registry.available:
             raise RegistryUnavailable("the runtime is not running; start it before agents")
-        if agent_id in self._starting or self._registry.get(agent_id) is not None:
+        existing = self._registry.get(agent_id)
+        if existing is not None and existing.closed:
+            await existing.wait_ended()  # it is on its way out: start right after
+            existing = self._registry.get(agent_id)
+        if agent_id in self._starting or existing is not None:
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
             )
@@ -385,6 +389,11 @@ class Runtime:
 
     async def get_status(self, agent_id: str) -> Status | None:
         """The agent's status, or None when it is not running (L60)."""
+        server = self._registry.lookup(agent_id)
+        return None if server is None or server.closed else server.status
+
+    def get_status_nowait(self, agent_id: str) -> Status | None:
+        """:meth:`get_status` without awaiting (the registry is local)."""
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.status
 

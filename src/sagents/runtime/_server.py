@@ -26,15 +26,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 
 from sagents import telemetry
 from sagents._errors import AgentNotRunning, InvalidTransition, RunError, SagentsError
-from sagents._interrupt import Decision
+from sagents._interrupt import Decision, Edit, Interrupt, Reject
 from sagents._state import State
 from sagents._status import Status
 from sagents.events import (
     AgentShutdown,
+    DisplayMessageSaved,
     Event,
     PersistenceError,
     StateRestored,
@@ -45,6 +46,7 @@ from sagents.execution._middleware import Middleware
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
 from sagents.persistence._protocols import StateSnapshot
+from sagents.runtime._display import display_messages_for, tool_result_status
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
@@ -342,6 +344,8 @@ class AgentServer:
     def _set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None:
         self.state = state
         self._version += 1
+        if new_messages and self.options.display_message_persistence is not None:
+            self._save_display_messages(new_messages)
         save_message = self.options.save_new_message
         if save_message is not None:
             conversation_id = self.options.conversation_id
@@ -368,6 +372,54 @@ class AgentServer:
             self._saved_version = max(self._saved_version, version)
 
         self._saver.submit(operation, save, coalesce=True)
+
+    # Display messages (S2): submitted in order, saved off the hot path, each save broadcast.
+
+    def _display(self, operation: str, job: Callable[[Any, str], Awaitable[None]]) -> None:
+        store = self.options.display_message_persistence
+        conversation_id = self.options.conversation_id
+        if store is None or conversation_id is None:
+            return
+        self._saver.submit(operation, lambda: job(store, conversation_id))
+
+    def _save_display_messages(self, messages: Sequence[BaseMessage]) -> None:
+        scope = self.options.scope
+
+        async def save(store: Any, conversation_id: str) -> None:
+            rows = [row for m in messages for row in display_messages_for(conversation_id, m)]
+            saved = await store.append_display_messages(scope, conversation_id, rows)
+            for row in saved:
+                if not self.publisher.closed:
+                    self.publisher.publish(DisplayMessageSaved(display_message=row.to_dict()))
+            for message in messages:
+                if isinstance(message, ToolMessage):
+                    await store.update_tool_call_status(
+                        scope, conversation_id, message.tool_call_id, tool_result_status(message)
+                    )
+
+        self._display("display_messages.append", save)
+
+    def _display_interrupt(self, interrupt: Interrupt) -> None:
+        scope = self.options.scope
+
+        async def mark(store: Any, conversation_id: str) -> None:
+            for request in interrupt.action_requests:
+                await store.update_tool_call_status(
+                    scope, conversation_id, request.tool_call_id, "interrupted"
+                )
+
+        self._display("display_messages.interrupted", mark)
+
+    def _display_decisions(self, interrupt: Interrupt, decisions: Sequence[Decision]) -> None:
+        scope = self.options.scope
+
+        async def record(store: Any, conversation_id: str) -> None:
+            for request, decision in zip(interrupt.action_requests, decisions, strict=True):
+                await store.record_decision(
+                    scope, conversation_id, request.tool_call_id, _decision_dict(decision)
+                )
+
+        self._display("display_messages.decision", record)
 
     def _request_persist(self, point: str) -> None:
         """Save through the agent persistence at a lifecycle point (S1b), as a delta."""
@@ -473,6 +525,7 @@ class AgentServer:
                 self._set_status(Status.IDLE)
             case Interrupted(interrupt=interrupt):
                 self._set_status(Status.INTERRUPTED, interrupt)
+                self._display_interrupt(interrupt)
             case Failed(error=error):
                 self._set_status(Status.ERROR, str(error))
         if self._queued:
@@ -563,7 +616,10 @@ class AgentServer:
                 f"agent {self.agent_id!r} is {self.status.value}, not interrupted: "
                 "nothing to resume"
             )
+        interrupt = self.state.interrupt
         self._start(decisions)  # raises InvalidDecision with nothing changed
+        if interrupt is not None and self._run is not None and self._run.decisions:
+            self._display_decisions(interrupt, self._run.decisions)
         self._follow_ups = 0
 
     async def do_cancel(self) -> None:
@@ -671,6 +727,16 @@ class AgentServer:
 
 class StaleState(SagentsError):
     """The agent persistence holds a newer state than this server: it was not overwritten."""
+
+
+def _decision_dict(decision: Decision) -> dict[str, Any]:
+    match decision:
+        case Edit(arguments=arguments):
+            return {"type": "edit", "arguments": arguments}
+        case Reject(message=message):
+            return {"type": "reject", "message": message}
+        case _:
+            return {"type": "approve"}
 
 
 def _common_prefix(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) -> int:

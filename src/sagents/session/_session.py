@@ -1,0 +1,264 @@
+"""``Session``: start, restore, resume and stop conversation agents (rules S14–S17).
+
+The whole start pipeline of a conversation, in one place: router → factory → persisted state (or
+the factory's fresh state) → ``runtime.start_agent``. Every operation is **idempotent and
+race-free**: calls for one conversation are serialised by a lock per agent id in that runtime,
+so fifty concurrent ``start`` calls build exactly one agent and the others return it.
+
+``RegistryUnavailable`` from the runtime propagates unchanged: it means "retry shortly" (a web
+layer maps it to HTTP 503), never "not running" (S17).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import weakref
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from sagents._interrupt import Decision
+from sagents._state import State
+from sagents.execution._agent import Agent
+from sagents.persistence._protocols import Scope
+from sagents.runtime._handle import AgentHandle
+from sagents.runtime._presence import PresenceTracking
+from sagents.runtime._runtime import Runtime
+from sagents.runtime._watch import PendingSubscription
+from sagents.session._config import SessionConfig
+from sagents.session._factory import FactoryConfig, SessionOptions
+
+__all__ = ["Session"]
+
+T = TypeVar("T")
+
+_locks: weakref.WeakKeyDictionary[Runtime, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+def _lock(runtime: Runtime, agent_id: str) -> asyncio.Lock:
+    locks = _locks.setdefault(runtime, {})
+    lock = locks.get(agent_id)
+    if lock is None:
+        lock = locks[agent_id] = asyncio.Lock()
+    return lock
+
+
+async def _maybe_await(value: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return await cast(Awaitable[T], value)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    """A running conversation agent, as returned by :meth:`start` / :meth:`ensure_running`.
+
+    Attributes:
+        agent_id: the agent's id.
+        conversation_id: the conversation.
+        handle: talk to the agent.
+        restored: True when this call started it from persisted state.
+        started: True when this call started it (False: it was already running).
+        events: with :meth:`ensure_running`, the caller's subscription (attached before the
+            agent's first event when this call started it).
+    """
+
+    agent_id: str
+    conversation_id: str
+    handle: AgentHandle
+    restored: bool = False
+    started: bool = False
+    events: Any = None
+
+    # -- the operations ----------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        *,
+        scope: Scope = None,
+        request_opts: Mapping[str, Any] | None = None,
+        initial_subscribers: Sequence[Any] = (),
+    ) -> Session:
+        """Start the conversation's agent, or return it if it runs (S14).
+
+        Raises:
+            RegistryUnavailable: the runtime is starting or stopping; retry.
+        """
+        agent_id = config.agent_id_for(conversation_id)
+        async with _lock(runtime, agent_id):
+            if runtime.get_status_nowait(agent_id) is not None:
+                return cls(
+                    agent_id=agent_id,
+                    conversation_id=conversation_id,
+                    handle=runtime.agent(agent_id),
+                )
+            return await cls._boot(
+                runtime,
+                config,
+                conversation_id,
+                agent_id,
+                scope=scope,
+                request_opts=request_opts or {},
+                initial_subscribers=initial_subscribers,
+            )
+
+    @classmethod
+    async def ensure_running(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        *,
+        scope: Scope = None,
+        request_opts: Mapping[str, Any] | None = None,
+        channel: str = "main",
+    ) -> Session:
+        """The action path (S15): make sure the agent runs and the caller is subscribed.
+
+        When this call starts the agent, the returned ``events`` are attached through
+        ``initial_subscribers`` and see its whole boot; when it already runs, ``events`` is a
+        fresh subscription. Close ``events`` when done.
+        """
+        agent_id = config.agent_id_for(conversation_id)
+        async with _lock(runtime, agent_id):
+            if runtime.get_status_nowait(agent_id) is not None:
+                handle = runtime.agent(agent_id)
+                return cls(
+                    agent_id=agent_id,
+                    conversation_id=conversation_id,
+                    handle=handle,
+                    events=handle.subscribe(channel),  # type: ignore[arg-type]
+                )
+            events = PendingSubscription(channel)  # type: ignore[arg-type]
+            session = await cls._boot(
+                runtime,
+                config,
+                conversation_id,
+                agent_id,
+                scope=scope,
+                request_opts=request_opts or {},
+                initial_subscribers=[events],
+            )
+            return cls(
+                agent_id=agent_id,
+                conversation_id=conversation_id,
+                handle=session.handle,
+                restored=session.restored,
+                started=True,
+                events=events,
+            )
+
+    @classmethod
+    async def resume(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        decisions: Sequence[Decision | Mapping[str, Any]],
+        *,
+        scope: Scope = None,
+        request_opts: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Resume an interrupted conversation (S15b).
+
+        If its agent shut down while waiting (inactivity), it is restarted from the persisted
+        state — the interrupt is durable — and the decisions are applied at once.
+
+        Raises:
+            InvalidTransition: nothing is waiting for a decision.
+            InvalidDecision: the decisions do not fit; the interrupt stays.
+        """
+        session = await cls.start(
+            runtime, config, conversation_id, scope=scope, request_opts=request_opts
+        )
+        await session.handle.resume(decisions)
+        return session
+
+    @classmethod
+    async def stop(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        *,
+        reason: str = "manual",
+    ) -> bool:
+        """Stop the conversation's agent gracefully; False when it was not running."""
+        agent_id = config.agent_id_for(conversation_id)
+        async with _lock(runtime, agent_id):
+            if runtime.get_status_nowait(agent_id) is None:
+                return False
+            await runtime.stop(agent_id, reason=reason)
+            return True
+
+    @classmethod
+    def is_running(cls, runtime: Runtime, config: SessionConfig, conversation_id: str) -> bool:
+        """Whether the conversation's agent runs in this runtime."""
+        return runtime.get_status_nowait(config.agent_id_for(conversation_id)) is not None
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    @classmethod
+    async def _boot(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        agent_id: str,
+        *,
+        scope: Scope,
+        request_opts: Mapping[str, Any],
+        initial_subscribers: Sequence[Any],
+    ) -> Session:
+        factory, factory_config = await _maybe_await(
+            config.factory_router.resolve(scope, conversation_id, agent_id, request_opts)
+        )
+        if not isinstance(factory_config, FactoryConfig):
+            raise TypeError("FactoryRouter.resolve must return (factory, FactoryConfig)")
+        agent, options = await _maybe_await(factory.create_agent(agent_id, factory_config))
+        if not isinstance(agent, Agent) or not isinstance(options, SessionOptions):
+            raise TypeError("Factory.create_agent must return (Agent, SessionOptions)")
+        stored = None
+        if config.agent_persistence is not None:
+            stored = await config.agent_persistence.load_state(scope, conversation_id)
+        if stored is not None:
+            state, version, restored = stored.state, stored.version, True
+        else:
+            state = options.fresh_state or State()
+            version, restored = None, False
+        server_options: dict[str, Any] = {
+            "inactivity_timeout": config.inactivity_timeout,
+            "conversation_id": conversation_id,
+            "scope": scope,
+            "state_version": version,
+            **config.server_options,
+            **options.server_options,
+        }
+        if config.agent_persistence is not None:
+            server_options["agent_persistence"] = config.agent_persistence
+        if config.display_message_persistence is not None:
+            server_options["display_message_persistence"] = config.display_message_persistence
+        if config.presence is not None:
+            server_options["presence"] = PresenceTracking(
+                presence=config.presence,
+                topic=config.presence_topic(conversation_id),
+                grace_period=config.grace_period,
+            )
+        if initial_subscribers:
+            server_options["initial_subscribers"] = [
+                *server_options.get("initial_subscribers", ()),
+                *initial_subscribers,
+            ]
+        handle = await runtime.start_agent(agent, state, **server_options)
+        return cls(
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            handle=handle,
+            restored=restored,
+            started=True,
+        )
