@@ -636,13 +636,19 @@ class AgentServer:
         run = self._run
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        if run is not self._run:
+        if run is not self._run or not task.cancelled():
+            # The run finished before the cancel reached it: its result, already posted to the
+            # mailbox, decides the status.
             return
         self._run = None
         self._run_task = None
-        if task.cancelled():
-            self._set_status(status)
-            self._request_persist(status.value)
+        if self._queued:
+            # Sent during the run, so they precede anything sent later: keep them, in order,
+            # without starting a run the user just cancelled (L5, L7).
+            messages, self._queued = self._queued, []
+            self._set_state(self.state.append(*messages), messages)
+        self._set_status(status)
+        self._request_persist(status.value)
         self.touch()
 
     async def do_pause(self) -> None:
@@ -669,6 +675,7 @@ class AgentServer:
         self.shutdown_reason = reason
         if self._run_task is not None:
             await self._cancel_run(self._run_task)
+            self._run = self._run_task = None  # a run that finished first is over too
         if self._queued:
             messages, self._queued = self._queued, []
             self._set_state(self.state.append(*messages), messages)
