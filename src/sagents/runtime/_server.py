@@ -120,6 +120,7 @@ class AgentServer:
             else ((), None)
         )
         self._saver = SerialWorker(self._report_persistence_error)
+        self._persist_next: tuple[State, int] | None = None
         self._viewers: ViewerWatch | None = None
         self._ended = asyncio.Event()
         self.shutdown_reason: str | None = None
@@ -422,16 +423,26 @@ class AgentServer:
         self._display("display_messages.decision", record)
 
     def _request_persist(self, point: str) -> None:
-        """Save through the agent persistence at a lifecycle point (S1b), as a delta."""
+        """Save through the agent persistence at a lifecycle point (S1b), as a delta.
+
+        The snapshot is the state *at this point* (a completed run, an interrupt...), not
+        whatever the state has become when the save runs: storage only ever holds states a
+        lifecycle point produced. Requests made while a save is queued replace its snapshot.
+        """
         persistence = self.options.agent_persistence
         if persistence is None or self._version == self._persisted[1]:
             return
+        self._persist_next = (self.state, self._version)
 
         async def persist() -> None:
-            state, version = self.state, self._version
-            if version == self._persisted[1]:
+            pending = self._persist_next
+            if pending is None:
                 return
+            self._persist_next = None
+            state, version = pending
             base_messages, base_version = self._persisted
+            if base_version is not None and version <= base_version:
+                return
             snapshot = StateSnapshot(
                 state=state,
                 version=version,
@@ -448,7 +459,7 @@ class AgentServer:
                 )
             self._persisted = (state.messages, version)
 
-        self._saver.submit(f"agent_persistence.save ({point})", persist, coalesce=True)
+        self._saver.submit("agent_persistence.save", persist, coalesce=True)
 
     def _report_persistence_error(self, operation: str, error: BaseException) -> None:
         if self.publisher.wants_debug():
