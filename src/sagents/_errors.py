@@ -15,6 +15,10 @@ for each decision a caller has to make::
     │   ├── MaxRunsExceeded           the model kept calling tools past ``max_runs``
     │   ├── UntilToolNotCalled        the model stopped without calling ``until_tool``
     │   └── ModelCallFailed           the model failed after retries and fallbacks
+    ├── PersistenceError              a persistence adapter could not do it
+    │   ├── PersistenceFailed         the storage failed (nothing was written): retry later
+    │   ├── ConversationNotFound      no such conversation in the caller's scope
+    │   └── ConversationExists        that conversation id is taken: use another
     ├── FileSystemError               a virtual-filesystem operation was refused
     │   └── PathNotAllowed            a path tried to leave its scope or base directory
     ├── ScriptExhausted               a ScriptedChatModel ran out of scripted replies
@@ -43,6 +47,8 @@ __all__ = [
     "ChildExitedBeforeReady",
     "ChildNotFound",
     "ConfigurationError",
+    "ConversationExists",
+    "ConversationNotFound",
     "FileSystemError",
     "InvalidAgent",
     "InvalidDecision",
@@ -52,6 +58,8 @@ __all__ = [
     "MaxRunsExceeded",
     "ModelCallFailed",
     "PathNotAllowed",
+    "PersistenceError",
+    "PersistenceFailed",
     "RegistryUnavailable",
     "RunError",
     "SagentsError",
@@ -183,3 +191,27 @@ class ChildNotFound(SupervisionError):
 
 class ChildExitedBeforeReady(SupervisionError):
     """A child's ``run()`` returned or was cancelled before it called ``ready.started()``."""
+
+
+class PersistenceError(SagentsError):
+    """A persistence adapter could not do what was asked."""
+
+
+class PersistenceFailed(PersistenceError):
+    """The storage backend failed (unreachable, timed out, refused a statement).
+
+    The operation had no effect (transactions roll back); retrying later may succeed. The
+    driver's exception is chained as ``__cause__``.
+    """
+
+
+class ConversationNotFound(PersistenceError):
+    """No conversation with that id exists in the caller's scope.
+
+    Raised by writes that cannot create it: a conversation id that belongs to another scope is
+    reported as not found (S4). Use a new conversation id.
+    """
+
+
+class ConversationExists(PersistenceError):
+    """A conversation with that id already exists; create it with another id (or none)."""

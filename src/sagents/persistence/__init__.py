@@ -5,6 +5,7 @@ The SQL implementation (SQLAlchemy 2, SQLite by default, PostgreSQL) lives in
 """
 
 from sagents._public import publish as _publish
+from sagents.persistence._memory import MemoryPersistence
 from sagents.persistence._protocols import (
     AgentPersistence,
     Conversation,
@@ -23,6 +24,7 @@ __all__ = [
     "ConversationStore",
     "DisplayMessage",
     "DisplayMessagePersistence",
+    "MemoryPersistence",
     "Scope",
     "StateSnapshot",
     "StoredState",

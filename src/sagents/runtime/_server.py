@@ -662,6 +662,20 @@ class AgentServer:
         self._request_persist(status.value)
         self.touch()
 
+    async def _finish_now(self, run: Run) -> None:
+        """Handle the result of a run that ended before a stop could cancel it (its result
+        waits in the mailbox, behind the stop) so that its final status is still reported."""
+        for entry in list(self._mailbox):
+            fn, args, _ = entry
+            if fn == self._finish and args and args[0] is run:
+                self._mailbox.remove(entry)
+                # The stop keeps queued messages, but must not start a follow-up run for them.
+                queued, self._queued = self._queued, []
+                await self._finish(*args)
+                self._queued = queued
+                return
+        self._run = self._run_task = None
+
     async def do_pause(self) -> None:
         """Infrastructure pause (L8): stop any run, mark the state paused, save it.
 
@@ -686,7 +700,8 @@ class AgentServer:
         self.shutdown_reason = reason
         if self._run_task is not None:
             await self._cancel_run(self._run_task)
-            self._run = self._run_task = None  # a run that finished first is over too
+            if self._run is not None:
+                await self._finish_now(self._run)
         if self._queued:
             messages, self._queued = self._queued, []
             self._set_state(self.state.append(*messages), messages)

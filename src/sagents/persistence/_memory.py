@@ -1,0 +1,506 @@
+"""``MemoryPersistence``: the three persistence protocols in a dict, for tests and prototypes.
+
+It is the reference for what the SQL adapter must do, and the contract tests run both against
+the same expectations:
+
+* **Scope** (S4): every record remembers the scope that created it; a caller from another scope
+  sees exactly what it would see for an unknown id (None, ``[]``, False), and a write to it raises
+  :class:`ConversationNotFound` rather than touching another tenant's data.
+* **Versions** (S5): a snapshot whose version is not newer than the stored one is ignored.
+* **Deltas**: messages are kept as a list of encoded rows plus a small head (todos, metadata,
+  interrupt), and a snapshot built on the stored version replaces only the rows after its
+  unchanged prefix, exactly as the SQL adapter does with table rows.
+* **JSON in, JSON out**: everything stored goes through a JSON round trip, so a state the SQL
+  adapter would refuse (a ``datetime`` in the metadata, a NaN) is refused here too, and callers
+  can never mutate stored data through an object they passed in or got back.
+
+Every method runs without awaiting anything, so each one is atomic on the event loop: no lock is
+needed, and concurrent appends get consecutive sequences for free.
+
+This module also holds what both adapters share: the errors they raise, the head/rows encoding
+of a state, and a clock that never repeats a timestamp.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+from sagents._errors import (
+    ConversationExists,
+    ConversationNotFound,
+    PersistenceFailed,
+    StateError,
+)
+from sagents._messages import message_to_json
+from sagents._state import State
+from sagents.persistence._protocols import (
+    Conversation,
+    DisplayMessage,
+    Scope,
+    StateSnapshot,
+    StoredState,
+    ToolCallStatus,
+)
+
+__all__ = ["ConversationExists", "ConversationNotFound", "MemoryPersistence", "PersistenceFailed"]
+
+# -- shared by the memory and SQL adapters -----------------------------------------------------
+
+TOOL_CALL_STATUSES: frozenset[str] = frozenset(get_args(ToolCallStatus))
+
+
+def encode_head(state: State) -> dict[str, Any]:
+    """The state without its messages: ``State.to_dict()`` minus ``messages`` (cheap: no rows)."""
+    head = state.replace(messages=[]).to_dict()
+    del head["messages"]
+    return head
+
+
+def encode_messages(state: State, start: int = 0) -> list[dict[str, Any]]:
+    """``state.messages[start:]`` in their stored JSON form (only those are serialised)."""
+    return [message_to_json(m) for m in state.messages[start:]]
+
+
+def decode_state(head: Mapping[str, Any], messages: Sequence[Any]) -> State:
+    """Rebuild a state from its head and message rows, through ``State.from_dict`` validation.
+
+    Raises:
+        StateError: the stored data is malformed.
+    """
+    if not isinstance(head, Mapping):
+        raise StateError(f"stored state head must be an object, got {type(head).__name__}")
+    return State.from_dict({**head, "messages": list(messages)})
+
+
+def is_delta(snapshot: StateSnapshot, stored_version: int | None, stored_count: int) -> bool:
+    """Whether ``snapshot`` may be written as a delta on top of what is stored.
+
+    Only when it builds on exactly the stored version, and its unchanged prefix exists in storage
+    and in the state; anything else (including an incoherent prefix) is a full rewrite, which is
+    always correct.
+    """
+    prefix = snapshot.unchanged_prefix
+    return (
+        stored_version is not None
+        and snapshot.base_version == stored_version
+        and 0 <= prefix <= stored_count
+        and prefix <= len(snapshot.state.messages)
+    )
+
+
+#: The longest id (conversation, scope, tool call, display message) the SQL schema stores.
+MAX_ID_LENGTH = 255
+
+
+def check_id(value: str | None, what: str) -> None:
+    """Raise ValueError unless ``value`` is None or a non-empty string of at most 255 characters.
+
+    Both adapters check, so that an id that fits in memory also fits in a ``VARCHAR(255)``.
+    """
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"{what} must be a non-empty string of at most {MAX_ID_LENGTH} characters, "
+            f"got {value!r:.80}"
+        )
+
+
+def check_target(scope: Scope, conversation_id: str) -> None:
+    """Raise ValueError for a malformed scope or conversation id."""
+    check_id(scope, "scope")
+    check_id(conversation_id, "conversation_id")
+
+
+def check_status(status: str) -> None:
+    """Raise ValueError unless ``status`` is a :data:`ToolCallStatus`."""
+    if status not in TOOL_CALL_STATUSES:
+        allowed = ", ".join(sorted(TOOL_CALL_STATUSES))
+        raise ValueError(f"unknown tool call status {status!r}; use one of {allowed}")
+
+
+def check_limit(limit: int) -> None:
+    """Raise ValueError for a page size below 1."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def check_display_messages(conversation_id: str, messages: Sequence[DisplayMessage]) -> None:
+    """Raise ValueError if a message names another conversation than the one appended to."""
+    for i, message in enumerate(messages):
+        check_id(message.id, f"messages[{i}].id")
+        check_id(message.tool_call_id, f"messages[{i}].tool_call_id")
+        if message.conversation_id != conversation_id:
+            raise ValueError(
+                f"messages[{i}].conversation_id is {message.conversation_id!r}, but they are "
+                f"appended to {conversation_id!r}"
+            )
+
+
+def to_utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime; naive datetimes are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def new_id() -> str:
+    """A fresh id for a conversation or a display message."""
+    return uuid.uuid4().hex
+
+
+class MonotonicClock:
+    """UTC wall-clock time that never repeats or goes back within one store.
+
+    Conversations are paged on ``updated_at``; two rows with the same timestamp could straddle a
+    page boundary and one would be skipped. Within one process that cannot happen.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = datetime.min.replace(tzinfo=UTC)
+
+    def now(self) -> datetime:
+        now = datetime.now(UTC)
+        if now <= self._last:
+            now = self._last + timedelta(microseconds=1)
+        self._last = now
+        return now
+
+
+def json_copy(value: Any, what: str) -> Any:
+    """A deep copy of ``value`` through JSON, as a database would store it.
+
+    Raises:
+        StateError: ``value`` is not JSON (a set, a datetime, NaN...).
+    """
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"{what} cannot be stored as JSON: {exc}") from None
+
+
+# -- the in-memory adapter ---------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _Record:
+    """One conversation with its state and display messages (mutable, never handed out)."""
+
+    scope: Scope
+    title: str | None
+    metadata: dict[str, Any]
+    interrupted: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int | None = None
+    head: dict[str, Any] | None = None
+    messages: list[Any] = field(default_factory=list)
+    display: list[DisplayMessage] = field(default_factory=list)
+
+    def conversation(self, conversation_id: str) -> Conversation:
+        return Conversation(
+            id=conversation_id,
+            scope=self.scope,
+            title=self.title,
+            metadata=copy.deepcopy(self.metadata),
+            interrupted=self.interrupted,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+def _copy_out(message: DisplayMessage) -> DisplayMessage:
+    # DisplayMessage is frozen but its dicts are not: hand out copies.
+    return dataclasses.replace(
+        message, content=copy.deepcopy(message.content), metadata=copy.deepcopy(message.metadata)
+    )
+
+
+class MemoryPersistence:
+    """Agent states, display messages and conversations in memory (lost when the process ends).
+
+    Implements :class:`~sagents.persistence.AgentPersistence`,
+    :class:`~sagents.persistence.DisplayMessagePersistence` and
+    :class:`~sagents.persistence.ConversationStore` with the same semantics as
+    :class:`sagents.persistence.sql.SqlPersistence`.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, _Record] = {}
+        self._clock = MonotonicClock()
+
+    async def aclose(self) -> None:
+        """Nothing to release; present so both adapters are closed the same way."""
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def _find(self, scope: Scope, conversation_id: str) -> _Record | None:
+        record = self._records.get(conversation_id)
+        if record is None or record.scope != scope:
+            return None
+        return record
+
+    def _find_or_create(self, scope: Scope, conversation_id: str) -> _Record:
+        record = self._records.get(conversation_id)
+        if record is None:
+            now = self._clock.now()
+            record = _Record(
+                scope=scope,
+                title=None,
+                metadata={},
+                interrupted=False,
+                created_at=now,
+                updated_at=now,
+            )
+            self._records[conversation_id] = record
+        elif record.scope != scope:
+            raise ConversationNotFound(
+                f"no conversation {conversation_id!r} in this scope; use a new conversation id"
+            )
+        return record
+
+    # -- AgentPersistence --------------------------------------------------------------------
+
+    async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
+        """Store ``snapshot`` unless a newer version is stored (then return False).
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            StateError: the state holds something that is not JSON.
+            ValueError: malformed scope or conversation id.
+        """
+        check_target(scope, conversation_id)
+        existing = self._records.get(conversation_id)
+        if existing is not None and existing.scope != scope:
+            raise ConversationNotFound(
+                f"no conversation {conversation_id!r} in this scope; use a new conversation id"
+            )
+        stored_version = None if existing is None else existing.version
+        if stored_version is not None and stored_version >= snapshot.version:
+            return False  # stale (S5)
+        state = snapshot.state
+        # Encode everything before touching the record, so a bad state changes nothing.
+        head = json_copy(encode_head(state), "the state's todos, metadata or interrupt")
+        if existing is not None and is_delta(snapshot, existing.version, len(existing.messages)):
+            start = snapshot.unchanged_prefix
+            kept = existing.messages[:start]
+        else:
+            start, kept = 0, []
+        rows = json_copy(encode_messages(state, start), "a message")
+        record = self._find_or_create(scope, conversation_id)
+        record.version = snapshot.version
+        record.head = head
+        record.messages = kept + rows
+        record.interrupted = state.interrupt is not None
+        record.updated_at = self._clock.now()
+        return True
+
+    async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
+        """The stored state and its version; None when missing or in another scope."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        if record is None or record.head is None or record.version is None:
+            return None
+        # Messages may share nested dicts with the rows they were built from: copy the rows.
+        state = decode_state(record.head, copy.deepcopy(record.messages))
+        return StoredState(state=state, version=record.version)
+
+    # -- DisplayMessagePersistence -----------------------------------------------------------
+
+    async def append_display_messages(
+        self, scope: Scope, conversation_id: str, messages: Sequence[DisplayMessage]
+    ) -> list[DisplayMessage]:
+        """Append in order with sequences after the last one; creates the conversation if new.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            StateError: a message's content or metadata is not JSON.
+            ValueError: malformed ids, or a message names another conversation.
+        """
+        check_target(scope, conversation_id)
+        check_display_messages(conversation_id, messages)
+        if not messages:
+            return []
+        stored: list[DisplayMessage] = []
+        for i, message in enumerate(messages):
+            stored.append(
+                dataclasses.replace(
+                    message,
+                    content=json_copy(message.content, f"messages[{i}].content"),
+                    metadata=json_copy(message.metadata, f"messages[{i}].metadata"),
+                )
+            )
+        record = self._find_or_create(scope, conversation_id)
+        now = self._clock.now()
+        # Stored rows always have a sequence; ``or 0`` only narrows the type.
+        last = (record.display[-1].sequence or 0) if record.display else 0
+        saved = [
+            dataclasses.replace(
+                message,
+                id=message.id or new_id(),
+                sequence=last + 1 + i,
+                created_at=now if message.created_at is None else to_utc(message.created_at),
+            )
+            for i, message in enumerate(stored)
+        ]
+        record.display.extend(saved)
+        record.updated_at = now
+        return [_copy_out(m) for m in saved]
+
+    async def list_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        after_sequence: int | None = None,
+        limit: int = 200,
+    ) -> list[DisplayMessage]:
+        """Up to ``limit`` messages with a sequence above ``after_sequence``, in order."""
+        check_target(scope, conversation_id)
+        check_limit(limit)
+        record = self._find(scope, conversation_id)
+        if record is None:
+            return []
+        after = 0 if after_sequence is None else after_sequence
+        page = [m for m in record.display if (m.sequence or 0) > after][:limit]
+        return [_copy_out(m) for m in page]
+
+    def _tool_call(self, scope: Scope, conversation_id: str, tool_call_id: str) -> int | None:
+        check_target(scope, conversation_id)
+        check_id(tool_call_id, "tool_call_id")
+        record = self._find(scope, conversation_id)
+        if record is None:
+            return None
+        for index in range(len(record.display) - 1, -1, -1):
+            message = record.display[index]
+            if message.type == "tool_call" and message.tool_call_id == tool_call_id:
+                return index
+        return None
+
+    def _change_tool_call(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        status: str | None,
+        metadata: Mapping[str, Any],
+    ) -> DisplayMessage | None:
+        index = self._tool_call(scope, conversation_id, tool_call_id)
+        if index is None:
+            return None
+        display = self._records[conversation_id].display
+        message = display[index]
+        merged = json_copy({**message.metadata, **metadata}, "metadata")
+        display[index] = dataclasses.replace(
+            message, status=message.status if status is None else status, metadata=merged
+        )
+        return _copy_out(display[index])
+
+    async def update_tool_call_status(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        status: ToolCallStatus,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DisplayMessage | None:
+        """Set the status of the ``tool_call`` row (``metadata`` is merged into its metadata)."""
+        check_status(status)
+        return self._change_tool_call(scope, conversation_id, tool_call_id, status, metadata or {})
+
+    async def record_decision(
+        self, scope: Scope, conversation_id: str, tool_call_id: str, decision: Mapping[str, Any]
+    ) -> DisplayMessage | None:
+        """Keep ``decision`` as ``metadata["decision"]`` of the ``tool_call`` row."""
+        change = {"decision": dict(decision)}
+        return self._change_tool_call(scope, conversation_id, tool_call_id, None, change)
+
+    # -- ConversationStore -------------------------------------------------------------------
+
+    async def create_conversation(
+        self,
+        scope: Scope,
+        *,
+        conversation_id: str | None = None,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation:
+        """Create a conversation in ``scope``.
+
+        Raises:
+            ConversationExists: the id is taken (in any scope: ids are global).
+        """
+        conversation_id = new_id() if conversation_id is None else conversation_id
+        check_target(scope, conversation_id)
+        if conversation_id in self._records:
+            raise ConversationExists(f"conversation {conversation_id!r} already exists")
+        now = self._clock.now()
+        record = _Record(
+            scope=scope,
+            title=title,
+            metadata=json_copy(dict(metadata or {}), "metadata"),
+            interrupted=False,
+            created_at=now,
+            updated_at=now,
+        )
+        self._records[conversation_id] = record
+        return record.conversation(conversation_id)
+
+    async def get_conversation(self, scope: Scope, conversation_id: str) -> Conversation | None:
+        """The conversation, or None when missing or in another scope."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        return None if record is None else record.conversation(conversation_id)
+
+    async def list_conversations(
+        self, scope: Scope, *, limit: int = 50, before: datetime | None = None
+    ) -> list[Conversation]:
+        """Most recently updated first; ``before`` keeps those updated strictly earlier."""
+        check_id(scope, "scope")
+        check_limit(limit)
+        cutoff = None if before is None else to_utc(before)
+        rows = [
+            (record.updated_at, cid, record)
+            for cid, record in self._records.items()
+            if record.scope == scope and (cutoff is None or record.updated_at < cutoff)
+        ]
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        return [record.conversation(cid) for _, cid, record in rows[:limit]]
+
+    async def update_conversation(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation | None:
+        """Set the title and/or replace the metadata (None leaves a field as it is)."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        if record is None:
+            return None
+        new_metadata = None if metadata is None else json_copy(dict(metadata), "metadata")
+        if title is not None:
+            record.title = title
+        if new_metadata is not None:
+            record.metadata = new_metadata
+        record.updated_at = self._clock.now()
+        return record.conversation(conversation_id)
+
+    async def delete_conversation(self, scope: Scope, conversation_id: str) -> bool:
+        """Delete the conversation, its state and its display messages."""
+        check_target(scope, conversation_id)
+        if self._find(scope, conversation_id) is None:
+            return False
+        del self._records[conversation_id]
+        return True

@@ -1,0 +1,716 @@
+"""``SqlPersistence``: agent states, display messages and conversations in SQL (S3-S6).
+
+One implementation for SQLite (the embedded default) and PostgreSQL, on SQLAlchemy 2 Core with
+an async engine (aiosqlite, asyncpg).
+
+Invariants:
+
+* **Scope** (S4): every statement filters on the conversation's scope. A caller from another
+  scope reads nothing (None, ``[]``, False), and a write to a conversation id owned by another
+  scope raises :class:`ConversationNotFound`; no statement ever changes another tenant's rows.
+* **Atomic, ordered saves** (S5): a save is one transaction. It first locks the conversation row
+  (an ``UPDATE`` of it, which takes the row lock on PostgreSQL; on SQLite every write
+  transaction starts with ``BEGIN IMMEDIATE`` and so holds the database's write lock), then reads
+  the stored version *after* the lock is held, so two racing saves cannot both believe they are
+  newer. A crash mid-save rolls back: the previous snapshot stays readable.
+* **Delta saves**: when a snapshot builds on the stored version, only the messages after its
+  unchanged prefix are deleted and inserted; the history is neither serialised nor written again.
+* **Consistent loads**: the head and the messages are read by two queries in one transaction
+  that sees a single snapshot (``REPEATABLE READ`` on PostgreSQL; on SQLite an explicit
+  ``BEGIN``, since the sqlite3 driver would otherwise run each ``SELECT`` on its own).
+* **One exception tree**: SQLAlchemy and driver errors leave as :class:`PersistenceFailed` (the
+  driver error chained as ``__cause__``); a value that is not JSON leaves as ``StateError``.
+
+Writers of one store on SQLite also queue on an ``asyncio.Lock`` before taking the database's
+single write lock (see ``_engine`` for the SQLite settings and why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import URL, RowMapping, Table, func, insert, select, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.dml import Insert
+
+from sagents.persistence._memory import (
+    ConversationExists,
+    ConversationNotFound,
+    MonotonicClock,
+    PersistenceFailed,
+    check_display_messages,
+    check_id,
+    check_limit,
+    check_status,
+    check_target,
+    decode_state,
+    encode_head,
+    encode_messages,
+    is_delta,
+    json_copy,
+    new_id,
+    to_utc,
+)
+from sagents.persistence._protocols import (
+    Conversation,
+    DisplayMessage,
+    Scope,
+    StateSnapshot,
+    StoredState,
+    ToolCallStatus,
+)
+from sagents.persistence.sql._engine import (
+    SQLITE_BEGIN,
+    configure_sqlite,
+    create_engine_for,
+    translated,
+)
+from sagents.persistence.sql._models import DEFAULT_TABLE_PREFIX, SqlTables, build_tables
+
+__all__ = ["SqlPersistence"]
+
+
+def _not_found(conversation_id: str) -> ConversationNotFound:
+    return ConversationNotFound(
+        f"no conversation {conversation_id!r} in this scope; use a new conversation id"
+    )
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+def _scope_is(column: ColumnElement[Any], scope: Scope) -> ColumnElement[bool]:
+    return column.is_(None) if scope is None else column == scope
+
+
+def _display(row: RowMapping) -> DisplayMessage:
+    return DisplayMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        type=row["type"],
+        content=row["content"],
+        content_type=row["content_type"],
+        tool_call_id=row["tool_call_id"],
+        sequence=row["sequence"],
+        status=row["status"],
+        metadata=row["metadata"],
+        created_at=to_utc(row["created_at"]),
+    )
+
+
+def _conversation(row: RowMapping) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        scope=row["scope"],
+        title=row["title"],
+        metadata=row["metadata"],
+        interrupted=row["interrupted"],
+        created_at=to_utc(row["created_at"]),
+        updated_at=to_utc(row["updated_at"]),
+    )
+
+
+class SqlPersistence:
+    """Agent states, display messages and conversations in SQLite or PostgreSQL.
+
+    Implements :class:`~sagents.persistence.AgentPersistence`,
+    :class:`~sagents.persistence.DisplayMessagePersistence` and
+    :class:`~sagents.persistence.ConversationStore`. Create the schema with
+    ``sagents db upgrade`` (or :func:`sagents.persistence.sql.upgrade`) in production, or with
+    ``create_tables=True`` / :meth:`create_all` in tests and development.
+
+    Use it as an async context manager, or call :meth:`aclose`. An engine passed in stays the
+    caller's to dispose; an engine built from a URL is disposed by :meth:`aclose`.
+
+    Args:
+        url_or_engine: a URL (see :func:`create_engine_for`) or an ``AsyncEngine``.
+        table_prefix: prefix of the table names (``sagents_conversations``...).
+        create_tables: create missing tables before the first operation.
+
+    Raises:
+        ConfigurationError: invalid prefix or URL.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | AsyncEngine,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_tables: bool = False,
+    ) -> None:
+        self._tables = build_tables(table_prefix)
+        if isinstance(url_or_engine, AsyncEngine):
+            engine, self._owns_engine = url_or_engine, False
+        else:
+            engine, self._owns_engine = create_engine_for(url_or_engine), True
+        dialect = engine.dialect.name
+        if dialect == "sqlite":
+            configure_sqlite(engine)
+        self._engine = engine
+        self._dialect = dialect
+        self._writer = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        self._reader = (
+            engine.execution_options(isolation_level="REPEATABLE READ")
+            if dialect == "postgresql"
+            else engine
+        )
+        self._clock = MonotonicClock()
+        self._create_pending = create_tables
+        self._create_lock = asyncio.Lock()
+        # SQLite has one writer at a time. Queueing this store's writers here, rather than in
+        # SQLite's busy handler (which polls with sleeps of up to 100 ms), keeps concurrent
+        # writes of one process prompt; other processes still wait on the busy timeout.
+        self._write_lock = asyncio.Lock() if dialect == "sqlite" else None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine in use."""
+        return self._engine
+
+    @property
+    def tables(self) -> SqlTables:
+        """The tables (for joins with an application's own tables)."""
+        return self._tables
+
+    async def __aenter__(self) -> SqlPersistence:
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections of an engine this store created (a no-op for a passed one)."""
+        if self._owns_engine:
+            with translated("close the database connections"):
+                await self._engine.dispose()
+
+    async def create_all(self) -> None:
+        """Create the tables that do not exist yet (tests, development; prefer migrations)."""
+        with translated("create the tables"):
+            async with self._engine.begin() as conn:
+                await conn.run_sync(self._tables.metadata.create_all)
+
+    async def drop_all(self) -> None:
+        """Drop the tables of this prefix and everything in them (tests)."""
+        with translated("drop the tables"):
+            async with self._engine.begin() as conn:
+                await conn.run_sync(self._tables.metadata.drop_all)
+
+    async def _ready(self) -> None:
+        if not self._create_pending:
+            return
+        async with self._create_lock:
+            if self._create_pending:
+                await self.create_all()
+                self._create_pending = False
+
+    @contextlib.asynccontextmanager
+    async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
+        await self._ready()
+        async with self._write_lock or contextlib.nullcontext():
+            with translated(action):
+                async with self._writer.begin() as conn:
+                    yield conn
+
+    @contextlib.asynccontextmanager
+    async def _read(self, action: str) -> AsyncIterator[AsyncConnection]:
+        await self._ready()
+        with translated(action):
+            async with self._reader.connect() as conn:
+                yield conn
+
+    def _insert_if_absent(self, table: Table) -> Insert:
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        if self._dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table).on_conflict_do_nothing()
+        return insert(table)  # elsewhere a duplicate raises, and becomes PersistenceFailed
+
+    async def _lock_conversation(
+        self, conn: AsyncConnection, scope: Scope, conversation_id: str, touch: dict[str, Any]
+    ) -> None:
+        """Lock the conversation row, creating it in ``scope`` if it does not exist.
+
+        ``touch`` holds the columns to set (``updated_at``...); the UPDATE that sets them is
+        what takes the lock, so the common case costs one statement.
+
+        Raises:
+            ConversationNotFound: it exists in another scope.
+        """
+        conversations = self._tables.conversations
+        for _ in range(3):
+            updated = await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.id == conversation_id, _scope_is(conversations.c.scope, scope)
+                )
+                .values(**touch)
+            )
+            if updated.rowcount == 1:
+                return
+            owner = await conn.execute(
+                select(conversations.c.scope).where(conversations.c.id == conversation_id)
+            )
+            if owner.first() is not None:
+                raise _not_found(conversation_id)
+            values = {
+                "id": conversation_id,
+                "scope": scope,
+                "title": None,
+                "metadata": {},
+                "interrupted": False,
+                "created_at": touch["updated_at"],
+                **touch,
+            }
+            created = await conn.execute(self._insert_if_absent(conversations).values(**values))
+            if created.rowcount == 1:
+                return
+            # Created concurrently by another transaction, now committed: lock it (or refuse).
+        raise PersistenceFailed(
+            f"conversation {conversation_id!r} kept appearing and disappearing; retry the save"
+        )
+
+    # -- AgentPersistence --------------------------------------------------------------------
+
+    async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
+        """Store ``snapshot`` in one transaction unless a newer version is stored (then False).
+
+        Creates the conversation in ``scope`` if it does not exist, and sets its
+        ``interrupted`` flag from the state.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            StateError: the state holds something that is not JSON.
+            PersistenceFailed: the database failed; nothing was written.
+        """
+        check_target(scope, conversation_id)
+        tables = self._tables
+        states, rows = tables.agent_states, tables.agent_messages
+        state = snapshot.state
+        head = encode_head(state)
+        async with self._write(f"save the state of conversation {conversation_id!r}") as conn:
+            now = self._clock.now()
+            touch = {"updated_at": now, "interrupted": state.interrupt is not None}
+            await self._lock_conversation(conn, scope, conversation_id, touch)
+            stored = (
+                await conn.execute(
+                    select(states.c.version, states.c.message_count).where(
+                        states.c.conversation_id == conversation_id
+                    )
+                )
+            ).first()
+            if stored is not None and stored.version >= snapshot.version:
+                await conn.rollback()  # undo the touch: a stale save changes nothing
+                return False
+            if stored is None:
+                await conn.execute(
+                    insert(states).values(
+                        conversation_id=conversation_id,
+                        version=snapshot.version,
+                        head=head,
+                        message_count=len(state.messages),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                start = 0
+            else:
+                await conn.execute(
+                    update(states)
+                    .where(states.c.conversation_id == conversation_id)
+                    .values(
+                        version=snapshot.version,
+                        head=head,
+                        message_count=len(state.messages),
+                        updated_at=now,
+                    )
+                )
+                delta = is_delta(snapshot, stored.version, stored.message_count)
+                start = snapshot.unchanged_prefix if delta else 0
+                if stored.message_count > start:
+                    await conn.execute(
+                        sql_delete(rows).where(
+                            rows.c.conversation_id == conversation_id, rows.c.position >= start
+                        )
+                    )
+            new_rows = encode_messages(state, start)
+            if new_rows:
+                await conn.execute(
+                    insert(rows),
+                    [
+                        {"conversation_id": conversation_id, "position": start + i, "message": m}
+                        for i, m in enumerate(new_rows)
+                    ],
+                )
+        return True
+
+    async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
+        """The stored state and its version; None when missing or in another scope.
+
+        Raises:
+            StateError: the stored data is not a valid state.
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        tables = self._tables
+        states, conversations, rows = (
+            tables.agent_states,
+            tables.conversations,
+            tables.agent_messages,
+        )
+        async with self._read(f"load the state of conversation {conversation_id!r}") as conn:
+            head = (
+                await conn.execute(
+                    select(states.c.version, states.c.head)
+                    .join(conversations, conversations.c.id == states.c.conversation_id)
+                    .where(
+                        states.c.conversation_id == conversation_id,
+                        _scope_is(conversations.c.scope, scope),
+                    )
+                )
+            ).first()
+            if head is None:
+                return None
+            messages = (
+                await conn.execute(
+                    select(rows.c.message)
+                    .where(rows.c.conversation_id == conversation_id)
+                    .order_by(rows.c.position)
+                )
+            ).scalars()
+            message_rows = list(messages)
+        return StoredState(state=decode_state(head.head, message_rows), version=head.version)
+
+    # -- DisplayMessagePersistence -----------------------------------------------------------
+
+    async def append_display_messages(
+        self, scope: Scope, conversation_id: str, messages: Sequence[DisplayMessage]
+    ) -> list[DisplayMessage]:
+        """Append in order with sequences after the last one; creates the conversation if new.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            StateError: a message's content or metadata is not JSON.
+            ValueError: a message names another conversation.
+            PersistenceFailed: the database failed; nothing was written.
+        """
+        check_target(scope, conversation_id)
+        check_display_messages(conversation_id, messages)
+        if not messages:
+            return []
+        contents = [
+            (
+                json_copy(m.content, f"messages[{i}].content"),
+                json_copy(m.metadata, f"messages[{i}].metadata"),
+            )
+            for i, m in enumerate(messages)
+        ]
+        display = self._tables.display_messages
+        action = f"append display messages to conversation {conversation_id!r}"
+        async with self._write(action) as conn:
+            now = self._clock.now()
+            await self._lock_conversation(conn, scope, conversation_id, {"updated_at": now})
+            last = (
+                await conn.execute(
+                    select(func.max(display.c.sequence)).where(
+                        display.c.conversation_id == conversation_id
+                    )
+                )
+            ).scalar()
+            first = (last or 0) + 1
+            saved = [
+                DisplayMessage(
+                    id=m.id or new_id(),
+                    conversation_id=conversation_id,
+                    type=m.type,
+                    content=content,
+                    content_type=m.content_type,
+                    tool_call_id=m.tool_call_id,
+                    sequence=first + i,
+                    status=m.status,
+                    metadata=metadata,
+                    created_at=now if m.created_at is None else to_utc(m.created_at),
+                )
+                for i, (m, (content, metadata)) in enumerate(zip(messages, contents, strict=True))
+            ]
+            await conn.execute(
+                insert(display),
+                [
+                    {
+                        "id": m.id,
+                        "conversation_id": conversation_id,
+                        "type": m.type,
+                        "content": m.content,
+                        "content_type": m.content_type,
+                        "tool_call_id": m.tool_call_id,
+                        "sequence": m.sequence,
+                        "status": m.status,
+                        "metadata": m.metadata,
+                        "created_at": m.created_at,
+                    }
+                    for m in saved
+                ],
+            )
+        # The dicts in ``saved`` are JSON copies: neither the caller's nor shared with anything.
+        return saved
+
+    async def list_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        after_sequence: int | None = None,
+        limit: int = 200,
+    ) -> list[DisplayMessage]:
+        """Up to ``limit`` messages with a sequence above ``after_sequence``, in order.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        check_limit(limit)
+        display, conversations = self._tables.display_messages, self._tables.conversations
+        query = (
+            select(display)
+            .join(conversations, conversations.c.id == display.c.conversation_id)
+            .where(
+                display.c.conversation_id == conversation_id,
+                _scope_is(conversations.c.scope, scope),
+            )
+            .order_by(display.c.sequence)
+            .limit(limit)
+        )
+        if after_sequence is not None:
+            query = query.where(display.c.sequence > after_sequence)
+        action = f"list the display messages of conversation {conversation_id!r}"
+        async with self._read(action) as conn:
+            result = await conn.execute(query)
+            return [_display(row) for row in result.mappings()]
+
+    async def _change_tool_call(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        status: str | None,
+        changes: Mapping[str, Any],
+    ) -> DisplayMessage | None:
+        check_target(scope, conversation_id)
+        check_id(tool_call_id, "tool_call_id")
+        display, conversations = self._tables.display_messages, self._tables.conversations
+        action = f"update tool call {tool_call_id!r} of conversation {conversation_id!r}"
+        async with self._write(action) as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(display)
+                        .join(conversations, conversations.c.id == display.c.conversation_id)
+                        .where(
+                            display.c.conversation_id == conversation_id,
+                            _scope_is(conversations.c.scope, scope),
+                            display.c.type == "tool_call",
+                            display.c.tool_call_id == tool_call_id,
+                        )
+                        .order_by(display.c.sequence.desc())
+                        .limit(1)
+                        .with_for_update(of=display)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            message = _display(row)
+            metadata = json_copy({**message.metadata, **changes}, "metadata")
+            new_status = message.status if status is None else status
+            await conn.execute(
+                update(display)
+                .where(display.c.id == message.id)
+                .values(status=new_status, metadata=metadata)
+            )
+        return dataclasses.replace(message, status=new_status, metadata=metadata)
+
+    async def update_tool_call_status(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        status: ToolCallStatus,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DisplayMessage | None:
+        """Set the status of the ``tool_call`` row (``metadata`` is merged into its metadata).
+
+        Returns:
+            The updated row, or None when this scope has no such tool call.
+
+        Raises:
+            ValueError: ``status`` is not a tool call status.
+            PersistenceFailed: the database failed.
+        """
+        check_status(status)
+        return await self._change_tool_call(
+            scope, conversation_id, tool_call_id, status, metadata or {}
+        )
+
+    async def record_decision(
+        self, scope: Scope, conversation_id: str, tool_call_id: str, decision: Mapping[str, Any]
+    ) -> DisplayMessage | None:
+        """Keep ``decision`` as ``metadata["decision"]`` of the ``tool_call`` row.
+
+        Returns:
+            The updated row, or None when this scope has no such tool call.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        change = {"decision": dict(decision)}
+        return await self._change_tool_call(scope, conversation_id, tool_call_id, None, change)
+
+    # -- ConversationStore -------------------------------------------------------------------
+
+    async def create_conversation(
+        self,
+        scope: Scope,
+        *,
+        conversation_id: str | None = None,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation:
+        """Create a conversation in ``scope``.
+
+        Raises:
+            ConversationExists: the id is taken (in any scope: ids are global).
+            PersistenceFailed: the database failed.
+        """
+        conversation_id = new_id() if conversation_id is None else conversation_id
+        check_target(scope, conversation_id)
+        now = self._clock.now()
+        conversation = Conversation(
+            id=conversation_id,
+            scope=scope,
+            title=title,
+            metadata=json_copy(dict(metadata or {}), "metadata"),
+            interrupted=False,
+            created_at=now,
+            updated_at=now,
+        )
+        conversations = self._tables.conversations
+        async with self._write(f"create conversation {conversation_id!r}") as conn:
+            created = await conn.execute(
+                self._insert_if_absent(conversations).values(
+                    id=conversation_id,
+                    scope=scope,
+                    title=title,
+                    metadata=conversation.metadata,
+                    interrupted=False,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if created.rowcount != 1:
+                raise ConversationExists(f"conversation {conversation_id!r} already exists")
+        return conversation
+
+    async def get_conversation(self, scope: Scope, conversation_id: str) -> Conversation | None:
+        """The conversation, or None when missing or in another scope.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        conversations = self._tables.conversations
+        async with self._read(f"get conversation {conversation_id!r}") as conn:
+            result = await conn.execute(
+                select(conversations).where(
+                    conversations.c.id == conversation_id,
+                    _scope_is(conversations.c.scope, scope),
+                )
+            )
+            row = result.mappings().first()
+        return None if row is None else _conversation(row)
+
+    async def list_conversations(
+        self, scope: Scope, *, limit: int = 50, before: datetime | None = None
+    ) -> list[Conversation]:
+        """Most recently updated first; ``before`` keeps those updated strictly earlier.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_id(scope, "scope")
+        check_limit(limit)
+        conversations = self._tables.conversations
+        query = (
+            select(conversations)
+            .where(_scope_is(conversations.c.scope, scope))
+            .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(conversations.c.updated_at < to_utc(before))
+        async with self._read("list conversations") as conn:
+            result = await conn.execute(query)
+            return [_conversation(row) for row in result.mappings()]
+
+    async def update_conversation(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation | None:
+        """Set the title and/or replace the metadata (None leaves a field as it is).
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        values: dict[str, Any] = {"updated_at": self._clock.now()}
+        if title is not None:
+            values["title"] = title
+        if metadata is not None:
+            values["metadata"] = json_copy(dict(metadata), "metadata")
+        conversations = self._tables.conversations
+        async with self._write(f"update conversation {conversation_id!r}") as conn:
+            result = await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.id == conversation_id,
+                    _scope_is(conversations.c.scope, scope),
+                )
+                .values(**values)
+                .returning(*conversations.c)
+            )
+            row = result.mappings().first()
+        return None if row is None else _conversation(row)
+
+    async def delete_conversation(self, scope: Scope, conversation_id: str) -> bool:
+        """Delete the conversation; its state and display messages go with it (cascade).
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        conversations = self._tables.conversations
+        async with self._write(f"delete conversation {conversation_id!r}") as conn:
+            result = await conn.execute(
+                sql_delete(conversations).where(
+                    conversations.c.id == conversation_id,
+                    _scope_is(conversations.c.scope, scope),
+                )
+            )
+            return result.rowcount == 1

@@ -1,0 +1,76 @@
+"""Durability: a process killed with SIGKILL mid-run loses no completed turn and tears nothing.
+
+A child process runs a conversation with SQLite persistence and reports the exact state (a
+digest) of every completed turn; the test kills it in the middle of a later turn, then a fresh
+process (this one) restores the conversation. The restored state must be exactly one of the
+completed snapshots — the last one, or the one before it when the kill landed while the last save
+was still in flight — and the database must pass ``PRAGMA integrity_check``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from sagents.persistence.sql import SqlPersistence, sqlite_url
+
+from .durability_child import digest
+
+CHILD = Path(__file__).with_name("durability_child.py")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kill_after_turns", [3, 8])
+async def test_sigkill_mid_run_restores_the_last_completed_snapshot(
+    tmp_path: Path, kill_after_turns: int
+) -> None:
+    db = tmp_path / "sagents.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHILD),
+        str(db),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None
+    assert child.stderr is not None
+    reported: list[str] = []
+    try:
+        while len(reported) < kill_after_turns:
+            line = (await child.stdout.readline()).decode()
+            if not line:
+                break
+            _, _, state_digest = line.split()
+            reported.append(state_digest)
+        # The next turn is already running (its user message went in before that print).
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.returncode is None:
+            child.kill()
+        rest, stderr_bytes = await child.communicate()
+        stderr = stderr_bytes.decode()
+    assert child.returncode == -signal.SIGKILL, stderr
+    # Turns the child completed before the signal landed, still in the pipe.
+    reported += [line.split()[2] for line in rest.decode().splitlines()]
+    assert len(reported) >= kill_after_turns
+
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    async with SqlPersistence(sqlite_url(db)) as store:
+        stored = await store.load_state("owner", "c1")
+    assert stored is not None
+    restored = digest(stored.state)
+    # Turn k's snapshot is saved right after turn k completes; the kill may beat that save.
+    assert restored in reported[-2:], "the restored state is not a completed snapshot"
+    messages = stored.state.messages
+    assert len(messages) % 4 == 0  # whole turns: human, ai + tool call, tool result, ai
+    assert stored.state.pending_tool_calls() == []

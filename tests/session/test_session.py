@@ -1,0 +1,254 @@
+"""Sessions (S10–S17) over the runtime, with the in-memory persistence.
+
+The same pipeline runs against SQLite and PostgreSQL in tests/persistence; here the subject is the
+session logic: idempotent starts, restores, the action path, the wake path of S15b.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from sagents import (
+    Agent,
+    InvalidTransition,
+    LocalPresence,
+    RegistryUnavailable,
+    Runtime,
+    Session,
+    SessionConfig,
+    SessionOptions,
+    SingleFactoryRouter,
+    State,
+    Status,
+)
+from sagents.events import AgentShutdown, DisplayMessageSaved, StatusChanged
+from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
+from sagents.middleware import HumanInTheLoop
+from sagents.persistence._memory import MemoryPersistence
+from sagents.session import FactoryConfig
+
+pytestmark = pytest.mark.looptime
+
+
+def delete(path: str) -> str:
+    """Delete a path."""
+    return f"deleted {path}"
+
+
+def respond(messages: list[Any]) -> Reply:
+    last = messages[-1]
+    if isinstance(last, HumanMessage) and "delete" in str(last.content):
+        return Reply(tool_calls=[ToolCall(name="delete", args={"path": "/tmp/x"})])
+    if isinstance(last, ToolMessage):
+        return Reply(text=f"done: {last.content}")
+    return Reply(text=f"echo: {last.content}")
+
+
+class Factory:
+    def __init__(self) -> None:
+        self.built: list[FactoryConfig] = []
+        self.model = ScriptedChatModel(responder=respond, record_prompts=False)
+
+    def create_agent(self, agent_id: str, config: FactoryConfig) -> tuple[Agent, SessionOptions]:
+        self.built.append(config)
+        agent = Agent(
+            agent_id=agent_id,
+            model=self.model,
+            tools=[delete],
+            middleware=[HumanInTheLoop(interrupt_on={"delete": True})],
+            retry=RetryPolicy(max_attempts=1),
+        )
+        fresh = State(metadata={"timezone": config.request_opts.get("timezone", "UTC")})
+        return agent, SessionOptions(fresh_state=fresh)
+
+
+@pytest.fixture
+def store() -> MemoryPersistence:
+    return MemoryPersistence()
+
+
+@pytest.fixture
+def factory() -> Factory:
+    return Factory()
+
+
+@pytest.fixture
+def config(store: MemoryPersistence, factory: Factory) -> SessionConfig:
+    return SessionConfig(
+        factory_router=SingleFactoryRouter(factory),
+        agent_persistence=store,
+        display_message_persistence=store,
+        inactivity_timeout=60.0,
+    )
+
+
+@pytest.fixture
+async def runtime() -> Any:
+    async with Runtime() as rt:
+        yield rt
+
+
+async def wait_status(events: Any, status: Status) -> None:
+    async for event in events:
+        if isinstance(event, StatusChanged) and event.status is status:
+            return
+    raise AssertionError(f"no {status}")
+
+
+async def test_start_builds_a_fresh_agent_once(
+    runtime: Runtime, config: SessionConfig, factory: Factory
+) -> None:
+    session = await Session.start(
+        runtime, config, "42", scope="user-1", request_opts={"timezone": "Europe/Paris"}
+    )
+    assert session.agent_id == "conversation-42"
+    assert session.started
+    assert not session.restored
+    state = await session.handle.get_state()
+    assert state.metadata == {"timezone": "Europe/Paris"}  # fresh_state applies (S11)
+    assert factory.built[0].scope == "user-1"
+    again = await Session.start(runtime, config, "42", scope="user-1")
+    assert not again.started
+    assert len(factory.built) == 1
+    assert Session.is_running(runtime, config, "42")
+
+
+async def test_fifty_concurrent_starts_make_exactly_one_agent(
+    runtime: Runtime, config: SessionConfig, factory: Factory
+) -> None:
+    sessions = await asyncio.gather(*(Session.start(runtime, config, "7") for _ in range(50)))
+    assert sum(s.started for s in sessions) == 1
+    assert runtime.agent_count() == 1
+    assert len(factory.built) == 1
+
+
+async def test_ensure_running_restores_after_an_inactivity_shutdown(
+    runtime: Runtime, config: SessionConfig, store: MemoryPersistence
+) -> None:
+    session = await Session.ensure_running(runtime, config, "9", scope="u")
+    async with session.events as events:
+        await session.handle.add_message("hello")
+        await wait_status(events, Status.IDLE)
+        shutdown = None
+        async for event in events:
+            if isinstance(event, AgentShutdown):
+                shutdown = event
+        assert shutdown is not None
+        assert shutdown.reason == "inactivity"
+    assert not Session.is_running(runtime, config, "9")
+    again = await Session.ensure_running(runtime, config, "9", scope="u")
+    assert again.started
+    assert again.restored
+    async with again.events as events:
+        state = await again.handle.get_state()
+        assert [type(m) for m in state.messages] == [HumanMessage, AIMessage]
+        await again.handle.add_message("again")
+        await wait_status(events, Status.IDLE)
+    await Session.stop(runtime, config, "9")  # waits for its saves
+    stored = await store.load_state("u", "9")
+    assert stored is not None
+    assert stored.state.messages[-1].content == "echo: again"
+
+
+async def test_ensure_running_subscribes_to_a_running_agent(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    await Session.start(runtime, config, "1")
+    session = await Session.ensure_running(runtime, config, "1")
+    assert not session.started
+    async with session.events as events:
+        await session.handle.add_message("hi")
+        await wait_status(events, Status.IDLE)
+
+
+async def test_resume_wakes_an_agent_that_shut_down_while_interrupted(
+    runtime: Runtime, config: SessionConfig, store: MemoryPersistence
+) -> None:
+    """S15b: the interrupt is durable; the decisions are applied after the restart."""
+    session = await Session.ensure_running(runtime, config, "5", scope="u")
+    async with session.events as events:
+        await session.handle.add_message("please delete it")
+        await wait_status(events, Status.INTERRUPTED)
+        async for event in events:  # waiting for approval counts as inactivity after 60 s
+            if isinstance(event, AgentShutdown):
+                assert event.reason == "inactivity"
+    conversation = await store.get_conversation("u", "5")
+    assert conversation is not None
+    assert conversation.interrupted  # a persisted fact a UI can show (S1b)
+    resumed = await Session.resume(runtime, config, "5", [{"type": "approve"}], scope="u")
+    assert resumed.restored
+    async with resumed.handle.subscribe() as events:
+        await wait_status(events, Status.IDLE)
+    state = await resumed.handle.get_state()
+    assert state.messages[-1].content == "done: deleted /tmp/x"
+    await Session.stop(runtime, config, "5")
+    stored = await store.load_state("u", "5")
+    assert stored is not None
+    assert stored.state == state
+
+
+async def test_resume_without_an_interrupt_is_refused(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    with pytest.raises(InvalidTransition):
+        await Session.resume(runtime, config, "3", [{"type": "approve"}])
+
+
+async def test_stop_and_is_running(runtime: Runtime, config: SessionConfig) -> None:
+    assert await Session.stop(runtime, config, "x") is False
+    await Session.start(runtime, config, "x")
+    assert await Session.stop(runtime, config, "x") is True
+    assert not Session.is_running(runtime, config, "x")
+
+
+async def test_display_messages_are_saved_and_broadcast(
+    runtime: Runtime, config: SessionConfig, store: MemoryPersistence
+) -> None:
+    session = await Session.ensure_running(runtime, config, "d", scope="u")
+    saved: list[dict[str, Any]] = []
+    async with session.events as events:
+        await session.handle.add_message("please delete it")
+        async for event in events:
+            if isinstance(event, DisplayMessageSaved):
+                saved.append(event.display_message)
+            if isinstance(event, StatusChanged) and event.status is Status.INTERRUPTED:
+                break
+        await session.handle.resume([{"type": "edit", "arguments": {"path": "/tmp/y"}}])
+        await wait_status(events, Status.IDLE)
+    await asyncio.sleep(1)
+    rows = await store.list_display_messages("u", "d")
+    assert [r.type for r in rows] == ["user", "tool_call", "tool_result", "assistant"]
+    assert [r.sequence for r in rows] == [1, 2, 3, 4]
+    call = rows[1]
+    assert call.status == "completed"
+    assert call.metadata["decision"] == {"type": "edit", "arguments": {"path": "/tmp/y"}}
+    assert [d["type"] for d in saved] == ["user", "tool_call"]
+    assert await store.list_display_messages("someone-else", "d") == []  # S4
+
+
+async def test_presence_from_the_session_config(
+    runtime: Runtime, store: MemoryPersistence, factory: Factory
+) -> None:
+    presence = LocalPresence()
+    config = SessionConfig(
+        factory_router=SingleFactoryRouter(factory),
+        agent_persistence=store,
+        presence=presence,
+        grace_period=2.0,
+        inactivity_timeout=None,
+    )
+    session = await Session.ensure_running(runtime, config, "p")
+    async with session.events as events:
+        last = [e async for e in events][-1]
+    assert isinstance(last, AgentShutdown)
+    assert last.reason == "no_viewers"
+
+
+async def test_registry_unavailable_propagates_as_retryable(config: SessionConfig) -> None:
+    runtime = Runtime()
+    with pytest.raises(RegistryUnavailable):
+        await Session.start(runtime, config, "r")
