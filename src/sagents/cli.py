@@ -4,6 +4,9 @@ Subcommands:
 
 * ``sagents db upgrade --url URL [--table-prefix P] [--revision R]``: create or upgrade the SQL
   tables with the migrations shipped in the package (no ``alembic.ini`` needed).
+* ``sagents setup PACKAGE.MODULE [--owner-type T] [--owner-field F] [--table-prefix P]
+  [--factory NAME] [--coordinator NAME] [--force] [--dir ROOT]``: write a coordinator, its
+  factory, router, persistence wiring, tables, migration and test into an app (S20–S22).
 
 Each subcommand is a function taking the parsed arguments and returning an exit status, and
 imports what it needs when it runs, so that a command that does not touch a database never
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sagents._errors import SagentsError
 
@@ -45,6 +49,63 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace) -> int:
+    from sagents._generator import (
+        FilesExist,
+        SetupError,
+        SetupOptions,
+        plan_setup,
+        write_setup,
+    )
+
+    try:
+        options = SetupOptions(
+            target=args.target,
+            owner_type=args.owner_type,
+            owner_field=args.owner_field,
+            table_prefix=args.table_prefix,
+            factory=args.factory,
+            coordinator=args.coordinator,
+            force=args.force,
+            root=Path(args.dir),
+        )
+        plan = plan_setup(options)
+        written = write_setup(plan, force=options.force)
+    except SetupError as exc:
+        # A usage error, reported the way argparse reports its own (exit status 2).
+        print(f"sagents setup: error: {exc}", file=sys.stderr)
+        return 2
+    except FilesExist as exc:
+        print(
+            "sagents setup: error: these files exist; nothing was written "
+            "(use --force to overwrite them):",
+            file=sys.stderr,
+        )
+        for path in exc.paths:
+            print(f"  {path}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"sagents setup: error: writing stopped part-way: {exc}; "
+            "fix that and run again with --force",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"sagents setup: wrote {len(written)} files into {plan.root.resolve()}")
+    for item in written:
+        print(f"  {item.action:<9} {item.path}")
+    module = options.target
+    print(
+        "next:\n"
+        f"  pytest {plan.test_path}\n"
+        f"  python -m {module}.migrations sqlite+aiosqlite:///data/{options.module}.db"
+        "  # create the tables\n"
+        f"  then use {module}.{options.coordinator} from your app "
+        f"(see {plan.package_path}/coordinator.py)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sagents`` command."""
     parser = argparse.ArgumentParser(prog="sagents", description="sagents command line tools")
@@ -67,6 +128,50 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
     upgrade.set_defaults(handler=_db_upgrade)
     db.set_defaults(handler=_help_of(db))
+
+    setup = commands.add_parser(
+        "setup",
+        help="generate a coordinator, factory, router, persistence, tables, migration and "
+        "test into your app",
+        description="Write into your project a package PACKAGE/MODULE/ wiring sagents to your "
+        "app (coordinator, factory and its settings, router, persistence, SQLAlchemy tables, "
+        "an Alembic migration) and tests/test_MODULE_session.py. Existing files are left "
+        "alone unless --force is given.",
+    )
+    setup.add_argument(
+        "target", metavar="PACKAGE.MODULE", help="where the code goes, e.g. myapp.conversations"
+    )
+    setup.add_argument(
+        "--owner-type",
+        default="user",
+        metavar="{user,account,team,org,none}",
+        help="who owns a conversation; every query is scoped by the owner's id "
+        "(none: a single-tenant app; default: user)",
+    )
+    setup.add_argument(
+        "--owner-field",
+        default=None,
+        help="name of the owner's id parameter (default: OWNER_TYPE_id, e.g. user_id)",
+    )
+    setup.add_argument(
+        "--table-prefix", default="sagents_", help="prefix of the table names (default: sagents_)"
+    )
+    setup.add_argument(
+        "--factory", default="Factory", help="class name of the factory (default: Factory)"
+    )
+    setup.add_argument(
+        "--coordinator",
+        default="Coordinator",
+        help="class name of the coordinator (default: Coordinator)",
+    )
+    setup.add_argument("--force", action="store_true", help="overwrite generated files that exist")
+    setup.add_argument(
+        "--dir",
+        default=".",
+        metavar="PROJECT_ROOT",
+        help="the project's root folder (default: the current directory)",
+    )
+    setup.set_defaults(handler=_setup)
     parser.set_defaults(handler=_help_of(parser))
     return parser
 

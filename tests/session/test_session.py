@@ -28,10 +28,7 @@ from sagents import (
 from sagents.events import AgentShutdown, DisplayMessageSaved, StatusChanged
 from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
 from sagents.middleware import HumanInTheLoop
-from sagents.persistence._memory import MemoryPersistence
 from sagents.session import FactoryConfig
-
-pytestmark = pytest.mark.looptime
 
 
 def delete(path: str) -> str:
@@ -67,33 +64,31 @@ class Factory:
 
 
 @pytest.fixture
-def store() -> MemoryPersistence:
-    return MemoryPersistence()
-
-
-@pytest.fixture
 def factory() -> Factory:
     return Factory()
 
 
 @pytest.fixture
-def config(store: MemoryPersistence, factory: Factory) -> SessionConfig:
+def config(store: Any, factory: Factory, timeout_scale: float) -> SessionConfig:
     return SessionConfig(
         factory_router=SingleFactoryRouter(factory),
         agent_persistence=store,
         display_message_persistence=store,
-        inactivity_timeout=60.0,
+        inactivity_timeout=60.0 * timeout_scale,
     )
 
 
 @pytest.fixture
-async def runtime() -> Any:
+async def runtime(store: Any) -> Any:
+    # Depends on the store so that the store closes after the runtime's final saves.
     async with Runtime() as rt:
         yield rt
 
 
-async def wait_status(events: Any, status: Status) -> None:
+async def wait_status(events: Any, status: Status, seen: list[Any] | None = None) -> None:
     async for event in events:
+        if seen is not None:
+            seen.append(event)
         if isinstance(event, StatusChanged) and event.status is status:
             return
     raise AssertionError(f"no {status}")
@@ -127,7 +122,7 @@ async def test_fifty_concurrent_starts_make_exactly_one_agent(
 
 
 async def test_ensure_running_restores_after_an_inactivity_shutdown(
-    runtime: Runtime, config: SessionConfig, store: MemoryPersistence
+    runtime: Runtime, config: SessionConfig, store: Any
 ) -> None:
     session = await Session.ensure_running(runtime, config, "9", scope="u")
     async with session.events as events:
@@ -166,7 +161,7 @@ async def test_ensure_running_subscribes_to_a_running_agent(
 
 
 async def test_resume_wakes_an_agent_that_shut_down_while_interrupted(
-    runtime: Runtime, config: SessionConfig, store: MemoryPersistence
+    runtime: Runtime, config: SessionConfig, store: Any
 ) -> None:
     """S15b: the interrupt is durable; the decisions are applied after the restart."""
     session = await Session.ensure_running(runtime, config, "5", scope="u")
@@ -206,39 +201,37 @@ async def test_stop_and_is_running(runtime: Runtime, config: SessionConfig) -> N
 
 
 async def test_display_messages_are_saved_and_broadcast(
-    runtime: Runtime, config: SessionConfig, store: MemoryPersistence
+    runtime: Runtime, config: SessionConfig, store: Any
 ) -> None:
     session = await Session.ensure_running(runtime, config, "d", scope="u")
-    saved: list[dict[str, Any]] = []
+    seen: list[Any] = []
     async with session.events as events:
         await session.handle.add_message("please delete it")
-        async for event in events:
-            if isinstance(event, DisplayMessageSaved):
-                saved.append(event.display_message)
-            if isinstance(event, StatusChanged) and event.status is Status.INTERRUPTED:
-                break
+        await wait_status(events, Status.INTERRUPTED, seen)
         await session.handle.resume([{"type": "edit", "arguments": {"path": "/tmp/y"}}])
-        await wait_status(events, Status.IDLE)
-    await asyncio.sleep(1)
+        await wait_status(events, Status.IDLE, seen)
+        await Session.stop(runtime, config, "d")  # waits for its saves, then ends the stream
+        seen += [e async for e in events]
+    saved = [e.display_message for e in seen if isinstance(e, DisplayMessageSaved)]
     rows = await store.list_display_messages("u", "d")
     assert [r.type for r in rows] == ["user", "tool_call", "tool_result", "assistant"]
     assert [r.sequence for r in rows] == [1, 2, 3, 4]
     call = rows[1]
     assert call.status == "completed"
     assert call.metadata["decision"] == {"type": "edit", "arguments": {"path": "/tmp/y"}}
-    assert [d["type"] for d in saved] == ["user", "tool_call"]
+    assert [d["type"] for d in saved] == ["user", "tool_call", "tool_result", "assistant"]
     assert await store.list_display_messages("someone-else", "d") == []  # S4
 
 
 async def test_presence_from_the_session_config(
-    runtime: Runtime, store: MemoryPersistence, factory: Factory
+    runtime: Runtime, store: Any, factory: Factory, timeout_scale: float
 ) -> None:
     presence = LocalPresence()
     config = SessionConfig(
         factory_router=SingleFactoryRouter(factory),
         agent_persistence=store,
         presence=presence,
-        grace_period=2.0,
+        grace_period=20.0 * timeout_scale,
         inactivity_timeout=None,
     )
     session = await Session.ensure_running(runtime, config, "p")
@@ -252,3 +245,19 @@ async def test_registry_unavailable_propagates_as_retryable(config: SessionConfi
     runtime = Runtime()
     with pytest.raises(RegistryUnavailable):
         await Session.start(runtime, config, "r")
+
+
+async def test_a_running_agent_is_not_found_from_another_scope(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    from sagents import ConversationNotFound
+
+    await Session.start(runtime, config, "s", scope="alice")
+    with pytest.raises(ConversationNotFound):
+        await Session.start(runtime, config, "s", scope="mallory")
+    with pytest.raises(ConversationNotFound):
+        await Session.ensure_running(runtime, config, "s", scope="mallory")
+    with pytest.raises(ConversationNotFound):
+        await Session.stop(runtime, config, "s", scope="mallory")
+    assert Session.is_running(runtime, config, "s")
+    assert await Session.stop(runtime, config, "s", scope="alice")

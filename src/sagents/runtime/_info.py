@@ -28,6 +28,7 @@ class AgentInfo:
         queued_messages: messages waiting for the current run to finish (L7).
         todo_count: todos in its state.
         metadata: the ``metadata`` start option.
+        scope: the tenant the agent serves (the ``scope`` start option).
     """
 
     agent_id: str
@@ -42,3 +43,4 @@ class AgentInfo:
     queued_messages: int = 0
     todo_count: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    scope: str | None = None

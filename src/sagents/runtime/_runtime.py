@@ -397,6 +397,11 @@ class Runtime:
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.status
 
+    def agent_info_nowait(self, agent_id: str) -> AgentInfo | None:
+        """:meth:`agent_info` without awaiting."""
+        server = self._registry.lookup(agent_id)
+        return None if server is None or server.closed else server.info()
+
     async def agent_info(self, agent_id: str) -> AgentInfo | None:
         """A snapshot of the agent, or None when it is not running (L61)."""
         server = self._registry.lookup(agent_id)

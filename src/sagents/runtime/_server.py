@@ -742,6 +742,7 @@ class AgentServer:
             queued_messages=len(self._queued),
             todo_count=len(self.state.todos),
             metadata=dict(self.options.metadata),
+            scope=self.options.scope,
         )
 
     def subscribe(self, channel: str, after_seq: int | None) -> Subscription:

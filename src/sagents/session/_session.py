@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from sagents._errors import ConversationNotFound
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents.execution._agent import Agent
@@ -42,6 +43,25 @@ def _lock(runtime: Runtime, agent_id: str) -> asyncio.Lock:
     if lock is None:
         lock = locks[agent_id] = asyncio.Lock()
     return lock
+
+
+class _AnyScope:
+    """Marks "no scope check" (None is a real scope: single-tenant apps)."""
+
+
+_ANY_SCOPE = _AnyScope()
+
+
+def _running_in(runtime: Runtime, agent_id: str, scope: Scope) -> bool:
+    """Whether the agent runs; a caller of another scope is told it does not exist (S4)."""
+    info = runtime.agent_info_nowait(agent_id)
+    if info is None:
+        return False
+    if info.scope != scope:
+        raise ConversationNotFound(
+            f"no conversation for agent {agent_id!r} in this scope; check the conversation id"
+        )
+    return True
 
 
 async def _maybe_await(value: T | Awaitable[T]) -> T:
@@ -91,7 +111,7 @@ class Session:
         """
         agent_id = config.agent_id_for(conversation_id)
         async with _lock(runtime, agent_id):
-            if runtime.get_status_nowait(agent_id) is not None:
+            if _running_in(runtime, agent_id, scope):
                 return cls(
                     agent_id=agent_id,
                     conversation_id=conversation_id,
@@ -126,7 +146,7 @@ class Session:
         """
         agent_id = config.agent_id_for(conversation_id)
         async with _lock(runtime, agent_id):
-            if runtime.get_status_nowait(agent_id) is not None:
+            if _running_in(runtime, agent_id, scope):
                 handle = runtime.agent(agent_id)
                 return cls(
                     agent_id=agent_id,
@@ -187,11 +207,19 @@ class Session:
         conversation_id: str,
         *,
         reason: str = "manual",
+        scope: Scope | _AnyScope = _ANY_SCOPE,
     ) -> bool:
-        """Stop the conversation's agent gracefully; False when it was not running."""
+        """Stop the conversation's agent gracefully; False when it was not running.
+
+        With ``scope``, a caller of another scope gets ``ConversationNotFound`` (S4); without
+        it (trusted server code), any agent of the conversation is stopped.
+        """
         agent_id = config.agent_id_for(conversation_id)
         async with _lock(runtime, agent_id):
-            if runtime.get_status_nowait(agent_id) is None:
+            if isinstance(scope, _AnyScope):
+                if runtime.get_status_nowait(agent_id) is None:
+                    return False
+            elif not _running_in(runtime, agent_id, scope):
                 return False
             await runtime.stop(agent_id, reason=reason)
             return True

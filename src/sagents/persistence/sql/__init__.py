@@ -11,7 +11,7 @@ Import this sub-namespace explicitly; ``import sagents`` never imports SQLAlchem
 
 from sagents._public import publish as _publish
 from sagents.persistence.sql._engine import SqliteSynchronous, create_engine_for, sqlite_url
-from sagents.persistence.sql._models import SqlTables
+from sagents.persistence.sql._models import SqlTables, build_tables
 from sagents.persistence.sql._store import SqlPersistence
 from sagents.persistence.sql.migrations import SchemaUpgrade, upgrade
 
@@ -20,6 +20,7 @@ __all__ = [
     "SqlPersistence",
     "SqlTables",
     "SqliteSynchronous",
+    "build_tables",
     "create_engine_for",
     "sqlite_url",
     "upgrade",
