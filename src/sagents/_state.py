@@ -66,8 +66,21 @@ class State:
         return dataclasses.replace(self, **changes)
 
     def append(self, *messages: BaseMessage) -> State:
-        """A copy with ``messages`` appended."""
-        return dataclasses.replace(self, messages=[*self.messages, *messages])
+        """A copy with ``messages`` appended.
+
+        The hot path of every run (each reply and tool result is appended): only the new
+        messages are checked, because this state's fields are already valid.
+        """
+        for i, message in enumerate(messages, start=len(self.messages)):
+            if not isinstance(message, BaseMessage):
+                raise StateError(
+                    f"State.messages[{i}] is a {type(message).__name__}, not a langchain message"
+                )
+        new = object.__new__(State)
+        for f in dataclasses.fields(State):
+            object.__setattr__(new, f.name, getattr(self, f.name))
+        object.__setattr__(new, "messages", [*self.messages, *messages])
+        return new
 
     def with_metadata(self, key: str, value: Any) -> State:
         """A copy with ``metadata[key] = value`` (middleware keep their state this way, X21)."""

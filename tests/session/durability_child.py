@@ -1,8 +1,9 @@
 """The process the durability test kills: a conversation saved to SQLite, turn after turn.
 
 Run as ``python durability_child.py DB_PATH``. After each completed turn it prints
-``idle <n> <digest>`` where digest identifies the exact state of that turn; the parent kills it
-with SIGKILL in the middle of a later turn.
+``idle <n> <digest>`` where digest identifies the exact state of that turn, and whenever a
+state is durably stored ``saved <message count>`` (from the persistence telemetry event). The
+parent kills it with SIGKILL in the middle of a later turn.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sagents import (
     SingleFactoryRouter,
     State,
     Status,
+    telemetry,
 )
 from sagents.events import StatusChanged
 from sagents.execution import Reply, ScriptedChatModel, ToolCall
@@ -60,7 +62,12 @@ class Factory:
         return Agent(agent_id=agent_id, model=model, tools=[step]), SessionOptions()
 
 
+def report_save(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+    print(f"saved {metadata['message_count']}", flush=True)
+
+
 async def main(path: str) -> None:
+    telemetry.attach("durability", ("sagents", "persistence", "save"), report_save)
     url = sqlite_url(path)
     await upgrade(url)
     async with SqlPersistence(url) as store, Runtime() as runtime:

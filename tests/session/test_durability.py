@@ -1,10 +1,11 @@
 """Durability: a process killed with SIGKILL mid-run loses no completed turn and tears nothing.
 
 A child process runs a conversation with SQLite persistence and reports the exact state (a
-digest) of every completed turn; the test kills it in the middle of a later turn, then a fresh
-process (this one) restores the conversation. The restored state must be exactly one of the
-completed snapshots — the last one, or the one before it when the kill landed while the last save
-was still in flight — and the database must pass ``PRAGMA integrity_check``.
+digest) of every completed turn and of every durable save; the test kills it in the middle of a
+later turn, then a fresh process (this one) restores the conversation. The restored state must be
+exactly one of the completed snapshots, never older than the last one reported saved (saves run
+off the agent's hot path, so later turns may still have had theirs in flight), and the database
+must pass ``PRAGMA integrity_check``.
 """
 
 from __future__ import annotations
@@ -42,14 +43,18 @@ async def test_sigkill_mid_run_restores_the_last_completed_snapshot(
     )
     assert child.stdout is not None
     assert child.stderr is not None
-    reported: list[str] = []
+    reported: list[str] = []  # digest of each completed turn, by turn
+    saved_messages = 0  # message count of the newest durable save
+    lines: list[str] = []
     try:
-        while len(reported) < kill_after_turns:
+        # Kill once enough turns completed and at least one save was reported.
+        while len(reported) < kill_after_turns or not any(s.startswith("saved") for s in lines):
             line = (await child.stdout.readline()).decode()
             if not line:
                 break
-            _, _, state_digest = line.split()
-            reported.append(state_digest)
+            lines.append(line)
+            if line.startswith("idle "):
+                reported.append(line.split()[2])
         # The next turn is already running (its user message went in before that print).
         child.send_signal(signal.SIGKILL)
     finally:
@@ -58,9 +63,16 @@ async def test_sigkill_mid_run_restores_the_last_completed_snapshot(
         rest, stderr_bytes = await child.communicate()
         stderr = stderr_bytes.decode()
     assert child.returncode == -signal.SIGKILL, stderr
-    # Turns the child completed before the signal landed, still in the pipe.
-    reported += [line.split()[2] for line in rest.decode().splitlines()]
+    # Lines the child wrote before the signal landed, still in the pipe.
+    for line in lines + rest.decode().splitlines():
+        kind, *values = line.split()
+        if kind == "saved":
+            saved_messages = max(saved_messages, int(values[0]))
+        elif line not in lines:
+            reported.append(values[1])
     assert len(reported) >= kill_after_turns
+    last_saved_turn = saved_messages // 4 - 1  # 4 messages per turn
+    assert last_saved_turn >= 0, "no save was reported before the kill"
 
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -69,8 +81,8 @@ async def test_sigkill_mid_run_restores_the_last_completed_snapshot(
         stored = await store.load_state("owner", "c1")
     assert stored is not None
     restored = digest(stored.state)
-    # Turn k's snapshot is saved right after turn k completes; the kill may beat that save.
-    assert restored in reported[-2:], "the restored state is not a completed snapshot"
+    assert restored in reported, "the restored state is not a completed snapshot"
+    assert reported.index(restored) >= last_saved_turn, "a durably saved turn was lost"
     messages = stored.state.messages
     assert len(messages) % 4 == 0  # whole turns: human, ai + tool call, tool result, ai
     assert stored.state.pending_tool_calls() == []

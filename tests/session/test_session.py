@@ -261,3 +261,12 @@ async def test_a_running_agent_is_not_found_from_another_scope(
         await Session.stop(runtime, config, "s", scope="mallory")
     assert Session.is_running(runtime, config, "s")
     assert await Session.stop(runtime, config, "s", scope="alice")
+
+
+async def test_session_locks_do_not_outlive_their_use(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    from sagents.session._session import _locks
+
+    await asyncio.gather(*(Session.start(runtime, config, str(i)) for i in range(20)))
+    assert _locks.get(runtime, {}) == {}

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -95,6 +96,7 @@ class Agent:
     models: tuple[Runnable[Any, Any], ...] = field(init=False, repr=False)
     before_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     after_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
+    callbacks: tuple[BaseCallbackHandler, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.agent_id, str) or not self.agent_id.strip():
@@ -161,6 +163,7 @@ class Agent:
             "after_model_hooks",
             tuple(m for m in reversed(middleware) if m.overrides("after_model")),
         )
+        set_(self, "callbacks", tuple(cb for mw in middleware for cb in mw.callbacks()))
         if not isinstance(self.mode, Mode):
             raise InvalidAgent("mode", f"must be a sagents Mode, got {type(self.mode).__name__}")
 

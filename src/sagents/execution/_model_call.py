@@ -79,8 +79,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     """
     agent = run.agent
     policy = agent.retry
-    callbacks = [cb for mw in agent.middleware_instances for cb in mw.callbacks()]
-    config: dict[str, Any] = {"callbacks": callbacks} if callbacks else {}
+    config: dict[str, Any] = {"callbacks": list(agent.callbacks)} if agent.callbacks else {}
     meta = {"agent_id": agent.agent_id, **run.metadata}
     names = [model_name(m) for m in (agent.model, *agent.fallback_models)]
     attempt = 0

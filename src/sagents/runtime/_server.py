@@ -102,7 +102,7 @@ class AgentServer:
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
         self._run: Run | None = None
-        self._run_task: asyncio.Task[None] | None = None
+        self._run_task: asyncio.Task[RunResult] | None = None
         self._queued: list[BaseMessage] = []
         self._deferred: list[tuple[str, Any]] = []
         self._follow_ups = 0
@@ -449,6 +449,7 @@ class AgentServer:
                 base_version=base_version,
                 unchanged_prefix=_common_prefix(base_messages, state.messages),
             )
+            started = time.perf_counter()
             written = await persistence.save_state(
                 self.options.scope, self.options.conversation_id, snapshot
             )
@@ -458,6 +459,14 @@ class AgentServer:
                     f"(this server holds version {version}); another server may own it"
                 )
             self._persisted = (state.messages, version)
+            telemetry.execute(
+                ("sagents", "persistence", "save"),
+                {
+                    "duration": time.perf_counter() - started,
+                    "messages_written": len(state.messages) - snapshot.unchanged_prefix,
+                },
+                {**self._meta(), "version": version, "message_count": len(state.messages)},
+            )
 
         self._saver.submit("agent_persistence.save", persist, coalesce=True)
 
@@ -511,7 +520,7 @@ class AgentServer:
             return state
         return state.replace(metadata={k: v for k, v in state.metadata.items() if k != RUNTIME_KEY})
 
-    async def _drive(self, run: Run) -> None:
+    async def _drive(self, run: Run) -> RunResult:
         try:
             result: RunResult = await run.execute()
         except asyncio.CancelledError:
@@ -522,6 +531,7 @@ class AgentServer:
             error.__cause__ = exc
             result = Failed(state=run.state, error=error)
         self._post(self._finish, run, result)
+        return result  # also kept on the task, for a stop that overtakes the message
 
     async def _finish(self, run: Run, result: RunResult) -> None:
         if run is not self._run:
@@ -642,7 +652,7 @@ class AgentServer:
         await self._cancel_run(task)
 
     async def _cancel_run(
-        self, task: asyncio.Task[None], status: Status = Status.CANCELLED
+        self, task: asyncio.Task[RunResult], status: Status = Status.CANCELLED
     ) -> None:
         run = self._run
         task.cancel()
@@ -662,19 +672,13 @@ class AgentServer:
         self._request_persist(status.value)
         self.touch()
 
-    async def _finish_now(self, run: Run) -> None:
-        """Handle the result of a run that ended before a stop could cancel it (its result
-        waits in the mailbox, behind the stop) so that its final status is still reported."""
-        for entry in list(self._mailbox):
-            fn, args, _ = entry
-            if fn == self._finish and args and args[0] is run:
-                self._mailbox.remove(entry)
-                # The stop keeps queued messages, but must not start a follow-up run for them.
-                queued, self._queued = self._queued, []
-                await self._finish(*args)
-                self._queued = queued
-                return
-        self._run = self._run_task = None
+    async def _finish_now(self, run: Run, task: asyncio.Task[RunResult]) -> None:
+        """Report how a run ended when it finished before a stop could cancel it: its result
+        message waits in the mailbox behind the stop and would never be processed."""
+        # The stop keeps queued messages, but must not start a follow-up run for them.
+        queued, self._queued = self._queued, []
+        await self._finish(run, task.result())  # the late mailbox message then finds no run
+        self._queued = queued
 
     async def do_pause(self) -> None:
         """Infrastructure pause (L8): stop any run, mark the state paused, save it.
@@ -700,8 +704,8 @@ class AgentServer:
         self.shutdown_reason = reason
         if self._run_task is not None:
             await self._cancel_run(self._run_task)
-            if self._run is not None:
-                await self._finish_now(self._run)
+            if self._run is not None and self._run_task is not None:
+                await self._finish_now(self._run, self._run_task)
         if self._queued:
             messages, self._queued = self._queued, []
             self._set_state(self.state.append(*messages), messages)

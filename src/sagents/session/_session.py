@@ -12,9 +12,10 @@ layer maps it to HTTP 503), never "not running" (S17).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import weakref
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -34,15 +35,29 @@ __all__ = ["Session"]
 
 T = TypeVar("T")
 
-_locks: weakref.WeakKeyDictionary[Runtime, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+# Per runtime: agent id -> (lock, callers holding or waiting for it). An entry lives only while
+# someone uses it, so a long-lived process does not keep a lock per conversation it ever served.
+_locks: weakref.WeakKeyDictionary[Runtime, dict[str, tuple[asyncio.Lock, int]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _lock(runtime: Runtime, agent_id: str) -> asyncio.Lock:
+@contextlib.asynccontextmanager
+async def _lock(runtime: Runtime, agent_id: str) -> AsyncIterator[None]:
     locks = _locks.setdefault(runtime, {})
-    lock = locks.get(agent_id)
+    lock, users = locks.get(agent_id, (None, 0))
     if lock is None:
-        lock = locks[agent_id] = asyncio.Lock()
-    return lock
+        lock = asyncio.Lock()
+    locks[agent_id] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = locks[agent_id]
+        if users == 1:
+            del locks[agent_id]
+        else:
+            locks[agent_id] = (lock, users - 1)
 
 
 class _AnyScope:
