@@ -38,6 +38,7 @@ __all__ = [
     "AgentStateUpdate",
     "ChainError",
     "Channel",
+    "ConversationTitleGenerated",
     "DisplayMessageSaved",
     "Event",
     "LLMDeltas",
@@ -50,6 +51,7 @@ __all__ = [
     "PersistenceError",
     "StateRestored",
     "StatusChanged",
+    "SubAgentActivity",
     "SubscriptionOverflow",
     "TodosUpdated",
     "ToolCallIdentified",
@@ -215,6 +217,14 @@ class SubscriptionOverflow(Event):
     dropped: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationTitleGenerated(Event):
+    """A title was generated for the conversation (``ConversationTitle`` middleware)."""
+
+    type: ClassVar[str] = "conversation_title_generated"
+    title: str
+
+
 # -- debug channel -----------------------------------------------------------------------------
 
 
@@ -255,6 +265,23 @@ class PersistenceError(Event):
     error: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubAgentActivity(Event):
+    """What a sub-agent started by the ``task`` tool is doing, on its parent's debug channel.
+
+    ``activity`` is ``"started"``, ``"status"`` (``data``: the status), ``"message"`` (``data``:
+    the message's JSON), ``"completed"`` (``data``: the answer) or ``"failed"`` (``data``: the
+    error).
+    """
+
+    type: ClassVar[str] = "sub_agent_activity"
+    channel: ClassVar[Channel] = "debug"
+    sub_agent_id: str
+    tool_call_id: str
+    activity: str
+    data: Any = None
+
+
 # -- JSON --------------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type[Event]] = {
@@ -276,10 +303,12 @@ _REGISTRY: dict[str, type[Event]] = {
         NodeTransferring,
         NodeTransferred,
         SubscriptionOverflow,
+        ConversationTitleGenerated,
         AgentStateUpdate,
         MiddlewareAction,
         LLMError,
         PersistenceError,
+        SubAgentActivity,
     )
 }
 

@@ -8,6 +8,7 @@ from sagents._public import publish as _publish
 from sagents.execution._agent import Agent
 from sagents.execution._demo_model import demo_model
 from sagents.execution._middleware import Middleware
+from sagents.execution._middleware_context import MiddlewareContext, get_middleware_context
 from sagents.execution._mode import DEFAULT_MODE, Mode, Step
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._retry import RetryPolicy, is_transient_error
@@ -36,6 +37,7 @@ __all__ = [
     "Failed",
     "Interrupted",
     "Middleware",
+    "MiddlewareContext",
     "Mode",
     "NullSink",
     "Reply",
@@ -48,6 +50,7 @@ __all__ = [
     "ToolCall",
     "ToolContext",
     "call_llm",
+    "get_middleware_context",
     "check_max_runs",
     "check_pre_tool_hitl",
     "check_tool_interrupts",

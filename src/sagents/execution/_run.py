@@ -21,6 +21,8 @@ from sagents._errors import InvalidTransition
 from sagents._interrupt import Decision, Interrupt, parse_decisions
 from sagents._state import State
 from sagents.events import AgentStateUpdate
+from sagents.execution._middleware_context import MiddlewareContext
+from sagents.execution._middleware_context import _current as _middleware_context
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._sink import EventSink, NullSink
 
@@ -47,6 +49,7 @@ class Run:
         tool_outcomes: ``(call, outcome)`` pairs of the last tool execution, in call order.
         tools_in_flight: outcomes of tools finished so far while tools run (for a cancel).
         services: handed to every tool through ``ToolContext.services``.
+        middleware_context: what middleware hooks get from ``get_middleware_context()``.
         metadata: added to the metadata of every telemetry event of the run (e.g.
             ``conversation_id``).
     """
@@ -60,6 +63,7 @@ class Run:
         decisions: Sequence[Decision | Mapping[str, Any]] | None = None,
         services: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        middleware_context: MiddlewareContext | None = None,
     ) -> None:
         state = state if state is not None else State()
         if state.agent_id is None:
@@ -85,6 +89,9 @@ class Run:
         self.tools_in_flight: dict[str, ToolOutcome] | None = None
         self.services: Mapping[str, Any] = services if services is not None else {}
         self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
+        self.middleware_context = middleware_context or MiddlewareContext(
+            agent.agent_id, services=self.services, emit=self.sink.emit
+        )
 
     def commit(self, state: State, *new_messages: BaseMessage) -> None:
         """Make ``state`` the run's state; ``new_messages`` are the messages it adds."""
@@ -104,6 +111,7 @@ class Run:
         meta = {"agent_id": agent.agent_id, "mode": agent.mode.name, **self.metadata}
         started = time.perf_counter()
         telemetry.execute(("sagents", "execution", "start"), {"system_time": time.time()}, meta)
+        token = _middleware_context.set(self.middleware_context)
         try:
             result = await agent.mode.run(self)
         except asyncio.CancelledError:
@@ -114,6 +122,8 @@ class Run:
                 {**meta, "status": "cancelled"},
             )
             raise
+        finally:
+            _middleware_context.reset(token)
         measurements = {"duration": time.perf_counter() - started, "model_calls": self.model_calls}
         match result:
             case Interrupted():

@@ -43,9 +43,10 @@ from sagents.events import (
 )
 from sagents.execution._agent import Agent
 from sagents.execution._middleware import Middleware
+from sagents.execution._middleware_context import MiddlewareContext, set_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
-from sagents.persistence._protocols import StateSnapshot
+from sagents.persistence._protocols import ConversationStore, StateSnapshot
 from sagents.runtime._display import display_messages_for, tool_result_status
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
 __all__ = ["AgentServer"]
 
 _log = logging.getLogger("sagents.server")
+
+#: Where the ``ConversationTitle`` middleware keeps ``{"title": ...}`` in ``State.metadata``;
+#: a save that carries a new title also sets the conversation's title in a ConversationStore.
+TITLE_KEY = "conversation_title"
 
 # Presence never ends these (L31): a run in progress, a pending approval, a node drain (L8).
 _KEEP_WITH_NO_VIEWERS = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.PAUSED})
@@ -121,7 +126,10 @@ class AgentServer:
         )
         self._saver = SerialWorker(self._report_persistence_error)
         self._persist_next: tuple[State, int] | None = None
+        # The title the conversation row holds, as far as this server knows.
+        self._stored_title = conversation_title(self.state)
         self._viewers: ViewerWatch | None = None
+        self._middleware_context: MiddlewareContext | None = None
         self._ended = asyncio.Event()
         self.shutdown_reason: str | None = None
 
@@ -137,6 +145,7 @@ class AgentServer:
             await self._viewers.start()
         for mw in self.agent.middleware_instances:
             if mw.overrides("on_server_start"):
+                set_middleware_context(self.middleware_context())
                 changed = await mw.on_server_start(self.state)
                 if changed is not None:
                     self._set_state(changed)
@@ -217,6 +226,8 @@ class AgentServer:
             _, _, future = self._mailbox.popleft()
             if future is not None and not future.done():
                 future.set_exception(AgentNotRunning(f"agent {self.agent_id!r} stopped ({reason})"))
+        if self._middleware_context is not None:
+            await self._middleware_context.aclose()
         if reason == "crash":
             await self._saver.aclose()
         self.publisher.close(AgentShutdown(reason=reason, metadata=self._shutdown_metadata()))
@@ -459,6 +470,17 @@ class AgentServer:
                     f"(this server holds version {version}); another server may own it"
                 )
             self._persisted = (state.messages, version)
+            title = conversation_title(state)
+            conversation_id = self.options.conversation_id
+            if (
+                title != self._stored_title
+                and conversation_id is not None
+                and isinstance(persistence, ConversationStore)
+            ):
+                await persistence.update_conversation(
+                    self.options.scope, conversation_id, title=title
+                )
+                self._stored_title = title
             telemetry.execute(
                 ("sagents", "persistence", "save"),
                 {
@@ -480,6 +502,27 @@ class AgentServer:
             {"system_time": time.time()},
             {**self._meta(), "operation": operation, "error": repr(error)},
         )
+
+    def middleware_context(self) -> MiddlewareContext:
+        """What this agent's middleware get from ``get_middleware_context()`` (made on first
+        use: most agents never need one outside a run)."""
+        if self._middleware_context is None:
+            self._middleware_context = MiddlewareContext(
+                self.agent_id,
+                services=self._services,
+                emit=self.emit,
+                send=lambda key, message: self._post(self._middleware_message, key, message),
+                # Through the mailbox: a hook asks before it returns the state to save.
+                persist=lambda point: self._post(self._request_persist, point),
+            )
+        return self._middleware_context
+
+    async def _middleware_message(self, key: str, message: Any) -> None:
+        # Sent by a middleware's background work: a failure is logged, never a crash.
+        try:
+            await self.do_send_to_middleware(key, message)
+        except Exception:
+            _log.exception("agent %r: message to middleware %r failed", self.agent_id, key)
 
     # EventSink for runs --------------------------------------------------------------------
 
@@ -503,6 +546,7 @@ class AgentServer:
             decisions=decisions,
             services=self._services,
             metadata=self._run_meta,
+            middleware_context=self.middleware_context(),
         )
         if run.state is not self.state:
             self._set_state(run.state)
@@ -606,6 +650,7 @@ class AgentServer:
         await self._handle_middleware_message(middleware[key], message)
 
     async def _handle_middleware_message(self, mw: Middleware, message: Any) -> None:
+        set_middleware_context(self.middleware_context())
         changed = await mw.handle_message(message, self.state)
         if changed is not None:
             self._set_state(changed)
@@ -789,6 +834,13 @@ def _common_prefix(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) 
 
 #: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
 RUNTIME_KEY = "sagents.runtime"
+
+
+def conversation_title(state: State) -> str | None:
+    """The title the ``ConversationTitle`` middleware stored in the state, if any."""
+    data = state.metadata.get(TITLE_KEY)
+    title = data.get("title") if isinstance(data, Mapping) else None
+    return title if isinstance(title, str) and title else None
 
 
 def _is_paused(state: State) -> bool:

@@ -1,0 +1,132 @@
+"""What a middleware hook can reach besides the state: its agent, the host's services, events,
+background work and its own mailbox.
+
+Hooks receive only the state, so that the common case stays a pure function. The rest is found
+through :func:`get_middleware_context`, a ``contextvars`` lookup that works in every hook
+(``on_server_start``, ``before_model``, ``after_model``, ``handle_message``) and in tasks those
+hooks spawn. An agent server provides a context that can defer work to its mailbox; a plain
+``Agent.run`` provides one without a mailbox, where :meth:`MiddlewareContext.send` raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from sagents._errors import SagentsError
+from sagents.events import Event
+
+__all__ = ["MiddlewareContext", "get_middleware_context"]
+
+_log = logging.getLogger("sagents.middleware")
+
+_current: ContextVar[MiddlewareContext | None] = ContextVar(
+    "sagents_middleware_context", default=None
+)
+
+
+class MiddlewareContext:
+    """The host of a running agent, as middleware see it.
+
+    Attributes:
+        agent_id: the agent whose hook is running.
+        services: what the host offers (the same mapping tools see in ``ToolContext.services``).
+    """
+
+    __slots__ = ("_emit", "_persist", "_send", "_tasks", "agent_id", "services")
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        services: Mapping[str, Any] | None = None,
+        emit: Callable[[Event], None] | None = None,
+        send: Callable[[str, Any], None] | None = None,
+        persist: Callable[[str], None] | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self.services: Mapping[str, Any] = services if services is not None else {}
+        self._emit = emit
+        self._send = send
+        self._persist = persist
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def emit(self, event: Event) -> None:
+        """Publish ``event`` to the agent's subscribers (its ``agent_id`` is filled in)."""
+        if self._emit is not None:
+            if not event.agent_id:
+                event = dataclasses.replace(event, agent_id=self.agent_id)
+            self._emit(event)
+
+    def send(self, key: str, message: Any) -> None:
+        """Deliver ``message`` to the ``handle_message`` hook of the middleware with ``key``.
+
+        It goes through the agent's mailbox, so the hook sees the latest state; while a run is in
+        progress it is handled right after the run ends.
+
+        Raises:
+            SagentsError: the agent is not hosted by an agent server (plain ``Agent.run``).
+        """
+        if self._send is None:
+            raise SagentsError(
+                "MiddlewareContext.send needs an agent server; start the agent with "
+                "Runtime.start_agent instead of Agent.run"
+            )
+        self._send(key, message)
+
+    def persist(self, point: str) -> None:
+        """Ask the host to save the state now, at lifecycle ``point`` (e.g. ``"title_generated"``).
+
+        Without agent persistence (or without a server) this does nothing.
+        """
+        if self._persist is not None:
+            self._persist(point)
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, owned by the agent: it is cancelled when the agent's
+        server ends, and an exception it raises is logged, never lost silently."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _log.error(
+                "agent %r: a middleware background task failed", self.agent_id, exc_info=error
+            )
+
+    async def aclose(self) -> None:
+        """Cancel the background tasks and wait for them (called by the host when it ends)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def get_middleware_context() -> MiddlewareContext:
+    """The context of the middleware hook running in this task.
+
+    Raises:
+        SagentsError: called outside a middleware hook of a sagents agent.
+    """
+    context = _current.get()
+    if context is None:
+        raise SagentsError(
+            "get_middleware_context() was called outside a middleware hook; call it from "
+            "on_server_start, before_model, after_model or handle_message"
+        )
+    return context
+
+
+def set_middleware_context(context: MiddlewareContext | None) -> None:
+    """Set the context for the current task (used by the loop and the agent server)."""
+    _current.set(context)
