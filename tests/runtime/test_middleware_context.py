@@ -75,7 +75,8 @@ async def test_background_work_reaches_state_events_and_the_conversation_row(
         if conversation is not None and conversation.title:
             break
         await asyncio.sleep(0.1)
-    assert conversation is not None and conversation.title == "A fine title"
+    assert conversation is not None
+    assert conversation.title == "A fine title"
     stored = await store.load_state("team", "c1")
     assert stored is not None
     assert stored.state.metadata["conversation_title"] == {"title": "A fine title"}

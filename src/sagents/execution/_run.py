@@ -28,6 +28,7 @@ from sagents.execution._sink import EventSink, NullSink
 
 if TYPE_CHECKING:
     from sagents.execution._agent import Agent
+    from sagents.execution._tool_context import ToolResume
     from sagents.execution._tools import ToolOutcome
 
 __all__ = ["Run", "dismiss_interrupt"]
@@ -46,6 +47,7 @@ class Run:
         decisions: validated human decisions to apply (set when resuming).
         pending_interrupt: an interrupt requested by after-model middleware, not yet raised.
         tool_decisions: decision per tool call id for the tools about to run.
+        tool_resume: decisions per suspended tool call id, for the tools about to run again.
         tool_outcomes: ``(call, outcome)`` pairs of the last tool execution, in call order.
         tools_in_flight: outcomes of tools finished so far while tools run (for a cancel).
         services: handed to every tool through ``ToolContext.services``.
@@ -85,6 +87,7 @@ class Run:
         self.decisions: tuple[Decision, ...] | None = parsed
         self.pending_interrupt: Interrupt | None = None
         self.tool_decisions: dict[str, Decision] = {}
+        self.tool_resume: dict[str, ToolResume] = {}
         self.tool_outcomes: list[tuple[ToolCall, ToolOutcome]] = []
         self.tools_in_flight: dict[str, ToolOutcome] | None = None
         self.services: Mapping[str, Any] = services if services is not None else {}
@@ -143,7 +146,7 @@ class Run:
         results: list[BaseMessage] = []
         for call in pending:
             outcome = finished.get(call["id"])
-            if outcome is not None:
+            if outcome is not None and not outcome.suspended:
                 results.append(outcome.message)
             else:
                 results.append(

@@ -8,13 +8,15 @@ sink) and never mutate a state in place, so a step that fails leaves the previou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, SystemMessage, ToolCall, ToolMessage
 
 from sagents._errors import MaxRunsExceeded, ModelCallFailed, RunError, UntilToolNotCalled
-from sagents._interrupt import Edit, Interrupt, Reject
+from sagents._interrupt import Decision, Edit, Interrupt, Reject
 from sagents.events import (
     ChainError,
     LLMMessage,
@@ -26,7 +28,7 @@ from sagents.events import (
 )
 from sagents.execution._model_call import call_model
 from sagents.execution._result import Done, Interrupted, RunResult
-from sagents.execution._tool_context import ToolContext
+from sagents.execution._tool_context import ToolContext, ToolResume
 from sagents.execution._tools import ToolOutcome, invoke_tool, tool_timeout
 
 if TYPE_CHECKING:
@@ -135,10 +137,14 @@ def _apply_edits(run: Run, interrupt: Interrupt) -> None:
 
 async def check_pre_tool_hitl(run: Run) -> RunResult | None:
     """Pause before tools run when after-model middleware asked for approval; on resume, apply
-    the human decisions (edits rewrite the call's arguments in the history)."""
+    the human decisions (edits rewrite the call's arguments in the history). Decisions for
+    suspended tool calls go to those calls (``ToolContext.resume``)."""
     if run.decisions is not None:
         interrupt = run.state.interrupt
-        if interrupt is not None:
+        if interrupt is not None and SUSPENDED_CALLS in interrupt.data:
+            run.tool_resume = _split_decisions(interrupt, run.decisions)
+            run.commit(run.state.replace(interrupt=None))
+        elif interrupt is not None:
             run.tool_decisions = {
                 request.tool_call_id: decision
                 for request, decision in zip(interrupt.action_requests, run.decisions, strict=True)
@@ -153,6 +159,44 @@ async def check_pre_tool_hitl(run: Run) -> RunResult | None:
     state = run.state.replace(interrupt=interrupt)
     run.commit(state)
     return Interrupted(state=state, interrupt=interrupt)
+
+
+#: Key of ``Interrupt.data`` listing the tool calls that suspended (``ToolContext.suspend``).
+SUSPENDED_CALLS = "suspended_tool_calls"
+
+
+def _suspended_interrupt(parts: list[tuple[str, Interrupt]]) -> Interrupt:
+    """One interrupt for every suspended call of a turn: their action requests in call order,
+    and which call each slice of them belongs to."""
+    kinds = {interrupt.kind for _, interrupt in parts}
+    calls = [
+        {
+            "tool_call_id": call_id,
+            "kind": interrupt.kind,
+            "requests": len(interrupt.action_requests),
+            "data": interrupt.data,
+        }
+        for call_id, interrupt in parts
+    ]
+    data: dict[str, Any] = dict(parts[0][1].data) if len(parts) == 1 else {}
+    data[SUSPENDED_CALLS] = calls
+    return Interrupt(
+        action_requests=tuple(r for _, interrupt in parts for r in interrupt.action_requests),
+        kind=kinds.pop() if len(kinds) == 1 else "tools",
+        data=data,
+    )
+
+
+def _split_decisions(interrupt: Interrupt, decisions: Sequence[Decision]) -> dict[str, ToolResume]:
+    resume: dict[str, ToolResume] = {}
+    start = 0
+    for part in interrupt.data[SUSPENDED_CALLS]:
+        end = start + int(part["requests"])
+        resume[str(part["tool_call_id"])] = ToolResume(
+            decisions=tuple(decisions[start:end]), data=part["data"]
+        )
+        start = end
+    return resume
 
 
 def _rejected(call: ToolCall, decision: Reject) -> ToolOutcome:
@@ -177,6 +221,12 @@ async def execute_tools(run: Run) -> RunResult | None:
     agent_id = agent.agent_id
     emit = run.sink.emit
     turn_state = run.state
+    resume, run.tool_resume = run.tool_resume, {}
+    sink = run.sink
+
+    def wants_debug() -> bool:
+        return sink.debug
+
     finished: dict[str, ToolOutcome] = {}
     run.tools_in_flight = finished
 
@@ -203,6 +253,9 @@ async def execute_tools(run: Run) -> RunResult | None:
                 state=turn_state,
                 emit=emit,
                 services=run.services,
+                agent=agent,
+                resume=resume.pop(call_id, None),
+                debug=wants_debug,
             )
             outcome = await invoke_tool(
                 tool,
@@ -212,7 +265,11 @@ async def execute_tools(run: Run) -> RunResult | None:
                 known=agent.all_tools,
                 metadata=run.metadata,
             )
+            if context.suspended is not None:
+                outcome = dataclasses.replace(outcome, error=None, context=context)
         finished[call_id] = outcome
+        if outcome.suspended:
+            return
         if outcome.error is None:
             emit(
                 ToolExecutionCompleted(
@@ -241,7 +298,7 @@ async def execute_tools(run: Run) -> RunResult | None:
     run.tools_in_flight = None
     run.tool_decisions = {}
     run.tool_outcomes = [(call, finished[call["id"]]) for call in calls]
-    results = [outcome.message for _, outcome in run.tool_outcomes]
+    results = [outcome.message for _, outcome in run.tool_outcomes if not outcome.suspended]
     run.commit(run.state.append(*results), *results)
     return None
 
@@ -267,7 +324,18 @@ async def propagate_state(run: Run) -> RunResult | None:
 
 
 async def check_tool_interrupts(run: Run) -> RunResult | None:
-    """Pause when a tool asked for it (``ToolContext.request_interrupt``)."""
+    """Pause when tools suspended (``ToolContext.suspend``) or asked for it
+    (``ToolContext.request_interrupt``)."""
+    suspended = [
+        (call["id"] or "", outcome.context.suspended)
+        for call, outcome in run.tool_outcomes
+        if outcome.context is not None and outcome.context.suspended is not None
+    ]
+    if suspended:
+        interrupt = _suspended_interrupt(suspended)
+        state = run.state.replace(interrupt=interrupt)
+        run.commit(state)
+        return Interrupted(state=state, interrupt=interrupt)
     for _, outcome in run.tool_outcomes:
         if outcome.context is not None and outcome.context.interrupt is not None:
             interrupt = outcome.context.interrupt

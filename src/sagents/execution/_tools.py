@@ -71,6 +71,11 @@ class ToolOutcome:
     error: str | None
     context: ToolContext | None
 
+    @property
+    def suspended(self) -> bool:
+        """The call ended without a result, waiting for decisions (``ToolContext.suspend``)."""
+        return self.context is not None and self.context.suspended is not None
+
 
 def _structured(message: ToolMessage) -> Any:
     if message.artifact is not None:

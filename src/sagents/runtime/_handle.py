@@ -7,17 +7,19 @@ is not running raises :class:`AgentNotRunning` instead of reaching a dead object
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from sagents._errors import AgentNotRunning
+from sagents._errors import AgentNotRunning, InvalidOption
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
+from sagents.runtime._context import capture_context
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._publisher import Subscription
 
@@ -111,6 +113,16 @@ class AgentHandle:
         """
         server = self._server()
         await server.call(server.do_send_to_middleware, key, message)
+
+    async def update_context(self, context: contextvars.Context | None = None) -> None:
+        """Replace the ``contextvars`` the agent's next runs and tools see (request id, tenant,
+        tracing) with ``context``, or with a copy of the caller's context."""
+        if context is None:
+            context = capture_context()
+        elif not isinstance(context, contextvars.Context):
+            raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
+        server = self._server()
+        await server.call(server.do_update_context, context)
 
     async def touch(self) -> None:
         """Count as activity: push the inactivity deadline back (L21)."""

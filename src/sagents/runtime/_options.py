@@ -8,6 +8,7 @@ naming it, before any task exists.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -85,6 +86,9 @@ class AgentOptions:
         queue_size: per-subscriber queue bound (L84).
         shutdown_timeout: seconds a graceful stop may take (final save) before it is forced.
         metadata: free-form data reported in telemetry and ``AgentInfo``.
+        context: the ``contextvars`` the agent's runs, tools and hooks see (request ids, tenant,
+            OpenTelemetry context); None: a copy of the context ``start_agent`` was called in.
+            ``handle.update_context()`` replaces it on a running agent.
     """
 
     inactivity_timeout: float | None = 300.0
@@ -103,6 +107,7 @@ class AgentOptions:
     queue_size: int = 1000
     shutdown_timeout: float = 30.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -171,6 +176,8 @@ class AgentOptions:
             raise InvalidOption("filesystem_scope must be hashable, e.g. ('user', 42)")
         if not isinstance(self.metadata, Mapping):
             raise InvalidOption("metadata must be a dict")
+        if self.context is not None and not isinstance(self.context, contextvars.Context):
+            raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
         set_(self, "initial_subscribers", tuple(self.initial_subscribers))
         set_(self, "metadata", dict(self.metadata))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections import Counter
@@ -47,6 +48,7 @@ from sagents.events import Channel
 from sagents.execution._agent import Agent
 from sagents.middleware._file_store import FileStore
 from sagents.runtime._child import ChildExited, SupervisorEvent
+from sagents.runtime._context import capture_context
 from sagents.runtime._filesystem_server import (
     FileStoreFactory,
     FileSystemServer,
@@ -102,6 +104,7 @@ class Runtime:
         self._unit_scopes: dict[str, Hashable] = {}
         self._unit_supervisors: dict[str, Supervisor] = {}
         self._sub_agent_supervisors: dict[str, Supervisor] = {}
+        self._unit_parents: dict[str, Supervisor] = {}  # unit id -> the supervisor it runs under
         self._max_restarts = max_restarts
         self._max_seconds = max_seconds
         self._shutdown_timeout = shutdown_timeout
@@ -176,9 +179,41 @@ class Runtime:
             StateError: ``initial_state`` is not a valid state.
             RegistryUnavailable: the runtime is not running.
         """
+        return await self._start_unit(self._agents, agent, initial_state, options)
+
+    async def start_sub_agent(
+        self,
+        parent_id: str,
+        agent: Agent,
+        initial_state: State | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AgentHandle:
+        """Start ``agent`` as a sub-agent of ``parent_id``, under its sub-agents supervisor.
+
+        The sub-agent is an agent like any other (registered, observable, stoppable) whose
+        unit belongs to its parent's: stopping or restarting the parent ends it, and its crash
+        never reaches the parent (L11, L53).
+
+        Raises:
+            AgentNotRunning: the parent is not running.
+            AgentAlreadyRunning: a server already runs this agent id.
+        """
+        supervisor = await self.sub_agents(parent_id)
+        return await self._start_unit(supervisor, agent, initial_state, options)
+
+    async def _start_unit(
+        self,
+        parent: Supervisor,
+        agent: Agent,
+        initial_state: State | Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> AgentHandle:
         if not isinstance(agent, Agent):
             raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
         opts = AgentOptions.from_kwargs(options)
+        if opts.context is None:
+            # Request ids, tenant, tracing: what the caller had set is what the agent runs with.
+            opts = dataclasses.replace(opts, context=capture_context())
         if initial_state is None:
             state = State(agent_id=agent.agent_id)
         elif isinstance(initial_state, State):
@@ -204,7 +239,8 @@ class Runtime:
                 await self._acquire_filesystem(scope)
                 self._unit_scopes[unit_id] = scope
             try:
-                await self._agents.start_child(
+                self._unit_parents[unit_id] = parent
+                await parent.start_child(
                     ChildSpec(
                         id=unit_id,
                         start=lambda: self._unit(unit_id, agent, state, opts),
@@ -213,6 +249,7 @@ class Runtime:
                     )
                 )
             except BaseException:
+                self._unit_parents.pop(unit_id, None)
                 if self._unit_scopes.pop(unit_id, None) is not None:
                     self._release_filesystem(scope)
                 raise
@@ -269,7 +306,7 @@ class Runtime:
             return current
 
         def build() -> Supervisor:
-            supervisor = Supervisor(name=f"sub-agents of {agent_id}")
+            supervisor = Supervisor(name=f"sub-agents of {agent_id}", on_event=self._agents_event)
             self._sub_agent_supervisors[unit_id] = supervisor
             return supervisor
 
@@ -298,6 +335,7 @@ class Runtime:
         if isinstance(event, ChildExited) and isinstance(event.id, str):
             self._unit_supervisors.pop(event.id, None)
             self._sub_agent_supervisors.pop(event.id, None)
+            self._unit_parents.pop(event.id, None)
             scope = self._unit_scopes.pop(event.id, None)
             if scope is not None:
                 self._release_filesystem(scope)
@@ -364,8 +402,9 @@ class Runtime:
         agent_id = unit_id.rpartition("#")[0]
         if self._units.get(agent_id) == unit_id:
             del self._units[agent_id]
-        with contextlib.suppress(ChildNotFound):
-            await self._agents.terminate_child(unit_id)
+        parent = self._unit_parents.get(unit_id, self._agents)
+        with contextlib.suppress(ChildNotFound, SupervisorNotRunning):
+            await parent.terminate_child(unit_id)
 
     # -- lookups (L55, L60–L63) ---------------------------------------------------------------
 
@@ -464,9 +503,11 @@ class _Services(Mapping[str, Any]):
         self._scope = scope
 
     def _keys(self) -> list[str]:
-        return [] if self._scope is None else ["filesystem"]
+        return ["runtime"] if self._scope is None else ["runtime", "filesystem"]
 
     def __getitem__(self, key: str) -> Any:
+        if key == "runtime":
+            return self._runtime
         if key == "filesystem" and self._scope is not None:
             return self._runtime.filesystem(self._scope)
         raise KeyError(key)

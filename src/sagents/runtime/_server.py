@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -47,6 +48,7 @@ from sagents.execution._middleware_context import MiddlewareContext, set_middlew
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
 from sagents.persistence._protocols import ConversationStore, StateSnapshot
+from sagents.runtime._context import apply_context
 from sagents.runtime._display import display_messages_for, tool_result_status
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
@@ -130,6 +132,7 @@ class AgentServer:
         self._stored_title = conversation_title(self.state)
         self._viewers: ViewerWatch | None = None
         self._middleware_context: MiddlewareContext | None = None
+        self._context = options.context
         self._ended = asyncio.Event()
         self.shutdown_reason: str | None = None
 
@@ -138,6 +141,8 @@ class AgentServer:
     async def run(self, ready: Ready) -> None:
         """Register, signal ready, then process the mailbox until stopped."""
         started = time.perf_counter()
+        if self._context is not None:
+            apply_context(self._context)  # for hooks run in the mailbox
         for subscriber in self.options.initial_subscribers:
             subscriber.attach(self.publisher)
         if self.options.presence is not None and self.options.presence.enabled:
@@ -555,7 +560,9 @@ class AgentServer:
         if self._inactivity_handle is not None:
             self._inactivity_handle.cancel()
             self._inactivity_handle = None
-        self._run_task = self._loop.create_task(self._drive(run))
+        self._run_task = self._loop.create_task(
+            self._drive(run), context=None if self._context is None else self._context.copy()
+        )
 
     @staticmethod
     def _unpaused(state: State) -> State:
@@ -663,6 +670,10 @@ class AgentServer:
                 await self._handle_middleware_message(middleware[key], message)
             except Exception:
                 _log.exception("agent %r: %s.handle_message failed", self.agent_id, key)
+
+    def do_update_context(self, context: contextvars.Context) -> None:
+        self._context = context
+        apply_context(context)
 
     def do_execute(self) -> None:
         self.touch()

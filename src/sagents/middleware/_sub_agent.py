@@ -1,0 +1,424 @@
+"""SubAgent (X25): a ``task`` tool that delegates work to sub-agents with their own history.
+
+Each ``task`` call builds a sub-agent (from a named :class:`SubAgentSpec`, a pre-built agent, or
+the ``general-purpose`` agent, which is the parent minus this middleware) and runs it to its
+answer, which becomes the tool result. Under a :class:`~sagents.Runtime` the sub-agent is an
+agent server of its own (``<parent>-sub-<n>``) under the parent's sub-agents supervisor, so it
+is observable, its crash never reaches the parent, and stopping the parent ends it. Under a
+plain ``Agent.run`` it runs in the tool's task. Parallel ``task`` calls run in parallel because
+the loop runs a turn's tool calls concurrently.
+
+A sub-agent that needs human approval suspends the ``task`` call (``ToolContext.suspend``): the
+parent becomes ``interrupted`` with the sub-agent's pending calls as its own action requests and
+the sub-agent's state in the interrupt data, so the approval survives a restart of either. The
+parent's ``resume`` calls ``task`` again with the decisions, which resumes the sub-agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool, StructuredTool
+
+from sagents._errors import InvalidMiddleware, SagentsError
+from sagents._interrupt import Interrupt
+from sagents._messages import message_to_json
+from sagents._state import State
+from sagents._status import Status
+from sagents.events import AgentShutdown, LLMMessage, StatusChanged, SubAgentActivity
+from sagents.execution._agent import Agent
+from sagents.execution._middleware import Middleware
+from sagents.execution._result import Done, Failed, Interrupted
+from sagents.execution._tool_context import ToolContext, ToolResume, get_tool_context
+from sagents.middleware._human_in_the_loop import HumanInTheLoop
+
+__all__ = ["GENERAL_PURPOSE", "SubAgent", "SubAgentSpec"]
+
+#: Name of the sub-agent that inherits the parent's configuration.
+GENERAL_PURPOSE = "general-purpose"
+
+_GENERAL_DESCRIPTION = (
+    "A general-purpose agent with your own tools, for a self-contained piece of work whose "
+    "intermediate steps you do not need to see."
+)
+
+# Phrases that try to override instructions; a general-purpose system prompt is written by the
+# model, so it is treated as untrusted input.
+_INJECTION = re.compile(
+    r"ignore\s+(all\s+|any\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|prompts?)"
+    r"|disregard\s+(all\s+|any\s+)?(the\s+)?(previous|prior|above|earlier|your)"
+    r"|forget\s+(all\s+|everything\s+)?(you|your|the)\s+(instructions|were told|rules)"
+    r"|you\s+are\s+no\s+longer"
+    r"|(reveal|print|show|repeat)\s+(your|the)\s+(system\s+prompt|instructions)"
+    r"|developer\s+mode|jailbreak|do\s+anything\s+now",
+    re.IGNORECASE,
+)
+
+_TERMINAL = frozenset({Status.IDLE, Status.INTERRUPTED, Status.ERROR, Status.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubAgentSpec:
+    """A named sub-agent the ``task`` tool can delegate to.
+
+    Args:
+        name: what the model passes as ``task_name``.
+        description: when to use it (shown to the model).
+        system_prompt: the sub-agent's instructions.
+        tools: its tools (langchain tools or typed functions).
+        model: its model; None: the parent's.
+        middleware: its middleware.
+        interrupt_on: tools that need human approval (a ``HumanInTheLoop`` is added).
+        until_tool: end the sub-agent when it calls this tool; its result is the answer.
+        max_runs: model calls allowed in one task.
+        agent: a pre-built agent to run instead (its ``agent_id`` is replaced per task); the
+            other fields but ``name`` and ``description`` are then ignored.
+    """
+
+    name: str
+    description: str
+    system_prompt: str = ""
+    tools: Sequence[BaseTool | Callable[..., Any]] = ()
+    model: BaseChatModel | None = None
+    middleware: Sequence[Middleware | type[Middleware]] = ()
+    interrupt_on: Mapping[str, Any] | None = None
+    until_tool: str | None = None
+    max_runs: int = 50
+    agent: Agent | None = None
+
+
+class SubAgent(Middleware):
+    """Delegation to sub-agents through a ``task(instructions, task_name, system_prompt)`` tool.
+
+    Args:
+        subagents: the named sub-agents.
+        general_purpose: offer the ``general-purpose`` sub-agent (the parent's model, tools and
+            middleware, minus this one and ``block_middleware``).
+        block_middleware: middleware the general-purpose sub-agent must not inherit, by class
+            or class name (e.g. ``"ConversationTitle"``).
+        timeout: seconds one task may take (None: no limit).
+        max_system_prompt: longest ``system_prompt`` argument accepted, in characters.
+    """
+
+    key = "sub_agent"
+
+    def __init__(
+        self,
+        subagents: Sequence[SubAgentSpec] = (),
+        *,
+        general_purpose: bool = True,
+        block_middleware: Collection[str | type[Middleware]] = (),
+        timeout: float | None = 600.0,
+        max_system_prompt: int = 4000,
+    ) -> None:
+        self.subagents = {spec.name: spec for spec in subagents}
+        self._specs = tuple(subagents)
+        self.general_purpose = general_purpose
+        self.block_middleware = frozenset(
+            b if isinstance(b, str) else b.__name__ for b in block_middleware
+        )
+        self.timeout = timeout
+        self.max_system_prompt = max_system_prompt
+        self._numbers: dict[str, itertools.count[int]] = {}
+
+    def validate(self) -> None:
+        names = [spec.name for spec in self._specs]
+        for spec in self._specs:
+            if not isinstance(spec, SubAgentSpec):
+                raise InvalidMiddleware(f"SubAgent: {spec!r} is not a SubAgentSpec")
+            if not spec.name.strip() or not spec.description.strip():
+                raise InvalidMiddleware("SubAgent: every sub-agent needs a name and a description")
+        if len(set(names)) != len(names):
+            raise InvalidMiddleware(f"SubAgent: duplicate sub-agent names in {names}")
+        if self.general_purpose and GENERAL_PURPOSE in self.subagents:
+            raise InvalidMiddleware(
+                f"SubAgent: {GENERAL_PURPOSE!r} is reserved; rename your sub-agent or pass "
+                "general_purpose=False"
+            )
+        if not self.general_purpose and not self._specs:
+            raise InvalidMiddleware("SubAgent: no sub-agents to delegate to")
+        if self.timeout is not None and not self.timeout > 0:
+            raise InvalidMiddleware("SubAgent: timeout must be a positive number of seconds")
+
+    def _catalogue(self) -> list[tuple[str, str]]:
+        entries = [(spec.name, spec.description) for spec in self._specs]
+        if self.general_purpose:
+            entries.insert(0, (GENERAL_PURPOSE, _GENERAL_DESCRIPTION))
+        return entries
+
+    def system_prompt(self) -> str:
+        lines = [f"- {name}: {description}" for name, description in self._catalogue()]
+        return (
+            "## Delegating with `task`\n"
+            "Use the `task` tool to hand a self-contained piece of work to a sub-agent. It starts "
+            "with no memory of this conversation, so give it complete instructions; its final "
+            "answer comes back as the tool result. Independent tasks can run in parallel: call "
+            "`task` several times in one turn.\nAvailable sub-agents (`task_name`):\n"
+            + "\n".join(lines)
+        )
+
+    def tools(self) -> Sequence[BaseTool]:
+        async def task(instructions: str, task_name: str, system_prompt: str | None = None) -> str:
+            return await self._task(instructions, task_name, system_prompt)
+
+        names = ", ".join(name for name, _ in self._catalogue())
+        return (
+            StructuredTool.from_function(
+                coroutine=task,
+                name="task",
+                description=(
+                    "Delegate a self-contained task to a sub-agent and get its final answer. "
+                    f"task_name is one of: {names}. system_prompt optionally sets the "
+                    f"{GENERAL_PURPOSE} sub-agent's instructions."
+                ),
+                metadata={"timeout": self.timeout, "display_text": "Delegating a task"},
+            ),
+        )
+
+    # -- one task --------------------------------------------------------------------------------
+
+    async def _task(self, instructions: str, task_name: str, system_prompt: str | None) -> str:
+        ctx = get_tool_context()
+        parent = ctx.agent
+        if parent is None:
+            raise SagentsError("the task tool runs only inside a sagents agent")
+        resume = ctx.resume
+        if resume is not None:
+            sub_id = str(resume.data["sub_agent_id"])
+            state = State.from_dict(resume.data["sub_agent_state"])
+        else:
+            sub_id = self._next_id(ctx)
+            state = State(messages=[HumanMessage(instructions)])
+        agent = self._build(task_name, system_prompt, sub_id, parent)
+        runtime = ctx.services.get("runtime") if "runtime" in ctx.services else None
+        self._report(ctx, sub_id, "started", {"task_name": task_name, "resumed": bool(resume)})
+        if runtime is None:
+            answer = await self._run_inline(ctx, agent, state, resume, task_name)
+        else:
+            answer = await self._run_on(runtime, ctx, agent, state, resume, task_name)
+        return answer
+
+    def _next_id(self, ctx: ToolContext) -> str:
+        counter = self._numbers.setdefault(ctx.agent_id, itertools.count(1))
+        runtime = ctx.services.get("runtime") if "runtime" in ctx.services else None
+        while True:
+            sub_id = f"{ctx.agent_id}-sub-{next(counter)}"
+            if runtime is None or runtime.get_status_nowait(sub_id) is None:
+                return sub_id
+
+    def _build(
+        self, task_name: str, system_prompt: str | None, sub_id: str, parent: Agent
+    ) -> Agent:
+        if task_name == GENERAL_PURPOSE and self.general_purpose:
+            prompt = parent.base_system_prompt
+            if system_prompt is not None:
+                prompt = self._checked_prompt(system_prompt)
+            inherited = [
+                mw
+                for mw in parent.middleware_instances
+                if not isinstance(mw, SubAgent)
+                and not any(cls.__name__ in self.block_middleware for cls in type(mw).__mro__)
+            ]
+            return Agent(
+                agent_id=sub_id,
+                model=parent.model,
+                base_system_prompt=prompt,
+                middleware=inherited,
+                tools=parent.tools,
+                max_runs=parent.max_runs,
+                tool_timeout=parent.tool_timeout,
+                retry=parent.retry,
+                fallback_models=parent.fallback_models,
+                stream=parent.stream,
+            )
+        spec = self.subagents.get(task_name)
+        if spec is None:
+            known = ", ".join(name for name, _ in self._catalogue())
+            raise SagentsError(f"unknown task_name {task_name!r}; use one of: {known}")
+        if system_prompt is not None:
+            raise SagentsError(
+                f"system_prompt is only accepted by the {GENERAL_PURPOSE} sub-agent; "
+                f"{task_name!r} has its own instructions"
+            )
+        if spec.agent is not None:
+            return dataclasses.replace(spec.agent, agent_id=sub_id)
+        middleware: list[Middleware | type[Middleware]] = list(spec.middleware)
+        if spec.interrupt_on:
+            middleware.append(HumanInTheLoop(interrupt_on=dict(spec.interrupt_on)))
+        return Agent(
+            agent_id=sub_id,
+            model=spec.model or parent.model,
+            base_system_prompt=spec.system_prompt,
+            middleware=middleware,
+            tools=spec.tools,
+            until_tool=spec.until_tool,
+            max_runs=spec.max_runs,
+            retry=parent.retry,
+            stream=parent.stream,
+        )
+
+    def _checked_prompt(self, prompt: str) -> str:
+        if len(prompt) > self.max_system_prompt:
+            raise SagentsError(
+                f"system_prompt is {len(prompt)} characters; the limit is "
+                f"{self.max_system_prompt}. Put the details in the instructions instead"
+            )
+        if _INJECTION.search(prompt):
+            raise SagentsError(
+                "system_prompt was refused: it tries to override instructions. Describe the "
+                "sub-agent's role and put the work in the instructions"
+            )
+        return prompt
+
+    # -- running it ------------------------------------------------------------------------------
+
+    async def _run_inline(
+        self,
+        ctx: ToolContext,
+        agent: Agent,
+        state: State,
+        resume: ToolResume | None,
+        task_name: str,
+    ) -> str:
+        if resume is None:
+            result = await agent.run(state)
+        else:
+            result = await agent.resume(state, resume.decisions)
+        match result:
+            case Done(state=final):
+                return self._finish(ctx, agent, final, task_name)
+            case Interrupted(state=final, interrupt=interrupt):
+                self._suspend(ctx, agent, final, interrupt, task_name)
+                return ""
+            case Failed(error=error):
+                self._report(ctx, agent.agent_id, "failed", str(error))
+                raise SagentsError(f"sub-agent {task_name!r} failed: {error}")
+        raise AssertionError(f"unexpected run result {result!r}")
+
+    async def _run_on(
+        self,
+        runtime: Any,  # a sagents Runtime (the layer above; not imported)
+        ctx: ToolContext,
+        agent: Agent,
+        state: State,
+        resume: ToolResume | None,
+        task_name: str,
+    ) -> str:
+        sub_id = agent.agent_id
+        handle: Any = None
+        suspended = False
+        try:
+            if resume is not None and runtime.get_status_nowait(sub_id) is Status.INTERRUPTED:
+                handle = runtime.agent(sub_id)  # still waiting since the parent paused
+            else:
+                if runtime.get_status_nowait(sub_id) is not None:
+                    await runtime.stop(sub_id, reason="replaced")
+                handle = await runtime.start_sub_agent(
+                    ctx.agent_id, agent, state, inactivity_timeout=None
+                )
+            events = handle.subscribe()
+            try:
+                if resume is None:
+                    await handle.execute()
+                else:
+                    await handle.resume(resume.decisions)
+                status, data = await self._follow(ctx, sub_id, events)
+            finally:
+                await events.aclose()
+            final = await handle.get_state()
+            if status is Status.IDLE:
+                return self._finish(ctx, agent, final, task_name)
+            if status is Status.INTERRUPTED and final.interrupt is not None:
+                self._suspend(ctx, agent, final, final.interrupt, task_name)
+                suspended = True
+                return ""
+            self._report(ctx, sub_id, "failed", data)
+            raise SagentsError(f"sub-agent {task_name!r} failed: {data}")
+        finally:
+            if handle is not None and not suspended:
+                # Also on cancellation: a cancelled parent leaves no sub-agent running.
+                with contextlib.suppress(SagentsError):
+                    await asyncio.shield(runtime.stop(sub_id, reason="task_finished"))
+
+    async def _follow(self, ctx: ToolContext, sub_id: str, events: Any) -> tuple[Status, Any]:
+        """Forward the sub-agent's activity until its run ends; its final status and data."""
+        running = False
+        async for event in events:
+            match event:
+                case StatusChanged(status=status, data=data):
+                    self._report(ctx, sub_id, "status", status.value)
+                    if status is Status.RUNNING:
+                        running = True
+                    elif running and status in _TERMINAL:
+                        return status, data
+                case LLMMessage(message=message):
+                    self._report(ctx, sub_id, "message", message_to_json(message))
+                case AgentShutdown(reason=reason):
+                    return Status.ERROR, f"the sub-agent stopped ({reason})"
+        return Status.ERROR, "the sub-agent's event stream ended"
+
+    def _finish(self, ctx: ToolContext, agent: Agent, final: State, task_name: str) -> str:
+        answer = _answer(final, agent.until_tool)
+        self._report(ctx, agent.agent_id, "completed", answer)
+        return answer
+
+    def _suspend(
+        self,
+        ctx: ToolContext,
+        agent: Agent,
+        final: State,
+        interrupt: Interrupt,
+        task_name: str,
+    ) -> None:
+        self._report(ctx, agent.agent_id, "status", Status.INTERRUPTED.value)
+        ctx.suspend(
+            Interrupt(
+                action_requests=interrupt.action_requests,
+                kind="sub_agent",
+                data={
+                    "sub_agent_id": agent.agent_id,
+                    "task_name": task_name,
+                    "sub_agent_interrupt": interrupt.to_dict(),
+                    "sub_agent_state": final.to_dict(),
+                },
+            )
+        )
+
+    @staticmethod
+    def _report(ctx: ToolContext, sub_id: str, activity: str, data: Any) -> None:
+        if ctx.wants_debug():
+            ctx.emit(
+                SubAgentActivity(
+                    sub_agent_id=sub_id,
+                    tool_call_id=ctx.tool_call_id,
+                    activity=activity,
+                    data=data,
+                )
+            )
+
+
+def _answer(state: State, until_tool: str | None) -> str:
+    messages: Sequence[BaseMessage] = state.messages
+    if until_tool is not None:
+        for message in reversed(messages):
+            if (
+                isinstance(message, ToolMessage)
+                and message.name == until_tool
+                and message.status != "error"
+            ):
+                content = message.content
+                return content if isinstance(content, str) else json.dumps(content)
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            return message.text
+    return ""
