@@ -44,6 +44,7 @@ from sagents.execution import (
     Failed,
     Interrupted,
     Middleware,
+    MiddlewareContext,
     Mode,
     RetryPolicy,
     Run,
@@ -51,6 +52,7 @@ from sagents.execution import (
     ScriptedChatModel,
     ToolContext,
     dismiss_interrupt,
+    get_middleware_context,
     get_tool_context,
 )
 from sagents.runtime import (
@@ -108,6 +110,7 @@ __all__ = [
     "LocalPresence",
     "MaxRunsExceeded",
     "Middleware",
+    "MiddlewareContext",
     "Mode",
     "ModelCallFailed",
     "PathNotAllowed",
@@ -145,6 +148,7 @@ __all__ = [
     "__version__",
     "dismiss_interrupt",
     "events",
+    "get_middleware_context",
     "get_tool_context",
     "telemetry",
 ]

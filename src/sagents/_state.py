@@ -87,14 +87,30 @@ class State:
         return dataclasses.replace(self, metadata={**self.metadata, key: value})
 
     def pending_tool_calls(self) -> list[dict[str, Any]]:
-        """Tool calls of the last AI message that have no tool result yet, in call order."""
+        """Tool calls of the last AI message that have no tool result yet, in call order.
+
+        Calls whose arguments were not valid JSON (langchain's ``invalid_tool_calls``) come
+        last, with an ``"invalid"`` entry holding the parse error: they need a result too, or
+        providers refuse the history.
+        """
         for index in range(len(self.messages) - 1, -1, -1):
             message = self.messages[index]
             if isinstance(message, AIMessage):
                 answered = {
                     m.tool_call_id for m in self.messages[index + 1 :] if isinstance(m, ToolMessage)
                 }
-                return [dict(c) for c in message.tool_calls if c.get("id") not in answered]
+                pending = [dict(c) for c in message.tool_calls if c.get("id") not in answered]
+                pending += [
+                    {
+                        "name": c.get("name") or "",
+                        "args": c.get("args"),
+                        "id": c.get("id"),
+                        "invalid": c.get("error") or "the arguments are not valid JSON",
+                    }
+                    for c in message.invalid_tool_calls
+                    if c.get("id") and c.get("id") not in answered
+                ]
+                return pending
             if not isinstance(message, ToolMessage):
                 return []
         return []

@@ -47,3 +47,39 @@ def test_jitter_stays_within_half_to_full_delay() -> None:
 def test_invalid_policies(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="RetryPolicy"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+class _Response:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.status_code = 429
+
+
+class ProviderError(Exception):
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__("rate limited")
+        self.response = _Response(headers)
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "3"}, 3.0),  # longer than our backoff: honoured
+        ({"retry-after-ms": "2500"}, 2.5),
+        ({"retry-after": "600"}, 5.0),  # capped at max_delay
+        ({"retry-after": "0.1"}, 1.0),  # shorter: our own backoff wins
+        ({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}, 1.0),  # a date: ignored
+        ({}, 1.0),
+    ],
+)
+async def test_retry_after_is_honoured_up_to_max_delay(
+    headers: dict[str, str], expected: float
+) -> None:
+    import asyncio
+
+    policy = RetryPolicy(initial_delay=1.0, max_delay=5.0, jitter=False)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await policy.sleep(0, ProviderError(headers))
+    assert loop.time() - started == pytest.approx(expected, abs=0.01)

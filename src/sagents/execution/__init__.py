@@ -25,7 +25,7 @@ from sagents.execution._steps import (
     execute_tools,
     propagate_state,
 )
-from sagents.execution._tool_context import StateUpdate, ToolContext, get_tool_context
+from sagents.execution._tool_context import StateUpdate, ToolContext, ToolResume, get_tool_context
 
 __all__ = [
     "Agent",
@@ -49,8 +49,8 @@ __all__ = [
     "Step",
     "ToolCall",
     "ToolContext",
+    "ToolResume",
     "call_llm",
-    "get_middleware_context",
     "check_max_runs",
     "check_pre_tool_hitl",
     "check_tool_interrupts",
@@ -59,6 +59,7 @@ __all__ = [
     "demo_model",
     "dismiss_interrupt",
     "execute_tools",
+    "get_middleware_context",
     "get_tool_context",
     "is_transient_error",
     "propagate_state",

@@ -62,6 +62,11 @@ class MiddlewareContext:
                 event = dataclasses.replace(event, agent_id=self.agent_id)
             self._emit(event)
 
+    @property
+    def can_send(self) -> bool:
+        """Whether :meth:`send` works (the agent is hosted by an agent server)."""
+        return self._send is not None
+
     def send(self, key: str, message: Any) -> None:
         """Deliver ``message`` to the ``handle_message`` hook of the middleware with ``key``.
 

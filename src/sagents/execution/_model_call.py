@@ -113,7 +113,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
                 if not policy.retry_on(exc):
                     break
                 if retry_number + 1 < policy.max_attempts:
-                    await policy.sleep(retry_number)
+                    await policy.sleep(retry_number, exc)
                 continue
             usage: Mapping[str, Any] = message.usage_metadata or {}
             telemetry.execute(

@@ -70,11 +70,32 @@ class RetryPolicy:
             delay = random.uniform(delay / 2, delay)
         return delay
 
-    async def sleep(self, retry_number: int) -> None:
-        """Wait before a retry (on the event loop's clock, so tests can use virtual time)."""
+    async def sleep(self, retry_number: int, error: BaseException | None = None) -> None:
+        """Wait before a retry (on the event loop's clock, so tests can use virtual time).
+
+        When ``error`` carries the server's ``Retry-After`` (seconds), that wait is honoured,
+        up to ``max_delay``: retrying earlier would only be refused again.
+        """
         delay = self.delay(retry_number)
+        if error is not None and (asked := retry_after(error)) is not None:
+            delay = max(delay, min(asked, self.max_delay))
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Seconds the server asked to wait (an HTTP ``Retry-After`` header in seconds), if any."""
+    headers = getattr(getattr(error, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("retry-after-ms")
+        if value is not None:
+            return max(0.0, float(value) / 1000)
+        value = headers.get("retry-after")
+        return None if value is None else max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None  # an HTTP date or garbage: fall back to our own backoff
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)

@@ -29,7 +29,7 @@ from sagents.events import (
 from sagents.execution._model_call import call_model
 from sagents.execution._result import Done, Interrupted, RunResult
 from sagents.execution._tool_context import ToolContext, ToolResume
-from sagents.execution._tools import ToolOutcome, invoke_tool, tool_timeout
+from sagents.execution._tools import ToolOutcome, invalid_call_outcome, invoke_tool, tool_timeout
 
 if TYPE_CHECKING:
     from sagents.execution._run import Run
@@ -49,13 +49,20 @@ __all__ = [
 def _with_call_ids(message: AIMessage) -> AIMessage:
     # Tool results are matched to calls by id; a provider that omits ids would make results
     # unmatchable, so give such calls one.
-    if all(call.get("id") for call in message.tool_calls):
+    if all(call.get("id") for call in message.tool_calls) and all(
+        call.get("id") for call in message.invalid_tool_calls
+    ):
         return message
-    calls = [
-        {**call, "id": call.get("id") or f"call_{uuid.uuid4().hex[:16]}"}
-        for call in message.tool_calls
-    ]
-    return message.model_copy(update={"tool_calls": calls})
+    return message.model_copy(
+        update={
+            "tool_calls": [_with_id(call) for call in message.tool_calls],
+            "invalid_tool_calls": [_with_id(call) for call in message.invalid_tool_calls],
+        }
+    )
+
+
+def _with_id(call: Any) -> Any:
+    return call if call.get("id") else {**call, "id": f"call_{uuid.uuid4().hex[:16]}"}
 
 
 async def call_llm(run: Run) -> RunResult | None:
@@ -233,7 +240,9 @@ async def execute_tools(run: Run) -> RunResult | None:
     async def one(call: ToolCall) -> None:
         call_id = call["id"] or ""
         decision = run.tool_decisions.get(call_id)
-        if isinstance(decision, Reject):
+        if "invalid" in call:
+            outcome = invalid_call_outcome(call)
+        elif isinstance(decision, Reject):
             outcome = _rejected(call, decision)
         else:
             tool = agent.all_tools.get(call["name"])
@@ -264,6 +273,7 @@ async def execute_tools(run: Run) -> RunResult | None:
                 context=context,
                 known=agent.all_tools,
                 metadata=run.metadata,
+                callbacks=agent.callbacks,
             )
             if context.suspended is not None:
                 outcome = dataclasses.replace(outcome, error=None, context=context)

@@ -11,10 +11,11 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import ToolCall, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import ValidationError
@@ -23,7 +24,14 @@ from sagents import telemetry
 from sagents._errors import InvalidAgent
 from sagents.execution._tool_context import ToolContext, set_tool_context
 
-__all__ = ["ToolOutcome", "as_tool", "invoke_tool", "tool_display_text", "tool_timeout"]
+__all__ = [
+    "ToolOutcome",
+    "as_tool",
+    "invalid_call_outcome",
+    "invoke_tool",
+    "tool_display_text",
+    "tool_timeout",
+]
 
 
 def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
@@ -96,6 +104,16 @@ def _error(call: ToolCall, text: str) -> ToolOutcome:
     return ToolOutcome(message=message, value=None, error=text, context=None)
 
 
+def invalid_call_outcome(call: Mapping[str, Any]) -> ToolOutcome:
+    """The result of a call whose arguments could not be parsed (``invalid_tool_calls``)."""
+    raw = call.get("args")
+    return _error(
+        {"name": call.get("name") or "", "args": {}, "id": call.get("id"), "type": "tool_call"},
+        f"invalid arguments for tool {call.get('name')!r}: {call.get('invalid')} "
+        f"(got {raw!r}); send the arguments again as one JSON object",
+    )
+
+
 def _describe(exc: Exception, name: str) -> str:
     if isinstance(exc, ValidationError):
         problems = "; ".join(
@@ -113,8 +131,12 @@ async def invoke_tool(
     context: ToolContext,
     known: Mapping[str, BaseTool],
     metadata: Mapping[str, Any] | None = None,
+    callbacks: Sequence[BaseCallbackHandler] = (),
 ) -> ToolOutcome:
-    """Run one tool call to an outcome; only cancellation propagates."""
+    """Run one tool call to an outcome; only cancellation propagates.
+
+    ``callbacks`` (the middleware's observability handlers) see the tool run; without any, the
+    tool is invoked with no callback configuration at all, the cheapest path."""
     name = call["name"]
     if tool is None:
         available = ", ".join(sorted(known)) or "none"
@@ -130,7 +152,12 @@ async def invoke_tool(
     telemetry.execute(("sagents", "tool", "start"), {"system_time": time.time()}, meta)
     try:
         async with asyncio.timeout(timeout):
-            result = await tool.ainvoke({**call, "type": "tool_call"})
+            if callbacks:
+                result = await tool.ainvoke(
+                    {**call, "type": "tool_call"}, config={"callbacks": list(callbacks)}
+                )
+            else:
+                result = await tool.ainvoke({**call, "type": "tool_call"})
     except TimeoutError:
         outcome = _error(call, f"tool {name!r} timed out after {timeout:g} s")
     except Exception as exc:

@@ -1,21 +1,39 @@
-"""Built-in middleware: TodoList, FileSystem, HumanInTheLoop (and the ``Middleware`` base)."""
+"""Built-in middleware: TodoList, FileSystem, HumanInTheLoop, Summarization, PatchToolCalls,
+ConversationTitle, DebugLog (and the ``Middleware`` base)."""
 
 from sagents._public import publish as _publish
 from sagents.execution._middleware import Middleware
+from sagents.middleware._conversation_title import ConversationTitle, TitleReady
+from sagents.middleware._debug_log import DebugLog
 from sagents.middleware._disk_file_store import DiskFileStore
 from sagents.middleware._file_store import FileStore, MemoryFileStore, normalize_path
 from sagents.middleware._file_system import FileSystem
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
+from sagents.middleware._patch_tool_calls import PatchToolCalls
+from sagents.middleware._sub_agent import GENERAL_PURPOSE, SubAgent, SubAgentSpec
+from sagents.middleware._summarization import Summarization, is_summary
 from sagents.middleware._todo_list import TodoList
+from sagents.middleware._token_counter import TokenCounter, approximate_token_count
 
 __all__ = [
+    "ConversationTitle",
+    "DebugLog",
     "DiskFileStore",
     "FileStore",
     "FileSystem",
+    "GENERAL_PURPOSE",
     "HumanInTheLoop",
     "MemoryFileStore",
     "Middleware",
+    "PatchToolCalls",
+    "SubAgent",
+    "SubAgentSpec",
+    "Summarization",
+    "TitleReady",
     "TodoList",
+    "TokenCounter",
+    "approximate_token_count",
+    "is_summary",
     "normalize_path",
 ]
 
