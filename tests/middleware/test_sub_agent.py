@@ -401,6 +401,11 @@ async def test_a_new_message_dismisses_a_pending_sub_agent_approval(runtime: Run
     assert result.status == "error"
     assert "Not run" in str(result.content)
     assert notes == []
+    for _ in range(20):  # the waiting sub-agent is stopped in the background
+        if not runtime.list_agents_matching("boss-sub-*"):
+            break
+        await asyncio.sleep(0.05)
+    assert runtime.list_agents_matching("boss-sub-*") == []
 
 
 # -- cancellation and observability ------------------------------------------------------------

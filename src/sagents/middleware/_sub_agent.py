@@ -38,6 +38,7 @@ from sagents._status import Status
 from sagents.events import AgentShutdown, LLMMessage, StatusChanged, SubAgentActivity
 from sagents.execution._agent import Agent
 from sagents.execution._middleware import Middleware
+from sagents.execution._middleware_context import get_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted
 from sagents.execution._tool_context import ToolContext, ToolResume, get_tool_context
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
@@ -130,6 +131,9 @@ class SubAgent(Middleware):
         self.timeout = timeout
         self.max_system_prompt = max_system_prompt
         self._numbers: dict[str, itertools.count[int]] = {}
+        # Sub-agent servers waiting for an approval, by parent: if the parent moves on without
+        # resuming them (a new message dismisses the approval), nobody else would stop them.
+        self._waiting: dict[str, set[str]] = {}
 
     def validate(self) -> None:
         names = [spec.name for spec in self._specs]
@@ -184,6 +188,18 @@ class SubAgent(Middleware):
                 metadata={"timeout": self.timeout, "display_text": "Delegating a task"},
             ),
         )
+
+    async def before_model(self, state: State) -> None:
+        # The parent calls its model again: any sub-agent still waiting was dismissed (a resume
+        # would have run its task first).
+        if not self._waiting:
+            return
+        ctx = get_middleware_context()
+        orphans = self._waiting.pop(ctx.agent_id, None)
+        runtime = ctx.services.get("runtime") if orphans and "runtime" in ctx.services else None
+        for sub_id in orphans or ():
+            if runtime is not None and runtime.get_status_nowait(sub_id) is not None:
+                ctx.spawn(runtime.stop(sub_id, reason="dismissed"))
 
     # -- one task --------------------------------------------------------------------------------
 
@@ -318,6 +334,7 @@ class SubAgent(Middleware):
         handle: Any = None
         suspended = False
         try:
+            self._waiting.get(ctx.agent_id, set()).discard(sub_id)
             if resume is not None and runtime.get_status_nowait(sub_id) is Status.INTERRUPTED:
                 handle = runtime.agent(sub_id)  # still waiting since the parent paused
             else:
@@ -340,6 +357,7 @@ class SubAgent(Middleware):
                 return self._finish(ctx, agent, final, task_name)
             if status is Status.INTERRUPTED and final.interrupt is not None:
                 self._suspend(ctx, agent, final, final.interrupt, task_name)
+                self._waiting.setdefault(ctx.agent_id, set()).add(sub_id)
                 suspended = True
                 return ""
             self._report(ctx, sub_id, "failed", data)
