@@ -22,10 +22,11 @@ from sagents import (
     State,
     Status,
 )
-from sagents.events import Event, StatusChanged, SubAgentActivity
+from sagents.events import SubAgentActivity
 from sagents.execution import Fail, Reply, RetryPolicy, ScriptedChatModel, ToolCall
 from sagents.middleware import HumanInTheLoop, SubAgent, SubAgentSpec, TodoList
 from sagents.runtime import AgentHandle, PendingSubscription, Runtime
+from tests.runtime.conftest import until_status
 
 pytestmark = pytest.mark.looptime
 
@@ -104,15 +105,6 @@ def parent(script: list[Any], *specs: SubAgentSpec, **kwargs: Any) -> Agent:
     )
 
 
-async def until(events: Any, *statuses: Status) -> list[Event]:
-    seen: list[Event] = []
-    async for event in events:
-        seen.append(event)
-        if isinstance(event, StatusChanged) and event.status in statuses:
-            return seen
-    raise AssertionError(f"stream ended before {statuses}")
-
-
 async def start(runtime: Runtime, agent: Agent, text: str = "go") -> tuple[AgentHandle, Any]:
     events = PendingSubscription()
     handle = await runtime.start_agent(
@@ -140,7 +132,7 @@ async def test_two_parallel_tasks_take_the_time_of_one(runtime: Runtime) -> None
     loop = asyncio.get_running_loop()
     began = loop.time()
     handle, events = await start(runtime, agent)
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     elapsed = loop.time() - began
     assert 1.0 <= elapsed < 1.5  # one sub-agent takes 1 s; two in sequence would take 2 s
     results = [m for m in (await handle.get_state()).messages if isinstance(m, ToolMessage)]
@@ -160,7 +152,7 @@ async def test_sub_agents_are_servers_under_the_parent(runtime: Runtime) -> None
     info = await runtime.agent_info("boss-sub-1")
     assert info is not None
     assert info.status is Status.RUNNING
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
 
 
 async def test_a_failing_sub_agent_is_an_error_result_and_the_parent_carries_on(
@@ -172,7 +164,7 @@ async def test_a_failing_sub_agent_is_an_error_result_and_the_parent_carries_on(
         researcher(broken),
     )
     handle, events = await start(runtime, agent)
-    seen = await until(events, Status.IDLE, Status.ERROR)
+    seen = await until_status(events, Status.IDLE, Status.ERROR)
     assert seen[-1].status is Status.IDLE  # type: ignore[attr-defined]
     [result] = tool_results(await handle.get_state()).values()
     assert result.status == "error"
@@ -193,7 +185,7 @@ async def test_a_crashing_sub_agent_server_never_crashes_the_parent(runtime: Run
     )
     agent = parent([Reply(tool_calls=[task("q", "fragile")]), Reply(text="moving on")], spec)
     handle, events = await start(runtime, agent)
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     [result] = tool_results(await handle.get_state()).values()
     assert result.status == "error"
     assert await handle.get_status() is Status.IDLE
@@ -215,7 +207,7 @@ async def test_unknown_task_names_and_bad_arguments_are_error_results(runtime: R
         researcher(),
     )
     handle, events = await start(runtime, agent)
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     errors = [str(m.content) for m in tool_results(await handle.get_state()).values()]
     assert "unknown task_name 'nobody'" in errors[0]
     assert "general-purpose, researcher" in errors[0]
@@ -250,7 +242,7 @@ async def test_general_purpose_inherits_the_parent_minus_blocked_middleware(
         retry=NO_RETRY,
     )
     handle, events = await start(runtime, agent, "top")
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     sub_prompt = next(p for p in prompts if p[1].content == "sub work")[0].content
     parent_prompt = prompts[0][0].content
     assert "MARKER" in parent_prompt
@@ -279,7 +271,7 @@ async def test_until_tool_result_is_the_answer(runtime: Runtime) -> None:
     )
     agent = parent([Reply(tool_calls=[task("compute", "calc")]), Reply(text="42 it is")], spec)
     handle, events = await start(runtime, agent)
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     [result] = tool_results(await handle.get_state()).values()
     assert '"value": 42' in str(result.content)
 
@@ -306,7 +298,7 @@ async def test_sub_agent_approval_round_trip_through_the_parent(runtime: Runtime
         [Reply(tool_calls=[task("note it", "writer")]), Reply(text="parent done")], writer()
     )
     handle, events = await start(runtime, agent)
-    seen = await until(events, Status.INTERRUPTED)
+    seen = await until_status(events, Status.INTERRUPTED)
     interrupt = seen[-1].data  # type: ignore[attr-defined]
     assert interrupt.kind == "sub_agent"
     assert [r.name for r in interrupt.action_requests] == ["write_note"]
@@ -318,7 +310,7 @@ async def test_sub_agent_approval_round_trip_through_the_parent(runtime: Runtime
     assert await runtime.get_status("boss-sub-1") is Status.INTERRUPTED
 
     await handle.resume([{"type": "approve"}])
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     assert notes == ["first"]
     [result] = tool_results(await handle.get_state()).values()
     assert result.content == "notes: wrote first"
@@ -332,13 +324,13 @@ async def test_re_interrupts_propagate_again_and_rejections_reach_the_sub_agent(
         [Reply(tool_calls=[task("note it again", "writer")]), Reply(text="ok")], writer()
     )
     handle, events = await start(runtime, agent)
-    await until(events, Status.INTERRUPTED)
+    await until_status(events, Status.INTERRUPTED)
     await handle.resume([{"type": "approve"}])
-    seen = await until(events, Status.INTERRUPTED, Status.IDLE)
+    seen = await until_status(events, Status.INTERRUPTED, Status.IDLE)
     assert seen[-1].status is Status.INTERRUPTED  # type: ignore[attr-defined]
     assert seen[-1].data.action_requests[0].arguments == {"text": "second"}  # type: ignore[attr-defined]
     await handle.resume([{"type": "reject", "message": "enough notes"}])
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     assert notes == ["first"]
     [result] = tool_results(await handle.get_state()).values()
     assert "wrote first" in str(result.content)
@@ -352,7 +344,7 @@ async def test_parallel_sub_agents_each_waiting_get_their_own_decisions(
         [Reply(tool_calls=[task("a", "writer"), task("b", "writer")]), Reply(text="both")], writer()
     )
     handle, events = await start(runtime, agent)
-    seen = await until(events, Status.INTERRUPTED)
+    seen = await until_status(events, Status.INTERRUPTED)
     interrupt = seen[-1].data  # type: ignore[attr-defined]
     assert len(interrupt.action_requests) == 2
     assert [c["data"]["sub_agent_id"] for c in interrupt.data["suspended_tool_calls"]] == [
@@ -360,7 +352,7 @@ async def test_parallel_sub_agents_each_waiting_get_their_own_decisions(
         "boss-sub-2",
     ]
     await handle.resume([{"type": "approve"}, {"type": "reject", "message": "not b"}])
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     results = list(tool_results(await handle.get_state()).values())
     assert results[0].content == "notes: wrote first"
     assert "not b" in str(results[1].content)
@@ -374,7 +366,7 @@ async def test_a_pending_sub_agent_approval_survives_a_restart_of_everything(
         [Reply(tool_calls=[task("note it", "writer")]), Reply(text="parent done")], writer()
     )
     handle, events = await start(runtime, agent)
-    await until(events, Status.INTERRUPTED)
+    await until_status(events, Status.INTERRUPTED)
     saved = await handle.export_state()
     await runtime.stop("boss")
     assert runtime.agent_count() == 0  # the sub-agent went with its parent
@@ -383,7 +375,7 @@ async def test_a_pending_sub_agent_approval_survives_a_restart_of_everything(
     assert await restarted.get_status() is Status.INTERRUPTED
     events = restarted.subscribe()
     await restarted.resume([{"type": "approve"}])
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     assert notes == ["first"]
     [result] = tool_results(await restarted.get_state()).values()
     assert result.content == "notes: wrote first"
@@ -394,9 +386,9 @@ async def test_a_new_message_dismisses_a_pending_sub_agent_approval(runtime: Run
         [Reply(tool_calls=[task("note it", "writer")]), Reply(text="fine, skipped")], writer()
     )
     handle, events = await start(runtime, agent)
-    await until(events, Status.INTERRUPTED)
+    await until_status(events, Status.INTERRUPTED)
     await handle.add_message("never mind")
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     [result] = tool_results(await handle.get_state()).values()
     assert result.status == "error"
     assert "Not run" in str(result.content)
@@ -423,7 +415,7 @@ async def test_cancelling_the_parent_leaves_no_sub_agent_running(runtime: Runtim
         await asyncio.sleep(0.05)
     assert len(runtime.list_agents_matching("boss-sub-*")) == 2
     await handle.cancel()
-    await until(events, Status.CANCELLED)
+    await until_status(events, Status.CANCELLED)
     assert runtime.list_agents_matching("boss-sub-*") == []
     results = tool_results(await handle.get_state())
     assert len(results) == 2
@@ -449,7 +441,7 @@ async def test_sub_agent_activity_reaches_the_parents_debug_channel(runtime: Run
         agent, State(messages=[HumanMessage("go")]), initial_subscribers=[debug, main]
     )
     await handle.execute()
-    await until(main, Status.IDLE)
+    await until_status(main, Status.IDLE)
     activity: list[SubAgentActivity] = []
     while (event := debug._subscription.get_nowait()) is not None:  # type: ignore[union-attr]
         if isinstance(event, SubAgentActivity):
@@ -512,13 +504,13 @@ async def test_hitl_middleware_in_a_named_spec_and_parent_side_hitl_compose(
         retry=NO_RETRY,
     )
     handle, events = await start(runtime, agent)
-    first = (await until(events, Status.INTERRUPTED))[-1].data  # type: ignore[attr-defined]
+    first = (await until_status(events, Status.INTERRUPTED))[-1].data  # type: ignore[attr-defined]
     assert first.kind == "human_approval"
     assert first.action_requests[0].name == "task"
     await handle.resume([{"type": "approve"}])
-    second = (await until(events, Status.INTERRUPTED))[-1].data  # type: ignore[attr-defined]
+    second = (await until_status(events, Status.INTERRUPTED))[-1].data  # type: ignore[attr-defined]
     assert second.kind == "sub_agent"
     assert second.action_requests[0].name == "write_note"
     await handle.resume([{"type": "approve"}])
-    await until(events, Status.IDLE)
+    await until_status(events, Status.IDLE)
     assert notes == ["first"]

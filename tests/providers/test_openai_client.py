@@ -21,7 +21,6 @@ from langchain_openai import ChatOpenAI
 from sagents import Agent, Done, Failed, ModelCallFailed, State, Status
 from sagents.events import (
     ChainError,
-    Event,
     LLMDeltas,
     LLMError,
     LLMMessage,
@@ -35,6 +34,7 @@ from sagents.events import (
 from sagents.execution import CollectingSink, RetryPolicy
 from sagents.middleware._patch_tool_calls import DEFAULT_PATCH_MESSAGE, PatchToolCalls
 from sagents.runtime import Runtime
+from tests.runtime.conftest import until_status
 
 from .fake_openai import Completion, ErrorResponse, FakeOpenAI, FakeToolCall
 
@@ -61,15 +61,6 @@ def agent_on(model: ChatOpenAI, **kwargs: Any) -> Agent:
 
 def hello(text: str = "hello") -> State:
     return State(messages=[HumanMessage(text)])
-
-
-async def until_status(events: Any, *statuses: Status) -> list[Event]:
-    seen: list[Event] = []
-    async for event in events:
-        seen.append(event)
-        if isinstance(event, StatusChanged) and event.status in statuses:
-            return seen
-    raise AssertionError(f"stream ended before {statuses}")
 
 
 # -- Agent.run -------------------------------------------------------------------------------
