@@ -1,8 +1,8 @@
 """A guided run of one agent: todos, files and a human approval, fully offline.
 
-    ./scripts/demo                 # approves automatically
-    ./scripts/demo --interactive   # you approve, edit or reject the file write
-    ./scripts/demo --topic "supervision trees"
+    .venv/bin/python examples/walkthrough.py                  # approves automatically
+    .venv/bin/python examples/walkthrough.py --interactive    # you approve, edit or reject
+    .venv/bin/python examples/walkthrough.py --topic "supervision trees"
 
 The agent uses the offline ``demo_model`` (a scripted langchain chat model), so no API key and no
 server are needed. Swap in any langchain ``BaseChatModel`` to run the same agent on a real model.

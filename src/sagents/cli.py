@@ -4,6 +4,9 @@ Subcommands:
 
 * ``sagents db upgrade --url URL [--table-prefix P] [--revision R]``: create or upgrade the SQL
   tables with the migrations shipped in the package (no ``alembic.ini`` needed).
+* ``sagents demo [--host H] [--port P] [--data DIR] [--model provider:name] [--debugger]
+  [--debugger-token T]``: run the web demo (FastAPI on uvicorn, SQLite in DIR, the offline
+  scripted model unless ``--model`` names a real one) and print its URL.
 * ``sagents setup PACKAGE.MODULE [--owner-type T] [--owner-field F] [--table-prefix P]
   [--factory NAME] [--coordinator NAME] [--force] [--dir ROOT]``: write a coordinator, its
   factory, router, persistence wiring, tables, migration and test into an app (S20–S22).
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sagents._errors import SagentsError
+from sagents._errors import ConfigurationError, SagentsError
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +51,37 @@ def _db_upgrade(args: argparse.Namespace) -> int:
         print(f"upgraded {where}: {before} -> {result.to_revision}")
     else:
         print(f"{where} is already at revision {result.to_revision}; nothing to do")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    missing = [
+        m for m in ("fastapi", "uvicorn", "websockets") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise ConfigurationError(f"the demo needs {', '.join(missing)}: pip install 'sagents[web]'")
+    from sagents.web import WebConfig, check_model, create_app, serve
+
+    if args.model is not None:
+        check_model(args.model, os.environ)
+    config = WebConfig(
+        data_dir=Path(args.data),
+        model=args.model,
+        debugger=args.debugger or args.debugger_token is not None,
+        debugger_token=args.debugger_token,
+    )
+    app = create_app(config)
+
+    def ready(url: str) -> None:
+        model = args.model or "the offline scripted model (no API key needed)"
+        print(f"sagents demo: open {url}", flush=True)
+        print(f"  model: {model}; data: {config.data_dir.resolve()}", flush=True)
+        if config.debugger:
+            print(f"  live debugger: {url}debug", flush=True)
+        print("  stop with Ctrl-C (agents save their state on the way out)", flush=True)
+
+    asyncio.run(serve(app, host=args.host, port=args.port, on_ready=ready))
+    print("sagents demo: stopped", flush=True)
     return 0
 
 
@@ -128,6 +164,36 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
     upgrade.set_defaults(handler=_db_upgrade)
     db.set_defaults(handler=_help_of(db))
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the web demo: chat with agents that plan, write files and ask for approval",
+        description="Start the demo web app (FastAPI on uvicorn) and print its URL. It runs "
+        "offline with a scripted model unless --model names a real one.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    demo.add_argument(
+        "--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)"
+    )
+    demo.add_argument(
+        "--data",
+        default="sagents-data",
+        metavar="DIR",
+        help="folder for the SQLite database and files (default: ./sagents-data)",
+    )
+    demo.add_argument(
+        "--model",
+        default=None,
+        metavar="PROVIDER:NAME",
+        help="a real model through langchain, e.g. openai:gpt-4o-mini (needs its API key)",
+    )
+    demo.add_argument("--debugger", action="store_true", help="mount the live debugger at /debug")
+    demo.add_argument(
+        "--debugger-token",
+        default=None,
+        help="token the debugger asks of non-loopback clients (implies --debugger)",
+    )
+    demo.set_defaults(handler=_demo)
 
     setup = commands.add_parser(
         "setup",

@@ -1,0 +1,358 @@
+"""``WebServices``: the runtime, the database and the conversation operations of the demo.
+
+The REST routes and the websocket protocol are two doors onto the same operations (create, list,
+send a message, cancel, decide, read files), so those live here once, scoped by the caller's
+identity, and both doors only translate requests and errors. Everything is owned by one
+instance built from a :class:`~sagents.web.WebConfig`: a :class:`~sagents.Runtime`, a
+:class:`~sagents.persistence.sql.SqlPersistence`, a :class:`~sagents.LocalPresence` and the
+:class:`~sagents.SessionConfig` that ties them to the demo factory.
+
+Lifecycle (issue rule 6): :meth:`start` upgrades the schema and starts the runtime;
+:meth:`begin_drain` flips readiness and refuses new work; :meth:`aclose` lets running agents
+finish (up to ``drain_timeout``), then stops every agent gracefully (each saves its state) and
+closes the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from sagents._errors import (
+    AgentNotRunning,
+    ConversationNotFound,
+    FileSystemError,
+    InvalidTransition,
+    RegistryUnavailable,
+    SagentsError,
+)
+from sagents._state import State
+from sagents._status import Status
+from sagents.events import StatusChanged
+from sagents.middleware._disk_file_store import DiskFileStore
+from sagents.middleware._file_store import FileStore, normalize_path
+from sagents.persistence._protocols import Conversation
+from sagents.persistence.sql import SqlPersistence, upgrade
+from sagents.runtime._presence import LocalPresence
+from sagents.runtime._runtime import Runtime
+from sagents.session._config import SessionConfig
+from sagents.session._router import SingleFactoryRouter
+from sagents.session._session import Session
+from sagents.web._config import WebConfig
+from sagents.web._demo_factory import DemoFactory, build_model
+
+__all__ = ["FileEntry", "ServiceDraining", "Snapshot", "WebServices", "conversation_json"]
+
+_SCOPE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NOT_RUNNING = "not_running"
+
+
+class ServiceDraining(RegistryUnavailable):
+    """The server is shutting down and takes no new work: retry on another instance."""
+
+
+def conversation_json(conversation: Conversation, status: str) -> dict[str, Any]:
+    """The JSON form of a conversation row and its agent's status."""
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "interrupted": conversation.interrupted,
+        "status": status,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileEntry:
+    """One file of an identity's shared filesystem."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """Everything a page needs to show a conversation (what a reload restores)."""
+
+    conversation: Conversation
+    status: str
+    instance: float | None
+    state: State | None
+    messages: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "conversation": conversation_json(self.conversation, self.status),
+            "status": self.status,
+            "instance": self.instance,
+            "todos": [] if state is None else [t.to_dict() for t in state.todos],
+            "interrupt": None
+            if state is None or state.interrupt is None
+            else state.interrupt.to_dict(),
+            "messages": self.messages,
+        }
+
+
+class WebServices:
+    """The demo's conversation operations over one runtime and one database.
+
+    Args:
+        config: the application configuration.
+        model: the chat model to use instead of the one ``config`` names (tests).
+    """
+
+    def __init__(self, config: WebConfig, *, model: BaseChatModel | None = None) -> None:
+        self.config = config
+        self.presence = LocalPresence()
+        self.runtime = Runtime(filesystem_store=self._open_files)
+        self.store = SqlPersistence(config.url)
+        if model is None:
+            model = build_model(config.model, delay=config.model_delay, **config.model_options)
+        self.session_config = SessionConfig(
+            factory_router=SingleFactoryRouter(DemoFactory(model)),
+            agent_persistence=self.store,
+            display_message_persistence=self.store,
+            presence=self.presence,
+            grace_period=config.grace_period,
+            inactivity_timeout=config.inactivity_timeout,
+        )
+        self._draining = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create or upgrade the tables, then start the runtime."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await upgrade(self.store.engine)
+        await self.runtime.start()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def ready(self) -> bool:
+        """Readiness: the runtime can host agents and no shutdown has begun."""
+        return not self._draining and self.runtime.ready()
+
+    def begin_drain(self) -> None:
+        """Flip readiness and refuse new messages (the first step of a graceful shutdown)."""
+        self._draining = True
+
+    async def aclose(self) -> None:
+        """Drain, stop every agent gracefully (each saves its state), close the database."""
+        self.begin_drain()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.drain_timeout):
+                    await self._runs_finished()
+        finally:
+            try:
+                await self.runtime.shutdown()
+            finally:
+                await self.store.aclose()
+
+    async def _runs_finished(self) -> None:
+        async def finished(agent_id: str) -> None:
+            with contextlib.suppress(SagentsError):  # it stopped meanwhile: nothing to wait for
+                handle = self.runtime.agent(agent_id)
+                async with handle.subscribe() as events:
+                    if await handle.get_status() != Status.RUNNING:
+                        return
+                    async for event in events:
+                        if isinstance(event, StatusChanged) and event.status != Status.RUNNING:
+                            return
+
+        await asyncio.gather(*(finished(a) for a in self.runtime.list_running_agents()))
+
+    # -- conversations ---------------------------------------------------------------------------
+
+    def agent_id(self, conversation_id: str) -> str:
+        return self.session_config.agent_id_for(conversation_id)
+
+    def status(self, scope: str, conversation_id: str) -> str:
+        """The agent's status value, or ``"not_running"``."""
+        info = self.runtime.agent_info_nowait(self.agent_id(conversation_id))
+        if info is None or info.scope != scope:
+            return NOT_RUNNING
+        return info.status.value
+
+    def instance(self, conversation_id: str) -> float | None:
+        """Identifies the running server instance (its start time on the loop clock).
+
+        A reconnecting client may resume from its last ``seq`` only within the same instance:
+        every new instance numbers its events from 1 again.
+        """
+        info = self.runtime.agent_info_nowait(self.agent_id(conversation_id))
+        if info is None:
+            return None
+        return round(asyncio.get_running_loop().time() - info.uptime, 3)
+
+    async def conversation(self, scope: str, conversation_id: str) -> Conversation:
+        """The conversation, if ``scope`` owns it.
+
+        Raises:
+            ConversationNotFound: no such conversation for this identity.
+        """
+        found = await self.store.get_conversation(scope, conversation_id)
+        if found is None:
+            raise ConversationNotFound(
+                f"no conversation {conversation_id!r} here; pick one from the list"
+            )
+        return found
+
+    async def list_conversations(self, scope: str) -> list[dict[str, Any]]:
+        rows = await self.store.list_conversations(scope, limit=200)
+        return [conversation_json(c, self.status(scope, c.id)) for c in rows]
+
+    async def create_conversation(self, scope: str, title: str | None) -> Conversation:
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        return await self.store.create_conversation(scope, title=title)
+
+    async def rename(self, scope: str, conversation_id: str, title: str) -> Conversation:
+        updated = await self.store.update_conversation(scope, conversation_id, title=title)
+        if updated is None:
+            raise ConversationNotFound(f"no conversation {conversation_id!r} here")
+        return updated
+
+    async def delete(self, scope: str, conversation_id: str) -> None:
+        await self.conversation(scope, conversation_id)
+        await Session.stop(
+            self.runtime, self.session_config, conversation_id, reason="deleted", scope=scope
+        )
+        if not await self.store.delete_conversation(scope, conversation_id):
+            raise ConversationNotFound(f"no conversation {conversation_id!r} here")
+
+    async def snapshot(self, scope: str, conversation_id: str) -> Snapshot:
+        """The conversation as a reloaded page shows it: messages, todos, pending approval."""
+        conversation = await self.conversation(scope, conversation_id)
+        status = self.status(scope, conversation_id)
+        instance = self.instance(conversation_id)
+        state: State | None = None
+        if status != NOT_RUNNING:
+            with contextlib.suppress(AgentNotRunning):  # it stopped meanwhile: read the saved
+                state = await self.runtime.agent(self.agent_id(conversation_id)).get_state()
+        if state is None:
+            stored = await self.store.load_state(scope, conversation_id)
+            state = None if stored is None else stored.state
+        messages: list[dict[str, Any]] = []
+        after: int | None = None
+        while True:
+            page = await self.store.list_display_messages(
+                scope, conversation_id, after_sequence=after, limit=200
+            )
+            messages.extend(m.to_dict() for m in page)
+            if len(page) < 200:
+                break
+            after = page[-1].sequence
+        return Snapshot(
+            conversation=conversation,
+            status=status,
+            instance=instance,
+            state=state,
+            messages=messages,
+        )
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    async def send(self, scope: str, conversation_id: str, text: str) -> None:
+        """Add a user message and run; (re)starts the agent from its saved state if needed.
+
+        Raises:
+            ConversationNotFound: not this identity's conversation.
+            ServiceDraining: the server is shutting down.
+        """
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        conversation = await self.conversation(scope, conversation_id)
+        session = await Session.ensure_running(
+            self.runtime, self.session_config, conversation_id, scope=scope
+        )
+        # The socket of each tab follows the agent on its own; this subscription is not needed.
+        await session.events.aclose()
+        await session.handle.add_message(text)
+        if conversation.title is None:
+            title = " ".join(text.split())[:60] or None
+            if title:
+                await self.store.update_conversation(scope, conversation_id, title=title)
+
+    async def cancel(self, scope: str, conversation_id: str) -> None:
+        """Cancel the run in progress.
+
+        Raises:
+            InvalidTransition: nothing is running.
+        """
+        await self.conversation(scope, conversation_id)
+        if self.status(scope, conversation_id) == NOT_RUNNING:
+            raise InvalidTransition("the agent is not running; there is nothing to cancel")
+        await self.runtime.cancel(self.agent_id(conversation_id))
+
+    async def decide(
+        self, scope: str, conversation_id: str, decisions: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Answer the pending approval (restarting the agent from its saved state if needed).
+
+        Raises:
+            InvalidTransition: nothing waits for a decision.
+            InvalidDecision: the decisions do not fit the pending calls.
+        """
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        await self.conversation(scope, conversation_id)
+        await Session.resume(
+            self.runtime, self.session_config, conversation_id, list(decisions), scope=scope
+        )
+
+    # -- files -----------------------------------------------------------------------------------
+
+    async def _open_files(self, scope: Hashable) -> FileStore:
+        if not isinstance(scope, str) or not _SCOPE.match(scope):
+            raise FileSystemError(f"no filesystem for scope {scope!r}")
+        # debounce=0: every change is on disk when the tool returns, so the files panel can
+        # read them even after the agents of this identity have stopped.
+        return await DiskFileStore.open(self.config.data_dir / "files" / scope, debounce=0)
+
+    @contextlib.asynccontextmanager
+    async def _files(self, scope: str) -> Any:
+        try:
+            store = self.runtime.filesystem(scope)
+        except SagentsError:  # no agent of this identity runs: read its files from disk
+            store = None
+        if store is not None:
+            yield store
+            return
+        opened = await self._open_files(scope)
+        try:
+            yield opened
+        finally:
+            await opened.aclose()
+
+    async def list_files(self, scope: str) -> list[FileEntry]:
+        """The files shared by this identity's conversations."""
+        async with self._files(scope) as store:
+            return [
+                FileEntry(path=p, size=len((await store.read(p)).encode()))
+                for p in await store.list("/")
+            ]
+
+    async def read_file(self, scope: str, path: str) -> str:
+        """One file's content.
+
+        Raises:
+            FileSystemError: no such file, or an invalid path.
+        """
+        path = normalize_path(path)
+        async with self._files(scope) as store:
+            return str(await store.read(path))
