@@ -25,6 +25,7 @@ from sagents.events import (
     AgentShutdown,
     AgentStateUpdate,
     ChainError,
+    ConversationTitleGenerated,
     DisplayMessageSaved,
     Event,
     LLMDeltas,
@@ -37,6 +38,7 @@ from sagents.events import (
     PersistenceError,
     StateRestored,
     StatusChanged,
+    SubAgentActivity,
     SubscriptionOverflow,
     TodosUpdated,
     ToolCallIdentified,
@@ -136,6 +138,7 @@ SAMPLES: dict[str, Event] = {
     "node_transferring": NodeTransferring(from_node="n1", to_node="n2", **_COMMON),
     "node_transferred": NodeTransferred(from_node="n1", to_node="n2", **_COMMON),
     "subscription_overflow": SubscriptionOverflow(dropped=12, **_COMMON),
+    "conversation_title_generated": ConversationTitleGenerated(title="Trip to Lisbon", **_COMMON),
     "agent_state_update": AgentStateUpdate(state=_STATE, **_COMMON),
     "middleware_action": MiddlewareAction(
         middleware="conversation_title", data={"title": "Notes"}, **_COMMON
@@ -143,6 +146,13 @@ SAMPLES: dict[str, Event] = {
     "llm_error": LLMError(error="429 rate limited", attempt=2, **_COMMON),
     "persistence_error": PersistenceError(
         operation="save_state", error="database is locked", **_COMMON
+    ),
+    "sub_agent_activity": SubAgentActivity(
+        sub_agent_id="a1-sub-1",
+        tool_call_id="c1",
+        activity="completed",
+        data="the answer",
+        **_COMMON,
     ),
 }
 
@@ -300,14 +310,20 @@ def test_match_with_keyword_patterns(event: Event, expected: str) -> None:
 
 def test_debug_channel_classes() -> None:
     debug = {cls for cls in event_types().values() if cls.channel == "debug"}
-    assert debug == {AgentStateUpdate, MiddlewareAction, LLMError, PersistenceError}
+    assert debug == {
+        AgentStateUpdate,
+        MiddlewareAction,
+        LLMError,
+        PersistenceError,
+        SubAgentActivity,
+    }
 
 
 def test_every_other_class_is_on_main() -> None:
     for cls in event_types().values():
         assert cls.channel in ("main", "debug")
     main = {cls for cls in event_types().values() if cls.channel == "main"}
-    assert len(main) == len(event_types()) - 4
+    assert len(main) == len(event_types()) - 5
     assert StatusChanged in main
     assert SubscriptionOverflow in main
 
