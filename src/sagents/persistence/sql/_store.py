@@ -260,11 +260,17 @@ class SqlPersistence:
             )
             if updated.rowcount == 1:
                 return
-            owner = await conn.execute(
-                select(conversations.c.scope).where(conversations.c.id == conversation_id)
-            )
-            if owner.first() is not None:
-                raise _not_found(conversation_id)
+            owner = (
+                await conn.execute(
+                    select(conversations.c.scope).where(conversations.c.id == conversation_id)
+                )
+            ).first()
+            if owner is not None:
+                if owner.scope != scope:
+                    raise _not_found(conversation_id)
+                # Ours, but created by a transaction that committed after our UPDATE looked
+                # (PostgreSQL, read committed): the next UPDATE sees and locks it.
+                continue
             values = {
                 "id": conversation_id,
                 "scope": scope,
