@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
@@ -80,6 +81,9 @@ _log = logging.getLogger("sagents.runtime")
 #: a million stop tasks at once).
 _SHUTDOWN_BATCH = 256
 
+_PLAIN = frozenset({type(None), bool, int, float, str})
+_OPTIONS_CACHE_SIZE = 128
+
 
 class Runtime:
     """Hosts agent servers: start, find, stop them; the registry and the supervision tree.
@@ -116,6 +120,7 @@ class Runtime:
         self._units: dict[str, AgentUnit] = {}  # agent id -> its running unit, in start order
         self._unit_tasks: set[asyncio.Task[None]] = set()  # restarts and endings in progress
         self._services: dict[Hashable, _Services] = {}
+        self._options_cache: dict[tuple[tuple[str, Any], ...], AgentOptions] = {}
         self._starting: set[str] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._to_reap: asyncio.Queue[Hashable] = asyncio.Queue()
@@ -230,10 +235,13 @@ class Runtime:
     ) -> AgentHandle:
         if not isinstance(agent, Agent):
             raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
-        if options.get("context") is None:
+        context = options.pop("context", None)
+        opts = self._options(options)
+        if context is None:
             # Request ids, tenant, tracing: what the caller had set is what the agent runs with.
-            options["context"] = capture_context()
-        opts = AgentOptions.from_kwargs(options)
+            context = capture_context()
+        elif not isinstance(context, contextvars.Context):
+            raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
         agent_id = agent.agent_id
         if initial_state is None:
             state = State(agent_id=agent_id)
@@ -251,7 +259,7 @@ class Runtime:
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
             )
-        unit = AgentUnit(self, parent, agent, state, opts)
+        unit = AgentUnit(self, parent, agent, state, opts, context)
         scope = opts.filesystem_scope
         if scope is None:
             server = unit.new_server()
@@ -290,6 +298,23 @@ class Runtime:
         finally:
             self._starting.discard(agent_id)
         return AgentHandle(self, agent_id)
+
+    def _options(self, options: dict[str, Any]) -> AgentOptions:
+        """Validated options; equal plain ones (numbers, strings) are built once and shared."""
+        try:
+            key = tuple(options.items())
+            cached = self._options_cache.get(key)
+        except TypeError:  # an unhashable value (a dict, a list): no sharing
+            return AgentOptions.from_kwargs(options)
+        if cached is not None:
+            return cached
+        opts = AgentOptions.from_kwargs(options)
+        if all(type(value) in _PLAIN for _, value in key):
+            # Only plain values: a key never keeps a callback or a subscription alive.
+            if len(self._options_cache) >= _OPTIONS_CACHE_SIZE:
+                self._options_cache.clear()
+            self._options_cache[key] = opts
+        return opts
 
     def _adopt(self, unit: AgentUnit, server: AgentServer) -> None:
         self._units[unit.agent_id] = unit

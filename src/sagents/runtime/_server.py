@@ -82,6 +82,9 @@ _START = ("sagents", "agent", "start")
 _STOP = ("sagents", "agent", "stop")
 _CRASH = ("sagents", "agent", "crash")
 _NO_SERVICES: Mapping[str, Any] = MappingProxyType({})
+# The inactivity timer only posts a message (which runs in the server's context): one shared,
+# empty context spares a copy of the caller's per timer handle.
+_TIMER_CONTEXT = contextvars.Context()
 _NOTHING_PERSISTED: tuple[Sequence[BaseMessage], int | None] = ((), None)
 
 #: A mailbox message: the function to run, its arguments, and the caller's future (None for an
@@ -115,6 +118,7 @@ class AgentServer:
         "_middleware_context",
         "_persist_next",
         "_persisted",
+        "_publisher",
         "_queued",
         "_run",
         "_run_meta",
@@ -134,7 +138,6 @@ class AgentServer:
         "agent_id",
         "closed",
         "options",
-        "publisher",
         "shutdown_reason",
         "state",
         "status",
@@ -148,6 +151,7 @@ class AgentServer:
         *,
         unit: ServerOwner | None = None,
         services: Mapping[str, Any] | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
         agent_id = agent.agent_id
         self.agent = agent
@@ -155,9 +159,7 @@ class AgentServer:
         self.options = options
         self.state = state if state.agent_id == agent_id else _with_agent_id(state, agent_id)
         self.status = _initial_status(self.state)
-        self.publisher = Publisher(
-            agent_id, replay_size=options.replay_size, queue_size=options.queue_size
-        )
+        self._publisher: Publisher | None = None  # made by the first subscriber or event
         self._unit = unit
         self._services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
         self._run_meta: dict[str, Any] | None = None
@@ -194,8 +196,21 @@ class AgentServer:
         self._stored_title = conversation_title(self.state)
         self._viewers: ViewerWatch | None = None
         self._middleware_context: MiddlewareContext | None = None
-        self._context = options.context
+        self._context = options.context if context is None else context
         self.shutdown_reason: str | None = None
+
+    @property
+    def publisher(self) -> Publisher:
+        """The server's event fan-out, made on first use (an idle agent nobody watches has
+        none)."""
+        publisher = self._publisher
+        if publisher is None:
+            publisher = self._publisher = Publisher(
+                self.agent_id,
+                replay_size=self.options.replay_size,
+                queue_size=self.options.queue_size,
+            )
+        return publisher
 
     # -- lifecycle (driven by the unit) ---------------------------------------------------------
 
@@ -449,8 +464,13 @@ class AgentServer:
         if timeout is None or self.closed or self.status is Status.RUNNING:
             return
         self._inactivity_handle = self._loop.call_at(
-            self._last_activity + timeout, self._inactivity_due
+            self._last_activity + timeout, self, context=_TIMER_CONTEXT
         )
+
+    def __call__(self) -> None:
+        # The inactivity timer's callback is the server itself: a bound method per armed timer
+        # would be one more object per idle agent (and for the garbage collector to visit).
+        self._inactivity_due()
 
     def _inactivity_due(self) -> None:
         self._inactivity_handle = None
@@ -481,7 +501,9 @@ class AgentServer:
         auto_save = self.options.auto_save
         if auto_save is None or auto_save.interval is None or self.closed:
             return
-        self._save_handle = self._loop.call_later(auto_save.interval, self._interval_due)
+        self._save_handle = self._loop.call_later(
+            auto_save.interval, self._interval_due, context=self._own_context()
+        )
 
     def _interval_due(self) -> None:
         self._save_handle = None
@@ -648,7 +670,7 @@ class AgentServer:
         self._save_worker().submit("agent_persistence.save", persist, coalesce=True)
 
     def _report_persistence_error(self, operation: str, error: BaseException) -> None:
-        if self.publisher.wants_debug():
+        if self.debug:
             self.publisher.publish(
                 PersistenceError(operation=operation, error=f"{type(error).__name__}: {error}")
             )
@@ -683,7 +705,7 @@ class AgentServer:
 
     @property
     def debug(self) -> bool:
-        return self.publisher.wants_debug()
+        return self._publisher is not None and self._publisher.wants_debug()
 
     def emit(self, event: Event) -> None:
         self.publisher.publish(event)
@@ -955,7 +977,7 @@ class AgentServer:
             has_interrupt=self.state.interrupt is not None,
             uptime=self._loop.time() - self._started_at,
             conversation_id=self.options.conversation_id,
-            subscriber_count=self.publisher.subscriber_count,
+            subscriber_count=self.subscriber_count,
             viewer_count=0 if self._viewers is None else self._viewers.viewer_count,
             inactivity_remaining=self.inactivity_remaining(),
             queued_messages=len(self._queued),
@@ -963,6 +985,10 @@ class AgentServer:
             metadata=dict(self.options.metadata),
             scope=self.options.scope,
         )
+
+    @property
+    def subscriber_count(self) -> int:
+        return 0 if self._publisher is None else self._publisher.subscriber_count
 
     def subscribe(self, channel: str, after_seq: int | None) -> Subscription:
         if self.closed:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Coroutine
@@ -49,6 +50,7 @@ class AgentUnit:
         "_sup_ready",
         "_task",
         "agent",
+        "context",
         "ended",
         "options",
         "parent",
@@ -67,8 +69,12 @@ class AgentUnit:
         agent: Agent,
         state: State,
         options: AgentOptions,
+        context: contextvars.Context | None,
     ) -> None:
         self.runtime = runtime
+        # The caller's context variables (request id, tenant, tracing), for every incarnation;
+        # kept apart from the options so that equal options can be shared between agents.
+        self.context = context
         self.parent = parent
         self.agent = agent
         self.state = state  # every restart starts from it (L52)
@@ -97,6 +103,7 @@ class AgentUnit:
             self.state,
             self.options,
             unit=self,
+            context=self.context,
             services=self.runtime._services_for(self.options.filesystem_scope),
         )
 
