@@ -64,7 +64,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_right
 from collections import deque
-from dataclasses import replace
+from dataclasses import fields, replace
 from itertools import islice
 from typing import TypeVar
 
@@ -243,7 +243,7 @@ class Publisher:
             )
         seq = self._seq + 1
         self._seq = seq
-        event = replace(event, agent_id=self._agent_id, seq=seq)
+        event = _stamp(event, self._agent_id, seq)
         if event.channel == "main":
             self._main_count += 1
             replay = self._replay
@@ -399,6 +399,31 @@ class Publisher:
             )
         if events:
             sub.replay = events
+
+
+def _stamp(event: _E, agent_id: str, seq: int) -> _E:
+    """``replace(event, agent_id=..., seq=...)`` without re-running ``__init__`` (the fields are
+    already valid, and events are immutable): a copy per published event is the hot path."""
+    cls = type(event)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = (
+            None
+            if hasattr(cls, "__post_init__") or not hasattr(cls, "__slots__")
+            else tuple(f.name for f in fields(cls) if f.name not in ("agent_id", "seq"))
+        )
+    if names is None:
+        return replace(event, agent_id=agent_id, seq=seq)
+    new = object.__new__(cls)
+    set_ = object.__setattr__
+    for name in names:
+        set_(new, name, getattr(event, name))
+    set_(new, "agent_id", agent_id)
+    set_(new, "seq", seq)
+    return new
+
+
+_FIELDS: dict[type[Event], tuple[str, ...] | None] = {}
 
 
 def _check_queue_size(queue_size: int) -> None:

@@ -144,8 +144,14 @@ class Runtime:
         self._registry.available = False  # lookups now raise RegistryUnavailable (L55)
         self._started = False
         try:
-            # Latest first, a batch at a time: each unit stops its sub-agents, then its server.
-            units = [unit for unit in self._units.values() if unit.parent is None]
+            # Latest first. Quiet idle agents (nothing to save or wait for) stop at once; the
+            # others a batch at a time, each unit its sub-agents first, then its server.
+            units = [
+                unit
+                for unit in reversed(list(self._units.values()))
+                if unit.parent is None and not unit.close_now()
+            ]
+            units.reverse()
             for end in range(len(units), 0, -_SHUTDOWN_BATCH):
                 batch = units[max(0, end - _SHUTDOWN_BATCH) : end]
                 results = await asyncio.gather(
@@ -462,10 +468,7 @@ class Runtime:
         if not isinstance(reason, str) or not reason:
             raise InvalidOption("stop(reason=...) must be a non-empty string")
         server = self._server(agent_id)
-        # AgentNotRunning here means it was already stopping: wait for it below.
-        with contextlib.suppress(AgentNotRunning):
-            await server.call(server.do_stop, reason)
-        await server.wait_ended()
+        await server.stop(reason)  # if it is already stopping, this waits for it
         unit = server._unit
         if isinstance(unit, AgentUnit):
             await unit.close(children_first=False)  # its sub-agents, a restart in progress

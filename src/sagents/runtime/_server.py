@@ -210,6 +210,8 @@ class AgentServer:
                 replay_size=self.options.replay_size,
                 queue_size=self.options.queue_size,
             )
+            if self._ended:
+                publisher.close()  # as if it had been closed with the server
         return publisher
 
     # -- lifecycle (driven by the unit) ---------------------------------------------------------
@@ -284,10 +286,18 @@ class AgentServer:
 
     async def stop(self, reason: str = "shutdown") -> None:
         """Stop gracefully (a final save, ``AgentShutdown``); return once it has ended."""
-        if not self.closed:
+        if not self.closed and not self.stop_now(reason):
             with contextlib.suppress(AgentNotRunning):
                 await self.call(self.do_stop, reason)
         await self.wait_ended()
+
+    def stop_now(self, reason: str) -> bool:
+        """Stop at once if a graceful stop has nothing to wait for (see :meth:`_quiet`);
+        False, with nothing done, otherwise."""
+        if self.closed or not self._quiet():
+            return False
+        self._own_context().run(self._stop_now, reason)
+        return True
 
     async def kill(self) -> None:
         """End at once: cancel whatever the server is doing (a graceful stop took too long)."""
@@ -361,13 +371,9 @@ class AgentServer:
 
     async def _end(self, reason: str) -> None:
         """Leave the registry and close every subscription; runs exactly once."""
-        if self.closed and self._ended:
+        if self.closed:
             return
-        self.closed = True
-        for handle in (self._inactivity_handle, self._save_handle):
-            if handle is not None:
-                handle.cancel()
-        self._inactivity_handle = self._save_handle = None
+        self._close()
         try:
             if self._run_task is not None and not self._run_task.done():
                 self._run_task.cancel()
@@ -381,18 +387,53 @@ class AgentServer:
                 await self._saver.aclose()
         finally:
             # Even if cancelled meanwhile: subscribers, the unit and waiters must hear of it.
-            self._flush_mailbox(f"stopped ({reason})")
-            self.publisher.close(AgentShutdown(reason=reason, metadata=self._shutdown_metadata()))
-            self._mark_ended()
-            if self._unit is not None:
-                self._unit.server_ended(self, reason)
-            event = _CRASH if reason == "crash" else _STOP
-            if telemetry.has_handlers(event):
-                telemetry.execute(
-                    event,
-                    {"duration": self._loop.time() - self._started_at},
-                    {**self._meta(), "reason": reason},
-                )
+            self._ended_now(reason)
+
+    def _close(self) -> None:
+        self.closed = True
+        for handle in (self._inactivity_handle, self._save_handle):
+            if handle is not None:
+                handle.cancel()
+        self._inactivity_handle = self._save_handle = None
+
+    def _ended_now(self, reason: str) -> None:
+        self._flush_mailbox(f"stopped ({reason})")
+        publisher = self._publisher
+        if publisher is not None:  # else nobody ever subscribed: nobody can see a final event
+            publisher.close(AgentShutdown(reason=reason, metadata=self._shutdown_metadata()))
+        self._mark_ended()
+        if self._unit is not None:
+            self._unit.server_ended(self, reason)
+        event = _CRASH if reason == "crash" else _STOP
+        if telemetry.has_handlers(event):
+            telemetry.execute(
+                event,
+                {"duration": self._loop.time() - self._started_at},
+                {**self._meta(), "reason": reason},
+            )
+
+    def _quiet(self) -> bool:
+        """Whether a graceful stop has nothing to wait for: no message or run in progress, no
+        save to make or finish, no presence, no hook resources. The usual idle agent, which
+        then stops without a task (an inactivity expiry of a million agents allocates none)."""
+        options = self.options
+        return (
+            self._live
+            and self._task is None
+            and not self._mailbox
+            and self._run_task is None
+            and self._viewers is None
+            and self._middleware_context is None
+            and (self._saver is None or not self._saver.busy)
+            and options.auto_save is None
+            and options.agent_persistence is None
+        )
+
+    def _stop_now(self, reason: str) -> None:
+        """``do_stop`` and ``_end`` for a :meth:`_quiet` server, where neither would await."""
+        self.shutdown_reason = reason
+        self._close()
+        self._ended_now(reason)
 
     def _flush_mailbox(self, why: str) -> None:
         mailbox, self._mailbox = self._mailbox, None
@@ -478,7 +519,8 @@ class AgentServer:
         if timeout is None or self.closed or self.status is Status.RUNNING:
             return  # a run is activity; the timer restarts when it ends (L22)
         if self._loop.time() >= self._last_activity + timeout:
-            self._post(self._stop_if_inactive)
+            if not self.stop_now("inactivity"):
+                self._post(self._stop_if_inactive)
         else:
             self._arm_inactivity()
 

@@ -191,6 +191,27 @@ class AgentUnit:
 
     # -- ending the unit ---------------------------------------------------------------------------
 
+    def close_now(self) -> bool:
+        """:meth:`close` without awaiting, when nothing needs it (no sub-agents, no restart in
+        progress, a quiet server); False, with nothing done, otherwise."""
+        server = self.server
+        if (
+            self.stopping
+            or self.ended
+            or self.sub_units
+            or self.supervisor is not None
+            or (self._task is not None and not self._task.done())
+            or server is None
+            or server.ended
+        ):
+            return False
+        self.stopping = True  # so that server_ended leaves the ending to us
+        if not server.stop_now("shutdown"):
+            self.stopping = False
+            return False
+        self._finish()
+        return True
+
     async def close(self, *, children_first: bool) -> None:
         """End the whole unit gracefully: sub-agents and server (saving where configured).
 
