@@ -361,6 +361,14 @@ class AgentServer:
                 if not future.done():
                     future.set_exception(exc)
                 continue
+            except BaseException:
+                # Killed (a stop that took too long) while handling it: its caller must not
+                # wait forever.
+                if future is not None and not future.done():
+                    future.set_exception(
+                        AgentNotRunning(f"agent {self.agent_id!r} was stopped during this call")
+                    )
+                raise
             if future is not None and not future.done():
                 future.set_result(result)
         # Empty: no await between the check above and here, so a message posted from now on
