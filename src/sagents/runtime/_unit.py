@@ -262,6 +262,8 @@ class AgentUnit:
         runtime = self.runtime
         if runtime._units.get(self.agent_id) is self:
             del runtime._units[self.agent_id]
+            if not runtime._units:
+                runtime._units = {}  # a dict never shrinks: give the table of a wave back
         parent = self.parent
         if parent is not None and parent.sub_units and parent.sub_units.get(self.agent_id) is self:
             del parent.sub_units[self.agent_id]
