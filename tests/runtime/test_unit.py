@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sagents import AgentNotRunning, State, Status
+from sagents import AgentNotRunning, InvalidOption, State, Status
 from sagents.events import AgentShutdown, Event
 from sagents.execution import Middleware, Reply
 from sagents.runtime import AutoSave, PendingSubscription, Runtime
@@ -272,3 +272,12 @@ async def test_a_reply_is_never_lost_between_bursts(runtime: Runtime) -> None:
         await asyncio.sleep(0)
     texts = [m.content for m in (await handle.get_state()).messages[1:]]
     assert texts == [f"m{i}-{j}" for i in range(20) for j in range(5)]
+
+
+async def test_shared_options_never_skip_validation(runtime: Runtime) -> None:
+    await runtime.start_agent(make_agent(agent_id="a"), max_follow_ups=1, replay_size=1)
+    with pytest.raises(InvalidOption):
+        await runtime.start_agent(make_agent(agent_id="b"), max_follow_ups=True)  # == 1
+    with pytest.raises(InvalidOption):
+        await runtime.start_agent(make_agent(agent_id="c"), replay_size=1.0)  # == 1
+    assert runtime.list_running_agents() == ["a"]

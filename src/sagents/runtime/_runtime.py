@@ -119,8 +119,8 @@ class Runtime:
         self._shutdown_timeout = shutdown_timeout
         self._units: dict[str, AgentUnit] = {}  # agent id -> its running unit, in start order
         self._unit_tasks: set[asyncio.Task[None]] = set()  # restarts and endings in progress
-        self._services: dict[Hashable, _Services] = {}
-        self._options_cache: dict[tuple[tuple[str, Any], ...], AgentOptions] = {}
+        self._services: _Services | None = None  # shared by the agents without a scope
+        self._options_cache: dict[tuple[tuple[str, type, Any], ...], AgentOptions] = {}
         self._starting: set[str] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._to_reap: asyncio.Queue[Hashable] = asyncio.Queue()
@@ -308,14 +308,15 @@ class Runtime:
     def _options(self, options: dict[str, Any]) -> AgentOptions:
         """Validated options; equal plain ones (numbers, strings) are built once and shared."""
         try:
-            key = tuple(options.items())
+            # Types too: 1 == 1.0 == True, but only some of them are valid for an option.
+            key = tuple((name, type(value), value) for name, value in options.items())
             cached = self._options_cache.get(key)
         except TypeError:  # an unhashable value (a dict, a list): no sharing
             return AgentOptions.from_kwargs(options)
         if cached is not None:
             return cached
         opts = AgentOptions.from_kwargs(options)
-        if all(type(value) in _PLAIN for _, value in key):
+        if all(kind in _PLAIN for _, kind, _ in key):
             # Only plain values: a key never keeps a callback or a subscription alive.
             if len(self._options_cache) >= _OPTIONS_CACHE_SIZE:
                 self._options_cache.clear()
@@ -329,9 +330,11 @@ class Runtime:
         unit.adopt(server)
 
     def _services_for(self, scope: Hashable | None) -> _Services:
-        services = self._services.get(scope)
+        if scope is not None:
+            return _Services(self, scope)  # scopes come and go: not kept
+        services = self._services
         if services is None:
-            services = self._services[scope] = _Services(self, scope)
+            services = self._services = _Services(self, None)
         return services
 
     async def sub_agents(self, agent_id: str) -> Supervisor:

@@ -268,7 +268,7 @@ class AgentServer:
             self._own_context().run(
                 telemetry.execute,
                 _START,
-                {"system_time": time.time(), "duration": 0.0},
+                {"system_time": time.time(), "duration": self._loop.time() - self._started_at},
                 self._meta(),
             )
         if self._mailbox and self._task is None:
@@ -277,9 +277,15 @@ class AgentServer:
     async def abort(self) -> None:
         """Undo a start that failed before registration: close what was opened, silently."""
         self.closed = True
-        if self._viewers is not None:
-            with contextlib.suppress(Exception):
+        try:
+            if self._viewers is not None:
                 await self._viewers.aclose()
+            if self._middleware_context is not None:
+                await self._middleware_context.aclose()  # what the hooks spawned
+            if self._saver is not None:
+                await self._saver.aclose()
+        except Exception:
+            _log.exception("agent %r: cleaning up a failed start raised", self.agent_id)
         self._flush_mailbox("it failed to start")
         self.publisher.close()
         self._mark_ended()
