@@ -281,3 +281,18 @@ async def test_shared_options_never_skip_validation(runtime: Runtime) -> None:
     with pytest.raises(InvalidOption):
         await runtime.start_agent(make_agent(agent_id="c"), replay_size=1.0)  # == 1
     assert runtime.list_running_agents() == ["a"]
+
+
+async def test_a_broken_initial_subscriber_fails_the_start_and_ends_the_others(
+    runtime: Runtime,
+) -> None:
+    class Broken:
+        def attach(self, publisher: object) -> None:
+            raise RuntimeError("cannot attach")
+
+    events = PendingSubscription()
+    with pytest.raises(RuntimeError, match="cannot attach"):
+        await runtime.start_agent(make_agent(), user(), initial_subscribers=[events, Broken()])
+    assert await drain(events) == []
+    assert runtime.list_running_agents() == []
+    await runtime.start_agent(make_agent(), user())

@@ -267,15 +267,14 @@ class Runtime:
             )
         unit = AgentUnit(self, parent, agent, state, opts, context)
         scope = opts.filesystem_scope
+        server: AgentServer | None = None
         if scope is None:
             server = unit.new_server()
-            if not server.start():
-                # The common case: nothing to await, so nothing can interleave.
+            if not await _start(server):
+                # The common case: nothing was awaited, so nothing can have interleaved.
                 self._registry.register(agent_id, server)
                 self._adopt(unit, server)
                 return AgentHandle(self, agent_id)
-        else:
-            server = None
         self._starting.add(agent_id)
         try:
             if scope is not None:
@@ -283,15 +282,13 @@ class Runtime:
             try:
                 if server is None:
                     server = unit.new_server()
-                    needs_init = server.start()
+                    if await _start(server):
+                        await server.initialise()  # on failure, nothing of it is left
                 else:
-                    needs_init = True
-                if needs_init:
                     await server.initialise()
-                if parent is not None and (parent.ended or parent.stopping):
-                    await server.abort()
-                    raise AgentNotRunning(f"agent {parent.agent_id!r} stopped meanwhile")
                 try:
+                    if parent is not None and (parent.ended or parent.stopping):
+                        raise AgentNotRunning(f"agent {parent.agent_id!r} stopped meanwhile")
                     self._registry.register(agent_id, server)
                 except BaseException:
                     await server.abort()
@@ -493,6 +490,15 @@ class Runtime:
     def watch(self, agent_id: str, channel: Channel = "main") -> Watch:
         """A durable subscription: pending until the agent runs, kept across restarts (L81)."""
         return Watch(self._registry, agent_id, channel)
+
+
+async def _start(server: AgentServer) -> bool:
+    """``server.start()``, undone if it raises (e.g. a broken initial subscriber)."""
+    try:
+        return server.start()
+    except BaseException:
+        await server.abort()
+        raise
 
 
 class _Services(Mapping[str, Any]):

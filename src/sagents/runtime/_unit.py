@@ -157,6 +157,8 @@ class AgentUnit:
                         await server.initialise()  # on failure, nothing of it is left
                 except Exception:
                     _log.exception("agent %r failed to restart", self.agent_id)
+                    if not server.ended:
+                        await server.abort()
                     continue  # a failed restart is another crash (counted next round)
                 try:
                     runtime._registry.register(self.agent_id, server)
