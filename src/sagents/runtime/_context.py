@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 
+from sagents.execution._middleware_context import _current as _middleware_context
 from sagents.execution._middleware_context import set_middleware_context
+from sagents.execution._tool_context import _current as _tool_context
 from sagents.execution._tool_context import set_tool_context
 
 __all__ = ["apply_context", "capture_context"]
@@ -26,7 +28,10 @@ def _forget_sagents_locals() -> None:
 def capture_context() -> contextvars.Context:
     """A copy of the caller's context, without sagents' own per-task variables."""
     context = contextvars.copy_context()
-    context.run(_forget_sagents_locals)
+    # Only when set: clearing them copies the context's variables (agents started outside a
+    # tool, the usual case, share the caller's at no cost).
+    if context.get(_tool_context) is not None or context.get(_middleware_context) is not None:
+        context.run(_forget_sagents_locals)
     return context
 
 

@@ -9,9 +9,11 @@ naming it, before any task exists.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -106,7 +108,7 @@ class AgentOptions:
     replay_size: int = 1000
     queue_size: int = 1000
     shutdown_timeout: float = 30.0
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _NO_METADATA)
     context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
@@ -168,18 +170,21 @@ class AgentOptions:
                 or value < (0 if name == "max_follow_ups" else 1)
             ):
                 raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.initial_subscribers, str | bytes) or not isinstance(
-            self.initial_subscribers, Sequence
+        subscribers = self.initial_subscribers
+        if type(subscribers) is not tuple and (
+            isinstance(subscribers, str | bytes) or not isinstance(subscribers, Sequence)
         ):
             raise InvalidOption("initial_subscribers must be a list of subscriptions")
         if self.filesystem_scope is not None and not isinstance(self.filesystem_scope, Hashable):
             raise InvalidOption("filesystem_scope must be hashable, e.g. ('user', 42)")
-        if not isinstance(self.metadata, Mapping):
+        if type(self.metadata) is not dict and not isinstance(self.metadata, Mapping):
             raise InvalidOption("metadata must be a dict")
         if self.context is not None and not isinstance(self.context, contextvars.Context):
             raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
-        set_(self, "initial_subscribers", tuple(self.initial_subscribers))
-        set_(self, "metadata", dict(self.metadata))
+        if type(subscribers) is not tuple:
+            set_(self, "initial_subscribers", tuple(subscribers))
+        # A copy the caller cannot change later; the (usual) empty one is shared.
+        set_(self, "metadata", dict(self.metadata) if self.metadata else _NO_METADATA)
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> AgentOptions:
@@ -188,10 +193,18 @@ class AgentOptions:
         Raises:
             InvalidOption: an unknown option (the message lists the valid ones) or a bad value.
         """
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
+        valid = _option_names()
+        if not valid.issuperset(options):
+            unknown = sorted(set(options) - valid)
             raise InvalidOption(
                 f"unknown start option(s) {unknown}; valid options: {', '.join(sorted(valid))}"
             )
         return cls(**options)
+
+
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+@functools.cache
+def _option_names() -> frozenset[str]:
+    return frozenset(f.name for f in fields(AgentOptions))

@@ -64,7 +64,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_right
 from collections import deque
-from dataclasses import replace
+from dataclasses import fields, replace
 from itertools import islice
 from typing import TypeVar
 
@@ -167,13 +167,15 @@ class Publisher:
         self._queue_size = queue_size
         self._seq = 0
         self._closed = False
-        self._replay: deque[Event] = deque()
+        # Allocated on first use: most agents of a large fleet sit idle, never publishing and
+        # never watched, and must cost next to nothing (see docs/runtime.md, "Scale").
+        self._replay: deque[Event] | None = None
         self._evicted_seq = 0  # seq of the newest main event evicted from the replay buffer
         self._main_count = 0  # main events published
         self._debug_count = 0  # debug events published
         # Dicts used as insertion-ordered sets, so delivery order among subscribers is stable.
-        self._main: dict[_Subscriber, None] = {}
-        self._debug: dict[_Subscriber, None] = {}
+        self._main: dict[_Subscriber, None] | None = None
+        self._debug: dict[_Subscriber, None] | None = None
         # What ``publish`` iterates; None after the set changed, rebuilt on the next publish.
         self._main_snapshot: tuple[_Subscriber, ...] | None = ()
         self._debug_snapshot: tuple[_Subscriber, ...] | None = ()
@@ -182,7 +184,7 @@ class Publisher:
         state = "closed" if self._closed else "open"
         return (
             f"<Publisher {self._agent_id!r} {state} last_seq={self._seq} "
-            f"main={len(self._main)} debug={len(self._debug)}>"
+            f"main={len(self._main or ())} debug={len(self._debug or ())}>"
         )
 
     @property
@@ -203,7 +205,7 @@ class Publisher:
     @property
     def subscriber_count(self) -> int:
         """Attached subscribers on both channels."""
-        return len(self._main) + len(self._debug)
+        return len(self._main or ()) + len(self._debug or ())
 
     def count(self, channel: Channel) -> int:
         """Attached subscribers on one channel.
@@ -211,7 +213,7 @@ class Publisher:
         Raises:
             ConfigurationError: unknown channel.
         """
-        return len(self._subscribers(channel))
+        return len(self._subscribers(channel) or ())
 
     def wants_debug(self) -> bool:
         """Whether any ``debug`` subscriber is attached, i.e. whether debug events are worth
@@ -241,21 +243,23 @@ class Publisher:
             )
         seq = self._seq + 1
         self._seq = seq
-        event = replace(event, agent_id=self._agent_id, seq=seq)
+        event = _stamp(event, self._agent_id, seq)
         if event.channel == "main":
             self._main_count += 1
             replay = self._replay
+            if replay is None:
+                replay = self._replay = deque()
             replay.append(event)
             if len(replay) > self._replay_size:
                 self._evicted_seq = replay.popleft().seq
             subscribers = self._main_snapshot
             if subscribers is None:
-                subscribers = self._main_snapshot = tuple(self._main)
+                subscribers = self._main_snapshot = tuple(self._main or ())
         else:
             self._debug_count += 1
             subscribers = self._debug_snapshot
             if subscribers is None:
-                subscribers = self._debug_snapshot = tuple(self._debug)
+                subscribers = self._debug_snapshot = tuple(self._debug or ())
         # The hot loop: 1,000 subscribers means 1,000 iterations per event, so it is inlined.
         for sub in subscribers:
             queue = sub.queue
@@ -293,6 +297,12 @@ class Publisher:
                 ``after_seq`` on the debug channel (debug events are not kept).
         """
         subscribers = self._subscribers(channel)
+        if subscribers is None:
+            subscribers = {}
+            if channel == "main":
+                self._main = subscribers
+            else:
+                self._debug = subscribers
         limit = self._queue_size if queue_size is None else queue_size
         _check_queue_size(limit)
         sub = _Subscriber(channel, limit)
@@ -324,9 +334,8 @@ class Publisher:
         if final is not None:
             self.publish(final)
         self._closed = True
-        subscribers = [*self._main, *self._debug]
-        self._main.clear()
-        self._debug.clear()
+        subscribers = [*(self._main or ()), *(self._debug or ())]
+        self._main = self._debug = None
         self._main_snapshot = self._debug_snapshot = ()
         for sub in subscribers:
             sub.attached = False
@@ -335,7 +344,7 @@ class Publisher:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _subscribers(self, channel: Channel) -> dict[_Subscriber, None]:
+    def _subscribers(self, channel: Channel) -> dict[_Subscriber, None] | None:
         if channel == "main":
             return self._main
         if channel == "debug":
@@ -352,7 +361,9 @@ class Publisher:
         # Idempotent, and ``pop`` rather than ``del``: a finalizer may run between any two lines.
         if sub.attached:
             sub.attached = False
-            self._subscribers(sub.channel).pop(sub, None)
+            subscribers = self._subscribers(sub.channel)
+            if subscribers is not None:
+                subscribers.pop(sub, None)
             self._invalidate(sub.channel)
 
     def _published(self, channel: Channel) -> int:
@@ -372,6 +383,8 @@ class Publisher:
 
     def _replay_into(self, sub: _Subscriber, after_seq: int) -> None:
         replay = self._replay
+        if replay is None:
+            replay = deque()
         start = bisect_right(replay, after_seq, key=_seq_of)
         events: deque[Event] = deque(islice(replay, start, None))
         if after_seq < self._evicted_seq:
@@ -386,6 +399,31 @@ class Publisher:
             )
         if events:
             sub.replay = events
+
+
+def _stamp(event: _E, agent_id: str, seq: int) -> _E:
+    """``replace(event, agent_id=..., seq=...)`` without re-running ``__init__`` (the fields are
+    already valid, and events are immutable): a copy per published event is the hot path."""
+    cls = type(event)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = (
+            None
+            if hasattr(cls, "__post_init__") or not hasattr(cls, "__slots__")
+            else tuple(f.name for f in fields(cls) if f.name not in ("agent_id", "seq"))
+        )
+    if names is None:
+        return replace(event, agent_id=agent_id, seq=seq)
+    new = object.__new__(cls)
+    set_ = object.__setattr__
+    for name in names:
+        set_(new, name, getattr(event, name))
+    set_(new, "agent_id", agent_id)
+    set_(new, "seq", seq)
+    return new
+
+
+_FIELDS: dict[type[Event], tuple[str, ...] | None] = {}
 
 
 def _check_queue_size(queue_size: int) -> None:

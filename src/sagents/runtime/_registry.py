@@ -71,6 +71,9 @@ class Registry(Generic[T]):
         """Remove ``agent_id`` if it is still registered to ``entry``."""
         if self._entries.get(agent_id) is entry:
             del self._entries[agent_id]
+            if not self._entries:
+                # A dict never shrinks: once a wave of agents is gone, give its table back.
+                self._entries = {}
 
     def lookup(self, agent_id: str) -> T | None:
         """The entry for ``agent_id``, or None when not running.

@@ -10,10 +10,15 @@ The tree mirrors the seed's::
     Runtime
     ├── filesystems supervisor (one_for_one)
     │   └── FileSystemServer per scope    (permanent; shared by the agents of the scope)
-    └── agents supervisor (one_for_one; its children are temporary)
-        └── agent unit "<agent_id>" (rest_for_one)
-            ├── AgentServer          (transient: restarted after a crash, not after a stop)
-            └── sub-agents supervisor (started on first use: ``runtime.sub_agents(id)``)
+    └── agent unit per agent id (rest_for_one, see ``_unit.py``)
+        ├── AgentServer          (transient: restarted after a crash, not after a stop)
+        └── sub-agents: units started by ``start_sub_agent``, and the supervisor of
+            ``runtime.sub_agents(id)`` (started on first use)
+
+An agent unit is not a supervisor task but a plain object the runtime owns, with the same
+guarantees (restart intensity, rest_for_one, isolation): a fleet of idle agents costs no task
+per agent. Starting an agent that needs no async initialisation (no presence tracking, no
+``on_server_start`` hook, no new filesystem scope) is synchronous: build, register, return.
 
 Agents stop before the filesystems they use (reverse dependency order, L54).
 
@@ -25,8 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import itertools
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
@@ -37,6 +41,7 @@ from sagents._errors import (
     AgentAlreadyRunning,
     AgentNotRunning,
     ChildAlreadyStarted,
+    ConfigurationError,
     InvalidOption,
     RegistryUnavailable,
     SagentsError,
@@ -47,7 +52,6 @@ from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
 from sagents.middleware._file_store import FileStore
-from sagents.runtime._child import ChildExited, SupervisorEvent
 from sagents.runtime._context import capture_context
 from sagents.runtime._filesystem_server import (
     FileStoreFactory,
@@ -66,11 +70,19 @@ from sagents.runtime._supervisor import (
     Strategy,
     Supervisor,
 )
+from sagents.runtime._unit import AgentUnit
 from sagents.runtime._watch import Watch
 
 __all__ = ["Runtime"]
 
 _log = logging.getLogger("sagents.runtime")
+
+#: Agents stopped concurrently by ``shutdown()`` (bounded, so a million idle agents do not mean
+#: a million stop tasks at once).
+_SHUTDOWN_BATCH = 256
+
+_PLAIN = frozenset({type(None), bool, int, float, str})
+_OPTIONS_CACHE_SIZE = 128
 
 
 class Runtime:
@@ -93,26 +105,25 @@ class Runtime:
         max_seconds: float = 5.0,
         shutdown_timeout: float = 30.0,
     ) -> None:
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ConfigurationError("Runtime: max_restarts must be an int >= 0")
+        if not max_seconds > 0:  # also rejects NaN
+            raise ConfigurationError("Runtime: max_seconds must be > 0")
         self._registry: Registry[AgentServer] = Registry()
-        self._agents = Supervisor(
-            name="agents", strategy=Strategy.ONE_FOR_ONE, on_event=self._agents_event
-        )
         self._filesystems = Supervisor(name="filesystems", strategy=Strategy.ONE_FOR_ONE)
         self._filesystem_store = filesystem_store
         self._fs_servers: dict[Hashable, FileSystemServer] = {}
         self._fs_users: Counter[Hashable] = Counter()
-        self._unit_scopes: dict[str, Hashable] = {}
-        self._unit_supervisors: dict[str, Supervisor] = {}
-        self._sub_agent_supervisors: dict[str, Supervisor] = {}
-        self._unit_parents: dict[str, Supervisor] = {}  # unit id -> the supervisor it runs under
         self._max_restarts = max_restarts
         self._max_seconds = max_seconds
         self._shutdown_timeout = shutdown_timeout
-        self._units: dict[str, str] = {}  # agent id -> supervisor child id of its unit
+        self._units: dict[str, AgentUnit] = {}  # agent id -> its running unit, in start order
+        self._unit_tasks: set[asyncio.Task[None]] = set()  # restarts and endings in progress
+        self._services: _Services | None = None  # shared by the agents without a scope
+        self._options_cache: dict[tuple[tuple[str, type, Any], ...], AgentOptions] = {}
         self._starting: set[str] = set()
-        self._incarnations = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
-        self._to_reap: asyncio.Queue[tuple[str, Hashable]] = asyncio.Queue()
+        self._to_reap: asyncio.Queue[Hashable] = asyncio.Queue()
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -122,7 +133,6 @@ class Runtime:
         if self._started:
             return
         await self._filesystems.__aenter__()
-        await self._agents.__aenter__()
         self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="sagents reaper")
         self._started = True
         self._registry.available = True
@@ -134,7 +144,25 @@ class Runtime:
         self._registry.available = False  # lookups now raise RegistryUnavailable (L55)
         self._started = False
         try:
-            await self._agents.__aexit__(None, None, None)
+            # Latest first. Quiet idle agents (nothing to save or wait for) stop at once; the
+            # others a batch at a time, each unit its sub-agents first, then its server.
+            units = [
+                unit
+                for unit in reversed(list(self._units.values()))
+                if unit.parent is None and not unit.close_now()
+            ]
+            units.reverse()
+            for end in range(len(units), 0, -_SHUTDOWN_BATCH):
+                batch = units[max(0, end - _SHUTDOWN_BATCH) : end]
+                results = await asyncio.gather(
+                    *(unit.close(children_first=True) for unit in reversed(batch)),
+                    return_exceptions=True,
+                )
+                for unit, result in zip(reversed(batch), results, strict=True):
+                    if isinstance(result, BaseException):
+                        _log.error("stopping agent %r failed", unit.agent_id, exc_info=result)
+            while self._unit_tasks:  # units that were ending (or restarting) by themselves
+                await asyncio.gather(*self._unit_tasks, return_exceptions=True)
             await self._filesystems.__aexit__(None, None, None)
         finally:
             if self._reaper is not None:
@@ -156,7 +184,7 @@ class Runtime:
 
     def ready(self) -> bool:
         """Whether this runtime can host and route agents now (readiness probes, L56)."""
-        return self._started and self._registry.available and self._agents.running
+        return self._started and self._registry.available and self._filesystems.running
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -179,7 +207,7 @@ class Runtime:
             StateError: ``initial_state`` is not a valid state.
             RegistryUnavailable: the runtime is not running.
         """
-        return await self._start_unit(self._agents, agent, initial_state, options)
+        return await self._start_unit(None, agent, initial_state, options)
 
     async def start_sub_agent(
         self,
@@ -198,29 +226,35 @@ class Runtime:
             AgentNotRunning: the parent is not running.
             AgentAlreadyRunning: a server already runs this agent id.
         """
-        supervisor = await self.sub_agents(parent_id)
-        return await self._start_unit(supervisor, agent, initial_state, options)
+        self._server(parent_id)
+        parent = self._units.get(parent_id)
+        if parent is None or parent.ended or parent.stopping:
+            raise AgentNotRunning(f"agent {parent_id!r} is not running")
+        return await self._start_unit(parent, agent, initial_state, options)
 
     async def _start_unit(
         self,
-        parent: Supervisor,
+        parent: AgentUnit | None,
         agent: Agent,
         initial_state: State | Mapping[str, Any] | None,
-        options: Mapping[str, Any],
+        options: dict[str, Any],
     ) -> AgentHandle:
         if not isinstance(agent, Agent):
             raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
-        opts = AgentOptions.from_kwargs(options)
-        if opts.context is None:
+        context = options.pop("context", None)
+        opts = self._options(options)
+        if context is None:
             # Request ids, tenant, tracing: what the caller had set is what the agent runs with.
-            opts = dataclasses.replace(opts, context=capture_context())
+            context = capture_context()
+        elif not isinstance(context, contextvars.Context):
+            raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
+        agent_id = agent.agent_id
         if initial_state is None:
-            state = State(agent_id=agent.agent_id)
+            state = State(agent_id=agent_id)
         elif isinstance(initial_state, State):
             state = initial_state
         else:
             state = State.from_dict(initial_state)
-        agent_id = agent.agent_id
         if not self._registry.available:
             raise RegistryUnavailable("the runtime is not running; start it before agents")
         existing = self._registry.get(agent_id)
@@ -231,129 +265,103 @@ class Runtime:
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
             )
-        self._starting.add(agent_id)
-        unit_id = f"{agent_id}#{next(self._incarnations)}"
+        unit = AgentUnit(self, parent, agent, state, opts, context)
         scope = opts.filesystem_scope
+        server: AgentServer | None = None
+        if scope is None:
+            server = unit.new_server()
+            if not await _start(server):
+                # The common case: nothing was awaited, so nothing can have interleaved.
+                self._registry.register(agent_id, server)
+                self._adopt(unit, server)
+                return AgentHandle(self, agent_id)
+        self._starting.add(agent_id)
         try:
             if scope is not None:
                 await self._acquire_filesystem(scope)
-                self._unit_scopes[unit_id] = scope
             try:
-                self._unit_parents[unit_id] = parent
-                await parent.start_child(
-                    ChildSpec(
-                        id=unit_id,
-                        start=lambda: self._unit(unit_id, agent, state, opts),
-                        restart=RestartType.TEMPORARY,
-                        shutdown_timeout=None,
-                    )
-                )
+                if server is None:
+                    server = unit.new_server()
+                    if await _start(server):
+                        await server.initialise()  # on failure, nothing of it is left
+                else:
+                    await server.initialise()
+                try:
+                    if parent is not None and (parent.ended or parent.stopping):
+                        raise AgentNotRunning(f"agent {parent.agent_id!r} stopped meanwhile")
+                    self._registry.register(agent_id, server)
+                except BaseException:
+                    await server.abort()
+                    raise
             except BaseException:
-                self._unit_parents.pop(unit_id, None)
-                if self._unit_scopes.pop(unit_id, None) is not None:
+                if scope is not None:
                     self._release_filesystem(scope)
                 raise
-            self._units[agent_id] = unit_id
+            self._adopt(unit, server)
         finally:
             self._starting.discard(agent_id)
         return AgentHandle(self, agent_id)
 
-    def _unit(self, unit_id: str, agent: Agent, state: State, options: AgentOptions) -> Supervisor:
-        def server() -> AgentServer:
-            return AgentServer(
-                agent,
-                state,
-                options,
-                on_registered=lambda s: self._registry.register(s.agent_id, s),
-                on_ended=self._server_ended,
-                services=_Services(self, options.filesystem_scope),
-            )
+    def _options(self, options: dict[str, Any]) -> AgentOptions:
+        """Validated options; equal plain ones (numbers, strings) are built once and shared."""
+        try:
+            # Types too: 1 == 1.0 == True, but only some of them are valid for an option.
+            key = tuple((name, type(value), value) for name, value in options.items())
+            cached = self._options_cache.get(key)
+        except TypeError:  # an unhashable value (a dict, a list): no sharing
+            return AgentOptions.from_kwargs(options)
+        if cached is not None:
+            return cached
+        opts = AgentOptions.from_kwargs(options)
+        if all(kind in _PLAIN for _, kind, _ in key):
+            # Only plain values: a key never keeps a callback or a subscription alive.
+            if len(self._options_cache) >= _OPTIONS_CACHE_SIZE:
+                self._options_cache.clear()
+            self._options_cache[key] = opts
+        return opts
 
-        unit = Supervisor(
-            name=f"agent {agent.agent_id}",
-            strategy=Strategy.REST_FOR_ONE,
-            max_restarts=self._max_restarts,
-            max_seconds=self._max_seconds,
-            children=[
-                ChildSpec(
-                    id="server",
-                    start=server,
-                    restart=RestartType.TRANSIENT,
-                    shutdown_timeout=options.shutdown_timeout + 1.0,
-                ),
-            ],
-        )
-        self._unit_supervisors[unit_id] = unit
-        return unit
+    def _adopt(self, unit: AgentUnit, server: AgentServer) -> None:
+        self._units[unit.agent_id] = unit
+        if unit.parent is not None:
+            unit.parent.add_sub_unit(unit)
+        unit.adopt(server)
+
+    def _services_for(self, scope: Hashable | None) -> _Services:
+        if scope is not None:
+            return _Services(self, scope)  # scopes come and go: not kept
+        services = self._services
+        if services is None:
+            services = self._services = _Services(self, None)
+        return services
 
     async def sub_agents(self, agent_id: str) -> Supervisor:
         """The supervisor of ``agent_id``'s sub-agents, started on first use (L11, L53).
 
-        It sits in the agent's unit after the server (rest_for_one): a crash of the server
-        restarts its sub-agents, a crash of a sub-agent never reaches the server, and stopping
-        the agent stops them. Agents that never delegate never pay for it.
+        It belongs to the agent's unit, after the server (rest_for_one): a crash of the server
+        ends its sub-agents, a crash of a sub-agent never reaches the server, and stopping the
+        agent stops them. Agents that never delegate never pay for it.
 
         Raises:
             AgentNotRunning: the agent is not running.
         """
         self._server(agent_id)
-        unit_id = self._units.get(agent_id)
-        unit = self._unit_supervisors.get(unit_id) if unit_id is not None else None
-        if unit_id is None or unit is None:
+        unit = self._units.get(agent_id)
+        if unit is None or unit.ended or unit.stopping:
             raise AgentNotRunning(f"agent {agent_id!r} is not running")
-        current = self._sub_agent_supervisors.get(unit_id)
-        if current is not None and current.running:
-            return current
-
-        def build() -> Supervisor:
-            supervisor = Supervisor(name=f"sub-agents of {agent_id}", on_event=self._agents_event)
-            self._sub_agent_supervisors[unit_id] = supervisor
-            return supervisor
-
-        with contextlib.suppress(ChildAlreadyStarted):
-            await unit.start_child(
-                ChildSpec(
-                    id="sub_agents",
-                    start=build,
-                    restart=RestartType.PERMANENT,
-                    shutdown_timeout=None,
-                )
-            )
-        return self._sub_agent_supervisors[unit_id]
-
-    def _server_ended(self, server: AgentServer, reason: str) -> None:
-        self._registry.unregister(server.agent_id, server)
-        if reason != "crash" and self._started:
-            # A server that stopped by itself (inactivity, no viewers) leaves its unit behind;
-            # the reaper ends it, so sub-agents never outlive their parent.
-            unit_id = self._units.get(server.agent_id)
-            if unit_id is not None:
-                self._to_reap.put_nowait(("unit", unit_id))
-
-    def _agents_event(self, event: SupervisorEvent) -> None:
-        # However a unit ends (stop, self-stop, giving up), its scope loses a user.
-        if isinstance(event, ChildExited) and isinstance(event.id, str):
-            self._unit_supervisors.pop(event.id, None)
-            self._sub_agent_supervisors.pop(event.id, None)
-            self._unit_parents.pop(event.id, None)
-            scope = self._unit_scopes.pop(event.id, None)
-            if scope is not None:
-                self._release_filesystem(scope)
+        return await unit.sub_agent_supervisor()
 
     async def _reap(self) -> None:
         while True:
-            kind, key = await self._to_reap.get()
+            scope = await self._to_reap.get()
             try:
-                if kind == "unit":
-                    await self._end_unit(str(key))
-                elif self._fs_users[key] == 0:
-                    self._fs_users.pop(key, None)
+                if self._fs_users[scope] == 0:
+                    self._fs_users.pop(scope, None)
                     with contextlib.suppress(ChildNotFound):
-                        await self._filesystems.terminate_child(("filesystem", key))
+                        await self._filesystems.terminate_child(("filesystem", scope))
             except SupervisorNotRunning:
-                return  # the runtime is shutting down: the supervisors end everything
+                return  # the runtime is shutting down: the supervisor ends everything
             except Exception:
-                _log.exception("ending %s %r failed", kind, key)
+                _log.exception("ending the filesystem server %r failed", scope)
 
     # -- filesystem servers (L50, L53) --------------------------------------------------------
 
@@ -385,7 +393,7 @@ class Runtime:
         self._fs_users[scope] -= 1
         if self._fs_users[scope] <= 0:
             self._fs_servers.pop(scope, None)
-            self._to_reap.put_nowait(("filesystem", scope))
+            self._to_reap.put_nowait(scope)
 
     def filesystem(self, scope: Hashable) -> FileStore:
         """The shared store of ``scope`` while agents of that scope run.
@@ -397,14 +405,6 @@ class Runtime:
         if server is None:
             raise SagentsError(f"no filesystem server runs for scope {scope!r}")
         return server.store
-
-    async def _end_unit(self, unit_id: str) -> None:
-        agent_id = unit_id.rpartition("#")[0]
-        if self._units.get(agent_id) == unit_id:
-            del self._units[agent_id]
-        parent = self._unit_parents.get(unit_id, self._agents)
-        with contextlib.suppress(ChildNotFound, SupervisorNotRunning):
-            await parent.terminate_child(unit_id)
 
     # -- lookups (L55, L60–L63) ---------------------------------------------------------------
 
@@ -468,13 +468,10 @@ class Runtime:
         if not isinstance(reason, str) or not reason:
             raise InvalidOption("stop(reason=...) must be a non-empty string")
         server = self._server(agent_id)
-        # AgentNotRunning here means it was already stopping: wait for it below.
-        with contextlib.suppress(AgentNotRunning):
-            await server.call(server.do_stop, reason)
-        await server.wait_ended()
-        unit_id = self._units.get(agent_id)
-        if unit_id is not None:
-            await self._end_unit(unit_id)
+        await server.stop(reason)  # if it is already stopping, this waits for it
+        unit = server._unit
+        if isinstance(unit, AgentUnit):
+            await unit.close(children_first=False)  # its sub-agents, a restart in progress
 
     async def cancel(self, agent_id: str) -> None:
         """Cancel the agent's run (L5).
@@ -493,6 +490,15 @@ class Runtime:
     def watch(self, agent_id: str, channel: Channel = "main") -> Watch:
         """A durable subscription: pending until the agent runs, kept across restarts (L81)."""
         return Watch(self._registry, agent_id, channel)
+
+
+async def _start(server: AgentServer) -> bool:
+    """``server.start()``, undone if it raises (e.g. a broken initial subscriber)."""
+    try:
+        return server.start()
+    except BaseException:
+        await server.abort()
+        raise
 
 
 class _Services(Mapping[str, Any]):

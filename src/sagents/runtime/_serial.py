@@ -31,13 +31,15 @@ Job = Callable[[], Awaitable[None]]
 class SerialWorker:
     """Runs submitted jobs one at a time in an owned task."""
 
+    __slots__ = ("_idle", "_on_error", "_queue", "_queued_keys", "_task")
+
     def __init__(self, on_error: Callable[[str, BaseException], None]) -> None:
         self._on_error = on_error
         self._queue: deque[tuple[str, Job]] = deque()
         self._queued_keys: set[str] = set()
         self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Made only while someone drains: most bursts of saves are never waited for.
+        self._idle: asyncio.Future[None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -51,7 +53,6 @@ class SerialWorker:
             self._queued_keys.add(operation)
         self._queue.append((operation, job))
         if self._task is None:
-            self._idle.clear()
             self._task = asyncio.get_running_loop().create_task(self._work())
 
     async def _work(self) -> None:
@@ -69,7 +70,9 @@ class SerialWorker:
                         _log.exception("reporting the failure of %s raised", operation)
         finally:
             self._task = None
-            self._idle.set()
+            idle, self._idle = self._idle, None
+            if idle is not None and not idle.done():
+                idle.set_result(None)
 
     async def drain(self, timeout: float | None) -> bool:
         """Wait until every queued job ran; False if ``timeout`` expired first.
@@ -79,9 +82,11 @@ class SerialWorker:
         """
         if self._task is None:
             return True
+        if self._idle is None:
+            self._idle = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.shield(self._idle.wait())
+                await asyncio.shield(self._idle)
         except TimeoutError:
             return False
         return True

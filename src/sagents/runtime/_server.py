@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
@@ -57,7 +59,12 @@ from sagents.runtime._publisher import Publisher, Subscription
 from sagents.runtime._serial import SerialWorker
 
 if TYPE_CHECKING:
-    from sagents.runtime._supervisor import Ready
+
+    class ServerOwner(Protocol):
+        """What a server reports its end to (the runtime's unit of the agent)."""
+
+        def server_ended(self, server: AgentServer, reason: str) -> None: ...
+
 
 __all__ = ["AgentServer"]
 
@@ -71,12 +78,70 @@ TITLE_KEY = "conversation_title"
 _KEEP_WITH_NO_VIEWERS = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.PAUSED})
 
 
+_START = ("sagents", "agent", "start")
+_STOP = ("sagents", "agent", "stop")
+_CRASH = ("sagents", "agent", "crash")
+_NO_SERVICES: Mapping[str, Any] = MappingProxyType({})
+# The inactivity timer only posts a message (which runs in the server's context): one shared,
+# empty context spares a copy of the caller's per timer handle.
+_TIMER_CONTEXT = contextvars.Context()
+_NOTHING_PERSISTED: tuple[Sequence[BaseMessage], int | None] = ((), None)
+
+#: A mailbox message: the function to run, its arguments, and the caller's future (None for an
+#: internal message, whose failure is a crash).
+_Message: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
+
+
 class _Stop(Exception):
     """Ends the mailbox loop after a graceful stop."""
 
 
 class AgentServer:
-    """The actor behind an :class:`~sagents.runtime.AgentHandle`; not used directly."""
+    """The actor behind an :class:`~sagents.runtime.AgentHandle`; not used directly.
+
+    Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`: :meth:`start` (synchronous;
+    says whether :meth:`initialise` must run the async part), registration, :meth:`started`, then
+    messages until a stop or a crash, after which the unit is told through ``server_ended``.
+    """
+
+    __slots__ = (
+        "_context",
+        "_deferred",
+        "_end_waiters",
+        "_ended",
+        "_follow_ups",
+        "_inactivity_handle",
+        "_last_activity",
+        "_live",
+        "_loop",
+        "_mailbox",
+        "_middleware_context",
+        "_persist_next",
+        "_persisted",
+        "_publisher",
+        "_queued",
+        "_run",
+        "_run_meta",
+        "_run_task",
+        "_save_handle",
+        "_saved_version",
+        "_saver",
+        "_services",
+        "_started_at",
+        "_stored_title",
+        "_task",
+        "_task_context",
+        "_unit",
+        "_version",
+        "_viewers",
+        "agent",
+        "agent_id",
+        "closed",
+        "options",
+        "shutdown_reason",
+        "state",
+        "status",
+    )
 
     def __init__(
         self,
@@ -84,37 +149,36 @@ class AgentServer:
         state: State,
         options: AgentOptions,
         *,
-        on_registered: Callable[[AgentServer], None],
-        on_ended: Callable[[AgentServer, str], None],
+        unit: ServerOwner | None = None,
         services: Mapping[str, Any] | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
+        agent_id = agent.agent_id
         self.agent = agent
-        self.agent_id = agent.agent_id
+        self.agent_id = agent_id
         self.options = options
-        self.state = (
-            state if state.agent_id == agent.agent_id else state.replace(agent_id=agent.agent_id)
-        )
+        self.state = state if state.agent_id == agent_id else _with_agent_id(state, agent_id)
         self.status = _initial_status(self.state)
-        self.publisher = Publisher(
-            agent.agent_id, replay_size=options.replay_size, queue_size=options.queue_size
-        )
-        self._on_registered = on_registered
-        self._on_ended = on_ended
-        self._services: Mapping[str, Any] = services if services is not None else {}
-        self._run_meta = {"conversation_id": options.conversation_id, **options.metadata}
-        self._loop = asyncio.get_running_loop()
-        self._mailbox: deque[
-            tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any] | None]
-        ] = deque()
-        self._wakeup: asyncio.Future[None] | None = None
-        self._closed = False
+        self._publisher: Publisher | None = None  # made by the first subscriber or event
+        self._unit = unit
+        self._services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
+        self._run_meta: dict[str, Any] | None = None
+        loop = self._loop = asyncio.get_running_loop()
+        # The mailbox exists while messages wait; the task draining it exists while it is not
+        # empty (see _enqueue). An idle server has neither.
+        self._mailbox: deque[_Message] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._task_context: contextvars.Context | None = None
+        self._live = False  # registered and started: messages may be processed
+        self.closed = False
+        self._ended = False
+        self._end_waiters: list[asyncio.Future[None]] | None = None
         self._run: Run | None = None
         self._run_task: asyncio.Task[RunResult] | None = None
-        self._queued: list[BaseMessage] = []
-        self._deferred: list[tuple[str, Any]] = []
+        self._queued: list[BaseMessage] | tuple[()] = ()
+        self._deferred: list[tuple[str, Any]] | tuple[()] = ()
         self._follow_ups = 0
-        self._started_at = self._loop.time()
-        self._last_activity = self._started_at
+        self._started_at = self._last_activity = loop.time()
         self._inactivity_handle: asyncio.TimerHandle | None = None
         self._save_handle: asyncio.TimerHandle | None = None
         # Versions of the state: +1 per change, continuing the stored version when restored.
@@ -124,29 +188,66 @@ class AgentServer:
         self._persisted: tuple[Sequence[BaseMessage], int | None] = (
             (self.state.messages, options.state_version)
             if options.state_version is not None
-            else ((), None)
+            else _NOTHING_PERSISTED
         )
-        self._saver = SerialWorker(self._report_persistence_error)
+        self._saver: SerialWorker | None = None  # made by the first save
         self._persist_next: tuple[State, int] | None = None
         # The title the conversation row holds, as far as this server knows.
         self._stored_title = conversation_title(self.state)
         self._viewers: ViewerWatch | None = None
         self._middleware_context: MiddlewareContext | None = None
-        self._context = options.context
-        self._ended = asyncio.Event()
+        self._context = options.context if context is None else context
         self.shutdown_reason: str | None = None
 
-    # -- lifecycle (the supervisor's Child protocol) ----------------------------------------
+    @property
+    def publisher(self) -> Publisher:
+        """The server's event fan-out, made on first use (an idle agent nobody watches has
+        none)."""
+        publisher = self._publisher
+        if publisher is None:
+            publisher = self._publisher = Publisher(
+                self.agent_id,
+                replay_size=self.options.replay_size,
+                queue_size=self.options.queue_size,
+            )
+            if self._ended:
+                publisher.close()  # as if it had been closed with the server
+        return publisher
 
-    async def run(self, ready: Ready) -> None:
-        """Register, signal ready, then process the mailbox until stopped."""
-        started = time.perf_counter()
-        if self._context is not None:
-            apply_context(self._context)  # for hooks run in the mailbox
+    # -- lifecycle (driven by the unit) ---------------------------------------------------------
+
+    def start(self) -> bool:
+        """The synchronous part of starting; True if :meth:`initialise` must run next (presence
+        tracking or ``on_server_start`` hooks), before the server is registered."""
         for subscriber in self.options.initial_subscribers:
             subscriber.attach(self.publisher)
-        if self.options.presence is not None and self.options.presence.enabled:
-            self._viewers = ViewerWatch(self.options.presence, on_no_viewers=self._no_viewers)
+        presence = self.options.presence
+        if presence is not None and presence.enabled:
+            return True
+        return any(mw.overrides("on_server_start") for mw in self.agent.middleware_instances)
+
+    async def initialise(self) -> None:
+        """Start presence tracking and run the ``on_server_start`` hooks, in the server's own
+        context (as every message is). On failure nothing of the server is left running.
+
+        Raises:
+            Exception: whatever a hook or the presence raised.
+        """
+        task = self._loop.create_task(self._initialise(), context=self._own_context())
+        self._task = task  # messages posted by hooks wait for started()
+        try:
+            await task
+        except BaseException:
+            await self.abort()
+            raise
+        finally:
+            if self._task is task:
+                self._task = None
+
+    async def _initialise(self) -> None:
+        presence = self.options.presence
+        if presence is not None and presence.enabled:
+            self._viewers = ViewerWatch(presence, on_no_viewers=self._no_viewers)
             await self._viewers.start()
         for mw in self.agent.middleware_instances:
             if mw.overrides("on_server_start"):
@@ -154,44 +255,97 @@ class AgentServer:
                 changed = await mw.on_server_start(self.state)
                 if changed is not None:
                     self._set_state(changed)
-        self._on_registered(self)
+
+    def started(self) -> None:
+        """Registered: arm the timers, report the start, process what is waiting."""
+        self._live = True
         self._arm_inactivity()
         self._arm_interval_save()
         if self._viewers is not None:
             self._viewers.agent_status_changed(self.status)
-        telemetry.execute(
-            ("sagents", "agent", "start"),
-            {"system_time": time.time(), "duration": time.perf_counter() - started},
-            self._meta(),
-        )
-        ready.started(self)
-        reason = "crash"
+        if telemetry.has_handlers(_START):
+            # In the server's context, as if the server's own task reported it.
+            self._own_context().run(
+                telemetry.execute,
+                _START,
+                {"system_time": time.time(), "duration": self._loop.time() - self._started_at},
+                self._meta(),
+            )
+        if self._mailbox and self._task is None:
+            self._task = self._loop.create_task(self._drain(), context=self._own_context())
+
+    async def abort(self) -> None:
+        """Undo a start that failed before registration: close what was opened, silently."""
+        self.closed = True
         try:
-            await self._process_mailbox()
-            reason = self.shutdown_reason or "manual"
+            if self._viewers is not None:
+                await self._viewers.aclose()
+            if self._middleware_context is not None:
+                await self._middleware_context.aclose()  # what the hooks spawned
+            if self._saver is not None:
+                await self._saver.aclose()
+        except Exception:
+            _log.exception("agent %r: cleaning up a failed start raised", self.agent_id)
+        self._flush_mailbox("it failed to start")
+        self.publisher.close()
+        self._mark_ended()
+
+    async def stop(self, reason: str = "shutdown") -> None:
+        """Stop gracefully (a final save, ``AgentShutdown``); return once it has ended."""
+        if not self.closed and not self.stop_now(reason):
+            with contextlib.suppress(AgentNotRunning):
+                await self.call(self.do_stop, reason)
+        await self.wait_ended()
+
+    def stop_now(self, reason: str) -> bool:
+        """Stop at once if a graceful stop has nothing to wait for (see :meth:`_quiet`);
+        False, with nothing done, otherwise."""
+        if self.closed or not self._quiet():
+            return False
+        self._own_context().run(self._stop_now, reason)
+        return True
+
+    async def kill(self) -> None:
+        """End at once: cancel whatever the server is doing (a graceful stop took too long)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if not self.closed:
+            await self._end(self.shutdown_reason or "shutdown")
+        await self.wait_ended()
+
+    def _own_context(self) -> contextvars.Context:
+        # The context every message, hook and timer of this server runs in (the server's
+        # "task" context): a copy of the start context, kept across message bursts so that
+        # update_context() and hooks' context variables persist as in one long-lived task.
+        context = self._task_context
+        if context is None:
+            context = self._task_context = (
+                contextvars.copy_context() if self._context is None else self._context.copy()
+            )
+        return context
+
+    async def _drain(self) -> None:
+        """Process the mailbox until it is empty, then end (one task per burst)."""
+        try:
+            stopped = await self._process_mailbox()
         except asyncio.CancelledError:
-            # Cancelled by our supervisor (its shutdown timeout elapsed) or the runtime.
-            reason = self.shutdown_reason or "shutdown"
+            # Cancelled by kill() (a stop that took too long) or the loop closing.
+            await self._end(self.shutdown_reason or "shutdown")
             raise
         except BaseException as exc:
             _log.error("agent server %r crashed", self.agent_id, exc_info=exc)
-            raise
-        finally:
-            await self._end(reason)
+            await self._end("crash")
+            return  # the unit restarts the server; the error is logged, never re-raised
+        if stopped:
+            await self._end(self.shutdown_reason or "manual")
 
-    async def stop(self) -> None:
-        """Graceful stop requested by a supervisor (runtime shutdown)."""
-        if not self._closed:
-            with contextlib.suppress(AgentNotRunning):
-                await self.call(self.do_stop, "shutdown")
-
-    async def _process_mailbox(self) -> None:
-        while True:
-            while not self._mailbox:
-                self._wakeup = self._loop.create_future()
-                await self._wakeup
-                self._wakeup = None
-            fn, args, future = self._mailbox.popleft()
+    async def _process_mailbox(self) -> bool:
+        """One message at a time, in order; True once stopped, False once the mailbox is empty."""
+        mailbox = self._mailbox
+        while mailbox:
+            fn, args, future = mailbox.popleft()
             if future is not None and future.cancelled():
                 continue
             try:
@@ -201,49 +355,113 @@ class AgentServer:
             except _Stop:
                 if future is not None and not future.done():
                     future.set_result(None)
-                return
+                return True
             except _StopRequest as request:
                 try:
                     await self.do_stop(request.reason)
                 except _Stop:
-                    return
+                    return True
             except Exception as exc:
                 if future is None:
                     raise  # an internal message failed: that is a crash
                 if not future.done():
                     future.set_exception(exc)
                 continue
+            except BaseException:
+                # Killed (a stop that took too long) while handling it: its caller must not
+                # wait forever.
+                if future is not None and not future.done():
+                    future.set_exception(
+                        AgentNotRunning(f"agent {self.agent_id!r} was stopped during this call")
+                    )
+                raise
             if future is not None and not future.done():
                 future.set_result(result)
+        # Empty: no await between the check above and here, so a message posted from now on
+        # finds no task and starts the next one.
+        self._mailbox = None
+        self._task = None
+        return False
 
     async def _end(self, reason: str) -> None:
         """Leave the registry and close every subscription; runs exactly once."""
-        self._closed = True
+        if self.closed:
+            return
+        self._close()
+        try:
+            if self._run_task is not None and not self._run_task.done():
+                self._run_task.cancel()
+                await asyncio.gather(self._run_task, return_exceptions=True)
+            if self._viewers is not None:
+                await self._viewers.aclose()
+            self._flush_mailbox(f"stopped ({reason})")
+            if self._middleware_context is not None:
+                await self._middleware_context.aclose()
+            if reason == "crash" and self._saver is not None:
+                await self._saver.aclose()
+        finally:
+            # Even if cancelled meanwhile: subscribers, the unit and waiters must hear of it.
+            self._ended_now(reason)
+
+    def _close(self) -> None:
+        self.closed = True
         for handle in (self._inactivity_handle, self._save_handle):
             if handle is not None:
                 handle.cancel()
-        if self._run_task is not None and not self._run_task.done():
-            self._run_task.cancel()
-            await asyncio.gather(self._run_task, return_exceptions=True)
-        if self._viewers is not None:
-            await self._viewers.aclose()
-        while self._mailbox:
-            _, _, future = self._mailbox.popleft()
-            if future is not None and not future.done():
-                future.set_exception(AgentNotRunning(f"agent {self.agent_id!r} stopped ({reason})"))
-        if self._middleware_context is not None:
-            await self._middleware_context.aclose()
-        if reason == "crash":
-            await self._saver.aclose()
-        self.publisher.close(AgentShutdown(reason=reason, metadata=self._shutdown_metadata()))
-        self._on_ended(self, reason)
-        self._ended.set()
-        event = "crash" if reason == "crash" else "stop"
-        telemetry.execute(
-            ("sagents", "agent", event),
-            {"duration": self._loop.time() - self._started_at},
-            {**self._meta(), "reason": reason},
+        self._inactivity_handle = self._save_handle = None
+
+    def _ended_now(self, reason: str) -> None:
+        self._flush_mailbox(f"stopped ({reason})")
+        publisher = self._publisher
+        if publisher is not None:  # else nobody ever subscribed: nobody can see a final event
+            publisher.close(AgentShutdown(reason=reason, metadata=self._shutdown_metadata()))
+        self._mark_ended()
+        if self._unit is not None:
+            self._unit.server_ended(self, reason)
+        event = _CRASH if reason == "crash" else _STOP
+        if telemetry.has_handlers(event):
+            telemetry.execute(
+                event,
+                {"duration": self._loop.time() - self._started_at},
+                {**self._meta(), "reason": reason},
+            )
+
+    def _quiet(self) -> bool:
+        """Whether a graceful stop has nothing to wait for: no message or run in progress, no
+        save to make or finish, no presence, no hook resources. The usual idle agent, which
+        then stops without a task (an inactivity expiry of a million agents allocates none)."""
+        options = self.options
+        return (
+            self._live
+            and self._task is None
+            and not self._mailbox
+            and self._run_task is None
+            and self._viewers is None
+            and self._middleware_context is None
+            and (self._saver is None or not self._saver.busy)
+            and options.auto_save is None
+            and options.agent_persistence is None
         )
+
+    def _stop_now(self, reason: str) -> None:
+        """``do_stop`` and ``_end`` for a :meth:`_quiet` server, where neither would await."""
+        self.shutdown_reason = reason
+        self._close()
+        self._ended_now(reason)
+
+    def _flush_mailbox(self, why: str) -> None:
+        mailbox, self._mailbox = self._mailbox, None
+        while mailbox:
+            _, _, future = mailbox.popleft()
+            if future is not None and not future.done():
+                future.set_exception(AgentNotRunning(f"agent {self.agent_id!r} {why}"))
+
+    def _mark_ended(self) -> None:
+        self._ended = True
+        waiters, self._end_waiters = self._end_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _shutdown_metadata(self) -> dict[str, Any]:
         return {
@@ -262,16 +480,19 @@ class AgentServer:
 
     # -- the mailbox -------------------------------------------------------------------------
 
+    def _enqueue(self, message: _Message) -> None:
+        mailbox = self._mailbox
+        if mailbox is None:
+            mailbox = self._mailbox = deque()
+        mailbox.append(message)
+        if self._task is None and self._live:
+            self._task = self._loop.create_task(self._drain(), context=self._own_context())
+
     def _post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue an internal message (no reply)."""
-        if self._closed:
+        if self.closed:
             return
-        self._mailbox.append((fn, args, None))
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        self._enqueue((fn, args, None))
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in the mailbox and return its result.
@@ -279,11 +500,10 @@ class AgentServer:
         Raises:
             AgentNotRunning: the server stopped (before or while the call waited).
         """
-        if self._closed:
+        if self.closed:
             raise AgentNotRunning(f"agent {self.agent_id!r} is not running; start it again")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._mailbox.append((fn, args, future))
-        self._wake()
+        self._enqueue((fn, args, future))
         return await future
 
     # -- activity and timers (L20–L26) ---------------------------------------------------------
@@ -296,19 +516,25 @@ class AgentServer:
 
     def _arm_inactivity(self) -> None:
         timeout = self.options.inactivity_timeout
-        if timeout is None or self._closed or self.status is Status.RUNNING:
+        if timeout is None or self.closed or self.status is Status.RUNNING:
             return
         self._inactivity_handle = self._loop.call_at(
-            self._last_activity + timeout, self._inactivity_due
+            self._last_activity + timeout, self, context=_TIMER_CONTEXT
         )
+
+    def __call__(self) -> None:
+        # The inactivity timer's callback is the server itself: a bound method per armed timer
+        # would be one more object per idle agent (and for the garbage collector to visit).
+        self._inactivity_due()
 
     def _inactivity_due(self) -> None:
         self._inactivity_handle = None
         timeout = self.options.inactivity_timeout
-        if timeout is None or self._closed or self.status is Status.RUNNING:
+        if timeout is None or self.closed or self.status is Status.RUNNING:
             return  # a run is activity; the timer restarts when it ends (L22)
         if self._loop.time() >= self._last_activity + timeout:
-            self._post(self._stop_if_inactive)
+            if not self.stop_now("inactivity"):
+                self._post(self._stop_if_inactive)
         else:
             self._arm_inactivity()
 
@@ -329,9 +555,11 @@ class AgentServer:
 
     def _arm_interval_save(self) -> None:
         auto_save = self.options.auto_save
-        if auto_save is None or auto_save.interval is None or self._closed:
+        if auto_save is None or auto_save.interval is None or self.closed:
             return
-        self._save_handle = self._loop.call_later(auto_save.interval, self._interval_due)
+        self._save_handle = self._loop.call_later(
+            auto_save.interval, self._interval_due, context=self._own_context()
+        )
 
     def _interval_due(self) -> None:
         self._save_handle = None
@@ -367,7 +595,7 @@ class AgentServer:
         if save_message is not None:
             conversation_id = self.options.conversation_id
             for message in new_messages:
-                self._saver.submit(
+                self._save_worker().submit(
                     "save_new_message", _bind(save_message, conversation_id, message)
                 )
 
@@ -388,7 +616,7 @@ class AgentServer:
             await callback(self.agent_id, self.state.to_dict())
             self._saved_version = max(self._saved_version, version)
 
-        self._saver.submit(operation, save, coalesce=True)
+        self._save_worker().submit(operation, save, coalesce=True)
 
     # Display messages (S2): submitted in order, saved off the hot path, each save broadcast.
 
@@ -397,7 +625,7 @@ class AgentServer:
         conversation_id = self.options.conversation_id
         if store is None or conversation_id is None:
             return
-        self._saver.submit(operation, lambda: job(store, conversation_id))
+        self._save_worker().submit(operation, lambda: job(store, conversation_id))
 
     def _save_display_messages(self, messages: Sequence[BaseMessage]) -> None:
         scope = self.options.scope
@@ -495,10 +723,10 @@ class AgentServer:
                 {**self._meta(), "version": version, "message_count": len(state.messages)},
             )
 
-        self._saver.submit("agent_persistence.save", persist, coalesce=True)
+        self._save_worker().submit("agent_persistence.save", persist, coalesce=True)
 
     def _report_persistence_error(self, operation: str, error: BaseException) -> None:
-        if self.publisher.wants_debug():
+        if self.debug:
             self.publisher.publish(
                 PersistenceError(operation=operation, error=f"{type(error).__name__}: {error}")
             )
@@ -533,7 +761,7 @@ class AgentServer:
 
     @property
     def debug(self) -> bool:
-        return self.publisher.wants_debug()
+        return self._publisher is not None and self._publisher.wants_debug()
 
     def emit(self, event: Event) -> None:
         self.publisher.publish(event)
@@ -550,7 +778,7 @@ class AgentServer:
             sink=self,
             decisions=decisions,
             services=self._services,
-            metadata=self._run_meta,
+            metadata=self._run_metadata(),
             middleware_context=self.middleware_context(),
         )
         if run.state is not self.state:
@@ -610,7 +838,7 @@ class AgentServer:
         self._arm_inactivity()
 
     def _run_queued(self) -> None:
-        messages, self._queued = self._queued, []
+        messages, self._queued = self._queued, ()
         if self.status is Status.INTERRUPTED:
             self._dismiss_interrupt()
         self._set_state(self.state.append(*messages), messages)
@@ -634,7 +862,10 @@ class AgentServer:
             raise TypeError(f"add_message takes a langchain message, got {type(message).__name__}")
         self.touch()
         if self.status is Status.RUNNING:
-            self._queued.append(message)
+            if isinstance(self._queued, list):
+                self._queued.append(message)
+            else:
+                self._queued = [message]
             return
         if self.status is Status.INTERRUPTED:
             self._dismiss_interrupt()
@@ -652,7 +883,10 @@ class AgentServer:
             )
         if self.status is Status.RUNNING:
             # The run owns the state until it ends; the message is handled right after.
-            self._deferred.append((key, message))
+            if isinstance(self._deferred, list):
+                self._deferred.append((key, message))
+            else:
+                self._deferred = [(key, message)]
             return
         await self._handle_middleware_message(middleware[key], message)
 
@@ -663,7 +897,9 @@ class AgentServer:
             self._set_state(changed)
 
     async def _deliver_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, []
+        deferred, self._deferred = self._deferred, ()
+        if not deferred:
+            return
         middleware = {mw.key: mw for mw in self.agent.middleware_instances}
         for key, message in deferred:
             try:
@@ -722,7 +958,7 @@ class AgentServer:
         if self._queued:
             # Sent during the run, so they precede anything sent later: keep them, in order,
             # without starting a run the user just cancelled (L5, L7).
-            messages, self._queued = self._queued, []
+            messages, self._queued = self._queued, ()
             self._set_state(self.state.append(*messages), messages)
         self._set_status(status)
         self._request_persist(status.value)
@@ -732,7 +968,7 @@ class AgentServer:
         """Report how a run ended when it finished before a stop could cancel it: its result
         message waits in the mailbox behind the stop and would never be processed."""
         # The stop keeps queued messages, but must not start a follow-up run for them.
-        queued, self._queued = self._queued, []
+        queued, self._queued = self._queued, ()
         await self._finish(run, task.result())  # the late mailbox message then finds no run
         self._queued = queued
 
@@ -754,7 +990,8 @@ class AgentServer:
             self._set_status(Status.PAUSED)
         self._request_persist("paused")
         self._request_save("auto_save.pause", force=True)
-        await self._saver.drain(self.options.shutdown_timeout)
+        if self._saver is not None:
+            await self._saver.drain(self.options.shutdown_timeout)
 
     async def do_stop(self, reason: str) -> None:
         self.shutdown_reason = reason
@@ -763,11 +1000,11 @@ class AgentServer:
             if self._run is not None and self._run_task is not None:
                 await self._finish_now(self._run, self._run_task)
         if self._queued:
-            messages, self._queued = self._queued, []
+            messages, self._queued = self._queued, ()
             self._set_state(self.state.append(*messages), messages)
         self._request_persist(f"shutdown ({reason})")
         self._request_save(f"auto_save.shutdown ({reason})", force=True)
-        if not await self._saver.drain(self.options.shutdown_timeout):
+        if self._saver is not None and not await self._saver.drain(self.options.shutdown_timeout):
             _log.error("agent %r: saves did not finish within shutdown_timeout", self.agent_id)
         raise _Stop
 
@@ -796,7 +1033,7 @@ class AgentServer:
             has_interrupt=self.state.interrupt is not None,
             uptime=self._loop.time() - self._started_at,
             conversation_id=self.options.conversation_id,
-            subscriber_count=self.publisher.subscriber_count,
+            subscriber_count=self.subscriber_count,
             viewer_count=0 if self._viewers is None else self._viewers.viewer_count,
             inactivity_remaining=self.inactivity_remaining(),
             queued_messages=len(self._queued),
@@ -805,18 +1042,44 @@ class AgentServer:
             scope=self.options.scope,
         )
 
+    @property
+    def subscriber_count(self) -> int:
+        return 0 if self._publisher is None else self._publisher.subscriber_count
+
     def subscribe(self, channel: str, after_seq: int | None) -> Subscription:
-        if self._closed:
+        if self.closed:
             raise AgentNotRunning(f"agent {self.agent_id!r} is not running")
         return self.publisher.subscribe(channel, after_seq=after_seq)  # type: ignore[arg-type]
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def wait_ended(self) -> None:
         """Return once the server has left the registry and closed its subscriptions."""
-        await self._ended.wait()
+        if self._ended:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._end_waiters is None:
+            self._end_waiters = []
+        self._end_waiters.append(waiter)
+        await waiter
+
+    @property
+    def ended(self) -> bool:
+        """Whether the server has ended (after its ``AgentShutdown``)."""
+        return self._ended
+
+    def _save_worker(self) -> SerialWorker:
+        saver = self._saver
+        if saver is None:
+            saver = self._saver = SerialWorker(self._report_persistence_error)
+        return saver
+
+    def _run_metadata(self) -> dict[str, Any]:
+        meta = self._run_meta
+        if meta is None:
+            meta = self._run_meta = {
+                "conversation_id": self.options.conversation_id,
+                **self.options.metadata,
+            }
+        return meta
 
 
 class StaleState(SagentsError):
@@ -852,6 +1115,19 @@ def conversation_title(state: State) -> str | None:
     data = state.metadata.get(TITLE_KEY)
     title = data.get("title") if isinstance(data, Mapping) else None
     return title if isinstance(title, str) and title else None
+
+
+def _with_agent_id(state: State, agent_id: str) -> State:
+    # State.replace would validate and copy every message again; the fields are already valid
+    # and immutable, so the copy shares them (as State.append does).
+    new = object.__new__(State)
+    for name in _STATE_FIELDS:
+        object.__setattr__(new, name, getattr(state, name))
+    object.__setattr__(new, "agent_id", agent_id)
+    return new
+
+
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))
 
 
 def _is_paused(state: State) -> bool:

@@ -1,0 +1,330 @@
+"""``AgentUnit``: one agent's supervision unit, without a task of its own (rules L11, L50–L54).
+
+The unit is what OTP would build as a ``rest_for_one`` supervisor holding the agent server and
+the supervisor of its sub-agents. A fleet of mostly idle agents cannot afford a supervisor task
+(and its mailbox) per agent, so the unit is a plain object driven by callbacks: the server tells
+it how it ended (:meth:`server_ended`) and the unit reacts, with a task only while it has work to
+do (a restart, ending sub-agents). The guarantees are those of the supervisor it replaces:
+
+- **transient server**: restarted after a crash from the agent's initial state (L52), not after a
+  stop; restarts are counted on the loop clock and more than ``max_restarts`` within
+  ``max_seconds`` make the unit give up (the agent then stops; nothing else is touched, L16).
+- **rest_for_one**: a crash or a stop of the server ends its sub-agents (the units started with
+  ``start_sub_agent`` and the ``sub_agents()`` supervisor); a sub-agent's crash never reaches the
+  parent (L53).
+- **stop ends the whole unit**, so the agent id can be started again at once; a runtime shutdown
+  stops sub-agents first, then the server (reverse dependency order, L54).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from sagents._errors import SagentsError
+from sagents._state import State
+from sagents.execution._agent import Agent
+from sagents.runtime._options import AgentOptions
+from sagents.runtime._server import AgentServer
+from sagents.runtime._supervisor import Strategy, Supervisor
+
+if TYPE_CHECKING:
+    from sagents.runtime._runtime import Runtime
+
+__all__ = ["AgentUnit"]
+
+_log = logging.getLogger("sagents.runtime")
+
+
+class AgentUnit:
+    """The unit of one running agent id: its server, restarts and sub-agents (not public)."""
+
+    __slots__ = (
+        "_done",
+        "_restarts",
+        "_sup_ready",
+        "_task",
+        "agent",
+        "context",
+        "ended",
+        "options",
+        "parent",
+        "runtime",
+        "server",
+        "state",
+        "stopping",
+        "sub_units",
+        "supervisor",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        parent: AgentUnit | None,
+        agent: Agent,
+        state: State,
+        options: AgentOptions,
+        context: contextvars.Context | None,
+    ) -> None:
+        self.runtime = runtime
+        # The caller's context variables (request id, tenant, tracing), for every incarnation;
+        # kept apart from the options so that equal options can be shared between agents.
+        self.context = context
+        self.parent = parent
+        self.agent = agent
+        self.state = state  # every restart starts from it (L52)
+        self.options = options
+        self.server: AgentServer | None = None
+        # Everything below is made on demand: most agents never crash nor delegate.
+        self.sub_units: dict[str, AgentUnit] | None = None
+        self.supervisor: Supervisor | None = None
+        self._sup_ready: asyncio.Future[None] | None = None
+        self._restarts: deque[float] | None = None
+        self._task: asyncio.Task[None] | None = None  # a restart or an ending in progress
+        self._done: list[asyncio.Future[None]] | None = None
+        self.stopping = False
+        self.ended = False
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.agent_id
+
+    def __repr__(self) -> str:
+        return f"<AgentUnit {self.agent_id!r}{' ended' if self.ended else ''}>"
+
+    def new_server(self) -> AgentServer:
+        return AgentServer(
+            self.agent,
+            self.state,
+            self.options,
+            unit=self,
+            context=self.context,
+            services=self.runtime._services_for(self.options.filesystem_scope),
+        )
+
+    def adopt(self, server: AgentServer) -> None:
+        """Make ``server`` the unit's (it is registered): timers start, messages flow."""
+        self.server = server
+        server.started()
+
+    # -- the server's end ------------------------------------------------------------------------
+
+    def server_ended(self, server: AgentServer, reason: str) -> None:
+        """Called by the server once it has ended (its ``AgentShutdown`` is published)."""
+        runtime = self.runtime
+        runtime._registry.unregister(server.agent_id, server)
+        if server is not self.server or self.ended or self.stopping:
+            return  # close() is in charge
+        if reason == "crash" and runtime._started:
+            self._spawn(self._restart())
+        elif self.sub_units or self.supervisor is not None:
+            self._spawn(self._end_after_children())
+        else:
+            self._finish()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"unit {self.agent_id}")
+        self._task = task
+        self.runtime._unit_tasks.add(task)
+        task.add_done_callback(self.runtime._unit_tasks.discard)
+
+    async def _end_after_children(self) -> None:
+        try:
+            await self.end_children()
+        finally:
+            self._finish()
+
+    async def _restart(self) -> None:
+        """Restart the crashed server (after ending its sub-agents), retrying failed starts."""
+        runtime = self.runtime
+        try:
+            await self.end_children()
+            while self._count_restart():
+                if (
+                    self.stopping
+                    or not runtime._started
+                    or runtime._units.get(self.agent_id) is not self
+                ):
+                    return
+                server = self.new_server()
+                try:
+                    if server.start():
+                        await server.initialise()  # on failure, nothing of it is left
+                except Exception:
+                    _log.exception("agent %r failed to restart", self.agent_id)
+                    if not server.ended:
+                        await server.abort()
+                    continue  # a failed restart is another crash (counted next round)
+                try:
+                    runtime._registry.register(self.agent_id, server)
+                except SagentsError as exc:
+                    # The id was taken meanwhile or the runtime is stopping: nothing to restart.
+                    _log.warning("agent %r was not restarted: %s", self.agent_id, exc)
+                    await server.abort()
+                    return
+                self.adopt(server)
+                return
+            _log.error(
+                "agent %r gave up: more than %d restarts within %s s; it is stopped",
+                self.agent_id,
+                runtime._max_restarts,
+                runtime._max_seconds,
+            )
+        finally:
+            if self.server is None or self.server.ended:
+                self._finish()
+
+    def _count_restart(self) -> bool:
+        """Record a restart; False once the restart intensity is exceeded."""
+        runtime = self.runtime
+        times = self._restarts
+        if times is None:
+            times = self._restarts = deque(maxlen=runtime._max_restarts + 1)
+        now = asyncio.get_running_loop().time()
+        times.append(now)
+        while times and now - times[0] > runtime._max_seconds:
+            times.popleft()
+        return len(times) <= runtime._max_restarts
+
+    # -- ending the unit ---------------------------------------------------------------------------
+
+    def close_now(self) -> bool:
+        """:meth:`close` without awaiting, when nothing needs it (no sub-agents, no restart in
+        progress, a quiet server); False, with nothing done, otherwise."""
+        server = self.server
+        if (
+            self.stopping
+            or self.ended
+            or self.sub_units
+            or self.supervisor is not None
+            or (self._task is not None and not self._task.done())
+            or server is None
+            or server.ended
+        ):
+            return False
+        self.stopping = True  # so that server_ended leaves the ending to us
+        if not server.stop_now("shutdown"):
+            self.stopping = False
+            return False
+        self._finish()
+        return True
+
+    async def close(self, *, children_first: bool) -> None:
+        """End the whole unit gracefully: sub-agents and server (saving where configured).
+
+        ``children_first`` is the shutdown order (L54); a ``stop`` ends the server first.
+        """
+        if self.stopping:
+            await self.wait_ended()
+            return
+        self.stopping = True
+        try:
+            task = self._task
+            if task is not None and not task.done():
+                await asyncio.wait({task})  # a restart or an ending in progress
+            if self.ended:
+                return
+            if children_first:
+                await self.end_children()
+            server = self.server
+            if server is not None and not server.ended:
+                await _stop(server)
+            await self.end_children()
+        finally:
+            self._finish()
+
+    async def end_children(self) -> None:
+        """Stop the sub-agents (latest first) and the ``sub_agents()`` supervisor."""
+        while self.sub_units:
+            _, unit = self.sub_units.popitem()
+            try:
+                await unit.close(children_first=True)
+            except Exception:
+                _log.exception("stopping sub-agent %r of %r failed", unit.agent_id, self.agent_id)
+        supervisor, self.supervisor = self.supervisor, None
+        ready, self._sup_ready = self._sup_ready, None
+        if supervisor is not None and ready is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(ready)
+            if ready.done() and not ready.cancelled() and ready.exception() is None:
+                try:
+                    await supervisor.__aexit__(None, None, None)
+                except Exception:
+                    _log.exception("the sub-agents supervisor of %r failed", self.agent_id)
+
+    def _finish(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        runtime = self.runtime
+        if runtime._units.get(self.agent_id) is self:
+            del runtime._units[self.agent_id]
+            if not runtime._units:
+                runtime._units = {}  # a dict never shrinks: give the table of a wave back
+        parent = self.parent
+        if parent is not None and parent.sub_units and parent.sub_units.get(self.agent_id) is self:
+            del parent.sub_units[self.agent_id]
+        scope = self.options.filesystem_scope
+        if scope is not None:
+            runtime._release_filesystem(scope)
+        waiters, self._done = self._done, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_ended(self) -> None:
+        if self.ended:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._done is None:
+            self._done = []
+        self._done.append(waiter)
+        await waiter
+
+    # -- sub-agents ------------------------------------------------------------------------------
+
+    def add_sub_unit(self, unit: AgentUnit) -> None:
+        if self.sub_units is None:
+            self.sub_units = {}
+        self.sub_units[unit.agent_id] = unit
+
+    async def sub_agent_supervisor(self) -> Supervisor:
+        """The supervisor of arbitrary sub-agent children, started on first use."""
+        supervisor, ready = self.supervisor, self._sup_ready
+        if supervisor is None or ready is None or (ready.done() and not supervisor.running):
+            supervisor = Supervisor(
+                name=f"sub-agents of {self.agent_id}", strategy=Strategy.ONE_FOR_ONE
+            )
+            ready = asyncio.get_running_loop().create_future()
+            self.supervisor, self._sup_ready = supervisor, ready
+            try:
+                await supervisor.__aenter__()
+            except BaseException as exc:
+                ready.set_exception(exc)
+                ready.exception()  # retrieved here; other waiters re-raise it
+                if self.supervisor is supervisor:
+                    self.supervisor = self._sup_ready = None
+                raise
+            ready.set_result(None)
+            return supervisor
+        await asyncio.shield(ready)
+        return supervisor
+
+
+async def _stop(server: AgentServer) -> None:
+    """Stop ``server`` gracefully within its shutdown timeout (+1 s), then kill it."""
+    try:
+        async with asyncio.timeout(server.options.shutdown_timeout + 1.0):
+            await server.stop()
+    except TimeoutError:
+        _log.warning(
+            "agent %r did not stop within %s s; cancelling it",
+            server.agent_id,
+            server.options.shutdown_timeout + 1.0,
+        )
+        await server.kill()
