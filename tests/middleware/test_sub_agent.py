@@ -514,3 +514,36 @@ async def test_hitl_middleware_in_a_named_spec_and_parent_side_hitl_compose(
     await handle.resume([{"type": "approve"}])
     await until_status(events, Status.IDLE)
     assert notes == ["first"]
+
+
+async def test_a_sub_agent_shares_its_parents_files(runtime: Runtime) -> None:
+    from sagents.middleware import FileSystem
+
+    def respond(messages: list[BaseMessage]) -> Reply:
+        first = next(m for m in messages if isinstance(m, HumanMessage))
+        done = any(isinstance(m, ToolMessage) for m in messages)
+        if first.content == "write the report":
+            if done:
+                return Reply(text="written")
+            args = {"file_path": "/report.md", "content": "from the sub-agent"}
+            return Reply(tool_calls=[ToolCall(name="write_file", args=args)])
+        if done:
+            return Reply(text="the sub-agent wrote it")
+        return Reply(tool_calls=[task("write the report", "general-purpose")])
+
+    agent = Agent(
+        agent_id="boss",
+        model=ScriptedChatModel(responder=respond),
+        middleware=[FileSystem(), SubAgent()],
+        retry=NO_RETRY,
+    )
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent,
+        State(messages=[HumanMessage("go")]),
+        filesystem_scope="project-1",
+        initial_subscribers=[events],
+    )
+    await handle.execute()
+    await until_status(events, Status.IDLE)
+    assert await runtime.filesystem("project-1").read("/report.md") == "from the sub-agent"

@@ -216,20 +216,22 @@ class Runtime:
         initial_state: State | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AgentHandle:
-        """Start ``agent`` as a sub-agent of ``parent_id``, under its sub-agents supervisor.
+        """Start ``agent`` as a sub-agent of ``parent_id``, in the parent's unit.
 
         The sub-agent is an agent like any other (registered, observable, stoppable) whose
         unit belongs to its parent's: stopping or restarting the parent ends it, and its crash
-        never reaches the parent (L11, L53).
+        never reaches the parent (L11, L53). Unless ``filesystem_scope`` is given, it shares
+        its parent's, so both see the same files.
 
         Raises:
             AgentNotRunning: the parent is not running.
             AgentAlreadyRunning: a server already runs this agent id.
         """
-        self._server(parent_id)
+        parent_server = self._server(parent_id)
         parent = self._units.get(parent_id)
         if parent is None or parent.ended or parent.stopping:
             raise AgentNotRunning(f"agent {parent_id!r} is not running")
+        options.setdefault("filesystem_scope", parent_server.options.filesystem_scope)
         return await self._start_unit(parent, agent, initial_state, options)
 
     async def _start_unit(

@@ -49,6 +49,7 @@ from sagents.execution._middleware import Middleware
 from sagents.execution._middleware_context import MiddlewareContext, set_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
+from sagents.middleware._conversation_title import ConversationTitle
 from sagents.persistence._protocols import ConversationStore, StateSnapshot
 from sagents.runtime._context import apply_context
 from sagents.runtime._display import display_messages_for, tool_result_status
@@ -69,10 +70,6 @@ if TYPE_CHECKING:
 __all__ = ["AgentServer"]
 
 _log = logging.getLogger("sagents.server")
-
-#: Where the ``ConversationTitle`` middleware keeps ``{"title": ...}`` in ``State.metadata``;
-#: a save that carries a new title also sets the conversation's title in a ConversationStore.
-TITLE_KEY = "conversation_title"
 
 # Presence never ends these (L31): a run in progress, a pending approval, a node drain (L8).
 _KEEP_WITH_NO_VIEWERS = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.PAUSED})
@@ -193,7 +190,7 @@ class AgentServer:
         self._saver: SerialWorker | None = None  # made by the first save
         self._persist_next: tuple[State, int] | None = None
         # The title the conversation row holds, as far as this server knows.
-        self._stored_title = conversation_title(self.state)
+        self._stored_title = ConversationTitle.title_of(self.state)
         self._viewers: ViewerWatch | None = None
         self._middleware_context: MiddlewareContext | None = None
         self._context = options.context if context is None else context
@@ -703,7 +700,7 @@ class AgentServer:
                     f"(this server holds version {version}); another server may own it"
                 )
             self._persisted = (state.messages, version)
-            title = conversation_title(state)
+            title = ConversationTitle.title_of(state)
             conversation_id = self.options.conversation_id
             if (
                 title != self._stored_title
@@ -1108,13 +1105,6 @@ def _common_prefix(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) 
 
 #: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
 RUNTIME_KEY = "sagents.runtime"
-
-
-def conversation_title(state: State) -> str | None:
-    """The title the ``ConversationTitle`` middleware stored in the state, if any."""
-    data = state.metadata.get(TITLE_KEY)
-    title = data.get("title") if isinstance(data, Mapping) else None
-    return title if isinstance(title, str) and title else None
 
 
 def _with_agent_id(state: State, agent_id: str) -> State:
