@@ -305,3 +305,18 @@ async def test_sub_agents_live_and_die_with_their_parent(runtime: Runtime) -> No
     assert log[-1] == "stop"
     with pytest.raises(AgentNotRunning):
         await runtime.sub_agents("agent-1")
+
+
+async def test_every_server_instance_has_its_own_instance_id(runtime: Runtime) -> None:
+    agent = make_agent(agent_id="again")
+    await runtime.start_agent(agent)
+    first = await runtime.agent_info("again")
+    await runtime.stop("again")
+    await runtime.start_agent(agent)
+    second = await runtime.agent_info("again")
+    other = await runtime.start_agent(make_agent(agent_id="other-one"))
+    third = await other.info()
+    assert first is not None
+    assert second is not None
+    assert len({first.instance, second.instance, third.instance}) == 3
+    assert (await runtime.agent_info("again")) == second

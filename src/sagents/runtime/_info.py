@@ -29,6 +29,8 @@ class AgentInfo:
         todo_count: todos in its state.
         metadata: the ``metadata`` start option.
         scope: the tenant the agent serves (the ``scope`` start option).
+        instance: identifies this server instance, unique in the process: a restarted agent
+            (whose events are numbered from 1 again) has a new one.
     """
 
     agent_id: str
@@ -44,3 +46,4 @@ class AgentInfo:
     todo_count: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     scope: str | None = None
+    instance: int = 0

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import itertools
 import logging
 import time
 from collections import deque
@@ -93,6 +94,10 @@ class _Stop(Exception):
     """Ends the mailbox loop after a graceful stop."""
 
 
+#: Numbers server instances (``AgentInfo.instance``).
+_INSTANCES = itertools.count(1)
+
+
 class AgentServer:
     """The actor behind an :class:`~sagents.runtime.AgentHandle`; not used directly.
 
@@ -134,6 +139,7 @@ class AgentServer:
         "agent",
         "agent_id",
         "closed",
+        "instance",
         "options",
         "shutdown_reason",
         "state",
@@ -153,6 +159,7 @@ class AgentServer:
         agent_id = agent.agent_id
         self.agent = agent
         self.agent_id = agent_id
+        self.instance = next(_INSTANCES)
         self.options = options
         self.state = state if state.agent_id == agent_id else _with_agent_id(state, agent_id)
         self.status = _initial_status(self.state)
@@ -1037,6 +1044,7 @@ class AgentServer:
             todo_count=len(self.state.todos),
             metadata=dict(self.options.metadata),
             scope=self.options.scope,
+            instance=self.instance,
         )
 
     @property

@@ -87,7 +87,7 @@ class Snapshot:
 
     conversation: Conversation
     status: str
-    instance: float | None
+    instance: int | None
     state: State | None
     messages: list[dict[str, Any]]
 
@@ -188,16 +188,14 @@ class WebServices:
             return NOT_RUNNING
         return info.status.value
 
-    def instance(self, conversation_id: str) -> float | None:
-        """Identifies the running server instance (its start time on the loop clock).
+    def instance(self, conversation_id: str) -> int | None:
+        """Identifies the running server instance (``AgentInfo.instance``).
 
         A reconnecting client may resume from its last ``seq`` only within the same instance:
         every new instance numbers its events from 1 again.
         """
         info = self.runtime.agent_info_nowait(self.agent_id(conversation_id))
-        if info is None:
-            return None
-        return round(asyncio.get_running_loop().time() - info.uptime, 3)
+        return None if info is None else info.instance
 
     async def conversation(self, scope: str, conversation_id: str) -> Conversation:
         """The conversation, if ``scope`` owns it.

@@ -19,7 +19,7 @@ is lost between the watch seeing the first event and the subscription). Frames::
     {"type": "ok", "action": ..., "ref": ...}  |  {"type": "pong", "ref": ...}
     {"type": "error", "code": ..., "message": ..., "ref": ...}
 
-Every server instance numbers its events from 1, so ``instance`` (the instance's start time) says
+Every server instance numbers its events from 1, so ``instance`` (``AgentInfo.instance``) says
 which numbering a ``seq`` belongs to. A tab that reconnects passes the last ``seq`` and
 ``instance`` it saw: if that instance still runs, the pump replays what the tab missed
 (``resumed: true``); otherwise the tab reloads the conversation over HTTP.
@@ -60,9 +60,6 @@ __all__ = ["ClientFrame", "conversation_socket", "error_code"]
 
 _log = logging.getLogger("sagents.web")
 _connections = itertools.count(1)
-
-# A resuming tab's instance must match the running one to this precision (seconds).
-_SAME_INSTANCE = 0.005
 
 
 class _Frame(BaseModel):
@@ -158,15 +155,10 @@ class _Connection:
 
     # -- events out ------------------------------------------------------------------------------
 
-    async def pump(self, after_seq: int | None, instance: float | None) -> None:
+    async def pump(self, after_seq: int | None, instance: int | None) -> None:
         services, runtime = self.services, self.services.runtime
         current = services.instance(self.conversation_id)
-        resumed = (
-            after_seq is not None
-            and instance is not None
-            and current is not None
-            and abs(current - instance) < _SAME_INSTANCE
-        )
+        resumed = after_seq is not None and instance is not None and current == instance
         after = after_seq if resumed else None
         while True:
             watch = runtime.watch(self.agent_id)
@@ -196,7 +188,7 @@ class _Connection:
                     await self._forward(event, instance)
             after, resumed = 0, False
 
-    async def _forward(self, event: Event, instance: float | None) -> None:
+    async def _forward(self, event: Event, instance: int | None) -> None:
         data = event.to_json()
         if isinstance(event, SubscriptionOverflow):
             data["reload"] = True  # the tab missed events: it reloads over HTTP
@@ -260,11 +252,11 @@ def _short(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= 64
 
 
-def _number(text: str | None, kind: type[int] | type[float]) -> Any:
+def _number(text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        return kind(text)
+        return int(text)
     except ValueError:
         return None
 
@@ -300,8 +292,8 @@ async def conversation_socket(ws: WebSocket) -> None:
     key = f"tab-{next(_connections)}"
     # Tracked from this task: the viewer disappears when the handler ends, however it ends.
     await services.presence.track(topic, key, {"identity": scope})
-    after_seq = _number(ws.query_params.get("after_seq"), int)
-    instance = _number(ws.query_params.get("instance"), float)
+    after_seq = _number(ws.query_params.get("after_seq"))
+    instance = _number(ws.query_params.get("instance"))
     try:
         # Whichever side ends first (the tab left, or the pump failed) ends the other.
         async with asyncio.TaskGroup() as tasks:
