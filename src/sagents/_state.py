@@ -77,8 +77,8 @@ class State:
                     f"State.messages[{i}] is a {type(message).__name__}, not a langchain message"
                 )
         new = object.__new__(State)
-        for f in dataclasses.fields(State):
-            object.__setattr__(new, f.name, getattr(self, f.name))
+        for name in _FIELD_NAMES:
+            object.__setattr__(new, name, getattr(self, name))
         object.__setattr__(new, "messages", [*self.messages, *messages])
         return new
 
@@ -171,6 +171,9 @@ class State:
             else Interrupt.from_dict(copy.deepcopy(raw_interrupt)),
             agent_id=agent_id,
         )
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(State))
 
 
 def _list(data: Mapping[str, Any], key: str) -> Iterable[Any]:

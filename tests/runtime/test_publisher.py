@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar
 
 import hypothesis
 import pytest
@@ -20,6 +21,7 @@ from sagents.events import (
     MiddlewareAction,
     StatusChanged,
     SubscriptionOverflow,
+    event_types,
 )
 from sagents.runtime._publisher import Publisher, Subscription
 
@@ -68,6 +70,60 @@ def test_publish_stamps_agent_id_and_one_seq_counter_shared_by_both_channels() -
     assert {second.agent_id, third.agent_id} == {"agent-1"}
     assert original.seq == 42  # events are immutable: publish stamps a copy
     assert pub.last_seq == 3
+
+
+def sample(cls: type[Event]) -> Event:
+    """An instance of ``cls`` whose every field holds a distinct value (events do not check the
+    types of their fields, so plain markers tell a swapped or dropped field apart)."""
+    values = {f.name: f"{cls.__name__}.{f.name}" for f in fields(cls) if f.init}
+    return cls(**{**values, "agent_id": "loop", "seq": 0})
+
+
+@pytest.mark.parametrize("cls", sorted(event_types().values(), key=lambda c: c.__name__))
+def test_stamping_copies_every_event_class_exactly_as_replace_does(cls: type[Event]) -> None:
+    pub = Publisher("agent-1")
+    pub.publish(main_event())
+    event = sample(cls)
+    stamped = pub.publish(event)
+    expected = replace(event, agent_id="agent-1", seq=2)
+    assert type(stamped) is cls
+    assert stamped == expected
+    assert [getattr(stamped, f.name) for f in fields(cls)] == [
+        getattr(expected, f.name) for f in fields(cls)
+    ]
+    # A new object: the caller (e.g. a collecting sink) may still hold the original.
+    assert stamped is not event
+    assert (event.agent_id, event.seq) == ("loop", 0)
+    assert all(getattr(stamped, f.name) is getattr(event, f.name) for f in fields(cls)[2:])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked(Event):
+    """An event class with a ``__post_init__``: stamping must run it, as ``replace`` does."""
+
+    type: ClassVar[str] = "checked"
+    value: int
+    doubled: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "doubled", self.value * 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unslotted(Event):
+    type: ClassVar[str] = "unslotted"
+    value: int
+
+
+@pytest.mark.parametrize("event", [Checked(value=3), Unslotted(value=3)])
+def test_stamping_event_classes_it_cannot_copy_slot_by_slot_falls_back_to_replace(
+    event: Event,
+) -> None:
+    pub = Publisher("agent-1")
+    stamped = pub.publish(event)
+    assert stamped == replace(event, agent_id="agent-1", seq=1)
+    assert stamped is not event
+    assert event.seq == 0
 
 
 def test_several_subscribers_receive_every_event_in_order() -> None:

@@ -136,7 +136,9 @@ async def test_a_reconnecting_tab_resumes_from_its_last_seq(demo: Demo) -> None:
                 last = await next_frame(back, is_status("idle"))
                 assert last["event"]["seq"] == idle["event"]["seq"]
             # Another instance's numbering is never resumed: the tab reloads instead.
-            async with demo.socket(client, conversation, after_seq=seen, instance=instance + 1000) as stale:
+            async with demo.socket(
+                client, conversation, after_seq=seen, instance=instance + 1000
+            ) as stale:
                 attached = await next_frame(stale, lambda f: f["type"] == "attached")
                 assert attached["resumed"] is False
 

@@ -9,6 +9,7 @@ does no per-turn setup, and every mistake surfaces here with the offending field
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from sagents._interrupt import Decision
 from sagents._state import State
 from sagents.execution._middleware import Middleware
 from sagents.execution._mode import DEFAULT_MODE, Mode
+from sagents.execution._model_call import model_name
 from sagents.execution._retry import RetryPolicy
 from sagents.execution._tools import as_tool
 
@@ -31,6 +33,45 @@ if TYPE_CHECKING:
     from sagents.execution._sink import EventSink
 
 __all__ = ["Agent"]
+
+#: How many (model, tool set) bindings :func:`_bind` keeps; see there.
+_BIND_CACHE_SIZE = 16
+_bind_cache: OrderedDict[
+    tuple[int, tuple[int, ...]],
+    tuple[BaseChatModel, tuple[BaseTool, ...], Runnable[Any, Any], str],
+] = OrderedDict()
+
+
+def _bind(model: BaseChatModel, tools: tuple[BaseTool, ...]) -> tuple[Runnable[Any, Any], str]:
+    """``model.bind_tools(tools)`` and the model's name for telemetry, reused for the same model
+    and tool objects.
+
+    A service builds one agent per conversation, always with the same model and tools, and
+    ``bind_tools`` (converting every tool to its JSON schema) is most of an ``Agent``'s
+    construction. The key is identity: two distinct tools are never assumed equal. Entries hold
+    their model and tools strongly, which keeps their ids from being reused; a weak-keyed cache
+    cannot work here, as the bound runnable itself refers to its model. So the cache is a small
+    LRU: at most ``_BIND_CACHE_SIZE`` bindings (and the models and tools they hold) stay alive,
+    however many new tools a process makes.
+    """
+    if not tools:
+        return model, model_name(model)
+    key = (id(model), tuple(map(id, tools)))
+    entry = _bind_cache.get(key)
+    if entry is not None:
+        _bind_cache.move_to_end(key)
+        return entry[2], entry[3]
+    try:
+        bound = model.bind_tools(list(tools))
+    except NotImplementedError:
+        raise InvalidAgent(
+            "model", f"{type(model).__name__} does not support tool calling (bind_tools)"
+        ) from None
+    name = model_name(model)  # a few attribute misses on a pydantic model: slow enough to keep
+    _bind_cache[key] = (model, tools, bound, name)
+    if len(_bind_cache) > _BIND_CACHE_SIZE:
+        _bind_cache.popitem(last=False)
+    return bound, name
 
 
 def _instantiate(entry: Any, index: int) -> Middleware:
@@ -94,6 +135,7 @@ class Agent:
     system_prompt: str = field(init=False, repr=False)
     all_tools: Mapping[str, BaseTool] = field(init=False, repr=False)
     models: tuple[Runnable[Any, Any], ...] = field(init=False, repr=False)
+    model_names: tuple[str, ...] = field(init=False, repr=False)
     before_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     after_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     callbacks: tuple[BaseCallbackHandler, ...] = field(init=False, repr=False)
@@ -146,7 +188,8 @@ class Agent:
         prompts += [p for mw in middleware if (p := mw.system_prompt())]
 
         models = (self.model, *self.fallback_models)
-        bound = tuple(self._bind(m, list(tools.values())) for m in models)
+        tool_objects = tuple(tools.values())
+        bound, names = zip(*(_bind(m, tool_objects) for m in models), strict=True)
 
         set_ = object.__setattr__
         set_(self, "middleware", middleware)
@@ -155,6 +198,7 @@ class Agent:
         set_(self, "system_prompt", "\n\n".join(prompts))
         set_(self, "all_tools", tools)
         set_(self, "models", bound)
+        set_(self, "model_names", names)
         set_(
             self, "before_model_hooks", tuple(m for m in middleware if m.overrides("before_model"))
         )
@@ -166,17 +210,6 @@ class Agent:
         set_(self, "callbacks", tuple(cb for mw in middleware for cb in mw.callbacks()))
         if not isinstance(self.mode, Mode):
             raise InvalidAgent("mode", f"must be a sagents Mode, got {type(self.mode).__name__}")
-
-    @staticmethod
-    def _bind(model: BaseChatModel, tools: list[BaseTool]) -> Runnable[Any, Any]:
-        if not tools:
-            return model
-        try:
-            return model.bind_tools(tools)
-        except NotImplementedError:
-            raise InvalidAgent(
-                "model", f"{type(model).__name__} does not support tool calling (bind_tools)"
-            ) from None
 
     @property
     def middleware_instances(self) -> tuple[Middleware, ...]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
+from langchain_core.messages.ai import add_ai_message_chunks
 
 from sagents import telemetry
 from sagents._errors import ModelCallFailed
@@ -27,12 +28,13 @@ async def _stream(run: Run, model: Any, messages: Sequence[BaseMessage], config:
     agent_id = run.agent.agent_id
     emit = run.sink.emit
     tools = run.agent.all_tools
-    acc: AIMessageChunk | None = None
+    # Merged once at the end: ``acc + chunk`` per chunk rebuilds the whole message every time.
+    chunks: list[AIMessageChunk] = []
     identified: set[Any] = set()
     async for chunk in model.astream(messages, config=config):
         if not isinstance(chunk, AIMessageChunk):
             continue
-        acc = chunk if acc is None else acc + chunk
+        chunks.append(chunk)
         emit(LLMDeltas(agent_id=agent_id, deltas=[chunk]))
         for tc in chunk.tool_call_chunks:
             index = tc.get("index", tc.get("id"))
@@ -47,8 +49,9 @@ async def _stream(run: Run, model: Any, messages: Sequence[BaseMessage], config:
                         display_text=tool_display_text(tools.get(name), name),
                     )
                 )
-    if acc is None:
+    if not chunks:
         raise RuntimeError("the model returned an empty stream")
+    acc = chunks[0] if len(chunks) == 1 else add_ai_message_chunks(chunks[0], *chunks[1:])
     message = message_chunk_to_message(acc)
     if not isinstance(message, AIMessage):  # pragma: no cover - langchain always gives one
         raise RuntimeError(f"the model streamed a {type(message).__name__}, not an AI message")
@@ -71,6 +74,11 @@ def model_name(model: Any) -> str:
     return type(model).__name__
 
 
+_REQUEST = ("sagents", "llm", "request")
+_RESPONSE = ("sagents", "llm", "response")
+_ERROR = ("sagents", "llm", "error")
+
+
 async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     """Ask the model (then each fallback) for the next message, retrying transient errors.
 
@@ -80,20 +88,22 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     agent = run.agent
     policy = agent.retry
     config: dict[str, Any] = {"callbacks": list(agent.callbacks)} if agent.callbacks else {}
-    meta = {"agent_id": agent.agent_id, **run.metadata}
-    names = [model_name(m) for m in (agent.model, *agent.fallback_models)]
+    names = agent.model_names
+    has_handlers = telemetry.has_handlers
     attempt = 0
     errors: list[str] = []
     last: BaseException | None = None
     for model_index, model in enumerate(agent.models):
         for retry_number in range(policy.max_attempts):
             attempt += 1
+            # Telemetry payloads are built only when a handler listens: this is the hot path.
             started = time.perf_counter()
-            telemetry.execute(
-                ("sagents", "llm", "request"),
-                {"system_time": time.time()},
-                {**meta, "attempt": attempt, "model": names[model_index]},
-            )
+            if has_handlers(_REQUEST):
+                telemetry.execute(
+                    _REQUEST,
+                    {"system_time": time.time()},
+                    _metadata(run, attempt, names[model_index]),
+                )
             try:
                 if agent.stream:
                     message = await _stream(run, model, messages, config)
@@ -105,30 +115,36 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
                 errors.append(f"attempt {attempt} (model {model_index}): {text}")
                 if run.sink.debug:
                     run.sink.emit(LLMError(agent_id=agent.agent_id, error=text, attempt=attempt))
-                telemetry.execute(
-                    ("sagents", "llm", "error"),
-                    {"duration": time.perf_counter() - started},
-                    {**meta, "attempt": attempt, "model": names[model_index], "error": text},
-                )
+                if has_handlers(_ERROR):
+                    telemetry.execute(
+                        _ERROR,
+                        {"duration": time.perf_counter() - started},
+                        {**_metadata(run, attempt, names[model_index]), "error": text},
+                    )
                 if not policy.retry_on(exc):
                     break
                 if retry_number + 1 < policy.max_attempts:
                     await policy.sleep(retry_number, exc)
                 continue
-            usage: Mapping[str, Any] = message.usage_metadata or {}
-            telemetry.execute(
-                ("sagents", "llm", "response"),
-                {
-                    "duration": time.perf_counter() - started,
-                    "input_tokens": usage.get("input_tokens", 0),
-                    "output_tokens": usage.get("output_tokens", 0),
-                    "total_tokens": usage.get("total_tokens", 0),
-                },
-                {**meta, "attempt": attempt, "model": names[model_index]},
-            )
+            if has_handlers(_RESPONSE):
+                usage: Mapping[str, Any] = message.usage_metadata or {}
+                telemetry.execute(
+                    _RESPONSE,
+                    {
+                        "duration": time.perf_counter() - started,
+                        "input_tokens": usage.get("input_tokens", 0),
+                        "output_tokens": usage.get("output_tokens", 0),
+                        "total_tokens": usage.get("total_tokens", 0),
+                    },
+                    _metadata(run, attempt, names[model_index]),
+                )
             return message
     summary = "; ".join(errors[-5:])
     raise ModelCallFailed(
         f"the model failed after {attempt} attempt(s) on {len(agent.models)} model(s): {summary}. "
         "Check the provider's status and credentials, or add fallback_models"
     ) from last
+
+
+def _metadata(run: Run, attempt: int, model: str) -> dict[str, Any]:
+    return {"agent_id": run.agent.agent_id, **run.metadata, "attempt": attempt, "model": model}

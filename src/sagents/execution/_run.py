@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "dismiss_interrupt"]
 
+_START = ("sagents", "execution", "start")
+_STOP = ("sagents", "execution", "stop")
+_INTERRUPT = ("sagents", "execution", "interrupt")
+
 CANCELLED_TOOL_RESULT = "Cancelled: the run was stopped before this tool call finished."
 
 
@@ -111,32 +115,47 @@ class Run:
             asyncio.CancelledError: the run was cancelled; ``self.state`` is consistent.
         """
         agent = self.agent
-        meta = {"agent_id": agent.agent_id, "mode": agent.mode.name, **self.metadata}
         started = time.perf_counter()
-        telemetry.execute(("sagents", "execution", "start"), {"system_time": time.time()}, meta)
+        if telemetry.has_handlers(_START):
+            telemetry.execute(_START, {"system_time": time.time()}, self._telemetry_metadata())
         token = _middleware_context.set(self.middleware_context)
         try:
             result = await agent.mode.run(self)
         except asyncio.CancelledError:
             self._settle_cancelled()
-            telemetry.execute(
-                ("sagents", "execution", "stop"),
-                {"duration": time.perf_counter() - started, "model_calls": self.model_calls},
-                {**meta, "status": "cancelled"},
-            )
+            if telemetry.has_handlers(_STOP):
+                telemetry.execute(
+                    _STOP,
+                    {"duration": time.perf_counter() - started, "model_calls": self.model_calls},
+                    {**self._telemetry_metadata(), "status": "cancelled"},
+                )
             raise
         finally:
             _middleware_context.reset(token)
-        measurements = {"duration": time.perf_counter() - started, "model_calls": self.model_calls}
         match result:
             case Interrupted():
-                telemetry.execute(("sagents", "execution", "interrupt"), measurements, meta)
-            case Done() | Failed():
-                status = "idle" if isinstance(result, Done) else "error"
-                telemetry.execute(
-                    ("sagents", "execution", "stop"), measurements, {**meta, "status": status}
-                )
+                event, status = _INTERRUPT, None
+            case Done():
+                event, status = _STOP, "idle"
+            case Failed():
+                event, status = _STOP, "error"
+            case _:  # pragma: no cover - a mode returns one of the three
+                return result
+        # Payloads only when someone listens: a run is the hot path of every turn.
+        if telemetry.has_handlers(event):
+            measurements = {
+                "duration": time.perf_counter() - started,
+                "model_calls": self.model_calls,
+            }
+            meta = self._telemetry_metadata()
+            telemetry.execute(
+                event, measurements, meta if status is None else {**meta, "status": status}
+            )
         return result
+
+    def _telemetry_metadata(self) -> dict[str, Any]:
+        agent = self.agent
+        return {"agent_id": agent.agent_id, "mode": agent.mode.name, **self.metadata}
 
     def _settle_cancelled(self) -> None:
         pending = self.state.pending_tool_calls()

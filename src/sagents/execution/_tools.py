@@ -33,6 +33,10 @@ __all__ = [
     "tool_timeout",
 ]
 
+_START = ("sagents", "tool", "start")
+_STOP = ("sagents", "tool", "stop")
+_ERROR = ("sagents", "tool", "error")
+
 
 def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
     """A langchain tool for ``obj``: a ``BaseTool`` as is, a typed function wrapped.
@@ -143,13 +147,11 @@ async def invoke_tool(
         return _error(call, f"unknown tool {name!r}; available tools: {available}")
     set_tool_context(context)
     started = time.perf_counter()
-    meta = {
-        "agent_id": context.agent_id,
-        "tool": name,
-        "tool_call_id": call["id"],
-        **(metadata or {}),
-    }
-    telemetry.execute(("sagents", "tool", "start"), {"system_time": time.time()}, meta)
+    # Payloads only when someone listens: one tool call per turn is the common case.
+    if telemetry.has_handlers(_START):
+        telemetry.execute(
+            _START, {"system_time": time.time()}, _metadata(context, name, call, metadata)
+        )
     try:
         async with asyncio.timeout(timeout):
             if callbacks:
@@ -175,7 +177,22 @@ async def invoke_tool(
         )
     finally:
         set_tool_context(None)
-    duration = time.perf_counter() - started
-    suffix = "error" if outcome.error is not None else "stop"
-    telemetry.execute(("sagents", "tool", suffix), {"duration": duration}, meta)
+    event = _STOP if outcome.error is None else _ERROR
+    if telemetry.has_handlers(event):
+        telemetry.execute(
+            event,
+            {"duration": time.perf_counter() - started},
+            _metadata(context, name, call, metadata),
+        )
     return outcome
+
+
+def _metadata(
+    context: ToolContext, name: str, call: ToolCall, metadata: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "agent_id": context.agent_id,
+        "tool": name,
+        "tool_call_id": call["id"],
+        **(metadata or {}),
+    }
