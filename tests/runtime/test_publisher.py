@@ -218,6 +218,52 @@ def test_replay_of_a_partially_evicted_range_reports_the_gap_first() -> None:
     assert seqs(drain(pub.subscribe(after_seq=marker.seq))) == [8, 9, 10, 11]
 
 
+def test_deltas_leave_the_replay_buffer_once_their_message_is_complete() -> None:
+    from langchain_core.messages import AIMessage, AIMessageChunk
+
+    from sagents.events import LLMDeltas, LLMMessage, ToolCallIdentified
+
+    def deltas(text: str) -> LLMDeltas:
+        return LLMDeltas(deltas=[AIMessageChunk(content=text)])
+
+    pub = Publisher("a")
+    live = pub.subscribe()
+    pub.publish(main_event())  # 1 running
+    pub.publish(deltas("Hel"))  # 2
+    pub.publish(ToolCallIdentified(tool_call_id="c", name="t", display_text="T"))  # 3
+    pub.publish(deltas("lo"))  # 4
+    mid_message = pub.subscribe(after_seq=1)  # a tab reconnecting while it streams
+    pub.publish(LLMMessage(message=AIMessage("Hello")))  # 5
+    pub.publish(deltas("Bye"))  # 6: the next message, still streaming
+    # Live subscribers and a replay taken mid-message get every delta.
+    assert seqs(drain(live)) == [1, 2, 3, 4, 5, 6]
+    assert seqs(drain(mid_message)) == [2, 3, 4, 5, 6]
+    # Replays taken afterwards skip the completed message's deltas, and lose nothing else.
+    replayed = drain(pub.subscribe(after_seq=0))
+    assert seqs(replayed) == [1, 3, 5, 6]
+    assert not any(isinstance(e, SubscriptionOverflow) for e in replayed)
+    pub.publish(LLMMessage(message=AIMessage("Bye")))  # 7
+    assert seqs(drain(pub.subscribe(after_seq=2))) == [3, 5, 7]
+
+
+def test_compaction_keeps_the_eviction_count_exact() -> None:
+    from langchain_core.messages import AIMessage, AIMessageChunk
+
+    from sagents.events import LLMDeltas, LLMMessage
+
+    pub = Publisher("a", replay_size=3)
+    for _ in range(3):
+        pub.publish(LLMDeltas(deltas=[AIMessageChunk(content="x")]))
+    pub.publish(LLMMessage(message=AIMessage("xxx")))  # 4; buffer: [4]
+    for _ in range(4):
+        pub.publish(main_event())  # 5..8; buffer: [6, 7, 8] (4 and 5 evicted)
+    received = drain(pub.subscribe(after_seq=3))
+    marker = received[0]
+    assert isinstance(marker, SubscriptionOverflow)
+    assert (marker.seq, marker.dropped) == (5, 2)
+    assert seqs(received[1:]) == [6, 7, 8]
+
+
 def test_replay_after_the_last_seq_replays_nothing() -> None:
     pub = Publisher("a", replay_size=3)
     for _ in range(5):

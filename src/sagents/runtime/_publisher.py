@@ -39,6 +39,12 @@ out); after a replay gap, the evicted main events after ``after_seq``. The latte
 debug events were published inside the gap: the publisher keeps no record of evicted events, and
 as debug events share the seq counter the count is then an upper bound.
 
+Streamed deltas are kept in the replay buffer only until their message is complete: when an
+``LLMMessage`` is published, the ``LLMDeltas`` since the previous one leave the buffer, because
+the message carries them whole. A client replaying past them gets the message instead of its
+pieces (a seq gap that loses nothing), and an idle conversation does not hold every chunk of its
+recent replies (most of its replay buffer's memory).
+
 Choices:
 
 - A plain ``deque`` per subscriber and one waiter future, created only when its consumer is
@@ -72,7 +78,7 @@ from typing import Any, TypeVar
 
 from sagents._errors import ConfigurationError
 from sagents._resource import AsyncResource
-from sagents.events import Channel, Event, SubscriptionOverflow
+from sagents.events import Channel, Event, LLMDeltas, LLMMessage, SubscriptionOverflow
 
 __all__ = ["Publisher", "Subscription"]
 
@@ -147,6 +153,7 @@ class Publisher:
     __slots__ = (
         "_agent_id",
         "_closed",
+        "_compacted",
         "_debug",
         "_debug_count",
         "_debug_snapshot",
@@ -154,6 +161,7 @@ class Publisher:
         "_main",
         "_main_count",
         "_main_snapshot",
+        "_pending_deltas",
         "_queue_size",
         "_replay",
         "_replay_size",
@@ -174,6 +182,8 @@ class Publisher:
         self._replay: deque[Event] | None = None
         self._evicted_seq = 0  # seq of the newest main event evicted from the replay buffer
         self._main_count = 0  # main events published
+        self._pending_deltas = 0  # LLMDeltas in the buffer since the last LLMMessage
+        self._compacted = 0  # LLMDeltas removed from the buffer once their message was complete
         self._debug_count = 0  # debug events published
         # Dicts used as insertion-ordered sets, so delivery order among subscribers is stable.
         self._main: dict[_Subscriber, None] | None = None
@@ -251,9 +261,17 @@ class Publisher:
             replay = self._replay
             if replay is None:
                 replay = self._replay = deque()
+            cls = type(event)
+            if cls is LLMDeltas:
+                self._pending_deltas += 1
+            elif cls is LLMMessage and self._pending_deltas:
+                self._compact(replay)
             replay.append(event)
             if len(replay) > self._replay_size:
-                self._evicted_seq = replay.popleft().seq
+                evicted = replay.popleft()
+                self._evicted_seq = evicted.seq
+                if type(evicted) is LLMDeltas and self._pending_deltas:
+                    self._pending_deltas -= 1
             subscribers = self._main_snapshot
             if subscribers is None:
                 subscribers = self._main_snapshot = tuple(self._main or ())
@@ -383,6 +401,21 @@ class Publisher:
         sub.drop_base = self._published(sub.channel) - 1
         sub.wake()
 
+    def _compact(self, replay: deque[Event]) -> None:
+        """Drop the buffered deltas of the message being published (they are all after the
+        previous message, so only the tail is walked)."""
+        kept: list[Event] = []
+        remaining = self._pending_deltas
+        while remaining and replay:
+            event = replay.pop()
+            if type(event) is LLMDeltas:
+                remaining -= 1
+            else:
+                kept.append(event)
+        replay.extend(reversed(kept))
+        self._compacted += self._pending_deltas - remaining
+        self._pending_deltas = 0
+
     def _replay_into(self, sub: _Subscriber, after_seq: int) -> None:
         replay = self._replay
         if replay is None:
@@ -390,7 +423,7 @@ class Publisher:
         start = bisect_right(replay, after_seq, key=_seq_of)
         events: deque[Event] = deque(islice(replay, start, None))
         if after_seq < self._evicted_seq:
-            evicted = self._main_count - len(replay)
+            evicted = self._main_count - len(replay) - self._compacted
             # Exact unless debug events sit in the gap (see the module docstring).
             missing = min(evicted, self._evicted_seq - after_seq)
             sub.dropped = missing
