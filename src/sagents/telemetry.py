@@ -42,6 +42,7 @@ from typing import Any, TypeAlias
 from sagents._errors import SagentsError
 
 __all__ = [
+    "EVENTS",
     "EventName",
     "Handler",
     "Span",
@@ -56,6 +57,24 @@ __all__ = [
 
 EventName: TypeAlias = tuple[str, ...]
 Handler: TypeAlias = Callable[[EventName, Mapping[str, Any], Mapping[str, Any], Any], None]
+
+#: Every event sagents emits (a test checks this against the ``execute`` call sites).
+EVENTS: tuple[EventName, ...] = (
+    ("sagents", "agent", "start"),
+    ("sagents", "agent", "stop"),
+    ("sagents", "agent", "crash"),
+    ("sagents", "execution", "start"),
+    ("sagents", "execution", "stop"),
+    ("sagents", "execution", "interrupt"),
+    ("sagents", "llm", "request"),
+    ("sagents", "llm", "response"),
+    ("sagents", "llm", "error"),
+    ("sagents", "tool", "start"),
+    ("sagents", "tool", "stop"),
+    ("sagents", "tool", "error"),
+    ("sagents", "persistence", "save"),
+    ("sagents", "persistence", "error"),
+)
 
 _logger = logging.getLogger("sagents.telemetry")
 

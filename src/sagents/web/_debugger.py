@@ -39,7 +39,6 @@ import html
 import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from starlette.applications import Starlette
@@ -57,6 +56,7 @@ from sagents._errors import (
     InvalidTransition,
     RegistryUnavailable,
 )
+from sagents._resource import AsyncResource
 from sagents.events import Channel, SubscriptionOverflow
 from sagents.runtime import AgentInfo, Runtime
 from sagents.web._debugger_access import AccessGuard
@@ -128,7 +128,7 @@ def _error(status: int, message: str) -> Response:
     return _JSON({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-class DebuggerApp:
+class DebuggerApp(AsyncResource):
     """The debugger's ASGI app (build it with :func:`debugger_app`).
 
     Its telemetry handler is attached from construction until the app's lifespan ends, or until
@@ -173,14 +173,6 @@ class DebuggerApp:
     async def __aenter__(self) -> Self:
         self.counters.attach()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Detach the telemetry handler (the counts stay readable); idempotent."""

@@ -21,23 +21,8 @@ from sagents import telemetry
 
 __all__ = ["TELEMETRY_EVENTS", "TelemetryCounters"]
 
-#: Every telemetry event sagents emits (``telemetry.execute`` call sites in ``src/sagents``).
-TELEMETRY_EVENTS: tuple[telemetry.EventName, ...] = (
-    ("sagents", "agent", "start"),
-    ("sagents", "agent", "stop"),
-    ("sagents", "agent", "crash"),
-    ("sagents", "execution", "start"),
-    ("sagents", "execution", "stop"),
-    ("sagents", "execution", "interrupt"),
-    ("sagents", "llm", "request"),
-    ("sagents", "llm", "response"),
-    ("sagents", "llm", "error"),
-    ("sagents", "tool", "start"),
-    ("sagents", "tool", "stop"),
-    ("sagents", "tool", "error"),
-    ("sagents", "persistence", "save"),
-    ("sagents", "persistence", "error"),
-)
+#: Every telemetry event sagents emits.
+TELEMETRY_EVENTS = telemetry.EVENTS
 
 _ids = itertools.count(1)
 
