@@ -65,18 +65,8 @@ SECTIONS = (
     "Telemetry",
 )
 
-#: The telemetry events of the chapter.
-TELEMETRY_EVENTS = (
-    ("sagents", "agent", "start"),
-    ("sagents", "agent", "stop"),
-    ("sagents", "agent", "crash"),
-    ("sagents", "execution", "start"),
-    ("sagents", "execution", "stop"),
-    ("sagents", "execution", "interrupt"),
-    ("sagents", "llm", "request"),
-    ("sagents", "llm", "response"),
-    ("sagents", "llm", "error"),
-)
+#: The telemetry events of the chapter: the agent, execution and LLM ones.
+TELEMETRY_EVENTS = tuple(e for e in telemetry.EVENTS if e[1] in ("agent", "execution", "llm"))
 
 #: Longest wait for one expected event before the tour gives up (a bug, not a slow agent).
 WAIT_LIMIT = 30.0

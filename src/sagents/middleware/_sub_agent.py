@@ -245,17 +245,14 @@ class SubAgent(Middleware):
                 if not isinstance(mw, SubAgent)
                 and not any(cls.__name__ in self.block_middleware for cls in type(mw).__mro__)
             ]
-            return Agent(
+            # The parent's configuration (model, tools, limits, retries, mode...), minus the
+            # delegation itself and the parent's own way of ending a run.
+            return dataclasses.replace(
+                parent,
                 agent_id=sub_id,
-                model=parent.model,
                 base_system_prompt=prompt,
                 middleware=inherited,
-                tools=parent.tools,
-                max_runs=parent.max_runs,
-                tool_timeout=parent.tool_timeout,
-                retry=parent.retry,
-                fallback_models=parent.fallback_models,
-                stream=parent.stream,
+                until_tool=None,
             )
         spec = self.subagents.get(task_name)
         if spec is None:
