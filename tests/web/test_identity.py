@@ -58,3 +58,16 @@ def test_configuration_defaults(tmp_path: Path) -> None:
     assert config.inactivity_timeout == 600.0
     assert config.url == f"sqlite+aiosqlite:///{tmp_path / 'sagents.db'}"
     assert WebConfig(database_url="postgresql+asyncpg://x/y").url == "postgresql+asyncpg://x/y"
+
+
+def test_a_damaged_key_file_is_refused_never_used(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "secret.key").write_bytes(b"")  # e.g. left by a crash of an older version
+    with pytest.raises(ConfigurationError, match="delete it"):
+        load_secret(data)
+
+
+def test_no_temporary_file_is_left_behind(tmp_path: Path) -> None:
+    load_secret(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.key"]

@@ -38,6 +38,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_carries_on(demo: Demo)
             await next_frame(ws, lambda f: f["type"] == "detached")
             cases = [
                 ("{nope", "bad_json"),
+                ("[" * 3_000, "bad_json"),  # nested too deep for the JSON parser
                 (b"\x00\x01binary", "bad_frame"),
                 ("x" * (demo.config.max_frame_bytes + 1), "too_large"),
                 (json.dumps([1, 2]), "invalid"),
@@ -140,6 +141,10 @@ async def test_a_reconnecting_tab_resumes_from_its_last_seq(demo: Demo) -> None:
                 client, conversation, after_seq=seen, instance=instance + 1000
             ) as stale:
                 attached = await next_frame(stale, lambda f: f["type"] == "attached")
+                assert attached["resumed"] is False
+            # A nonsensical position is ignored, never a broken socket.
+            async with demo.socket(client, conversation, after_seq=-1, instance=instance) as odd:
+                attached = await next_frame(odd, lambda f: f["type"] == "attached")
                 assert attached["resumed"] is False
 
 

@@ -37,7 +37,7 @@ class MiddlewareContext:
         services: what the host offers (the same mapping tools see in ``ToolContext.services``).
     """
 
-    __slots__ = ("_emit", "_persist", "_send", "_tasks", "agent_id", "services")
+    __slots__ = ("__weakref__", "_emit", "_persist", "_send", "_tasks", "agent_id", "services")
 
     def __init__(
         self,

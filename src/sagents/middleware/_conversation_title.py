@@ -19,6 +19,7 @@ the attempt ends in the (logged, ignored) error of :meth:`MiddlewareContext.send
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +90,9 @@ class ConversationTitle(Middleware):
         self.model = model
         self.max_length = max_length
         self.prompt = prompt
-        # Agents whose current server already tried; one instance may serve many agents.
-        self._attempted: set[str] = set()
+        # The servers that already tried (by their middleware context, one per server
+        # instance): a restarted server may try again, and an ended one is forgotten.
+        self._attempted: weakref.WeakSet[MiddlewareContext] = weakref.WeakSet()
         self.validate()
 
     def validate(self) -> None:
@@ -108,11 +110,6 @@ class ConversationTitle(Middleware):
         title = data.get("title") if isinstance(data, dict) else None
         return title if isinstance(title, str) and title else None
 
-    async def on_server_start(self, state: State) -> State | None:
-        # A new server for this agent: it may try again (the previous attempt may have failed).
-        self._attempted.discard(get_middleware_context().agent_id)
-        return None
-
     async def before_model(self, state: State) -> State | None:
         if self.title_of(state) is not None:
             return None
@@ -120,9 +117,9 @@ class ConversationTitle(Middleware):
         if first is None:
             return None
         ctx = get_middleware_context()
-        if not ctx.can_send or ctx.agent_id in self._attempted:
+        if not ctx.can_send or ctx in self._attempted:
             return None  # no server to hand the title back to (plain Agent.run), or tried
-        self._attempted.add(ctx.agent_id)
+        self._attempted.add(ctx)
         ctx.spawn(self._generate(ctx, first), name=f"sagents-title-{ctx.agent_id}")
         return None
 
@@ -147,7 +144,6 @@ class ConversationTitle(Middleware):
         if not isinstance(message, TitleReady):
             return None
         ctx = get_middleware_context()
-        self._attempted.discard(ctx.agent_id)  # done: the state now says it all
         if self.title_of(state) is not None:
             return None  # a title set meanwhile (by the application) wins
         new_state = state.with_metadata(self.key, {"title": message.title})

@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import json
 import re
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from sagents._status import Status
 from sagents.events import AgentShutdown, LLMMessage, StatusChanged, SubAgentActivity
 from sagents.execution._agent import Agent
 from sagents.execution._middleware import Middleware
-from sagents.execution._middleware_context import get_middleware_context
+from sagents.execution._middleware_context import MiddlewareContext, get_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted
 from sagents.execution._tool_context import ToolContext, ToolResume, get_tool_context
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
@@ -130,10 +131,12 @@ class SubAgent(Middleware):
         )
         self.timeout = timeout
         self.max_system_prompt = max_system_prompt
-        self._numbers: dict[str, itertools.count[int]] = {}
+        self._numbers = itertools.count(1)  # shared by every parent: ids never repeat
         # Sub-agent servers waiting for an approval, by parent: if the parent moves on without
         # resuming them (a new message dismisses the approval), nobody else would stop them.
-        self._waiting: dict[str, set[str]] = {}
+        self._waiting: weakref.WeakKeyDictionary[MiddlewareContext, set[str]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def validate(self) -> None:
         names = [spec.name for spec in self._specs]
@@ -195,11 +198,11 @@ class SubAgent(Middleware):
         if not self._waiting:
             return
         ctx = get_middleware_context()
-        orphans = self._waiting.pop(ctx.agent_id, None)
+        orphans = self._waiting.pop(ctx, None)
         runtime = ctx.services.get("runtime") if orphans and "runtime" in ctx.services else None
         for sub_id in orphans or ():
             if runtime is not None and runtime.get_status_nowait(sub_id) is not None:
-                ctx.spawn(runtime.stop(sub_id, reason="dismissed"))
+                ctx.spawn(_stop_quietly(runtime, sub_id, "dismissed"))
 
     # -- one task --------------------------------------------------------------------------------
 
@@ -225,7 +228,7 @@ class SubAgent(Middleware):
         return answer
 
     def _next_id(self, ctx: ToolContext) -> str:
-        counter = self._numbers.setdefault(ctx.agent_id, itertools.count(1))
+        counter = self._numbers
         runtime = ctx.services.get("runtime") if "runtime" in ctx.services else None
         while True:
             sub_id = f"{ctx.agent_id}-sub-{next(counter)}"
@@ -331,7 +334,8 @@ class SubAgent(Middleware):
         handle: Any = None
         suspended = False
         try:
-            self._waiting.get(ctx.agent_id, set()).discard(sub_id)
+            host = get_middleware_context()  # the parent's server, as its hooks see it
+            self._waiting.get(host, set()).discard(sub_id)
             if resume is not None and runtime.get_status_nowait(sub_id) is Status.INTERRUPTED:
                 handle = runtime.agent(sub_id)  # still waiting since the parent paused
             else:
@@ -354,7 +358,7 @@ class SubAgent(Middleware):
                 return self._finish(ctx, agent, final, task_name)
             if status is Status.INTERRUPTED and final.interrupt is not None:
                 self._suspend(ctx, agent, final, final.interrupt, task_name)
-                self._waiting.setdefault(ctx.agent_id, set()).add(sub_id)
+                self._waiting.setdefault(host, set()).add(sub_id)
                 suspended = True
                 return ""
             self._report(ctx, sub_id, "failed", data)
@@ -420,6 +424,12 @@ class SubAgent(Middleware):
                     data=data,
                 )
             )
+
+
+async def _stop_quietly(runtime: Any, agent_id: str, reason: str) -> None:
+    # It may have ended on its own meanwhile: that is fine.
+    with contextlib.suppress(SagentsError):
+        await runtime.stop(agent_id, reason=reason)
 
 
 def _answer(state: State, until_tool: str | None) -> str:

@@ -263,6 +263,11 @@ class Runtime:
         if existing is not None and existing.closed:
             await existing.wait_ended()  # it is on its way out: start right after
             existing = self._registry.get(agent_id)
+            # Anything may have happened meanwhile (a shutdown, the parent stopping).
+            if not self._registry.available:
+                raise RegistryUnavailable("the runtime is stopping; it takes no new agents")
+            if parent is not None and (parent.ended or parent.stopping):
+                raise AgentNotRunning(f"agent {parent.agent_id!r} is not running")
         if agent_id in self._starting or existing is not None:
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"

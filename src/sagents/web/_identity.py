@@ -20,11 +20,14 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sagents._errors import ConfigurationError
 
 __all__ = ["COOKIE_NAME", "IdentityMiddleware", "Signer", "identity_of", "load_secret"]
 
@@ -33,19 +36,38 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _MAX_AGE = 365 * 24 * 3600
 
 
+_KEY_BYTES = 32
+
+
 def load_secret(data_dir: Path) -> bytes:
-    """The signing key kept in ``data_dir/secret.key``, created (mode 0600) on first use."""
+    """The signing key kept in ``data_dir/secret.key``, created (mode 0600) on first use.
+
+    The file appears whole or not at all (written aside, then linked into place), so concurrent
+    workers agree on one key and a crash never leaves an empty one.
+
+    Raises:
+        ConfigurationError: the file exists but does not hold a key of the right size; delete
+            it to have a new one made (every browser then gets a new identity).
+    """
     path = data_dir / "secret.key"
     data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes()
-    key = secrets.token_bytes(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its key
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
+    if not path.exists():
+        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".secret-")
+        try:
+            with os.fdopen(fd, "wb") as out:  # mkstemp creates it with mode 0600
+                out.write(secrets.token_bytes(_KEY_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another worker won: use its key
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    key = path.read_bytes()
+    if len(key) != _KEY_BYTES:
+        raise ConfigurationError(
+            f"{path} holds {len(key)} bytes, not a {_KEY_BYTES}-byte key; delete it to have a "
+            "new one made (existing identity cookies then stop being valid)"
+        )
     return key
 
 

@@ -211,7 +211,7 @@ class _Connection:
                 continue
             try:
                 raw = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
                 await self.error("bad_json", "the frame is not valid JSON")
                 continue
             try:
@@ -253,12 +253,14 @@ def _short(value: Any) -> bool:
 
 
 def _number(text: str | None) -> int | None:
+    """A non-negative integer query parameter, or None when absent or not one."""
     if text is None:
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         return None
+    return value if value >= 0 else None
 
 
 async def conversation_socket(ws: WebSocket) -> None:
@@ -320,7 +322,12 @@ async def _guarded(work: Any) -> None:
     """Run one side of a connection; a closed socket just ends it, a bug is logged."""
     try:
         await work
-    except (WebSocketDisconnect, RuntimeError, OSError):
+    except (WebSocketDisconnect, OSError):
         pass  # the client went away while we were sending or receiving
+    except RuntimeError as exc:
+        # Starlette's way of saying the socket closed under a send or receive; anything else
+        # is a bug worth a traceback.
+        if "websocket" not in str(exc).lower() and "close" not in str(exc).lower():
+            _log.exception("websocket handler failed")
     except Exception:
         _log.exception("websocket handler failed")
