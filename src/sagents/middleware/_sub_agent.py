@@ -222,10 +222,22 @@ class SubAgent(Middleware):
         runtime = ctx.services.get("runtime") if "runtime" in ctx.services else None
         self._report(ctx, sub_id, "started", {"task_name": task_name, "resumed": bool(resume)})
         if runtime is None:
-            answer = await self._run_inline(ctx, agent, state, resume, task_name)
+            status, final, error = await _run_inline(agent, state, resume)
         else:
-            answer = await self._run_on(runtime, ctx, agent, state, resume, task_name)
-        return answer
+            host = get_middleware_context()  # the parent's server, as its hooks see it
+            self._waiting.get(host, set()).discard(sub_id)
+            status, final, error = await self._run_on(runtime, ctx, agent, state, resume)
+            if status is Status.INTERRUPTED:
+                self._waiting.setdefault(host, set()).add(sub_id)
+        if status is Status.IDLE:
+            answer = _answer(final, agent.until_tool)
+            self._report(ctx, sub_id, "completed", answer)
+            return answer
+        if status is Status.INTERRUPTED and final.interrupt is not None:
+            self._suspend(ctx, agent, final, final.interrupt, task_name)
+            return ""
+        self._report(ctx, sub_id, "failed", error)
+        raise SagentsError(f"sub-agent {task_name!r} failed: {error}")
 
     def _next_id(self, ctx: ToolContext) -> str:
         counter = self._numbers
@@ -298,29 +310,6 @@ class SubAgent(Middleware):
 
     # -- running it ------------------------------------------------------------------------------
 
-    async def _run_inline(
-        self,
-        ctx: ToolContext,
-        agent: Agent,
-        state: State,
-        resume: ToolResume | None,
-        task_name: str,
-    ) -> str:
-        if resume is None:
-            result = await agent.run(state)
-        else:
-            result = await agent.resume(state, resume.decisions)
-        match result:
-            case Done(state=final):
-                return self._finish(ctx, agent, final, task_name)
-            case Interrupted(state=final, interrupt=interrupt):
-                self._suspend(ctx, agent, final, interrupt, task_name)
-                return ""
-            case Failed(error=error):
-                self._report(ctx, agent.agent_id, "failed", str(error))
-                raise SagentsError(f"sub-agent {task_name!r} failed: {error}")
-        raise AssertionError(f"unexpected run result {result!r}")
-
     async def _run_on(
         self,
         runtime: Any,  # a sagents Runtime (the layer above; not imported)
@@ -328,14 +317,13 @@ class SubAgent(Middleware):
         agent: Agent,
         state: State,
         resume: ToolResume | None,
-        task_name: str,
-    ) -> str:
+    ) -> tuple[Status, State, Any]:
+        """Run the sub-agent as a server under the parent; it is stopped afterwards unless it
+        waits for an approval."""
         sub_id = agent.agent_id
         handle: Any = None
-        suspended = False
+        status = Status.ERROR
         try:
-            host = get_middleware_context()  # the parent's server, as its hooks see it
-            self._waiting.get(host, set()).discard(sub_id)
             if resume is not None and runtime.get_status_nowait(sub_id) is Status.INTERRUPTED:
                 handle = runtime.agent(sub_id)  # still waiting since the parent paused
             else:
@@ -353,18 +341,9 @@ class SubAgent(Middleware):
                 status, data = await self._follow(ctx, sub_id, events)
             finally:
                 await events.aclose()
-            final = await handle.get_state()
-            if status is Status.IDLE:
-                return self._finish(ctx, agent, final, task_name)
-            if status is Status.INTERRUPTED and final.interrupt is not None:
-                self._suspend(ctx, agent, final, final.interrupt, task_name)
-                self._waiting.setdefault(host, set()).add(sub_id)
-                suspended = True
-                return ""
-            self._report(ctx, sub_id, "failed", data)
-            raise SagentsError(f"sub-agent {task_name!r} failed: {data}")
+            return status, await handle.get_state(), data
         finally:
-            if handle is not None and not suspended:
+            if handle is not None and status is not Status.INTERRUPTED:
                 # Also on cancellation: a cancelled parent leaves no sub-agent running.
                 with contextlib.suppress(SagentsError):
                     await asyncio.shield(runtime.stop(sub_id, reason="task_finished"))
@@ -385,11 +364,6 @@ class SubAgent(Middleware):
                 case AgentShutdown(reason=reason):
                     return Status.ERROR, f"the sub-agent stopped ({reason})"
         return Status.ERROR, "the sub-agent's event stream ended"
-
-    def _finish(self, ctx: ToolContext, agent: Agent, final: State, task_name: str) -> str:
-        answer = _answer(final, agent.until_tool)
-        self._report(ctx, agent.agent_id, "completed", answer)
-        return answer
 
     def _suspend(
         self,
@@ -424,6 +398,24 @@ class SubAgent(Middleware):
                     data=data,
                 )
             )
+
+
+async def _run_inline(
+    agent: Agent, state: State, resume: ToolResume | None
+) -> tuple[Status, State, Any]:
+    """Run the sub-agent in this task (no runtime: a plain ``Agent.run`` parent)."""
+    if resume is None:
+        result = await agent.run(state)
+    else:
+        result = await agent.resume(state, resume.decisions)
+    match result:
+        case Done():
+            return Status.IDLE, result.state, None
+        case Interrupted():
+            return Status.INTERRUPTED, result.state, None
+        case Failed(error=error):
+            return Status.ERROR, result.state, str(error)
+    raise AssertionError(f"unexpected run result {result!r}")
 
 
 async def _stop_quietly(runtime: Any, agent_id: str, reason: str) -> None:

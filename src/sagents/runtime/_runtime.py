@@ -34,7 +34,6 @@ import contextvars
 import logging
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Self
 
 from sagents._errors import (
@@ -47,6 +46,7 @@ from sagents._errors import (
     SagentsError,
     SupervisorNotRunning,
 )
+from sagents._resource import AsyncResource
 from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
@@ -85,7 +85,7 @@ _PLAIN = frozenset({type(None), bool, int, float, str})
 _OPTIONS_CACHE_SIZE = 128
 
 
-class Runtime:
+class Runtime(AsyncResource):
     """Hosts agent servers: start, find, stop them; the registry and the supervision tree.
 
     Args:
@@ -174,12 +174,8 @@ class Runtime:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """The same as :meth:`shutdown` (so ``async with Runtime()`` ends with one)."""
         await self.shutdown()
 
     def ready(self) -> bool:
