@@ -654,20 +654,26 @@ async def _auto_save(
         auto_save=AutoSave(callback=saves, interval=interval, on_idle=False),
         inactivity_timeout=None,
     )
+    await asyncio.sleep(interval * 1.2)
+    tour.say(
+        f"interval={interval}: no save after one interval: the state it started with is the "
+        "one it was given, unchanged"
+    )
+    await ticker.add_message("note 2", run=False)
     await saves.wait("ticker", 1)
     tour.report.saves.append(("ticker", "interval", saves.entries[-1][1]))
-    tour.say(f"interval={interval}: first save after {loop.time() - started:.1f} s")
+    tour.say(f"after a change: first save at {loop.time() - started:.1f} s")
     await asyncio.sleep(interval * 1.2)
     unchanged = saves.count("ticker")
     tour.say(
         f"one more interval with no change: still {plural(unchanged, 'save')} "
         "(saves happen only if the state changed)"
     )
-    await ticker.add_message("note 2", run=False)
+    await ticker.add_message("note 3", run=False)
     await saves.wait("ticker", 2)
     tour.report.saves.append(("ticker", "interval", saves.entries[-1][1]))
     tour.say(
-        f"after a change: saved again at {loop.time() - started:.1f} s "
+        f"after another change: saved again at {loop.time() - started:.1f} s "
         f"({saves.entries[-1][1]} messages)"
     )
     tour.fact("interval_unchanged_saves", unchanged)

@@ -27,6 +27,7 @@ from sagents.events import (
     ChainError,
     ConversationTitleGenerated,
     DisplayMessageSaved,
+    DisplayMessageUpdated,
     Event,
     LLMDeltas,
     LLMError,
@@ -36,6 +37,7 @@ from sagents.events import (
     NodeTransferred,
     NodeTransferring,
     PersistenceError,
+    SaveRefused,
     StateRestored,
     StatusChanged,
     SubAgentActivity,
@@ -133,6 +135,12 @@ SAMPLES: dict[str, Event] = {
     "state_restored": StateRestored(state=_STATE, **_COMMON),
     "display_message_saved": DisplayMessageSaved(
         display_message={"id": 3, "role": "assistant", "text": "Done ✓"}, **_COMMON
+    ),
+    "display_message_updated": DisplayMessageUpdated(
+        display_message={"id": "r1", "type": "tool_call", "status": "completed"}, **_COMMON
+    ),
+    "save_refused": SaveRefused(
+        reason="owned_elsewhere", error="conversation 'c' runs on host-b:12:ab12", **_COMMON
     ),
     "agent_shutdown": AgentShutdown(reason="inactivity", metadata={"idle_seconds": 300}, **_COMMON),
     "node_transferring": NodeTransferring(from_node="n1", to_node="n2", **_COMMON),

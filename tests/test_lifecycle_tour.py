@@ -114,9 +114,9 @@ async def test_the_key_facts_hold(tour: ModuleType) -> None:
     # 9. auto-save: each trigger happened; an unchanged state is not saved again
     assert {trigger for _, trigger, _ in report.saves} == {"interval", "on_idle", "shutdown"}
     assert report.saves == [
-        ("ticker", "interval", 1),
         ("ticker", "interval", 2),
-        ("ticker", "shutdown", 2),
+        ("ticker", "interval", 3),
+        ("ticker", "shutdown", 3),
         ("worker", "on_idle", 2),
         ("worker", "shutdown", 2),
     ]

@@ -18,7 +18,9 @@ for each decision a caller has to make::
     ├── PersistenceError              a persistence adapter could not do it
     │   ├── PersistenceFailed         the storage failed (nothing was written): retry later
     │   ├── ConversationNotFound      no such conversation in the caller's scope
-    │   └── ConversationExists        that conversation id is taken: use another
+    │   ├── ConversationExists        that conversation id is taken: use another
+    │   ├── ConversationOwnedElsewhere  another process runs it: retry later or go there
+    │   └── StateConflict             storage refused a save (stale, fenced, deleted): reload
     ├── FileSystemError               a virtual-filesystem operation was refused
     │   └── PathNotAllowed            a path tried to leave its scope or base directory
     ├── ScriptExhausted               a ScriptedChatModel ran out of scripted replies
@@ -40,6 +42,8 @@ call.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     "AgentAlreadyRunning",
     "AgentNotRunning",
@@ -49,6 +53,7 @@ __all__ = [
     "ConfigurationError",
     "ConversationExists",
     "ConversationNotFound",
+    "ConversationOwnedElsewhere",
     "FileSystemError",
     "InvalidAgent",
     "InvalidDecision",
@@ -64,6 +69,7 @@ __all__ = [
     "RunError",
     "SagentsError",
     "ScriptExhausted",
+    "StateConflict",
     "StateError",
     "SupervisionError",
     "SupervisorAlreadyStarted",
@@ -215,3 +221,42 @@ class ConversationNotFound(PersistenceError):
 
 class ConversationExists(PersistenceError):
     """A conversation with that id already exists; create it with another id (or none)."""
+
+
+class ConversationOwnedElsewhere(PersistenceError):
+    """Another process (another web worker, another host) holds the conversation's ownership
+    lease: it runs the conversation, and a second copy would fork it.
+
+    Retryable: the lease expires ``ttl`` seconds after its holder stopped renewing it (a crash),
+    and is released at once by a clean shutdown. Route the request to the owner, or retry later.
+
+    Attributes:
+        owner: who holds the lease (``host:pid:runtime``), or None when unknown.
+        expires_at: when the lease runs out unless renewed (UTC), or None when unknown.
+    """
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, owner: str | None = None, expires_at: datetime | None = None
+    ) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.expires_at = expires_at
+
+
+class StateConflict(PersistenceError):
+    """Storage refused a state save: a newer state is stored (the writer is stale), the
+    conversation was deleted, or another process took its ownership (the writer is fenced).
+
+    The agent server that gets it reports it (``StatusChanged(ERROR)`` and a ``SaveRefused``
+    event on the main channel) and stops, because work it does from then on could never be saved.
+    Start the conversation again (``Session.ensure_running``) to continue from the stored state.
+
+    Attributes:
+        reason: ``"stale"``, ``"deleted"`` or ``"owned_elsewhere"``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

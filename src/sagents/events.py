@@ -40,6 +40,7 @@ __all__ = [
     "Channel",
     "ConversationTitleGenerated",
     "DisplayMessageSaved",
+    "DisplayMessageUpdated",
     "Event",
     "LLMDeltas",
     "LLMError",
@@ -49,6 +50,7 @@ __all__ = [
     "NodeTransferred",
     "NodeTransferring",
     "PersistenceError",
+    "SaveRefused",
     "StateRestored",
     "StatusChanged",
     "SubAgentActivity",
@@ -186,6 +188,28 @@ class DisplayMessageSaved(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DisplayMessageUpdated(Event):
+    """A stored display row changed (a tool call's status, a recorded human decision);
+    ``display_message`` is the whole row as stored now, to replace the one a UI shows."""
+
+    type: ClassVar[str] = "display_message_updated"
+    display_message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaveRefused(Event):
+    """Storage refused to save the state, so the agent stops: its later work could never be
+    saved. ``reason`` is ``"stale"`` (a newer state is stored), ``"owned_elsewhere"`` (another
+    process took the conversation over) or ``"deleted"``; ``error`` says what happened. It is
+    followed by ``StatusChanged(ERROR)`` and ``AgentShutdown(reason="save_refused")``; starting
+    the conversation again continues from the stored state."""
+
+    type: ClassVar[str] = "save_refused"
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentShutdown(Event):
     """The last event of a server instance: ``inactivity``, ``no_viewers``, ``manual``,
     ``crash`` or a custom reason."""
@@ -299,6 +323,8 @@ _REGISTRY: dict[str, type[Event]] = {
         TodosUpdated,
         StateRestored,
         DisplayMessageSaved,
+        DisplayMessageUpdated,
+        SaveRefused,
         AgentShutdown,
         NodeTransferring,
         NodeTransferred,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 
@@ -18,6 +21,7 @@ from sagents.execution import (
     continue_or_done,
     execute_tools,
 )
+from tests.execution.conftest import Odd, in_a_loop_of_its_own
 
 
 def echo(text: str) -> str:
@@ -107,6 +111,60 @@ async def test_a_crashing_custom_step_ends_in_error_with_the_state_before_it() -
     assert "step crash crashed: ZeroDivisionError: oops" in str(result.error)
     assert isinstance(result.error.__cause__, ZeroDivisionError)
     assert len(result.state.messages) == 2  # call_llm's commit is kept
+
+
+@pytest.mark.parametrize(
+    "error",
+    [SystemExit(2), KeyboardInterrupt(), GeneratorExit(), Odd("odd"), asyncio.CancelledError()],
+    ids=type,
+)
+def test_a_step_raising_a_base_exception_ends_the_run_failed(error: BaseException) -> None:
+    async def crash(run: Run) -> RunResult | None:
+        raise error
+
+    model = ScriptedChatModel(script=[Reply(text="hi")])
+    agent = Agent(agent_id="a", model=model, mode=Mode(name="m", steps=[call_llm, crash]))
+
+    result = in_a_loop_of_its_own(lambda: agent.run(hello()))
+
+    assert isinstance(result, Failed)
+    assert str(result.error).startswith(f"step crash crashed: {type(error).__name__}")
+    assert result.error.__cause__ is error
+    assert len(result.state.messages) == 2  # call_llm's commit is kept
+
+
+def test_a_mode_raising_a_base_exception_ends_the_run_failed() -> None:
+    # Mode.run contains its steps; a custom mode's own code is contained by Run.execute.
+    class Broken(Mode):
+        async def run(self, run: Run) -> RunResult:
+            raise Odd("odd")
+
+    model = ScriptedChatModel(script=[])
+    agent = Agent(agent_id="a", model=model, mode=Broken(name="broken", steps=[call_llm]))
+
+    result = in_a_loop_of_its_own(lambda: agent.run(hello()))
+
+    assert isinstance(result, Failed)
+    assert str(result.error) == "mode 'broken' crashed: Odd: odd"
+
+
+async def test_a_step_that_swallows_the_cancel_of_the_run_still_stops_it() -> None:
+    entered = asyncio.Event()
+
+    async def stubborn(run: Run) -> RunResult | None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        return None
+
+    model = ScriptedChatModel(script=[Reply(text="never")])
+    agent = Agent(agent_id="a", model=model, mode=Mode(name="m", steps=[stubborn, call_llm]))
+    task = asyncio.create_task(agent.run(hello()))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert model.calls == 0
 
 
 def test_modes_are_validated() -> None:

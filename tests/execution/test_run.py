@@ -34,6 +34,7 @@ from sagents.events import (
     ToolExecutionStarted,
 )
 from sagents.execution import CollectingSink, Fail, Reply, Run, ToolCall
+from tests.execution.conftest import Odd, in_a_loop_of_its_own
 
 NO_WAIT = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=False)
 
@@ -417,6 +418,58 @@ async def test_middleware_crash_ends_in_error_and_keeps_the_state() -> None:
     assert isinstance(result.error, RunError)
     assert "Broken.before_model failed" in str(result.error)
     assert result.state.messages == state.messages
+    assert model.calls == 0
+
+
+HOOK_ERRORS = [
+    SystemExit(2),
+    KeyboardInterrupt(),
+    GeneratorExit(),
+    Odd("odd"),
+    asyncio.CancelledError(),  # raised by the hook itself: nobody cancelled the run
+]
+
+
+@pytest.mark.parametrize("hook", ["before_model", "after_model"])
+@pytest.mark.parametrize("error", HOOK_ERRORS, ids=type)
+def test_a_middleware_hook_raising_a_base_exception_ends_the_run_failed(
+    hook: str, error: BaseException
+) -> None:
+    # SystemExit/KeyboardInterrupt used to leave the event loop (ending the process), the others
+    # to end the run without a result, leaving its agent "running" for ever.
+    async def broken(self: Middleware, state: State) -> None:
+        raise error
+
+    broken_class = type("Broken", (Middleware,), {hook: broken})
+    agent, _ = make([Reply(text="answer")], middleware=[broken_class()])
+
+    result = in_a_loop_of_its_own(lambda: agent.run(hello()))
+
+    assert isinstance(result, Failed)
+    assert isinstance(result.error, RunError)
+    assert str(result.error).startswith(f"Broken.{hook} failed: {type(error).__name__}")
+    assert result.error.__cause__ is error
+
+
+async def test_a_cancel_of_the_run_wins_over_what_a_hook_raises_on_its_way_out() -> None:
+    entered = asyncio.Event()
+
+    class Stubborn(Middleware):
+        async def before_model(self, state: State) -> State | None:
+            entered.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise KeyError("cleanup failed") from None
+            return None
+
+    agent, model = make([Reply(text="never")], middleware=[Stubborn()])
+    task = asyncio.create_task(agent.run(hello()))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
     assert model.calls == 0
 
 

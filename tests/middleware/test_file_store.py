@@ -622,3 +622,109 @@ async def test_open_refuses_names_that_are_not_valid_paths(tmp_path: Path) -> No
     (tmp_path / "a\\b").write_text("x")
     with pytest.raises(FileSystemError, match="not a valid path"):
         await DiskFileStore.open(tmp_path)
+
+
+# -- paths the disk cannot hold, writes it refuses (issue 16 item 4) ---------------------------
+
+
+def test_a_long_path_of_multibyte_characters_is_counted_in_bytes() -> None:
+    # 1,024 characters, 4,048 bytes: the path of the issue.
+    path = "/" + "/".join(["😀" * 63] * 16)
+    assert len(path) == 1024
+    assert len(path.encode()) == 4048
+    with pytest.raises(PathNotAllowed, match="4048 bytes long in UTF-8, over 1024"):
+        normalize_path(path)
+    assert normalize_path("/" + "é" * 100) == "/" + "é" * 100
+
+
+def _long_base(root: Path, size: int) -> Path:
+    """A directory under ``root`` whose path is at least ``size`` bytes long."""
+    base = root
+    while len(os.fsencode(str(base))) < size:
+        base = base / ("d" * 200)
+    return base
+
+
+async def test_paths_too_long_for_the_disk_are_refused_before_the_index(tmp_path: Path) -> None:
+    base = _long_base(tmp_path, 3300)
+    long_path = "/" + "/".join(["x" * 200] * 4)  # 804 bytes: fine alone, too long under base
+    async with await DiskFileStore.open(base, debounce=3600) as store:
+        await store.write("/before.md", "1")
+        with pytest.raises(PathNotAllowed, match="bytes on disk, over this disk's limit"):
+            await store.write(long_path, "x")
+        assert not await store.exists(long_path)
+        assert await store.list() == ["/before.md"]
+        with pytest.raises(PathNotAllowed, match="over this disk's limit"):
+            await store.move("/before.md", long_path)
+        await store.write("/after.md", "2")
+        await store.delete("/before.md")
+        await store.flush()  # nothing is stuck in the batch
+    assert _disk_files(base) == {"after.md": "2"}
+    async with await DiskFileStore.open(base) as again:
+        assert await again.list() == ["/after.md"]
+
+
+def _refuse_writes_to(
+    monkeypatch: pytest.MonkeyPatch, store: DiskFileStore, *names: str
+) -> list[str]:
+    """Make the disk refuse writes to files with these names; returns the refused targets."""
+    refused: list[str] = []
+    real = store._write_file
+
+    def write_file(target: str, content: str) -> None:
+        if os.path.basename(target) in names:
+            refused.append(target)
+            raise OSError(28, "No space left on device")
+        real(target, content)
+
+    monkeypatch.setattr(store, "_write_file", write_file)
+    return refused
+
+
+async def test_a_write_the_disk_refuses_fails_that_call_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await DiskFileStore.open(tmp_path, debounce=0) as store:
+        await store.write("/bad.md", "old")
+        _refuse_writes_to(monkeypatch, store, "bad.md", "new.md")
+        with pytest.raises(FileSystemError, match="cannot save /bad.md.*No space left"):
+            await store.write("/bad.md", "new")
+        assert await store.read("/bad.md") == "old"  # the index did not keep what disk refused
+        with pytest.raises(FileSystemError, match="cannot save /new.md"):
+            await store.write("/new.md", "x")
+        assert not await store.exists("/new.md")
+        await store.write("/good.md", "fine")  # other files are not held back
+        await store.flush()
+        assert _disk_files(tmp_path) == {"bad.md": "old", "good.md": "fine"}
+        assert await store.list() == ["/bad.md", "/good.md"]
+
+
+async def test_a_move_the_disk_refuses_is_undone_in_memory_and_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await DiskFileStore.open(tmp_path, debounce=0) as store:
+        await store.write("/a/b.md", "content")
+        _refuse_writes_to(monkeypatch, store, "c.md")
+        with pytest.raises(FileSystemError, match="cannot save /c.md"):
+            await store.move("/a/b.md", "/c.md")
+        assert await store.list() == ["/a/b.md"]
+        assert _disk_files(tmp_path) == {"a/b.md": "content"}  # deleted by the move, put back
+
+
+async def test_a_file_a_flush_cannot_write_never_blocks_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await DiskFileStore.open(tmp_path, debounce=3600) as store:
+        for name in ("a", "bad", "c"):
+            await store.write(f"/{name}.md", name)
+        _refuse_writes_to(monkeypatch, store, "bad.md")
+        with pytest.raises(FileSystemError, match="cannot save /bad.md"):
+            await store.flush()
+        assert _disk_files(tmp_path) == {"a.md": "a", "c.md": "c"}
+        await store.write("/d.md", "d")
+        with pytest.raises(FileSystemError, match="cannot save /bad.md"):
+            await store.flush()  # still pending, still reported
+        assert _disk_files(tmp_path) == {"a.md": "a", "c.md": "c", "d.md": "d"}
+        monkeypatch.undo()
+        await store.flush()
+        assert _disk_files(tmp_path) == {"a.md": "a", "bad.md": "bad", "c.md": "c", "d.md": "d"}

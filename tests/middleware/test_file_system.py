@@ -58,7 +58,7 @@ def test_tools_have_the_specified_names_and_parameters(fs: FileSystem) -> None:
     params = {tool.name: list(schema(tool)["properties"]) for tool in tools}
     assert params == {
         "ls": ["path"],
-        "read_file": ["file_path", "offset", "limit"],
+        "read_file": ["file_path", "offset", "limit", "char_offset"],
         "write_file": ["file_path", "content"],
         "edit_file": ["file_path", "old_string", "new_string", "replace_all"],
         "find_in_file": ["file_path", "pattern", "case_sensitive", "context_lines"],
@@ -210,7 +210,7 @@ async def test_read_file_large_numbers_and_long_lines(tools: dict[str, BaseTool]
     await store.write("/big.txt", content)
     last = await call(tools, "read_file", file_path="/big.txt", offset=999_999)
     assert last.startswith("1000000\tx\n1000001\t" + "y" * 2000)
-    assert "line cut, 5000 characters" in last
+    assert "line cut: characters 0-2000 of 5000" in last
 
 
 async def test_read_file_errors(tools: dict[str, BaseTool]) -> None:
@@ -445,3 +445,190 @@ async def test_delete_file(fs: FileSystem, tools: dict[str, BaseTool]) -> None:
         await call(tools, "delete_file", file_path="/a.md")
     with pytest.raises(PathNotAllowed):
         await call(tools, "delete_file", file_path="~/a.md")
+
+
+# -- files belong to their agent (issue 11 item 2) ---------------------------------------------
+
+
+def _run_tools(agent_id: str, fs: FileSystem, *calls: tuple[str, dict[str, Any]]) -> Any:
+    """An agent (run inline, without a runtime) that makes ``calls`` in turn, then stops."""
+    from sagents import Agent
+    from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
+
+    script = [Reply(tool_calls=[ToolCall(name=name, args=args)]) for name, args in calls]
+    return Agent(
+        agent_id=agent_id,
+        model=ScriptedChatModel(script=[*script, Reply(text="done")]),
+        middleware=[fs],
+        retry=RetryPolicy(max_attempts=1),
+    )
+
+
+async def test_inline_runs_of_two_agents_do_not_share_files() -> None:
+    from langchain_core.messages import ToolMessage
+
+    from sagents import Done, State
+
+    fs = FileSystem()  # one instance, reused for two agents, as a factory would
+    write = ("write_file", {"file_path": "/secret.txt", "content": "A's secret"})
+    read = ("read_file", {"file_path": "/secret.txt"})
+    first = await _run_tools("conv-A", fs, write, read).run(State())
+    second = await _run_tools("conv-B", fs, read).run(State())
+    again = await _run_tools("conv-A", fs, read).run(State())
+    assert isinstance(first, Done)
+    assert isinstance(second, Done)
+    assert isinstance(again, Done)
+    [seen_by_b] = [m for m in second.state.messages if isinstance(m, ToolMessage)]
+    assert seen_by_b.status == "error"
+    assert "no such file: /secret.txt" in str(seen_by_b.content)
+    [seen_by_a] = [m for m in again.state.messages if isinstance(m, ToolMessage)]
+    assert "A's secret" in str(seen_by_a.content)  # an agent keeps its own files across runs
+    assert await fs.store.list() == []  # and nothing went to the instance's own store
+
+
+def test_a_middleware_with_its_own_store_needs_none_from_the_runtime() -> None:
+    assert FileSystem().needs_file_store()
+    assert not FileSystem(MemoryFileStore()).needs_file_store()
+    assert not FileSystem(enabled_tools=[]).needs_file_store()
+
+
+# -- hardening (issue 16) ----------------------------------------------------------------------
+
+
+async def test_catastrophic_regex_completes(tools: dict[str, BaseTool]) -> None:
+    await call(tools, "write_file", file_path="/a.txt", content="a" * 25 + "!\n")
+    result = await call(tools, "find_in_file", file_path="/a.txt", pattern="^(a+)+$")
+    assert result == "No match for '^(a+)+$' in /a.txt."
+    huge = "a" * 200_000 + "!"
+    await call(tools, "write_file", file_path="/b.txt", content=huge)
+    result = await call(tools, "find_in_file", file_path="/b.txt", pattern="(a|aa)+$")
+    assert result.startswith("No match")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "feature"),
+    [(r"(a)\1", "backreference"), ("(?=a)a", "lookahead"), ("(?<!b)a", "lookbehind")],
+)
+async def test_patterns_re2_cannot_run_are_refused_with_a_clear_message(
+    tools: dict[str, BaseTool], pattern: str, feature: str
+) -> None:
+    await call(tools, "write_file", file_path="/a.txt", content="aa\n")
+    with pytest.raises(FileSystemError) as info:
+        await call(tools, "find_in_file", file_path="/a.txt", pattern=pattern)
+    message = str(info.value)
+    assert message.startswith(f"invalid regular expression {pattern!r}"), feature
+    assert "RE2" in message
+    assert "backreferences" in message
+    assert "lookaround" in message
+
+
+async def test_find_in_file_keeps_python_syntax_it_can_run(tools: dict[str, BaseTool]) -> None:
+    await call(tools, "write_file", file_path="/a.py", content="def f(x):\n    return x\n")
+    result = await call(
+        tools, "find_in_file", file_path="/a.py", pattern=r"(?P<kw>def|return)\s+\w+"
+    )
+    assert result.startswith("2 matching lines")
+    result = await call(
+        tools, "find_in_file", file_path="/a.py", pattern="DEF", case_sensitive=False
+    )
+    assert result == "1 matching line in /a.py:\n     1:\tdef f(x):"
+
+
+async def test_edit_file_replace_all_refuses_an_oversized_result_before_building_it() -> None:
+    import tracemalloc
+
+    fs = FileSystem(max_file_size=1_000_000)
+    tools = {tool.name: tool for tool in fs.tools()}
+    await call(tools, "write_file", file_path="/a.txt", content="a" * 100_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileSystemError, match="would be 500000000 bytes"):
+            await call(
+                tools,
+                "edit_file",
+                file_path="/a.txt",
+                old_string="a",
+                new_string="b" * 5000,
+                replace_all=True,
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000  # building the result would take 500 MB
+    assert await fs.store.read("/a.txt") == "a" * 100_000
+    multibyte = await call(
+        tools, "edit_file", file_path="/a.txt", old_string="a", new_string="é", replace_all=True
+    )
+    assert multibyte == "Replaced 100000 occurrences in /a.txt."  # 200,000 bytes: allowed
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+async def test_concurrent_edits_of_one_file_both_land(tmp_path: Path, kind: str) -> None:
+    import asyncio
+
+    store: MemoryFileStore | DiskFileStore
+    if kind == "memory":
+        store = MemoryFileStore()
+    else:
+        store = await DiskFileStore.open(tmp_path, debounce=0)
+    async with store:
+        tools = {tool.name: tool for tool in FileSystem(store).tools()}
+        await call(tools, "write_file", file_path="/a.txt", content="one\ntwo\nthree\nfour\n")
+        await asyncio.gather(
+            call(tools, "edit_file", file_path="/a.txt", old_string="one", new_string="ONE"),
+            call(tools, "edit_file", file_path="/a.txt", old_string="two", new_string="TWO"),
+            call(tools, "edit_lines", file_path="/a.txt", start_line=4, end_line=4, content="4"),
+        )
+        assert await store.read("/a.txt") == "ONE\nTWO\nthree\n4\n"
+    if kind == "disk":
+        assert (tmp_path / "a.txt").read_text() == "ONE\nTWO\nthree\n4\n"
+
+
+async def test_long_lines_can_be_read_to_the_end_with_char_offset(
+    tools: dict[str, BaseTool],
+) -> None:
+    line = "".join(str(i % 10) for i in range(4500))  # one line of JSON, say
+    await call(tools, "write_file", file_path="/data.json", content=f"first\n{line}\nlast\n")
+    first = await call(tools, "read_file", file_path="/data.json")
+    assert f"     2\t{line[:2000]}... [line cut: characters 0-2000 of 4500" in first
+    assert "read_file(offset=1, limit=1, char_offset=2000)" in first
+    assert "     3\tlast" in first
+    pieces = [line[:2000]]
+    offset = 2000
+    while True:
+        page = await call(
+            tools, "read_file", file_path="/data.json", offset=1, limit=1, char_offset=offset
+        )
+        body = page.split("\t", 1)[1]
+        pieces.append(body[: min(2000, 4500 - offset)])
+        if "read on with" not in page:
+            assert f"[characters {offset}-4500 of 4500]" in page
+            break
+        offset += 2000
+    assert "".join(pieces) == line
+    description = tools["read_file"].description
+    assert "2000 characters is cut" in description
+    assert "char_offset" in description
+
+
+async def test_edit_file_matches_a_crlf_file_and_keeps_its_line_endings(
+    fs: FileSystem, tools: dict[str, BaseTool]
+) -> None:
+    await fs.store.write("/w.txt", "alpha\r\nbeta\r\ngamma\r\n")
+    result = await call(
+        tools,
+        "edit_file",
+        file_path="/w.txt",
+        old_string="alpha\nbeta\n",
+        new_string="ALPHA\nBETA\nBETA2\n",
+    )
+    assert result == "Replaced 1 occurrence in /w.txt."
+    assert await fs.store.read("/w.txt") == "ALPHA\r\nBETA\r\nBETA2\r\ngamma\r\n"
+    # The reverse: \r\n sent for a file with \n line endings.
+    await fs.store.write("/u.txt", "one\ntwo\n")
+    await call(tools, "edit_file", file_path="/u.txt", old_string="one\r\ntwo", new_string="1\r\n2")
+    assert await fs.store.read("/u.txt") == "1\n2\n"
+    # edit_lines keeps them too, also on a last line without a final newline.
+    await fs.store.write("/v.txt", "a\r\nb\r\nc")
+    await call(tools, "edit_lines", file_path="/v.txt", start_line=2, end_line=3, content="x\ny")
+    assert await fs.store.read("/v.txt") == "a\r\nx\r\ny"

@@ -25,12 +25,12 @@ def test_db_upgrade_creates_the_tables_then_does_nothing(
     assert main(["db", "upgrade", "--url", sqlite_url(path)]) == 0
     out = capsys.readouterr().out
     assert "upgraded" in out
-    assert "empty -> 0001" in out
+    assert "empty -> 0003" in out
     assert "sagents_*" in out
     assert {"sagents_conversations", "sagents_agent_messages"} <= _tables(path)
 
     assert main(["db", "upgrade", "--url", sqlite_url(path)]) == 0
-    assert "already at revision 0001; nothing to do" in capsys.readouterr().out
+    assert "already at revision 0003; nothing to do" in capsys.readouterr().out
 
 
 def test_db_upgrade_with_a_table_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

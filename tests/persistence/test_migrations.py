@@ -10,6 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +21,9 @@ from sagents.persistence.sql._models import build_tables
 from sagents.persistence.sql.migrations import alembic_config, version_table
 from tests.persistence.conftest import unique_prefix
 from tests.persistence.test_contract import ALICE, rich_state
+
+#: The newest revision the shipped scripts define.
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _schema_diff(connection: Connection, prefix: str) -> list[Any]:
@@ -51,7 +55,7 @@ async def test_the_migrations_build_the_models_schema(sql_engine: AsyncEngine) -
     prefix = unique_prefix()
     try:
         first = await upgrade(sql_engine, table_prefix=prefix)
-        assert (first.from_revision, first.to_revision, first.changed) == (None, "0001", True)
+        assert (first.from_revision, first.to_revision, first.changed) == (None, HEAD, True)
         async with sql_engine.connect() as conn:
             assert await conn.run_sync(_schema_diff, prefix) == []
             assert await conn.run_sync(_table_names, prefix) == {
@@ -61,18 +65,23 @@ async def test_the_migrations_build_the_models_schema(sql_engine: AsyncEngine) -
                     "agent_states",
                     "agent_messages",
                     "display_messages",
+                    "files",
+                    "leases",
                     "alembic_version",
                 )
             }
         again = await upgrade(sql_engine, table_prefix=prefix)
-        assert (again.from_revision, again.to_revision, again.changed) == ("0001", "0001", False)
+        assert (again.from_revision, again.to_revision, again.changed) == (HEAD, HEAD, False)
 
         store = SqlPersistence(sql_engine, table_prefix=prefix)
         assert await store.save_state(ALICE, "c1", StateSnapshot(state=rich_state(), version=1))
         stored = await store.load_state(ALICE, "c1")
         assert stored is not None
         assert stored.state == rich_state()
+        await store.save_files(ALICE, "c1", {"/notes.md": "a\x00b"})
+        assert await store.load_files(ALICE, "c1") == {"/notes.md": "a\x00b"}
         assert await store.delete_conversation(ALICE, "c1")  # the cascades exist
+        assert await store.load_files(ALICE, "c1") == {}
     finally:
         async with sql_engine.begin() as conn:
             await conn.run_sync(_downgrade, prefix)

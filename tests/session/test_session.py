@@ -14,6 +14,8 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from sagents import (
     Agent,
+    AgentNotRunning,
+    ConversationNotFound,
     InvalidTransition,
     LocalPresence,
     RegistryUnavailable,
@@ -270,3 +272,50 @@ async def test_session_locks_do_not_outlive_their_use(
 
     await asyncio.gather(*(Session.start(runtime, config, str(i)) for i in range(20)))
     assert _locks.get(runtime, {}) == {}
+
+
+async def test_delete_racing_a_message_never_resurrects_the_conversation(
+    runtime: Runtime, store: Any, factory: Factory
+) -> None:
+    """Issue 16 item 7: DELETE and a message together; the delete wins or loses as a whole."""
+    config = SessionConfig(
+        factory_router=SingleFactoryRouter(factory),
+        agent_persistence=store,
+        display_message_persistence=store,
+        inactivity_timeout=None,
+        server_options={"create_conversation": False},  # as the web demo: created by the API
+    )
+
+    async def message(conversation_id: str) -> None:
+        try:
+            session = await Session.ensure_running(runtime, config, conversation_id, scope="u")
+        except ConversationNotFound:
+            return  # the delete came first
+        await session.events.aclose()
+        try:
+            await session.handle.add_message("hello")
+        except AgentNotRunning:
+            pass  # stopped by the delete right after it started
+
+    for attempt in range(20):
+        conversation_id = f"race-{attempt}"
+        await store.create_conversation("u", conversation_id=conversation_id)
+        racing = [
+            message(conversation_id),
+            Session.delete(runtime, config, conversation_id, scope="u"),
+        ]
+        if attempt % 2:
+            racing.reverse()
+        results = await asyncio.gather(*racing)
+        assert True in results  # the delete found it (once)
+        await asyncio.sleep(0.05 if attempt % 3 else 0)  # saves in flight land (or are refused)
+        assert await store.get_conversation("u", conversation_id) is None
+        assert await store.load_state("u", conversation_id) is None
+        assert await store.list_display_messages("u", conversation_id) == []
+        assert not Session.is_running(runtime, config, conversation_id)
+
+
+async def test_delete_of_an_unknown_conversation_is_false(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    assert await Session.delete(runtime, config, "never", scope="u") is False

@@ -246,3 +246,26 @@ async def test_the_debugger_is_mounted_only_when_enabled(demo: Demo, start_demo:
         agents = (await client.get("/debug/api/agents")).json()["agents"]
         assert [a["conversation_id"] for a in agents] == [conversation]
         assert (await client.get("/debug/")).status_code == 200
+
+
+async def test_a_conversation_another_worker_runs_is_a_409_with_a_message(
+    start_demo: StartDemo,
+) -> None:
+    """Issue 11 item 6: two workers of one app (one database); the second is told in words."""
+    first = await start_demo()
+    second = await start_demo()  # the same data folder: the same database and cookie key
+    async with first.client() as client:
+        conversation = await create(client)
+        sent = await client.post(f"/api/conversations/{conversation}/messages", json={"text": "hi"})
+        assert sent.status_code == 202, sent.text
+        cookie = client.cookies.get(COOKIE_NAME)
+    async with second.client() as client:
+        client.cookies.set(COOKIE_NAME, str(cookie))
+        refused = await client.post(
+            f"/api/conversations/{conversation}/messages", json={"text": "again"}
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "owned_elsewhere"
+        assert "another server process" in refused.json()["detail"]
+        # Reading it needs no ownership.
+        assert (await client.get(f"/api/conversations/{conversation}")).status_code == 200

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from typing import Any, cast
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
+from sagents._errors import PersistenceFailed, StateError
+from sagents.web import WebConfig, WebServices
 from sagents.web._identity import COOKIE_NAME
+from sagents.web._socket import PingFrame, SendFrame, _Connection
 from tests.web.conftest import Demo, StartDemo, is_event, is_status, next_frame, wait_until
 
 
@@ -233,3 +240,213 @@ async def test_a_socket_from_another_origin_is_refused(demo: Demo) -> None:
             origin=Origin(demo.url),
         ) as ws:
             assert json.loads(await ws.recv())["type"] == "detached"
+
+
+# -- regressions of the edge campaign ------------------------------------------------------------
+
+
+async def refused_with(ws: ClientConnection) -> tuple[dict[str, Any], int]:
+    """The error frame of a refused socket, and its close code."""
+    frame = json.loads(await ws.recv())
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.recv()
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return frame, closed.value.rcvd.code
+
+
+@pytest.mark.parametrize("bad_id", ["a" * 256, "a" * 5000, "nul%00id"])  # %00: U+0000
+async def test_defect_conversation_id_over_255_characters_closes_the_socket_with_4422(
+    demo: Demo, bad_id: str
+) -> None:
+    async with demo.client() as client:
+        await client.get("/api/me")
+        async with demo.socket(client, bad_id) as ws:
+            frame, code = await refused_with(ws)
+        assert frame["type"] == "error"
+        assert frame["code"] == "invalid"
+        assert frame["message"].startswith("conversation id:")
+        assert code == 4422
+
+
+async def test_defect_nul_and_lone_surrogates_in_frames_get_invalid_error_frames(
+    demo: Demo,
+) -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"k": deep}
+
+    def edit(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "decide", "decisions": [{"type": "edit", "arguments": arguments}]}
+
+    frames = [
+        {"type": "send", "text": "before\x00after"},
+        {"type": "send", "text": "half a pair \ud83d"},
+        {"type": "decide", "decisions": [{"type": "reject", "message": "\x00"}]},
+        edit({"file_path": "/notes/x.md\x00"}),
+        edit({"\udc00": 1}),
+        edit({"content": deep}),
+        edit({"k" * 300: 1}),
+    ]
+    async with demo.client() as client:
+        conversation = await create(client)
+        async with demo.socket(client, conversation) as ws:
+            await next_frame(ws, lambda f: f["type"] == "detached")
+            for i, frame in enumerate(frames):
+                # json.dumps escapes them (\u0000, \ud83d): valid JSON, as a browser sends it.
+                await ws.send(json.dumps({**frame, "ref": f"r{i}"}))
+                error = await next_frame(ws, lambda f: f["type"] == "error")
+                assert (error["code"], error["ref"]) == ("invalid", f"r{i}"), error
+            await ws.send(json.dumps({"type": "ping", "ref": "p"}))
+            assert (await next_frame(ws, lambda f: f["type"] == "pong"))["ref"] == "p"
+        snapshot = (await client.get(f"/api/conversations/{conversation}")).json()
+        assert snapshot["status"] == "not_running"
+        assert snapshot["messages"] == []
+
+
+SQL = 'could not load conversation: UndefinedTableError: relation "sagents_conversations" ...'
+
+
+async def test_defect_storage_errors_reach_the_socket_as_generic_errors(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with demo.client() as client:
+        conversation = await create(client)
+        async with demo.socket(client, conversation) as ws:
+            await next_frame(ws, lambda f: f["type"] == "detached")
+
+            async def broken(*args: Any, **kwargs: Any) -> Any:
+                raise PersistenceFailed(SQL)
+
+            monkeypatch.setattr(demo.services.store, "get_conversation", broken)
+            # An action: an error frame, and the socket carries on.
+            await ws.send(json.dumps({"type": "send", "text": "hi", "ref": "s"}))
+            error = await next_frame(ws, lambda f: f["type"] == "error")
+            assert (error["code"], error["ref"]) == ("unavailable", "s")
+            assert "sagents_conversations" not in error["message"]
+            await ws.send(json.dumps({"type": "ping"}))
+            await next_frame(ws, lambda f: f["type"] == "pong")
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "close"),
+    [
+        (PersistenceFailed(SQL), "unavailable", 4503),
+        (StateError(SQL), "internal", 4500),
+        (ValueError(SQL), "internal", 4500),  # not a sagents error: a bug, still answered
+    ],
+)
+async def test_defect_a_socket_refused_by_a_storage_error_gets_a_close_frame(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch, failure: Exception, code: str, close: int
+) -> None:
+    async with demo.client() as client:
+        conversation = await create(client)
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise failure
+
+        monkeypatch.setattr(demo.services.store, "get_conversation", broken)
+        async with demo.socket(client, conversation) as ws:
+            frame, received = await refused_with(ws)
+        assert (frame["code"], received) == (code, close)
+        assert "sagents_conversations" not in frame["message"]
+
+
+async def test_defect_a_client_that_leaves_before_its_reply_logs_no_error_traceback(
+    demo: Demo, caplog: pytest.LogCaptureFixture
+) -> None:
+    tabs = 8
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.addHandler(caplog.handler)
+    try:
+        async with demo.client() as client:
+            conversation = await create(client)
+            topic = demo.services.session_config.presence_topic(conversation)
+            all_gone = asyncio.Event()
+            unsubscribe = demo.services.presence.subscribe(
+                topic, lambda count: all_gone.set() if count == 0 else None
+            )
+            try:
+                with caplog.at_level(logging.DEBUG, logger="sagents.web"):
+                    sockets = [await demo.socket(client, conversation) for _ in range(tabs)]
+                    for ws in sockets:  # each one is a viewer once it has its first frame
+                        await next_frame(ws, lambda f: f["type"] == "detached")
+                    for i, ws in enumerate(sockets):
+                        await ws.send(json.dumps({"type": "send", "text": f"gone {i}"}))
+                        ws.transport.abort()  # no close frame: the tab crashed
+                    for ws in sockets:
+                        await ws.wait_closed()
+                    async with asyncio.timeout(10):
+                        await all_gone.wait()  # every handler has ended
+            finally:
+                unsubscribe()
+    finally:
+        server_log.removeHandler(caplog.handler)
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]
+    left = [r for r in caplog.records if "the client left" in r.getMessage()]
+    assert all(r.levelno == logging.DEBUG for r in left)
+    assert len(left) <= tabs
+
+
+class _StubServices:
+    config = WebConfig(max_message_chars=5)
+
+    def agent_id(self, conversation_id: str) -> str:
+        return f"conversation-{conversation_id}"
+
+
+class _Socket:
+    """A socket whose client left: Starlette raises on every send, as uvicorn tells it to."""
+
+    def __init__(self, client: WebSocketState, application: WebSocketState) -> None:
+        self.client_state = client
+        self.application_state = application
+
+    async def send_text(self, text: str) -> None:
+        self.application_state = WebSocketState.DISCONNECTED
+        raise WebSocketDisconnect(1006)
+
+
+def connection_on(socket: _Socket) -> _Connection:
+    return _Connection(cast(WebSocket, socket), cast(WebServices, _StubServices()), "s", "c1")
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+async def test_a_client_that_left_is_logged_once_at_debug_and_a_bug_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connection = connection_on(_Socket(WebSocketState.DISCONNECTED, WebSocketState.CONNECTED))
+    with caplog.at_level(logging.DEBUG, logger="sagents.web"):
+        # The pump and the reader each find the socket gone, in the ways Starlette says it.
+        await connection.guarded(_raise(WebSocketDisconnect(1006)))
+        await connection.guarded(_raise(OSError("connection reset")))
+        await connection.guarded(_raise(RuntimeError('Cannot call "send" once a close message')))
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.DEBUG, None)]
+    caplog.clear()
+
+    connection = connection_on(_Socket(WebSocketState.CONNECTED, WebSocketState.CONNECTED))
+    with caplog.at_level(logging.DEBUG, logger="sagents.web"):
+        await connection.guarded(_raise(RuntimeError("a bug")))
+        await connection.guarded(_raise(KeyError("another")))
+    assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.ERROR]
+    assert all(r.exc_info is not None for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [PingFrame(type="ping", ref="p"), SendFrame(type="send", text="longer than five")],
+    ids=["pong", "error frame"],
+)
+async def test_defect_a_reply_to_a_client_that_left_is_logged_once_at_debug(
+    caplog: pytest.LogCaptureFixture, frame: PingFrame | SendFrame
+) -> None:
+    # The reader handles a frame that came in just before the client left: its reply fails.
+    # (These replies used to be inside the action's "except Exception", logged as a failure.)
+    connection = connection_on(_Socket(WebSocketState.CONNECTED, WebSocketState.CONNECTED))
+    with caplog.at_level(logging.DEBUG, logger="sagents.web"):
+        await connection.guarded(connection._act(frame))
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.DEBUG, None)]
+    assert "the client left" in caplog.records[0].getMessage()

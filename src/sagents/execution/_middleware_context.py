@@ -19,6 +19,7 @@ from typing import Any
 
 from sagents._errors import SagentsError
 from sagents.events import Event
+from sagents.execution._containment import contained
 
 __all__ = ["MiddlewareContext", "get_middleware_context"]
 
@@ -95,8 +96,13 @@ class MiddlewareContext:
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
     ) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, owned by the agent: it is cancelled when the agent's
-        server ends, and an exception it raises is logged, never lost silently."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        server ends, and an exception it raises is logged, never lost silently.
+
+        ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` raised by ``coro`` fail the
+        task (as ``BaseExceptionRaised``, with the original as ``original``) instead of
+        leaving it: asyncio would carry the first two out of the event loop, ending the process.
+        """
+        task = asyncio.get_running_loop().create_task(contained(coro), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -11,18 +11,26 @@ reads as its definition::
     ))
 
 A custom mode reuses these steps, drops some, or adds its own. A step that raises a
-:class:`RunError` (or crashes) ends the run as :class:`Failed` with the state as it was before that
-step; a cycle that neither calls the model nor changes the state ends it too, so a mode missing
-``continue_or_done`` fails loudly instead of spinning.
+:class:`RunError` (or crashes, with anything: ``BaseException`` included) ends the run as
+:class:`Failed` with the state as it was before that step; a cycle that neither calls the model nor
+changes the state ends it too, so a mode missing ``continue_or_done`` fails loudly instead of
+spinning. Only a cancellation of the task ends a run without a result (see ``_containment.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 from sagents._errors import InvalidAgent, RunError
+from sagents.execution._containment import (
+    cancel_requests,
+    describe,
+    log_contained,
+    reraise_cancellation,
+)
 from sagents.execution._result import Failed, RunResult
 from sagents.execution._steps import (
     call_llm,
@@ -60,19 +68,25 @@ class Mode:
         object.__setattr__(self, "steps", tuple(steps))
 
     async def run(self, run: Run) -> RunResult:
-        """Drive ``run`` through the steps until one of them ends it."""
+        """Drive ``run`` through the steps until one of them ends it.
+
+        Raises:
+            asyncio.CancelledError: the task was cancelled (only then: a ``CancelledError`` a
+                step raises without a cancel request is that step's failure).
+        """
+        since = cancel_requests()
         while True:
             before = (run.model_calls, run.state)
             for step in self.steps:
                 try:
                     result = await step(run)
-                except RunError as exc:
-                    return Failed(state=run.state, error=exc)
-                except Exception as exc:
-                    name = getattr(step, "__name__", repr(step))
-                    error = RunError(f"step {name} crashed: {type(exc).__name__}: {exc}")
-                    error.__cause__ = exc
-                    return Failed(state=run.state, error=error)
+                except BaseException as exc:  # the step's failure, whatever it is
+                    reraise_cancellation(exc, since)
+                    return Failed(state=run.state, error=_step_error(step, exc, run))
+                if cancel_requests() > since:
+                    # The step swallowed the run's cancellation (a tool or a hook caught it and
+                    # returned): what it committed stays, and the run still stops, as asked.
+                    raise asyncio.CancelledError
                 if result is not None:
                     return result
             if run.model_calls == before[0] and run.state is before[1]:
@@ -83,6 +97,16 @@ class Mode:
                         "(does it end with continue_or_done?)"
                     ),
                 )
+
+
+def _step_error(step: Step, exc: BaseException, run: Run) -> RunError:
+    if isinstance(exc, RunError):
+        return exc
+    name = getattr(step, "__name__", repr(step))
+    log_contained(exc, f"step {name}", run.agent.agent_id)
+    error = RunError(f"step {name} crashed: {describe(exc)}")
+    error.__cause__ = exc
+    return error
 
 
 DEFAULT_MODE = Mode(

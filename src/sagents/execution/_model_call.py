@@ -2,10 +2,19 @@
 
 A half-streamed reply lives only in a local accumulator until the stream completes, so a cancel
 or a failure mid-stream can never leave a partial message in the state (L5).
+
+Streaming works with any ``BaseChatModel``, including the many integrations that implement only
+``_generate`` or ``_agenerate``: for those (and for ``disable_streaming``) langchain-core's
+``astream`` yields the whole reply as one complete ``AIMessage``, which becomes the reply's single
+delta. A model failure of any type, ``BaseException`` included, is a failed attempt; only a
+cancellation of the run propagates. Each attempt runs in a task of its own whose body is
+contained, because a sync model runs in a worker thread and what it raises there is thrown into
+the awaiting task (see ``_containment.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -16,6 +25,14 @@ from langchain_core.messages.ai import add_ai_message_chunks
 from sagents import telemetry
 from sagents._errors import ModelCallFailed
 from sagents.events import LLMDeltas, LLMError, ToolCallIdentified
+from sagents.execution._containment import (
+    BaseExceptionRaised,
+    cancel_requests,
+    contained,
+    describe,
+    log_contained,
+    reraise_cancellation,
+)
 from sagents.execution._tools import tool_display_text
 
 if TYPE_CHECKING:
@@ -30,17 +47,31 @@ async def _stream(run: Run, model: Any, messages: Sequence[BaseMessage], config:
     tools = run.agent.all_tools
     # Merged once at the end: ``acc + chunk`` per chunk rebuilds the whole message every time.
     chunks: list[AIMessageChunk] = []
+    complete: AIMessage | None = None
     identified: set[Any] = set()
-    async for chunk in model.astream(messages, config=config):
-        if not isinstance(chunk, AIMessageChunk):
+    async for item in model.astream(messages, config=config):
+        if isinstance(item, AIMessageChunk):
+            chunk = item
+        elif isinstance(item, AIMessage):
+            # A model that cannot stream: langchain-core's astream fell back to ainvoke and
+            # yields the whole reply at once. It is the reply's one delta.
+            complete = item
+            chunk = AIMessageChunk(**item.model_dump(exclude={"type"}))
+        else:
             continue
         chunks.append(chunk)
         emit(LLMDeltas(agent_id=agent_id, deltas=[chunk]))
-        for tc in chunk.tool_call_chunks:
-            index = tc.get("index", tc.get("id"))
+        for position, tc in enumerate(chunk.tool_call_chunks):
             name = tc.get("name")
-            if name and index not in identified:
-                identified.add(index)
+            if not name:
+                continue
+            # A call's pieces share an index (OpenAI) or else an id; a chunk that carries whole
+            # calls (the fallback above) may give neither, and then each is its own call.
+            key: object = tc.get("index")
+            if key is None:
+                key = tc.get("id") or (len(chunks), position)
+            if key not in identified:
+                identified.add(key)
                 emit(
                     ToolCallIdentified(
                         agent_id=agent_id,
@@ -51,6 +82,8 @@ async def _stream(run: Run, model: Any, messages: Sequence[BaseMessage], config:
                 )
     if not chunks:
         raise RuntimeError("the model returned an empty stream")
+    if complete is not None and len(chunks) == 1:
+        return complete  # as the model made it, not rebuilt from its chunk
     acc = chunks[0] if len(chunks) == 1 else add_ai_message_chunks(chunks[0], *chunks[1:])
     message = message_chunk_to_message(acc)
     if not isinstance(message, AIMessage):  # pragma: no cover - langchain always gives one
@@ -84,6 +117,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
 
     Raises:
         ModelCallFailed: every attempt on every model failed.
+        asyncio.CancelledError: the run was cancelled.
     """
     agent = run.agent
     policy = agent.retry
@@ -91,6 +125,7 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     names = agent.model_names
     has_handlers = telemetry.has_handlers
     attempt = 0
+    since = cancel_requests()
     errors: list[str] = []
     last: BaseException | None = None
     for model_index, model in enumerate(agent.models):
@@ -105,13 +140,22 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
                     _metadata(run, attempt, names[model_index]),
                 )
             try:
-                if agent.stream:
-                    message = await _stream(run, model, messages, config)
-                else:
-                    message = await _invoke(model, messages, config)
-            except Exception as exc:
+                asking = (
+                    _stream(run, model, messages, config)
+                    if agent.stream
+                    else _invoke(model, messages, config)
+                )
+                # In a task of its own whose body is contained: a sync model runs in a worker
+                # thread, and what it raises there is thrown into the awaiting task, where a
+                # GeneratorExit would tear down the whole run and SystemExit end the process.
+                message = await asyncio.get_running_loop().create_task(contained(asking))
+            except BaseException as exc:  # a failed attempt, whatever it raised
+                reraise_cancellation(exc, since)
+                if isinstance(exc, BaseExceptionRaised):
+                    exc = exc.original
+                log_contained(exc, f"model {names[model_index]!r}", agent.agent_id)
                 last = exc
-                text = f"{type(exc).__name__}: {exc}"
+                text = describe(exc)
                 errors.append(f"attempt {attempt} (model {model_index}): {text}")
                 if run.sink.debug:
                     run.sink.emit(LLMError(agent_id=agent.agent_id, error=text, attempt=attempt))

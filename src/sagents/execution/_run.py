@@ -4,7 +4,9 @@ The agent server wraps exactly this object. ``run.state`` is always the last *co
 steps only replace it through :meth:`Run.commit`. When the run is cancelled (plain asyncio
 cancellation, X14), the tool calls it had started are settled before the ``CancelledError``
 propagates: finished tools keep their results, the others get a "cancelled" error result, so the
-history stays valid for the next model call and nothing complete is lost (L5, L42).
+history stays valid for the next model call and nothing complete is lost (L5, L42). Every other
+way a run can end — any failure, of any exception type — is a :class:`Failed` result, so a host
+awaiting :meth:`Run.execute` always learns how the run ended unless it cancelled it itself.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import BaseMessage, ToolCall, ToolMessage
 
 from sagents import telemetry
-from sagents._errors import InvalidTransition
+from sagents._errors import InvalidTransition, RunError
 from sagents._interrupt import Decision, Interrupt, parse_decisions
 from sagents._state import State
 from sagents.events import AgentStateUpdate
+from sagents.execution._containment import cancel_requests, describe, log_contained
 from sagents.execution._middleware_context import MiddlewareContext
 from sagents.execution._middleware_context import _current as _middleware_context
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
@@ -111,25 +114,42 @@ class Run:
     async def execute(self) -> RunResult:
         """Drive the agent's mode to a result.
 
+        Every failure, whatever its type (``BaseException`` included), ends the run as
+        :class:`Failed`; nothing else escapes.
+
         Raises:
-            asyncio.CancelledError: the run was cancelled; ``self.state`` is consistent.
+            asyncio.CancelledError: the task running it was cancelled (a ``CancelledError``
+                raised without a cancel request is a failure); ``self.state`` is consistent.
         """
         agent = self.agent
         started = time.perf_counter()
         if telemetry.has_handlers(_START):
             telemetry.execute(_START, {"system_time": time.time()}, self._telemetry_metadata())
         token = _middleware_context.set(self.middleware_context)
+        since = cancel_requests()
         try:
             result = await agent.mode.run(self)
-        except asyncio.CancelledError:
-            self._settle_cancelled()
-            if telemetry.has_handlers(_STOP):
-                telemetry.execute(
-                    _STOP,
-                    {"duration": time.perf_counter() - started, "model_calls": self.model_calls},
-                    {**self._telemetry_metadata(), "status": "cancelled"},
-                )
-            raise
+        except BaseException as exc:
+            if cancel_requests() <= since:
+                # ``Mode.run`` contains the steps' failures; this one came from around them.
+                log_contained(exc, f"mode {agent.mode.name!r}", agent.agent_id)
+                error = RunError(f"mode {agent.mode.name!r} crashed: {describe(exc)}")
+                error.__cause__ = exc
+                result = Failed(state=self.state, error=error)
+            else:
+                self._settle_cancelled()
+                if telemetry.has_handlers(_STOP):
+                    telemetry.execute(
+                        _STOP,
+                        {
+                            "duration": time.perf_counter() - started,
+                            "model_calls": self.model_calls,
+                        },
+                        {**self._telemetry_metadata(), "status": "cancelled"},
+                    )
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise asyncio.CancelledError from exc  # cancellation wins over what was raised
         finally:
             _middleware_context.reset(token)
         match result:

@@ -26,12 +26,19 @@ from sagents.events import (
     ToolExecutionFailed,
     ToolExecutionStarted,
 )
+from sagents.execution._containment import (
+    cancel_requests,
+    describe,
+    log_contained,
+    reraise_cancellation,
+)
 from sagents.execution._model_call import call_model
 from sagents.execution._result import Done, Interrupted, RunResult
 from sagents.execution._tool_context import ToolContext, ToolResume
 from sagents.execution._tools import ToolOutcome, invalid_call_outcome, invoke_tool, tool_timeout
 
 if TYPE_CHECKING:
+    from sagents.execution._middleware import Middleware
     from sagents.execution._run import Run
 
 __all__ = [
@@ -76,10 +83,11 @@ async def call_llm(run: Run) -> RunResult | None:
     agent = run.agent
     state = run.state
     for mw in agent.before_model_hooks:
+        since = cancel_requests()
         try:
             changed = await mw.before_model(state)
-        except Exception as exc:
-            raise RunError(f"{mw.name}.before_model failed: {type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:  # the hook's failure, whatever it is: see _containment.py
+            raise _hook_failed(run, mw, "before_model", exc, since) from exc
         if changed is not None:
             state = changed
     prompt = agent.system_prompt
@@ -95,16 +103,26 @@ async def call_llm(run: Run) -> RunResult | None:
         run.sink.emit(LLMTokenUsage(agent_id=agent.agent_id, usage=dict(reply.usage_metadata)))
     run.commit(state.append(reply), reply)
     for mw in agent.after_model_hooks:
+        since = cancel_requests()
         try:
             outcome = await mw.after_model(run.state)
-        except Exception as exc:
-            raise RunError(f"{mw.name}.after_model failed: {type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:
+            raise _hook_failed(run, mw, "after_model", exc, since) from exc
         if isinstance(outcome, Interrupt):
             run.pending_interrupt = outcome
             break
         if outcome is not None:
             run.commit(outcome)
     return None
+
+
+def _hook_failed(run: Run, mw: Middleware, hook: str, exc: BaseException, since: int) -> RunError:
+    """The run's error for a middleware hook that raised ``exc``, anything but a cancellation
+    of the run (which is re-raised instead)."""
+    reraise_cancellation(exc, since)
+    where = f"{mw.name}.{hook}"
+    log_contained(exc, where, run.agent.agent_id)
+    return RunError(f"{where} failed: {describe(exc)}")
 
 
 async def check_max_runs(run: Run) -> RunResult | None:

@@ -2,7 +2,9 @@
 
 A tool call never raises into the loop: an unknown tool, invalid arguments, a tool that raises or
 one that outlives its timeout all become an error ``ToolMessage`` (``status="error"``) the model
-reads on its next turn (rule X12). Only cancellation propagates.
+reads on its next turn (rule X12). "Raises" means anything, ``BaseException`` included: a tool
+calling ``sys.exit()`` or raising a ``CancelledError`` of its own fails that call, not the process
+or the run (see ``_containment.py``). Only a cancellation of the run propagates.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from pydantic import ValidationError
 
 from sagents import telemetry
 from sagents._errors import InvalidAgent
+from sagents.execution._containment import (
+    BaseExceptionRaised,
+    cancel_requests,
+    contain_tool,
+    describe,
+    log_contained,
+    reraise_cancellation,
+)
 from sagents.execution._tool_context import ToolContext, set_tool_context
 
 __all__ = [
@@ -118,13 +128,28 @@ def invalid_call_outcome(call: Mapping[str, Any]) -> ToolOutcome:
     )
 
 
-def _describe(exc: Exception, name: str) -> str:
+def _describe(exc: BaseException, name: str) -> str:
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
         )
         return f"invalid arguments for tool {name!r}: {problems}"
-    return f"tool {name!r} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, asyncio.CancelledError):
+        return f"tool {name!r} failed: it raised CancelledError, though the run was not cancelled"
+    return f"tool {name!r} failed: {describe(exc)}"
+
+
+def _outcome(call: ToolCall, result: Any, context: ToolContext) -> ToolOutcome:
+    if not isinstance(result, ToolMessage):
+        # A tool returning a Command-like object; keep its text for the model.
+        result = ToolMessage(content=str(result), tool_call_id=call["id"] or "", name=call["name"])
+    failed = result.status == "error"
+    return ToolOutcome(
+        message=result,
+        value=None if failed else _structured(result),
+        error=str(result.content) if failed else None,
+        context=context,
+    )
 
 
 async def invoke_tool(
@@ -137,10 +162,17 @@ async def invoke_tool(
     metadata: Mapping[str, Any] | None = None,
     callbacks: Sequence[BaseCallbackHandler] = (),
 ) -> ToolOutcome:
-    """Run one tool call to an outcome; only cancellation propagates.
+    """Run one tool call to an outcome; only a cancellation of the calling task propagates.
 
-    ``callbacks`` (the middleware's observability handlers) see the tool run; without any, the
-    tool is invoked with no callback configuration at all, the cheapest path."""
+    The tool runs through :func:`contain_tool` (a view of it, made in about a microsecond), so
+    that ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` cannot leave the task or
+    thread langchain runs it in. ``callbacks`` (the middleware's observability handlers) see the
+    tool run; without any, the tool is invoked with no callback configuration at all, the
+    cheapest path.
+
+    Raises:
+        asyncio.CancelledError: the calling task was cancelled (whatever the tool then raised).
+    """
     name = call["name"]
     if tool is None:
         available = ", ".join(sorted(known)) or "none"
@@ -152,29 +184,29 @@ async def invoke_tool(
         telemetry.execute(
             _START, {"system_time": time.time()}, _metadata(context, name, call, metadata)
         )
+    tool = contain_tool(tool)
+    since = cancel_requests()
+    deadline = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with deadline:
             if callbacks:
                 result = await tool.ainvoke(
                     {**call, "type": "tool_call"}, config={"callbacks": list(callbacks)}
                 )
             else:
                 result = await tool.ainvoke({**call, "type": "tool_call"})
-    except TimeoutError:
-        outcome = _error(call, f"tool {name!r} timed out after {timeout:g} s")
-    except Exception as exc:
-        outcome = _error(call, _describe(exc, name))
-    else:
-        if not isinstance(result, ToolMessage):
-            # A tool returning a Command-like object; keep its text for the model.
-            result = ToolMessage(content=str(result), tool_call_id=call["id"] or "", name=name)
-        failed = result.status == "error"
-        outcome = ToolOutcome(
-            message=result,
-            value=None if failed else _structured(result),
-            error=str(result.content) if failed else None,
-            context=context,
-        )
+        outcome = _outcome(call, result, context)
+    except BaseException as exc:  # the tool's failure, whatever it is: see _containment.py
+        reraise_cancellation(exc, since)
+        if isinstance(exc, BaseExceptionRaised):
+            exc = exc.original
+        if deadline.expired():
+            # Whatever the tool raised once our deadline cancelled it (usually TimeoutError).
+            text = f"tool {name!r} timed out after {timeout:g} s"
+        else:
+            log_contained(exc, f"tool {name!r}", context.agent_id)
+            text = _describe(exc, name)
+        outcome = _error(call, text)
     finally:
         set_tool_context(None)
     event = _STOP if outcome.error is None else _ERROR

@@ -6,7 +6,12 @@ from sagents.execution._middleware import Middleware
 from sagents.middleware._conversation_title import ConversationTitle, TitleReady
 from sagents.middleware._debug_log import DebugLog
 from sagents.middleware._disk_file_store import DiskFileStore
-from sagents.middleware._file_store import FileStore, MemoryFileStore, normalize_path
+from sagents.middleware._file_store import (
+    ConversationFiles,
+    FileStore,
+    MemoryFileStore,
+    normalize_path,
+)
 from sagents.middleware._file_system import FileSystem
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
 from sagents.middleware._patch_tool_calls import PatchToolCalls
@@ -16,6 +21,7 @@ from sagents.middleware._todo_list import TodoList
 from sagents.middleware._token_counter import TokenCounter, approximate_token_count
 
 __all__ = [
+    "ConversationFiles",
     "ConversationTitle",
     "DebugLog",
     "DiskFileStore",

@@ -28,6 +28,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from sagents._errors import InvalidMiddleware
 from sagents._state import State
+from sagents._title import TITLE_KEY, title_of
 from sagents.events import ConversationTitleGenerated
 from sagents.execution._middleware import Middleware
 from sagents.execution._middleware_context import MiddlewareContext, get_middleware_context
@@ -78,7 +79,7 @@ class ConversationTitle(Middleware):
         InvalidMiddleware: ``model`` is not a chat model or ``max_length`` is not positive.
     """
 
-    key = "conversation_title"
+    key = TITLE_KEY
 
     def __init__(
         self,
@@ -106,9 +107,7 @@ class ConversationTitle(Middleware):
     @staticmethod
     def title_of(state: State) -> str | None:
         """The title stored in ``state``, if any."""
-        data = state.metadata.get(ConversationTitle.key)
-        title = data.get("title") if isinstance(data, dict) else None
-        return title if isinstance(title, str) and title else None
+        return title_of(state)
 
     async def before_model(self, state: State) -> State | None:
         if self.title_of(state) is not None:

@@ -7,7 +7,15 @@ first change after a flush and later changes ride along rather than pushing it b
 stream of edits can never starve the disk. Every disk path is re-derived from the normalised
 virtual path and resolved; it must equal its lexical form under the resolved base directory, so
 no symbolic link is ever followed, whether it points outside (refused loudly, also when found at
-open) or inside (skipped at open, refused on write). Path rules live in ``_file_store.py``.
+open) or inside (skipped at open, refused on write). Path rules live in ``sagents._files``.
+
+A change the disk cannot hold is refused *before* it enters the index: the path is checked
+against the operating system's limits (``PATH_MAX`` for the whole path under the base directory,
+``NAME_MAX`` per segment, both in bytes). Otherwise one over-long name would be accepted in
+memory, fail at every flush, and block the files written after it. Each file of a flush is
+written on its own: one that fails stays pending and is reported, the others reach the disk.
+With ``debounce=0`` the write happens inside the call, and a failure fails that call alone and
+leaves the index as it was.
 """
 
 from __future__ import annotations
@@ -21,20 +29,30 @@ import os
 import stat
 import tempfile
 import threading
+from collections.abc import Callable
 
 from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
+from sagents._files import _Index, _refuse, normalize_path
 from sagents._resource import AsyncResource
-from sagents.middleware._file_store import (
-    _TMP_PREFIX,
-    _TMP_SUFFIX,
-    _Index,
-    _refuse,
-    normalize_path,
-)
 
 __all__ = ["DiskFileStore"]
 
 _log = logging.getLogger(__name__)
+
+# Atomic writes go through a temporary file in the target's directory; files named like this are
+# ours (a crash between write and rename leaves one behind), so they are skipped when loading and
+# refused as virtual file names.
+_TMP_PREFIX = ".sagents-"
+_TMP_SUFFIX = ".tmp"
+# The longest temporary file name mkstemp makes: the prefix, eight random characters, the suffix.
+_TMP_NAME_BYTES = len(_TMP_PREFIX) + 8 + len(_TMP_SUFFIX)
+# Linux's limits, used where the file system does not say (os.pathconf): PATH_MAX counts the
+# terminating NUL byte, so a path may have at most PATH_MAX - 1 bytes.
+_DEFAULT_PATH_MAX = 4096
+_DEFAULT_NAME_MAX = 255
+
+# path -> (version, content or None for a deletion)
+_Batch = dict[str, tuple[int, str | None]]
 
 
 class DiskFileStore(AsyncResource):
@@ -43,9 +61,13 @@ class DiskFileStore(AsyncResource):
     Open it with ``await DiskFileStore.open(base_dir)`` (calling the class directly gives a store
     that refuses every call until loaded). Reads come from memory; changes land in memory at once
     and reach the disk ``debounce`` seconds after the first unflushed change, or at
-    :meth:`flush` / :meth:`aclose`. A failed background flush keeps its changes pending (and is
-    logged); the next flush retries them, and :meth:`flush` / :meth:`aclose` raise if that fails
-    too. The store owns its single flush task and awaits it on :meth:`flush` and :meth:`aclose`.
+    :meth:`flush` / :meth:`aclose`. Files are written one by one: a file a background flush
+    could not write stays pending (and is logged) without holding back the others; the next
+    flush retries it, and :meth:`flush` / :meth:`aclose` raise if that fails too. With
+    ``debounce=0`` a change is written before the call returns, and a change the disk refuses
+    fails its call and leaves the store as it was. Paths the disk could not hold (too long under
+    the base directory) are refused before anything changes. The store owns its single flush
+    task and awaits it on :meth:`flush` and :meth:`aclose`.
 
     Use it as ``async with await DiskFileStore.open(path) as store: ...`` so it is always closed.
     """
@@ -65,13 +87,18 @@ class DiskFileStore(AsyncResource):
         self._debounce = float(debounce)
         self._state = "new"  # "new" -> "open" -> "closed"
         # path -> (version, content or None for a deletion), newest change per path only.
-        self._pending: dict[str, tuple[int, str | None]] = {}
+        self._pending: _Batch = {}
         self._version = 0
         # The version of each path last applied on disk, guarded by a thread lock because
         # disk work runs in worker threads: a flush whose awaiting task was cancelled can still
         # be running when the next one starts, and must never overwrite newer content.
         self._on_disk: dict[str, int] = {}
         self._disk_lock = threading.Lock()
+        # The version of the newest change of each path that reached the index, so that undoing
+        # a refused write never undoes a newer one made meanwhile.
+        self._latest: dict[str, int] = {}
+        self._path_max = _DEFAULT_PATH_MAX
+        self._name_max = _DEFAULT_NAME_MAX
         self._flush_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,14 +150,34 @@ class DiskFileStore(AsyncResource):
         """The file on disk that holds the virtual ``path``.
 
         Raises:
-            PathNotAllowed: ``path`` is invalid, reserved, or would go through a symbolic link
-                (inside or outside the base directory).
+            PathNotAllowed: ``path`` is invalid, reserved, too long for the disk under the base
+                directory, or would go through a symbolic link (inside or outside the base
+                directory).
         """
         virtual = normalize_path(path)
         name = virtual.rpartition("/")[2]
         if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
             raise _refuse(path, "names like '.sagents-*.tmp' are reserved for temporary files")
-        candidate = os.path.join(self._base, *virtual[1:].split("/"))
+        segments = virtual[1:].split("/")
+        for segment in segments:
+            if len(os.fsencode(segment)) > self._name_max:
+                raise _refuse(
+                    path, f"a segment is longer than {self._name_max} bytes, this disk's limit"
+                )
+        candidate = os.path.join(self._base, *segments)
+        # The temporary file of an atomic write sits beside the target and may have a longer
+        # name, so room for it is kept too.
+        size = (
+            len(os.fsencode(candidate))
+            - len(os.fsencode(name))
+            + max(len(os.fsencode(name)), _TMP_NAME_BYTES)
+        )
+        if size >= self._path_max:
+            raise PathNotAllowed(
+                f"path {virtual[:80]!r} is not allowed: under the base directory it would be "
+                f"{size} bytes on disk, over this disk's limit of {self._path_max - 1}; "
+                "use a shorter path"
+            )
         resolved = os.path.realpath(candidate)
         if resolved != candidate:
             inside = os.path.commonpath([self._base, resolved]) == self._base
@@ -148,6 +195,8 @@ class DiskFileStore(AsyncResource):
         """Create the base directory and read every file under it (runs in a worker thread)."""
         try:
             os.makedirs(self._base, exist_ok=True)
+            self._path_max = _pathconf(self._base, "PC_PATH_MAX", _DEFAULT_PATH_MAX)
+            self._name_max = _pathconf(self._base, "PC_NAME_MAX", _DEFAULT_NAME_MAX)
             walk = list(os.walk(self._base, onerror=_raise, followlinks=False))
         except OSError as exc:
             raise FileSystemError(f"cannot read the base directory {self._base}: {exc}") from exc
@@ -231,13 +280,21 @@ class DiskFileStore(AsyncResource):
         return self._index.listing(normalize_path(prefix_dir, directory=True))
 
     async def write(self, path: str, content: str) -> None:
-        """See :meth:`FileStore.write`; also refuses a path that goes through a symlink."""
+        """See :meth:`FileStore.write`; also refuses a path the disk could not hold.
+
+        Raises:
+            PathNotAllowed: also when the path goes through a symbolic link or is too long for
+                the disk under the base directory.
+            FileSystemError: also, with ``debounce=0``, when the disk refused the file (the
+                store is then unchanged).
+        """
         self._check_open()
         virtual = normalize_path(path)
-        self._index.check_content(virtual, content)
+        self._index.check_put(virtual, content)
         await asyncio.to_thread(self.disk_path, virtual)
+        undo = self._undo_for(virtual)
         self._index.put(virtual, content)
-        await self._changed({virtual: content})
+        await self._changed({virtual: content}, undo)
 
     async def delete(self, path: str) -> None:
         """See :meth:`FileStore.delete`."""
@@ -245,19 +302,28 @@ class DiskFileStore(AsyncResource):
         virtual = normalize_path(path)
         self._index.get(virtual)
         await asyncio.to_thread(self.disk_path, virtual)
+        undo = self._undo_for(virtual)
         self._index.remove(virtual)
-        await self._changed({virtual: None})
+        await self._changed({virtual: None}, undo)
 
     async def move(self, src: str, dst: str) -> None:
         """See :meth:`FileStore.move`; also refuses paths that go through a symlink."""
         self._check_open()
         source, destination = normalize_path(src), normalize_path(dst)
-        self._index.get(source)
+        self._index.check_move(source, destination)
         await asyncio.to_thread(self.disk_path, source)
         await asyncio.to_thread(self.disk_path, destination)
+        if source == destination:
+            return
+        undo_source, undo_destination = self._undo_for(source), self._undo_for(destination)
         self._index.move(source, destination)
-        if source != destination:
-            await self._changed({source: None, destination: self._index.get(destination)})
+
+        def undo(changed: set[str]) -> None:
+            # The destination first: the source may live where the destination's directory was.
+            undo_destination(changed)
+            undo_source(changed)
+
+        await self._changed({source: None, destination: self._index.get(destination)}, undo)
 
     async def flush(self) -> None:
         """Write every pending change to disk now, waiting for a flush already running.
@@ -282,14 +348,65 @@ class DiskFileStore(AsyncResource):
 
     # -- flushing ------------------------------------------------------------------------------
 
-    async def _changed(self, changes: dict[str, str | None]) -> None:
+    def _undo_for(self, path: str) -> Callable[[set[str]], None]:
+        """A function putting ``path`` back in the index as it is now, if it is in ``changed``."""
+        previous = self._index.get(path) if self._index.contains(path) else None
+
+        def undo(changed: set[str]) -> None:
+            if path not in changed:
+                return
+            if self._index.contains(path):
+                self._index.remove(path)
+            if previous is not None:
+                self._index.put(path, previous)
+
+        return undo
+
+    def _versioned(self, changes: dict[str, str | None]) -> _Batch:
+        batch: _Batch = {}
         for path, content in changes.items():
             self._version += 1
-            self._pending[path] = (self._version, content)
-        if self._debounce == 0:
-            await self._write_pending()
-        else:
+            batch[path] = (self._version, content)
+            self._latest[path] = self._version
+        return batch
+
+    async def _changed(
+        self, changes: dict[str, str | None], undo: Callable[[set[str]], None]
+    ) -> None:
+        """Record changes already made in the index; write them now when ``debounce`` is 0.
+
+        ``undo`` puts the given paths back as they were before the change, when the disk
+        refuses it.
+        """
+        batch = self._versioned(changes)
+        if self._debounce != 0:
+            self._pending.update(batch)
             self._schedule()
+            return
+        try:
+            await self._write_batch(batch)
+        except FileSystemError:
+            # Undo only what no newer change has replaced meanwhile. What the disk did apply
+            # of this change (the deletion half of a move whose write failed) is put back on
+            # disk too, so that the index and the disk agree again.
+            mine = {path for path, (version, _) in batch.items() if self._latest[path] == version}
+            undo(mine)
+            applied = {path for path in mine if self._on_disk.get(path) == batch[path][0]}
+            if applied:
+                index = self._index
+                reverted = self._versioned(
+                    {path: index.get(path) if index.contains(path) else None for path in applied}
+                )
+                try:
+                    await self._write_batch(reverted)
+                except FileSystemError:
+                    self._pending.update(reverted)  # the next flush retries, and reports it
+            raise
+        except BaseException:
+            # Cancelled while the disk works: the write may or may not land, so it stays
+            # pending and the next flush makes sure of it (versions make that idempotent).
+            self._pending.update(batch)
+            raise
 
     def _schedule(self) -> None:
         # One flush at a time: a running flush reschedules itself when it finds new changes.
@@ -335,32 +452,53 @@ class DiskFileStore(AsyncResource):
             if not batch:
                 return
             try:
-                await asyncio.to_thread(self._apply, batch)
+                failures = await asyncio.to_thread(self._apply, batch)
             except BaseException:
                 for path, change in batch.items():
                     self._pending.setdefault(path, change)  # a newer change wins
                 raise
+            for path in failures:
+                self._pending.setdefault(path, batch[path])  # retried by the next flush
+            if failures:
+                raise _summary(failures)
 
-    def _apply(self, batch: dict[str, tuple[int, str | None]]) -> None:
+    async def _write_batch(self, batch: _Batch) -> None:
+        """Write ``batch`` now (``debounce=0``); raise if any of it failed."""
+        async with self._flush_lock:
+            failures = await asyncio.to_thread(self._apply, batch)
+        if failures:
+            raise _summary(failures)
+
+    def _apply(self, batch: _Batch) -> dict[str, FileSystemError]:
         """Apply changes to disk (in a worker thread): deletions first, then writes.
 
         Deleting first matters when a file replaces a directory of the same name (or the
         reverse): the final state never has both, but the old one must go before the new one.
+        Each change is applied on its own, so one the disk refuses never blocks the others.
+
+        Returns:
+            The error of each change that could not be applied, by path.
         """
+        failures: dict[str, FileSystemError] = {}
         with self._disk_lock:
             ordered = sorted(batch.items(), key=lambda item: item[1][1] is not None)
             for path, (version, content) in ordered:
                 if self._on_disk.get(path, -1) >= version:
                     continue
-                target = self.disk_path(path)
                 try:
-                    if content is None:
-                        self._remove_file(target)
-                    else:
-                        self._write_file(target, content)
-                except OSError as exc:
-                    raise FileSystemError(f"cannot save {path} to {target}: {exc}") from exc
+                    target = self.disk_path(path)
+                    try:
+                        if content is None:
+                            self._remove_file(target)
+                        else:
+                            self._write_file(target, content)
+                    except OSError as exc:
+                        raise FileSystemError(f"cannot save {path} to {target}: {exc}") from exc
+                except FileSystemError as exc:
+                    failures[path] = exc
+                    continue
                 self._on_disk[path] = version
+        return failures
 
     def _write_file(self, target: str, content: str) -> None:
         directory = os.path.dirname(target)
@@ -393,3 +531,26 @@ class DiskFileStore(AsyncResource):
 
 def _raise(error: OSError) -> None:
     raise error
+
+
+def _pathconf(path: str, name: str, default: int) -> int:
+    """A limit of the file system holding ``path``, or ``default`` where it has none."""
+    try:
+        value = os.pathconf(path, name)
+    except (OSError, ValueError, AttributeError):  # Windows has no pathconf
+        return default
+    return value if value > 0 else default
+
+
+def _summary(failures: dict[str, FileSystemError]) -> FileSystemError:
+    """One error for the changes of a flush the disk refused."""
+    errors = list(failures.values())
+    if len(errors) == 1:
+        return errors[0]
+    paths = ", ".join(sorted(failures)[:5])
+    error = FileSystemError(
+        f"{len(errors)} files could not be saved ({paths}...); the first error: {errors[0]}; "
+        "they stay pending and the next flush retries them"
+    )
+    error.__cause__ = errors[0]
+    return error

@@ -3,9 +3,16 @@
 The model gets eight tools (``ls``, ``read_file``, ``write_file``, ``edit_file``,
 ``find_in_file``, ``edit_lines``, ``move_file``, ``delete_file``) over a :class:`FileStore`. The
 tools hold no file data themselves: the store is the single place where files and path rules
-live, so two agents given the same store share one filesystem, and persistence is a matter of
-which store is passed in (:class:`MemoryFileStore` by default, :class:`DiskFileStore` to keep
-files across restarts).
+live, and which store a call uses is decided per call:
+
+* a store given to the middleware (``FileSystem(store=...)``) is used by every agent that has
+  this middleware: sharing is then what the application asked for;
+* otherwise the store of the agent's *filesystem scope*, which the runtime offers as
+  ``ToolContext.services["filesystem"]``: by default the agent's conversation, so that one
+  middleware instance reused by a factory for many conversations (and tenants) never lets one
+  read another's files; agents started with the same ``filesystem_scope`` share one;
+* an agent run without a runtime (``Agent.run``) gets a private in-memory store per agent id,
+  kept by the middleware instance.
 
 A tool that cannot do what it was asked *raises* (``FileSystemError`` and its subclass
 ``PathNotAllowed``, or a validation error for malformed arguments) instead of returning an error
@@ -16,22 +23,34 @@ happens to contain the word "error".
 Line numbers are 1-based everywhere the model sees them (``read_file``, ``find_in_file``,
 ``edit_lines``) so a number read from one tool can be used in another; only ``read_file``'s
 ``offset`` counts lines to skip, as its name says.
+
+Two bounds protect the event loop every agent shares. ``find_in_file`` matches with RE2, whose
+running time is linear in the input: Python's ``re`` backtracks, and a pattern such as
+``^(a+)+$`` would hold the GIL for minutes (a worker thread does not help, ``re`` never lets it
+go), so patterns RE2 cannot run in linear time (backreferences, lookaround) are refused with a
+message saying so. ``edit_file`` computes the size of the edited file arithmetically and refuses
+an edit past the size limit before building it, so a ``replace_all`` of one character by a long
+text cannot allocate hundreds of megabytes first.
+
+Edits of one file are serialised (a lock per store and path held across the read and the write),
+so two edits of one file in one turn both land, whatever the store does between the two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Collection, Sequence
-from typing import Annotated, cast
+import contextlib
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Annotated, Any, cast
 
+import re2  # type: ignore[import-untyped]
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import Field
 
 from sagents._errors import FileSystemError, InvalidMiddleware, SagentsError
+from sagents._files import FileStore, MemoryFileStore, normalize_path
 from sagents.execution._middleware import Middleware
 from sagents.execution._tool_context import get_tool_context
-from sagents.middleware._file_store import FileStore, MemoryFileStore, normalize_path
 
 __all__ = ["FILE_SYSTEM_TOOLS", "FileSystem"]
 
@@ -48,7 +67,7 @@ FILE_SYSTEM_TOOLS: tuple[str, ...] = (
 )
 
 # Lines longer than this are cut in read_file / find_in_file output: one minified megabyte on a
-# single line would otherwise fill the model's context.
+# single line would otherwise fill the model's context. read_file's char_offset reads on.
 _MAX_LINE_CHARS = 2000
 # find_in_file stops after this many matching lines.
 _MAX_MATCHES = 500
@@ -64,10 +83,16 @@ Read a file before editing it, and prefer edit_file or edit_lines over rewriting
 
 _SUMMARIES = {
     "ls": "ls: list the files and directories in a directory",
-    "read_file": "read_file: read a file with numbered lines (use offset/limit for long files)",
+    "read_file": (
+        "read_file: read a file with numbered lines (offset/limit for long files, char_offset "
+        "for lines over 2000 characters)"
+    ),
     "write_file": "write_file: create a file or replace its whole content",
     "edit_file": "edit_file: replace an exact piece of text in a file",
-    "find_in_file": "find_in_file: search a file with a regular expression",
+    "find_in_file": (
+        "find_in_file: search a file with a regular expression (RE2 syntax: no backreferences "
+        "or lookaround)"
+    ),
     "edit_lines": "edit_lines: replace a range of lines (numbers as shown by read_file)",
     "move_file": "move_file: move or rename a file",
     "delete_file": "delete_file: delete a file",
@@ -96,15 +121,112 @@ def _join(lines: list[str], *, trailing_newline: bool) -> str:
     return "\n".join(lines) + ("\n" if trailing_newline else "")
 
 
-def _clip(line: str) -> str:
-    if len(line) <= _MAX_LINE_CHARS:
+def _clip(line: str, number: int, start: int = 0) -> str:
+    """``line`` from character ``start``, cut at :data:`_MAX_LINE_CHARS` with a note saying how
+    to read on (``number`` is the line's 1-based number)."""
+    if start == 0 and len(line) <= _MAX_LINE_CHARS:
         return line
-    return line[:_MAX_LINE_CHARS] + f"... [line cut, {len(line)} characters]"
+    piece = line[start : start + _MAX_LINE_CHARS]
+    end = start + len(piece)
+    if end < len(line):
+        return (
+            f"{piece}... [line cut: characters {start}-{end} of {len(line)}; read on with "
+            f"read_file(offset={number - 1}, limit=1, char_offset={end})]"
+        )
+    return f"{piece} [characters {start}-{end} of {len(line)}]"
 
 
-def _numbered(number: int, line: str, mark: str = "") -> str:
+def _numbered(number: int, line: str, mark: str = "", start: int = 0) -> str:
     # `cat -n` layout: the number right-aligned in 6 columns, then a tab.
-    return f"{number:>6}{mark}\t{_clip(line)}"
+    return f"{number:>6}{mark}\t{_clip(line, number, start)}"
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", errors="surrogatepass"))
+
+
+def _line_ending_variants(old: str, new: str, content: str) -> list[tuple[str, str]]:
+    """Other spellings of a multi-line edit, for a file whose line endings differ from it.
+
+    Models write ``\\n``; a file may use ``\\r\\n`` (or the reverse). Each variant converts
+    ``old`` *and* ``new`` alike, so the edited file keeps its own line endings.
+    """
+    if "\n" not in old:
+        return []
+    lf_old, lf_new = old.replace("\r\n", "\n"), new.replace("\r\n", "\n")
+    variants = []
+    if "\r\n" in content:
+        variants.append((lf_old.replace("\n", "\r\n"), lf_new.replace("\n", "\r\n")))
+    variants.append((lf_old, lf_new))
+    return [(o, n) for o, n in variants if o != old]
+
+
+_RE2_SYNTAX = (
+    "find_in_file uses RE2 syntax, which is Python's without backreferences (\\1) and "
+    "lookaround ((?=...), (?!...), (?<=...), (?<!...)), since those cannot run in linear time; "
+    "rewrite the pattern without them"
+)
+
+
+def _compile(pattern: str, case_sensitive: bool) -> Any:
+    """The RE2 regular expression of ``pattern``.
+
+    Raises:
+        FileSystemError: the pattern is invalid, uses what RE2 cannot run (backreferences,
+            lookaround), or is too large.
+    """
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False  # the error is raised to the caller, not printed to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", errors="replace")
+        raise FileSystemError(
+            f"invalid regular expression {pattern[:200]!r}: {reason}. {_RE2_SYNTAX}"
+        ) from None
+
+
+class _PathLocks:
+    """One lock per (store, path), held by a tool across its read and its write.
+
+    Shared by every FileSystem instance, since two instances (a parent's and a sub-agent's) may
+    reach one store. An entry lives only while a call holds or waits for it, so its store is
+    alive and its ``id`` cannot be reused meanwhile.
+    """
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[int, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, store: FileStore, *paths: str) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for path in sorted(set(paths)):  # one order for everyone: no deadlock
+                await stack.enter_async_context(self._one((id(store), path)))
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _one(self, key: tuple[int, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+_path_locks = _PathLocks()
 
 
 def _plural(count: int, word: str) -> str:
@@ -115,9 +237,12 @@ class FileSystem(Middleware):
     """Give the model a virtual filesystem through eight tools.
 
     Args:
-        store: where the files live. When omitted, an agent run by a runtime with a
-            ``filesystem_scope`` uses that scope's shared store (L50), and otherwise a private
-            :class:`MemoryFileStore`. The middleware never closes a store: its creator owns it.
+        store: where the files live, for every agent with this middleware (sharing them). When
+            omitted, each agent uses its filesystem scope's store, which a runtime provides:
+            by default its conversation's (kept in the conversation's persistence when that
+            stores files), or the ``filesystem_scope`` it was started with. An agent run without
+            a runtime gets a private in-memory store per agent id. The middleware never closes
+            a store: its creator owns it.
         enabled_tools: the names of the tools to offer (see :data:`FILE_SYSTEM_TOOLS`); all of
             them when omitted.
         max_file_size: the largest file the tools will write, in UTF-8 bytes (the store may
@@ -137,22 +262,36 @@ class FileSystem(Middleware):
         )
         self._enabled = enabled_tools
         self._max_file_size = max_file_size
+        # Agents run without a runtime: agent id -> its files, for as long as this instance.
+        self._inline: dict[str, MemoryFileStore] = {}
 
     @property
     def store(self) -> FileStore:
-        """The store given to the middleware, or its private fallback."""
+        """The store given to the middleware; without one, the store its tools use when they
+        are called outside any agent (directly, in tests). Agents use their scope's store."""
         return self._store
+
+    def needs_file_store(self) -> bool:
+        """Whether the agent needs its scope's store from the runtime (no store was given)."""
+        return not self._explicit and bool(self.enabled_tools)
 
     def _active(self) -> FileStore:
         # Resolved per call: the scope's store is a runtime service that may be restarted.
-        if not self._explicit:
-            try:
-                shared = get_tool_context().services.get("filesystem")
-            except SagentsError:
-                shared = None
-            if shared is not None:
-                return cast(FileStore, shared)
-        return self._store
+        if self._explicit:
+            return self._store
+        try:
+            context = get_tool_context()
+        except SagentsError:
+            return self._store  # called directly, outside any agent
+        shared = context.services.get("filesystem")
+        if shared is not None:
+            return cast(FileStore, shared)
+        # No runtime: files belong to the agent, never to every agent this instance serves.
+        store = self._inline.get(context.agent_id)
+        if store is None:
+            store = MemoryFileStore(max_file_size=self._max_file_size)
+            self._inline[context.agent_id] = store
+        return store
 
     @property
     def enabled_tools(self) -> tuple[str, ...]:
@@ -216,26 +355,26 @@ class FileSystem(Middleware):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _check_size(self, path: str, content: str) -> None:
-        size = len(content.encode("utf-8", errors="surrogatepass"))
+    def _check_size(self, path: str, size: int) -> None:
         if size > self._max_file_size:
             raise FileSystemError(
                 f"cannot write {path}: the content would be {size} bytes, over the limit of "
                 f"{self._max_file_size} bytes; split it into smaller files"
             )
 
-    async def _write(self, path: str, content: str) -> None:
-        self._check_size(path, content)
-        await self._active().write(path, content)
+    async def _write(self, store: FileStore, path: str, content: str) -> None:
+        self._check_size(path, _utf8_size(content))
+        await store.write(path, content)
 
     # -- tools ---------------------------------------------------------------------------------
 
     def _ls_tool(self) -> BaseTool:
         async def ls(path: Annotated[str, "Directory to list; '/' is the root"] = "/") -> str:
             directory = normalize_path(path, directory=True)
-            if directory != "/" and await self._active().exists(directory):
+            store = self._active()
+            if directory != "/" and await store.exists(directory):
                 return directory  # a file, listed as itself like `ls FILE`
-            files = await self._active().list(directory)
+            files = await store.list(directory)
             if not files:
                 if directory == "/":
                     return "No files yet."
@@ -261,6 +400,16 @@ class FileSystem(Middleware):
             file_path: FilePath,
             offset: Annotated[int, Field(ge=0, description="Number of lines to skip")] = 0,
             limit: Annotated[int, Field(ge=1, description="Most lines to return")] = 2000,
+            char_offset: Annotated[
+                int,
+                Field(
+                    ge=0,
+                    description=(
+                        "For lines longer than 2000 characters: the character each shown line "
+                        "starts at (0 is the start of the line)"
+                    ),
+                ),
+            ] = 0,
         ) -> str:
             path = normalize_path(file_path)
             lines = _lines(await self._active().read(path))
@@ -273,7 +422,8 @@ class FileSystem(Middleware):
                 )
             shown = lines[offset : offset + limit]
             text = "\n".join(
-                _numbered(number, line) for number, line in enumerate(shown, start=offset + 1)
+                _numbered(number, line, start=char_offset)
+                for number, line in enumerate(shown, start=offset + 1)
             )
             last = offset + len(shown)
             if last < len(lines):
@@ -288,7 +438,10 @@ class FileSystem(Middleware):
             name="read_file",
             description=(
                 "Read a text file. Each line is shown as its 1-based number, a tab, then the "
-                "line. `offset` skips that many lines and `limit` caps how many are returned."
+                "line. `offset` skips that many lines and `limit` caps how many are returned. "
+                f"A line longer than {_MAX_LINE_CHARS} characters is cut, and the cut says how "
+                "to read the rest: call again with offset and limit=1 for that line and "
+                "`char_offset` set to the character to continue from."
             ),
         )
 
@@ -297,8 +450,10 @@ class FileSystem(Middleware):
             file_path: FilePath, content: Annotated[str, "The whole new content of the file"]
         ) -> str:
             path = normalize_path(file_path)
-            existed = await self._active().exists(path)
-            await self._write(path, content)
+            store = self._active()
+            async with _path_locks.hold(store, path):
+                existed = await store.exists(path)
+                await self._write(store, path, content)
             verb = "Overwrote" if existed else "Created"
             return f"{verb} {path} ({_plural(len(_lines(content)), 'line')})."
 
@@ -325,19 +480,32 @@ class FileSystem(Middleware):
                 )
             if old_string == new_string:
                 raise FileSystemError("old_string and new_string are identical; nothing to do")
-            content = await self._active().read(path)
-            count = content.count(old_string)
-            if count == 0:
-                raise FileSystemError(
-                    f"old_string was not found in {path}; read the file and copy the text "
-                    "exactly, including whitespace and indentation"
-                )
-            if count > 1 and not replace_all:
-                raise FileSystemError(
-                    f"old_string occurs {count} times in {path}; add surrounding lines to make "
-                    "it unique, or set replace_all to true to replace every occurrence"
-                )
-            await self._write(path, content.replace(old_string, new_string))
+            store = self._active()
+            async with _path_locks.hold(store, path):
+                content = await store.read(path)
+                old, new = old_string, new_string
+                count = content.count(old)
+                if count == 0:
+                    for old_variant, new_variant in _line_ending_variants(old, new, content):
+                        count = content.count(old_variant)
+                        if count:
+                            old, new = old_variant, new_variant
+                            break
+                if count == 0:
+                    raise FileSystemError(
+                        f"old_string was not found in {path}; read the file and copy the text "
+                        "exactly, including whitespace and indentation"
+                    )
+                if count > 1 and not replace_all:
+                    raise FileSystemError(
+                        f"old_string occurs {count} times in {path}; add surrounding lines to "
+                        "make it unique, or set replace_all to true to replace every occurrence"
+                    )
+                # The size first, by arithmetic: building a result past the limit only to
+                # refuse it could cost hundreds of megabytes (a character replaced by a page).
+                size = _utf8_size(content) + count * (_utf8_size(new) - _utf8_size(old))
+                self._check_size(path, size)
+                await self._write(store, path, content.replace(old, new))
             return f"Replaced {_plural(count, 'occurrence')} in {path}."
 
         return StructuredTool.from_function(
@@ -345,30 +513,31 @@ class FileSystem(Middleware):
             name="edit_file",
             description=(
                 "Replace exact text in a file. old_string must occur exactly once unless "
-                "replace_all is true. Read the file first and copy old_string exactly."
+                "replace_all is true. Read the file first and copy old_string exactly; line "
+                "endings may be written as \\n even in a file that uses \\r\\n."
             ),
         )
 
     def _find_in_file_tool(self) -> BaseTool:
         async def find_in_file(
             file_path: FilePath,
-            pattern: Annotated[str, "A Python regular expression, matched line by line"],
+            pattern: Annotated[
+                str,
+                "A regular expression in RE2 syntax (Python's, without backreferences and "
+                "lookaround), matched line by line",
+            ],
             case_sensitive: Annotated[bool, "Whether letter case must match"] = True,
             context_lines: Annotated[
                 int, Field(ge=0, description="Lines of context shown around each match")
             ] = 0,
         ) -> str:
             path = normalize_path(file_path)
-            try:
-                regex = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-            except re.error as exc:
-                raise FileSystemError(f"invalid regular expression {pattern!r}: {exc}") from None
+            regex = _compile(pattern, case_sensitive)
             lines = _lines(await self._active().read(path))
-            # In a worker thread: a pathological pattern on a large file can backtrack for a
-            # long time, and must stall only this tool (whose timeout still applies), never the
-            # event loop every other agent runs on.
+            # RE2 runs in time linear in each line, so no pattern can stall the loop for long;
+            # a worker thread still keeps a megabyte file from delaying every other agent.
             matches = await asyncio.to_thread(
-                lambda: [i for i, line in enumerate(lines) if regex.search(line)]
+                lambda: [i for i, line in enumerate(lines) if regex.search(line) is not None]
             )
             if not matches:
                 return f"No match for {pattern!r} in {path}."
@@ -378,9 +547,11 @@ class FileSystem(Middleware):
             coroutine=find_in_file,
             name="find_in_file",
             description=(
-                "Search a file for a regular expression. Matching lines are shown as "
+                "Search a file for a regular expression (RE2 syntax: like Python's, but "
+                "backreferences and lookaround are not supported). Matching lines are shown as "
                 "'NUMBER:<tab>line', context lines as 'NUMBER-<tab>line', and separate groups "
-                "are divided by '--'."
+                f"are divided by '--'. Lines are cut at {_MAX_LINE_CHARS} characters; read_file "
+                "with char_offset shows the rest."
             ),
         )
 
@@ -392,22 +563,33 @@ class FileSystem(Middleware):
             content: Annotated[str, "The new lines; empty to delete the range"],
         ) -> str:
             path = normalize_path(file_path)
-            old = await self._active().read(path)
-            lines = _lines(old)
             if end_line < start_line:
                 raise FileSystemError(
                     f"end_line {end_line} is before start_line {start_line}; both are 1-based "
                     "and inclusive"
                 )
-            if end_line > len(lines):
-                raise FileSystemError(
-                    f"{path} has {_plural(len(lines), 'line')}, so lines {start_line}-{end_line} "
-                    "do not exist; read the file to see its line numbers"
-                )
-            new_lines = _lines(content)
-            lines[start_line - 1 : end_line] = new_lines
-            # An empty file stays empty; otherwise keep the file's own final-newline convention.
-            await self._write(path, _join(lines, trailing_newline=old.endswith("\n")))
+            store = self._active()
+            async with _path_locks.hold(store, path):
+                old = await store.read(path)
+                lines = _lines(old)
+                if end_line > len(lines):
+                    raise FileSystemError(
+                        f"{path} has {_plural(len(lines), 'line')}, so lines "
+                        f"{start_line}-{end_line} do not exist; read the file to see its line "
+                        "numbers"
+                    )
+                # A file with \r\n line endings keeps them: _lines splits on \n alone, so
+                # each of its lines ends with \r, and so must the new ones.
+                crlf = "\r\n" in old and old.count("\n") == old.count("\r\n")
+                new_lines = _lines(content.replace("\r\n", "\n"))
+                if crlf:
+                    new_lines = [line + "\r" for line in new_lines]
+                lines[start_line - 1 : end_line] = new_lines
+                # An empty file stays empty; otherwise keep the file's final-newline convention.
+                text = _join(lines, trailing_newline=old.endswith("\n"))
+                if crlf and text.endswith("\r"):
+                    text = text[:-1]  # the last line, with no final newline, ends bare
+                await self._write(store, path, text)
             return (
                 f"Replaced lines {start_line}-{end_line} of {path} with "
                 f"{_plural(len(new_lines), 'line')}; it now has {_plural(len(lines), 'line')}."
@@ -428,7 +610,9 @@ class FileSystem(Middleware):
             destination_path: Annotated[str, "Its new path; must not exist yet"],
         ) -> str:
             source, destination = normalize_path(source_path), normalize_path(destination_path)
-            await self._active().move(source, destination)
+            store = self._active()
+            async with _path_locks.hold(store, source, destination):
+                await store.move(source, destination)
             return f"Moved {source} to {destination}."
 
         return StructuredTool.from_function(
@@ -440,7 +624,9 @@ class FileSystem(Middleware):
     def _delete_file_tool(self) -> BaseTool:
         async def delete_file(file_path: FilePath) -> str:
             path = normalize_path(file_path)
-            await self._active().delete(path)
+            store = self._active()
+            async with _path_locks.hold(store, path):
+                await store.delete(path)
             return f"Deleted {path}."
 
         return StructuredTool.from_function(

@@ -5,13 +5,17 @@ The SQL implementation (SQLAlchemy 2, SQLite by default, PostgreSQL) lives in
 """
 
 from sagents._public import publish as _publish
+from sagents.persistence._files import FilePersistence, PersistedFileStore
 from sagents.persistence._memory import MemoryPersistence
 from sagents.persistence._protocols import (
     AgentPersistence,
     Conversation,
+    ConversationLeases,
     ConversationStore,
     DisplayMessage,
     DisplayMessagePersistence,
+    DisplayReconciliation,
+    Lease,
     Scope,
     StateSnapshot,
     StoredState,
@@ -21,10 +25,15 @@ from sagents.persistence._protocols import (
 __all__ = [
     "AgentPersistence",
     "Conversation",
+    "ConversationLeases",
     "ConversationStore",
     "DisplayMessage",
     "DisplayMessagePersistence",
+    "DisplayReconciliation",
+    "FilePersistence",
+    "Lease",
     "MemoryPersistence",
+    "PersistedFileStore",
     "Scope",
     "StateSnapshot",
     "StoredState",

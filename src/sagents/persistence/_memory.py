@@ -40,9 +40,12 @@ from sagents._errors import (
 )
 from sagents._messages import message_to_json
 from sagents._state import State
+from sagents.persistence._files import check_file_changes
+from sagents.persistence._leases import LeaseRow, check_owner, check_ttl, fence, recovered, take
 from sagents.persistence._protocols import (
     Conversation,
     DisplayMessage,
+    Lease,
     Scope,
     StateSnapshot,
     StoredState,
@@ -144,6 +147,11 @@ def check_display_messages(conversation_id: str, messages: Sequence[DisplayMessa
             )
 
 
+def is_ahead(row_version: int | None, state_version: int | None) -> bool:
+    """Whether a display row belongs to a message newer than the stored state."""
+    return row_version is not None and (state_version is None or row_version > state_version)
+
+
 def to_utc(moment: datetime) -> datetime:
     """``moment`` as an aware UTC datetime; naive datetimes are taken to be UTC already."""
     if moment.tzinfo is None:
@@ -205,6 +213,7 @@ class _Record:
     head: dict[str, Any] | None = None
     messages: list[Any] = field(default_factory=list)
     display: list[DisplayMessage] = field(default_factory=list)
+    lease: LeaseRow | None = None
 
     def conversation(self, conversation_id: str) -> Conversation:
         return Conversation(
@@ -229,9 +238,11 @@ class MemoryPersistence:
     """Agent states, display messages and conversations in memory (lost when the process ends).
 
     Implements :class:`~sagents.persistence.AgentPersistence`,
-    :class:`~sagents.persistence.DisplayMessagePersistence` and
-    :class:`~sagents.persistence.ConversationStore` with the same semantics as
-    :class:`sagents.persistence.sql.SqlPersistence`.
+    :class:`~sagents.persistence.DisplayMessagePersistence`,
+    :class:`~sagents.persistence.ConversationStore` and
+    :class:`~sagents.persistence.ConversationLeases` with the same semantics as
+    :class:`sagents.persistence.sql.SqlPersistence` (leases matter here too: two runtimes of
+    one process sharing this store get one owner per conversation).
     """
 
     def __init__(self) -> None:
@@ -284,6 +295,13 @@ class MemoryPersistence:
             raise ConversationNotFound(
                 f"no conversation {conversation_id!r} in this scope; use a new conversation id"
             )
+        fence(
+            conversation_id,
+            None if existing is None else existing.lease,
+            snapshot.lease_token,
+            self._clock.now(),
+            exists=existing is not None,
+        )
         stored_version = None if existing is None else existing.version
         if stored_version is not None and stored_version >= snapshot.version:
             return False  # stale (S5)
@@ -313,6 +331,93 @@ class MemoryPersistence:
         # Messages may share nested dicts with the rows they were built from: copy the rows.
         state = decode_state(record.head, copy.deepcopy(record.messages))
         return StoredState(state=state, version=record.version)
+
+    # -- ConversationLeases ------------------------------------------------------------------
+
+    async def acquire_lease(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        create: bool = True,
+    ) -> Lease:
+        """Take the conversation's lease (see :class:`~sagents.persistence.ConversationLeases`).
+
+        Raises:
+            ConversationOwnedElsewhere: another owner holds a live lease.
+            ConversationNotFound: in another scope, or missing and ``create`` is False.
+        """
+        check_target(scope, conversation_id)
+        check_owner(owner)
+        duration = check_ttl(ttl)
+        record = self._find(scope, conversation_id)
+        if record is None:
+            if not create or conversation_id in self._records:
+                raise ConversationNotFound(
+                    f"no conversation {conversation_id!r} in this scope; create it first"
+                )
+            record = self._find_or_create(scope, conversation_id)
+        was_recovered = recovered(record.lease)
+        row = record.lease = take(record.lease, conversation_id, owner, duration, self._clock.now())
+        return Lease(
+            conversation_id=conversation_id,
+            owner=owner,
+            token=row.token,
+            expires_at=row.expires_at,
+            state_version=record.version,
+            recovered=was_recovered,
+        )
+
+    async def renew_leases(self, owner: str, ttl: float) -> set[str]:
+        """Extend every lease of ``owner``; the ids of the conversations it still holds."""
+        check_owner(owner)
+        expires_at = self._clock.now() + check_ttl(ttl)
+        held: set[str] = set()
+        for conversation_id, record in self._records.items():
+            row = record.lease
+            if row is not None and row.owner == owner and not row.released:
+                record.lease = LeaseRow(owner=owner, token=row.token, expires_at=expires_at)
+                held.add(conversation_id)
+        return held
+
+    async def release_lease(self, scope: Scope, conversation_id: str, lease: Lease) -> None:
+        """Let ``lease`` expire now if it is still the conversation's."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        row = None if record is None else record.lease
+        if record is not None and row is not None and row.token == lease.token:
+            record.lease = LeaseRow(
+                owner=row.owner, token=row.token, expires_at=self._clock.now(), released=True
+            )
+
+    # -- DisplayReconciliation ---------------------------------------------------------------
+
+    async def reconcile_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        state_version: int | None,
+        tool_call_statuses: Mapping[str, ToolCallStatus],
+    ) -> list[DisplayMessage]:
+        """Drop rows newer than the stored state and settle tool calls left ``executing``
+        (see :class:`~sagents.persistence.DisplayReconciliation`)."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        if record is None:
+            return []
+        record.display = [
+            row for row in record.display if not is_ahead(row.state_version, state_version)
+        ]
+        changed: list[DisplayMessage] = []
+        for i, row in enumerate(record.display):
+            if row.type == "tool_call" and row.status == "executing":
+                status = tool_call_statuses.get(row.tool_call_id or "", "interrupted")
+                record.display[i] = dataclasses.replace(row, status=status)
+                changed.append(_copy_out(record.display[i]))
+        return changed
 
     # -- DisplayMessagePersistence -----------------------------------------------------------
 
@@ -504,3 +609,61 @@ class MemoryPersistence:
             return False
         del self._records[conversation_id]
         return True
+
+    # -- FilePersistence ---------------------------------------------------------------------
+    #
+    # The files of a conversation are kept beside its record, and only for as long as that very
+    # record: deleting the conversation (or deleting and creating it again) leaves files that
+    # belong to a record no longer stored, which are dropped when next seen.
+
+    def _file_table(self) -> dict[str, tuple[_Record, dict[str, str]]]:
+        # Made on first use, so a store that never holds files pays nothing for them.
+        table: dict[str, tuple[_Record, dict[str, str]]] | None = self.__dict__.get("_files")
+        if table is None:
+            table = self.__dict__["_files"] = {}
+        return table
+
+    def _files_of(self, conversation_id: str, record: _Record) -> dict[str, str] | None:
+        table = self._file_table()
+        entry = table.get(conversation_id)
+        if entry is None:
+            return None
+        if entry[0] is not record:
+            del table[conversation_id]  # the files of a deleted conversation
+            return None
+        return entry[1]
+
+    async def load_files(self, scope: Scope, conversation_id: str) -> dict[str, str]:
+        """The conversation's files by path; ``{}`` when none, or in another scope."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        if record is None:
+            return {}
+        return dict(self._files_of(conversation_id, record) or {})
+
+    async def save_files(
+        self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
+    ) -> None:
+        """Apply ``changes`` (None deletes a path); creates the conversation if new.
+
+        The conversation's ``updated_at`` is left alone: files change during a run, whose
+        state save moves the conversation up the list anyway.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            ValueError: a path is not a normalised virtual path, or a content is not text.
+        """
+        check_target(scope, conversation_id)
+        check_file_changes(changes)
+        if not changes:
+            return
+        record = self._find_or_create(scope, conversation_id)
+        files = self._files_of(conversation_id, record)
+        if files is None:
+            files = {}
+            self._file_table()[conversation_id] = (record, files)
+        for path, content in changes.items():
+            if content is None:
+                files.pop(path, None)
+            else:
+                files[path] = content

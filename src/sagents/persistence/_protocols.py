@@ -19,6 +19,15 @@ into the state.
 Versions make saves safe to race (S5): a snapshot carries a version that increases with every
 state change; an adapter ignores (returns False for) a snapshot whose version is not newer than
 the stored one, so a stale writer can never overwrite a newer state.
+
+Versions protect the stored state, not the conversation: two processes (two web workers, two
+hosts) could still both run one conversation and keep refusing each other's saves. An adapter
+that also implements :class:`ConversationLeases` gives each conversation **one owner**: an agent
+server takes the conversation's lease when it starts, its runtime renews the leases it holds in
+one batch, and a clean shutdown releases it; after a crash it simply expires. Each acquisition
+increases the lease's *fencing token*, and a snapshot carries the token of the lease it was made
+under, so a writer that lost its lease (it stalled past the expiry and someone else took over)
+has its saves refused — loudly — instead of interleaving with the new owner's.
 """
 
 from __future__ import annotations
@@ -33,9 +42,11 @@ from sagents._state import State
 __all__ = [
     "AgentPersistence",
     "Conversation",
+    "ConversationLeases",
     "ConversationStore",
     "DisplayMessage",
     "DisplayMessagePersistence",
+    "Lease",
     "Scope",
     "StateSnapshot",
     "StoredState",
@@ -61,12 +72,17 @@ class StateSnapshot:
         unchanged_prefix: how many leading messages are identical to that base. An adapter
             may write only ``state.messages[unchanged_prefix:]`` when the stored version is
             ``base_version``; otherwise it must rewrite everything.
+        lease_token: the fencing token of the :class:`Lease` the writer holds, or None when it
+            holds none. With a token, the adapter refuses the save (``StateConflict``) unless
+            that lease is still the conversation's, and never creates a deleted conversation
+            again; without one, it refuses while someone else holds a live lease.
     """
 
     state: State
     version: int
     base_version: int | None = None
     unchanged_prefix: int = 0
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +91,29 @@ class StoredState:
 
     state: State
     version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A conversation's ownership lease, as acquired.
+
+    Attributes:
+        conversation_id: the conversation.
+        owner: who holds it (a runtime's ``owner_id``: ``host:pid:runtime``).
+        token: the fencing token; every acquisition gets a greater one.
+        expires_at: when it runs out unless renewed (UTC).
+        state_version: the version of the stored state when it was acquired (None: none
+            stored), so the new owner can tell whether the state it holds is the latest.
+        recovered: the previous holder never released it (it crashed, or stalled past the
+            expiry): what it stored last may need reconciling.
+    """
+
+    conversation_id: str
+    owner: str
+    token: int
+    expires_at: datetime
+    state_version: int | None = None
+    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +140,9 @@ class DisplayMessage:
         tool_call_id: links a tool call, its status and its result.
         sequence: position in the conversation, assigned by the adapter on append.
         status: for tool calls: executing / completed / failed / interrupted / cancelled.
+        state_version: the version of the agent's state the row's message entered (set by the
+            agent server), so that rows of messages a crash kept out of the stored state can be
+            told apart and removed when the conversation is restored.
     """
 
     conversation_id: str
@@ -113,6 +155,7 @@ class DisplayMessage:
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     created_at: datetime | None = None
+    state_version: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (for ``DisplayMessageSaved`` events and web clients)."""
@@ -127,6 +170,7 @@ class DisplayMessage:
             "status": self.status,
             "metadata": self.metadata,
             "created_at": None if self.created_at is None else self.created_at.isoformat(),
+            "state_version": self.state_version,
         }
 
 
@@ -182,6 +226,62 @@ class DisplayMessagePersistence(Protocol):
         self, scope: Scope, conversation_id: str, tool_call_id: str, decision: Mapping[str, Any]
     ) -> DisplayMessage | None:
         """Record a human decision on a tool call (kept in the row's metadata)."""
+        ...
+
+
+@runtime_checkable
+class ConversationLeases(Protocol):
+    """One owner per conversation across processes: ownership leases with fencing tokens."""
+
+    async def acquire_lease(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        create: bool = True,
+    ) -> Lease:
+        """Take the conversation's lease for ``ttl`` seconds.
+
+        Succeeds when nobody holds it, when it expired, or when ``owner`` already holds it; the
+        token is then increased, which fences every earlier holder. With ``create``, a missing
+        conversation is created in ``scope``.
+
+        Raises:
+            ConversationOwnedElsewhere: another owner holds a live lease.
+            ConversationNotFound: the conversation belongs to another scope, or is missing and
+                ``create`` is False.
+        """
+        ...
+
+    async def renew_leases(self, owner: str, ttl: float) -> set[str]:
+        """Extend every lease ``owner`` holds to ``ttl`` seconds from now (one statement);
+        returns the ids of the conversations it still holds."""
+        ...
+
+    async def release_lease(self, scope: Scope, conversation_id: str, lease: Lease) -> None:
+        """Give the lease up (it expires now) if it is still ``lease``; otherwise do nothing."""
+        ...
+
+
+@runtime_checkable
+class DisplayReconciliation(Protocol):
+    """Brings display messages back in line with the stored state after an unclean end."""
+
+    async def reconcile_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        state_version: int | None,
+        tool_call_statuses: Mapping[str, ToolCallStatus],
+    ) -> list[DisplayMessage]:
+        """Delete the rows whose ``state_version`` is newer than ``state_version`` (their
+        messages never reached the stored state; None: nothing is stored, so every row that
+        has a version goes), then settle every ``tool_call`` row still ``executing`` (nothing
+        runs during a restore): the status ``tool_call_statuses`` gives its call (its result is
+        in the state), else ``interrupted``. Returns the rows whose status changed."""
         ...
 
 

@@ -8,6 +8,7 @@ persist them through a :class:`~sagents.persistence.DisplayMessagePersistence` a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -44,8 +45,11 @@ def tool_result_status(message: ToolMessage) -> ToolCallStatus:
     return "failed" if message.status == "error" else "completed"
 
 
-def display_messages_for(conversation_id: str, message: BaseMessage) -> list[DisplayMessage]:
-    """The display rows of one message that entered the state (in order)."""
+def display_messages_for(
+    conversation_id: str, message: BaseMessage, *, state_version: int | None = None
+) -> list[DisplayMessage]:
+    """The display rows of one message that entered the state (in order), tagged with the
+    version of the state it entered."""
     rows: list[DisplayMessage] = []
     if isinstance(message, HumanMessage):
         text, _ = _text_and_thinking(message.content)
@@ -91,4 +95,6 @@ def display_messages_for(conversation_id: str, message: BaseMessage) -> list[Dis
                 status=tool_result_status(message),
             )
         )
+    if state_version is not None:
+        rows = [dataclasses.replace(row, state_version=state_version) for row in rows]
     return rows

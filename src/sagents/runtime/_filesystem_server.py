@@ -1,11 +1,27 @@
-"""Filesystem servers: one shared file store per scope (rules L50, L53).
+"""Filesystem servers: one file store per filesystem scope (rules L50, L53).
 
-Agents of one scope (say ``("project", 42)``) share their files: the runtime runs one
-:class:`FileSystemServer` per scope under its own ``filesystems`` supervisor, started when the
-first agent of that scope starts and stopped when the last one ends. A server owns its store and
-closes it when it stops, which for a :class:`~sagents.middleware.DiskFileStore` flushes pending
-writes. A crashed server is restarted alone and builds a fresh store through the factory, so a
-disk-backed scope reloads its files from disk (L53).
+Agents of one scope share their files: the runtime runs one :class:`FileSystemServer` per scope
+under its own ``filesystems`` supervisor, started when the first agent of that scope starts and
+stopped when the last one ends. A server owns its store and closes it when it stops, which for a
+:class:`~sagents.middleware.DiskFileStore` flushes pending writes. A crashed server is restarted
+alone and builds a fresh store through its factory, so a durable scope reloads its files (L53).
+
+Which scope an agent gets:
+
+* the ``filesystem_scope`` it was started with, when given: sharing across conversations is
+  what the application asked for (a sub-agent is started with its parent's);
+* otherwise, when its middleware needs a store (:class:`~sagents._files.FileStoreUser`), its
+  conversation's, a :class:`~sagents._files.ConversationFiles` (or its own, keyed by agent id,
+  without a conversation). Files belong to the conversation by default, because the obvious
+  alternative, one store per middleware instance, shares one tenant's files with every other
+  conversation a factory builds with that instance;
+* otherwise none, and the agent pays for no server at all.
+
+Where a scope's files live: in the runtime's ``filesystem_store`` factory when the application
+gave one (for every scope, a conversation's included); otherwise, for a conversation whose
+``agent_persistence`` also stores files (a :class:`~sagents.persistence.FilePersistence`, as
+both shipped adapters do), in that persistence, so that the files last as long as the messages
+that mention them; otherwise in memory, for as long as the scope's agents run.
 
 Tools reach the store through ``ToolContext.services["filesystem"]``, resolved on every call, so
 they always see the current incarnation.
@@ -15,19 +31,71 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING
 
-from sagents.middleware._file_store import FileStore, MemoryFileStore
+from sagents._files import ConversationFiles, FileStore, FileStoreUser, MemoryFileStore
+from sagents.persistence._files import FilePersistence, PersistedFileStore
 from sagents.runtime._child import Ready
 
-__all__ = ["FileStoreFactory", "FileSystemServer", "memory_file_store"]
+if TYPE_CHECKING:
+    from sagents.execution._agent import Agent
+    from sagents.runtime._options import AgentOptions
+
+__all__ = [
+    "FileStoreFactory",
+    "FileSystemServer",
+    "default_filesystem_scope",
+    "file_store_factory",
+    "memory_file_store",
+]
 
 #: ``async (scope) -> FileStore``: builds (or reopens) the store of a scope.
 FileStoreFactory = Callable[[Hashable], Awaitable[FileStore]]
 
 
 async def memory_file_store(scope: Hashable) -> FileStore:
-    """The default factory: an in-memory store per scope (gone when the scope's server stops)."""
+    """An in-memory store per scope (gone when the scope's server stops)."""
     return MemoryFileStore()
+
+
+def default_filesystem_scope(agent: Agent, options: AgentOptions) -> ConversationFiles | None:
+    """The scope of an agent started without ``filesystem_scope``: its conversation's files,
+    or None when none of its middleware needs a store."""
+    if not any(
+        isinstance(middleware, FileStoreUser) and middleware.needs_file_store()
+        for middleware in agent.middleware_instances
+    ):
+        return None
+    if options.conversation_id is not None:
+        return ConversationFiles(scope=options.scope, conversation_id=options.conversation_id)
+    return ConversationFiles(scope=options.scope, agent_id=agent.agent_id)
+
+
+def file_store_factory(
+    scope: Hashable, options: AgentOptions, configured: FileStoreFactory | None
+) -> FileStoreFactory:
+    """Where the files of ``scope`` live, for its first agent (started with ``options``).
+
+    Args:
+        scope: the filesystem scope.
+        options: the start options of the agent that brings the scope up.
+        configured: the runtime's ``filesystem_store``, if the application gave one.
+    """
+    if configured is not None:
+        return configured
+    persistence = options.agent_persistence
+    if (
+        isinstance(scope, ConversationFiles)
+        and scope.conversation_id is not None
+        and isinstance(persistence, FilePersistence)
+    ):
+        tenant, conversation_id = scope.scope, scope.conversation_id
+
+        async def persisted(_: Hashable) -> FileStore:
+            return await PersistedFileStore.open(persistence, tenant, conversation_id)
+
+        return persisted
+    return memory_file_store
 
 
 class FileSystemServer:
@@ -50,6 +118,11 @@ class FileSystemServer:
         if self._store is None:
             raise RuntimeError(f"the filesystem server of {self.scope!r} is not ready")
         return self._store
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the server was asked to stop (its store is closing or closed)."""
+        return self._stopped.is_set()
 
     async def run(self, ready: Ready) -> None:
         self._store = await self._factory(self.scope)

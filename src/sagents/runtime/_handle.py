@@ -144,6 +144,12 @@ class AgentHandle:
     async def info(self) -> AgentInfo:
         return self._server().info()
 
+    async def last_result(self) -> Any:
+        """The structured result of the last completed run: what its ``until_tool`` returned
+        (as ``Agent.run`` returns it in ``Done.value``), None when it ended without one. Also
+        sent to subscribers as the ``data`` of that run's ``StatusChanged(IDLE)``."""
+        return self._server().last_result
+
     def subscribe(self, channel: Channel = "main", *, after_seq: int | None = None) -> Subscription:
         """Subscribe to this server's events (an async context manager and async iterator).
 

@@ -78,6 +78,13 @@ class AgentOptions:
             the lifecycle points of S1b (run completed, error, interrupt, cancel, pause,
             shutdown), as deltas. Needs ``conversation_id``.
         display_message_persistence: a ``DisplayMessagePersistence`` (sessions).
+        lease_ttl: with an ``agent_persistence`` that has ownership leases
+            (``ConversationLeases``, as both shipped stores do), the server takes the
+            conversation's lease when it starts and its runtime renews it every ``lease_ttl / 3``
+            seconds; another process cannot run the conversation until it is released (at
+            shutdown) or expired (``lease_ttl`` seconds after a crash). None: take no lease.
+        create_conversation: whether starting may create a conversation that does not exist
+            in storage (False: a deleted conversation cannot be brought back by a start).
         scope: the tenant (e.g. a user id) passed to the persistence adapters (S4).
         state_version: the stored version ``initial_state`` was loaded with, so the first save
             builds on it instead of rewriting everything.
@@ -100,6 +107,8 @@ class AgentOptions:
     save_new_message: SaveMessageCallback | None = None
     agent_persistence: Any = None
     display_message_persistence: Any = None
+    lease_ttl: float | None = 30.0
+    create_conversation: bool = True
     scope: str | None = None
     state_version: int | None = None
     filesystem_scope: Hashable | None = None
@@ -118,6 +127,9 @@ class AgentOptions:
             "inactivity_timeout",
             _seconds("inactivity_timeout", self.inactivity_timeout, allow_none=True),
         )
+        set_(self, "lease_ttl", _seconds("lease_ttl", self.lease_ttl, allow_none=True))
+        if not isinstance(self.create_conversation, bool):
+            raise InvalidOption("create_conversation must be True or False")
         set_(
             self,
             "shutdown_timeout",

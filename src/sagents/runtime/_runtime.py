@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
@@ -46,21 +47,23 @@ from sagents._errors import (
     SagentsError,
     SupervisorNotRunning,
 )
+from sagents._files import FileStore
 from sagents._resource import AsyncResource
 from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
-from sagents.middleware._file_store import FileStore
 from sagents.runtime._context import capture_context
 from sagents.runtime._filesystem_server import (
     FileStoreFactory,
     FileSystemServer,
-    memory_file_store,
+    default_filesystem_scope,
+    file_store_factory,
 )
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
+from sagents.runtime._ownership import Ownership, default_owner_id
 from sagents.runtime._registry import Registry
 from sagents.runtime._server import AgentServer
 from sagents.runtime._supervisor import (
@@ -89,26 +92,36 @@ class Runtime(AsyncResource):
     """Hosts agent servers: start, find, stop them; the registry and the supervision tree.
 
     Args:
-        filesystem_store: ``async (scope) -> FileStore`` building the shared store of a
-            ``filesystem_scope`` (default: in memory); e.g. a ``DiskFileStore`` per scope.
+        filesystem_store: ``async (scope) -> FileStore`` building the store of a filesystem
+            scope, e.g. a ``DiskFileStore`` per scope: of each ``filesystem_scope`` agents are
+            started with, and of each conversation whose agent needs files (the scope is then a
+            ``ConversationFiles``). Default: a conversation's files live in its
+            ``agent_persistence`` when that stores files (both shipped adapters do), other
+            scopes in memory.
         max_restarts: restarts of one agent's server allowed within ``max_seconds`` before its
             unit gives up (the agent then stops; other agents are unaffected).
         max_seconds: the window of that restart intensity.
         shutdown_timeout: seconds ``shutdown()`` waits for each agent to stop gracefully.
+        owner_id: how this runtime names itself in the ownership leases it takes (see
+            ``AgentOptions.lease_ttl``); default ``host:pid:random``, unique per runtime.
     """
 
     def __init__(
         self,
         *,
-        filesystem_store: FileStoreFactory = memory_file_store,
+        filesystem_store: FileStoreFactory | None = None,
         max_restarts: int = 3,
         max_seconds: float = 5.0,
         shutdown_timeout: float = 30.0,
+        owner_id: str | None = None,
     ) -> None:
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise ConfigurationError("Runtime: max_restarts must be an int >= 0")
         if not max_seconds > 0:  # also rejects NaN
             raise ConfigurationError("Runtime: max_seconds must be > 0")
+        if owner_id is not None and (not isinstance(owner_id, str) or not 0 < len(owner_id) < 256):
+            raise ConfigurationError("Runtime: owner_id must be a string of 1 to 255 characters")
+        self._ownership = Ownership(owner_id or default_owner_id())
         self._registry: Registry[AgentServer] = Registry()
         self._filesystems = Supervisor(name="filesystems", strategy=Strategy.ONE_FOR_ONE)
         self._filesystem_store = filesystem_store
@@ -163,6 +176,7 @@ class Runtime(AsyncResource):
                         _log.error("stopping agent %r failed", unit.agent_id, exc_info=result)
             while self._unit_tasks:  # units that were ending (or restarting) by themselves
                 await asyncio.gather(*self._unit_tasks, return_exceptions=True)
+            await self._ownership.aclose()
             await self._filesystems.__aexit__(None, None, None)
         finally:
             if self._reaper is not None:
@@ -177,6 +191,11 @@ class Runtime(AsyncResource):
     async def aclose(self) -> None:
         """The same as :meth:`shutdown` (so ``async with Runtime()`` ends with one)."""
         await self.shutdown()
+
+    @property
+    def owner_id(self) -> str:
+        """How this runtime names itself in ownership leases (``host:pid:random``)."""
+        return self._ownership.owner_id
 
     def ready(self) -> bool:
         """Whether this runtime can host and route agents now (readiness probes, L56)."""
@@ -241,6 +260,11 @@ class Runtime(AsyncResource):
             raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
         context = options.pop("context", None)
         opts = self._options(options)
+        if opts.filesystem_scope is None:
+            # Files belong to the conversation unless a scope to share was asked for.
+            files = default_filesystem_scope(agent, opts)
+            if files is not None:
+                opts = dataclasses.replace(opts, filesystem_scope=files)
         if context is None:
             # Request ids, tenant, tracing: what the caller had set is what the agent runs with.
             context = capture_context()
@@ -281,7 +305,7 @@ class Runtime(AsyncResource):
         self._starting.add(agent_id)
         try:
             if scope is not None:
-                await self._acquire_filesystem(scope)
+                await self._acquire_filesystem(scope, opts)
             try:
                 if server is None:
                     server = unit.new_server()
@@ -359,6 +383,7 @@ class Runtime(AsyncResource):
             try:
                 if self._fs_users[scope] == 0:
                     self._fs_users.pop(scope, None)
+                    self._fs_servers.pop(scope, None)
                     with contextlib.suppress(ChildNotFound):
                         await self._filesystems.terminate_child(("filesystem", scope))
             except SupervisorNotRunning:
@@ -368,17 +393,16 @@ class Runtime(AsyncResource):
 
     # -- filesystem servers (L50, L53) --------------------------------------------------------
 
-    async def _acquire_filesystem(self, scope: Hashable) -> None:
+    async def _acquire_filesystem(self, scope: Hashable, options: AgentOptions) -> None:
         self._fs_users[scope] += 1
         if scope in self._fs_servers:
             return
+        factory = file_store_factory(scope, options, self._filesystem_store)
         try:
             await self._filesystems.start_child(
                 ChildSpec(
                     id=("filesystem", scope),
-                    start=lambda: FileSystemServer(
-                        scope, self._filesystem_store, self._filesystem_ready
-                    ),
+                    start=lambda: FileSystemServer(scope, factory, self._filesystem_ready),
                     restart=RestartType.PERMANENT,
                     shutdown_timeout=self._shutdown_timeout,
                 )
@@ -395,17 +419,20 @@ class Runtime(AsyncResource):
     def _release_filesystem(self, scope: Hashable) -> None:
         self._fs_users[scope] -= 1
         if self._fs_users[scope] <= 0:
-            self._fs_servers.pop(scope, None)
+            # Still registered until the reaper ends it: an agent of this scope starting
+            # meanwhile (a conversation restarted at once) finds the server and keeps it.
             self._to_reap.put_nowait(scope)
 
     def filesystem(self, scope: Hashable) -> FileStore:
-        """The shared store of ``scope`` while agents of that scope run.
+        """The store of ``scope`` while agents of that scope run: a ``filesystem_scope``, or a
+        conversation's ``ConversationFiles`` (e.g. ``ConversationFiles(scope=tenant,
+        conversation_id=...)``).
 
         Raises:
             SagentsError: no agent of that scope runs.
         """
         server = self._fs_servers.get(scope)
-        if server is None:
+        if server is None or server.stopping:
             raise SagentsError(f"no filesystem server runs for scope {scope!r}")
         return server.store
 

@@ -4,8 +4,8 @@ One server per agent id, with one mailbox and one status. Every command (add a m
 resume, cancel, stop, replace the state) is a message processed in order by the server's own
 task, so commands never interleave halfway; reads (status, state, info) are answered directly
 because they change nothing. The server is deliberately small: the loop that talks to the model
-is :class:`~sagents.execution.Run`, events go through the :class:`Publisher`, saves through a
-:class:`SerialWorker`, viewers through a :class:`ViewerWatch`.
+is :class:`~sagents.execution.Run`, events go through the :class:`Publisher`, every save through
+the :class:`Recorder`, viewers through a :class:`ViewerWatch`.
 
 A run is a separate task owned by the server, so the mailbox stays responsive while the model
 streams (``cancel()`` is processed at once). When the run ends it posts its result back to the
@@ -26,46 +26,47 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from langchain_core.messages import BaseMessage, ToolMessage
+from langchain_core.messages import BaseMessage
 
 from sagents import telemetry
-from sagents._errors import AgentNotRunning, InvalidTransition, RunError, SagentsError
-from sagents._interrupt import Decision, Edit, Interrupt, Reject
+from sagents._errors import AgentNotRunning, InvalidTransition, RunError, StateConflict
+from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
-from sagents.events import (
-    AgentShutdown,
-    DisplayMessageSaved,
-    Event,
-    PersistenceError,
-    StateRestored,
-    StatusChanged,
-)
+from sagents.events import AgentShutdown, Event, SaveRefused, StateRestored, StatusChanged
 from sagents.execution._agent import Agent
+from sagents.execution._containment import (
+    cancel_requests,
+    contained,
+    describe,
+    reraise_cancellation,
+)
 from sagents.execution._middleware import Middleware
 from sagents.execution._middleware_context import MiddlewareContext, set_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, dismiss_interrupt
-from sagents.middleware._conversation_title import ConversationTitle
-from sagents.persistence._protocols import ConversationStore, StateSnapshot
 from sagents.runtime._context import apply_context
-from sagents.runtime._display import display_messages_for, tool_result_status
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
 from sagents.runtime._publisher import Publisher, Subscription
-from sagents.runtime._serial import SerialWorker
+from sagents.runtime._recorder import Recorder, common_prefix
 
 if TYPE_CHECKING:
+    from sagents.runtime._ownership import Ownership
 
     class ServerOwner(Protocol):
-        """What a server reports its end to (the runtime's unit of the agent)."""
+        """What a server reports to: the runtime's unit of the agent."""
 
         def server_ended(self, server: AgentServer, reason: str) -> None: ...
+
+        def keep(self, state: State, version: int) -> None:
+            """The state a restart after a crash resumes from."""
+            ...
 
 
 __all__ = ["AgentServer"]
@@ -83,7 +84,6 @@ _NO_SERVICES: Mapping[str, Any] = MappingProxyType({})
 # The inactivity timer only posts a message (which runs in the server's context): one shared,
 # empty context spares a copy of the caller's per timer handle.
 _TIMER_CONTEXT = contextvars.Context()
-_NOTHING_PERSISTED: tuple[Sequence[BaseMessage], int | None] = ((), None)
 
 #: A mailbox message: the function to run, its arguments, and the caller's future (None for an
 #: internal message, whose failure is a crash).
@@ -114,27 +114,22 @@ class AgentServer:
         "_follow_ups",
         "_inactivity_handle",
         "_last_activity",
+        "_last_result",
         "_live",
         "_loop",
         "_mailbox",
         "_middleware_context",
-        "_persist_next",
-        "_persisted",
         "_publisher",
         "_queued",
+        "_recorder",
         "_run",
         "_run_meta",
         "_run_task",
-        "_save_handle",
-        "_saved_version",
-        "_saver",
         "_services",
         "_started_at",
-        "_stored_title",
         "_task",
         "_task_context",
         "_unit",
-        "_version",
         "_viewers",
         "agent",
         "agent_id",
@@ -155,6 +150,9 @@ class AgentServer:
         unit: ServerOwner | None = None,
         services: Mapping[str, Any] | None = None,
         context: contextvars.Context | None = None,
+        version: int | None = None,
+        restart: bool = False,
+        ownership: Ownership | None = None,
     ) -> None:
         agent_id = agent.agent_id
         self.agent = agent
@@ -184,20 +182,15 @@ class AgentServer:
         self._follow_ups = 0
         self._started_at = self._last_activity = loop.time()
         self._inactivity_handle: asyncio.TimerHandle | None = None
-        self._save_handle: asyncio.TimerHandle | None = None
-        # Versions of the state: +1 per change, continuing the stored version when restored.
-        self._version = options.state_version or 0
-        self._saved_version = -1
-        # What the agent persistence holds (messages, version), for delta saves.
-        self._persisted: tuple[Sequence[BaseMessage], int | None] = (
-            (self.state.messages, options.state_version)
-            if options.state_version is not None
-            else _NOTHING_PERSISTED
+        self._recorder = Recorder(
+            self,
+            options,
+            self.state,
+            options.state_version if version is None else version,
+            ownership=ownership,
+            restart=restart,
         )
-        self._saver: SerialWorker | None = None  # made by the first save
-        self._persist_next: tuple[State, int] | None = None
-        # The title the conversation row holds, as far as this server knows.
-        self._stored_title = ConversationTitle.title_of(self.state)
+        self._last_result: Any = None
         self._viewers: ViewerWatch | None = None
         self._middleware_context: MiddlewareContext | None = None
         self._context = options.context if context is None else context
@@ -226,18 +219,21 @@ class AgentServer:
         for subscriber in self.options.initial_subscribers:
             subscriber.attach(self.publisher)
         presence = self.options.presence
-        if presence is not None and presence.enabled:
+        if (presence is not None and presence.enabled) or self._recorder.needs_claim:
             return True
         return any(mw.overrides("on_server_start") for mw in self.agent.middleware_instances)
 
     async def initialise(self) -> None:
-        """Start presence tracking and run the ``on_server_start`` hooks, in the server's own
-        context (as every message is). On failure nothing of the server is left running.
+        """Claim the conversation in storage (its lease, and the newest stored state), start
+        presence tracking and run the ``on_server_start`` hooks, in the server's own context
+        (as every message is). On failure nothing of the server is left running.
 
         Raises:
             Exception: whatever a hook or the presence raised.
         """
-        task = self._loop.create_task(self._initialise(), context=self._own_context())
+        # contained(): a hook's SystemExit must fail this start, not leave the task (asyncio
+        # would re-raise it out of the event loop, ending every agent of the process).
+        task = self._loop.create_task(contained(self._initialise()), context=self._own_context())
         self._task = task  # messages posted by hooks wait for started()
         try:
             await task
@@ -249,6 +245,12 @@ class AgentServer:
                 self._task = None
 
     async def _initialise(self) -> None:
+        stored = await self._recorder.claim()
+        if stored is not None:
+            # Storage is ahead of the state this server was given (a crash restart, or another
+            # process saved between the load and the lease): it continues from storage.
+            self.state = _with_agent_id(stored.state, self.agent_id)
+            self.status = _initial_status(self.state)
         presence = self.options.presence
         if presence is not None and presence.enabled:
             self._viewers = ViewerWatch(presence, on_no_viewers=self._no_viewers)
@@ -258,13 +260,13 @@ class AgentServer:
                 set_middleware_context(self.middleware_context())
                 changed = await mw.on_server_start(self.state)
                 if changed is not None:
-                    self._set_state(changed)
+                    self._set_state_from_hook(changed)
 
     def started(self) -> None:
         """Registered: arm the timers, report the start, process what is waiting."""
         self._live = True
         self._arm_inactivity()
-        self._arm_interval_save()
+        self._recorder.arm_interval()
         if self._viewers is not None:
             self._viewers.agent_status_changed(self.status)
         if telemetry.has_handlers(_START):
@@ -273,7 +275,7 @@ class AgentServer:
                 telemetry.execute,
                 _START,
                 {"system_time": time.time(), "duration": self._loop.time() - self._started_at},
-                self._meta(),
+                self.telemetry_metadata(),
             )
         if self._mailbox and self._task is None:
             self._task = self._loop.create_task(self._drain(), context=self._own_context())
@@ -286,8 +288,7 @@ class AgentServer:
                 await self._viewers.aclose()
             if self._middleware_context is not None:
                 await self._middleware_context.aclose()  # what the hooks spawned
-            if self._saver is not None:
-                await self._saver.aclose()
+            await self._recorder.aclose()
         except Exception:
             _log.exception("agent %r: cleaning up a failed start raised", self.agent_id)
         self._flush_mailbox("it failed to start")
@@ -401,18 +402,20 @@ class AgentServer:
             self._flush_mailbox(f"stopped ({reason})")
             if self._middleware_context is not None:
                 await self._middleware_context.aclose()
-            if reason == "crash" and self._saver is not None:
-                await self._saver.aclose()
+            # A graceful stop drained its saves already; a crash still saves what its last
+            # lifecycle points produced (the restart resumes from it), a kill gives up.
+            drain = self.options.shutdown_timeout if reason == "crash" else 0.0
+            await self._recorder.aclose(drain=drain)
         finally:
             # Even if cancelled meanwhile: subscribers, the unit and waiters must hear of it.
             self._ended_now(reason)
 
     def _close(self) -> None:
         self.closed = True
-        for handle in (self._inactivity_handle, self._save_handle):
-            if handle is not None:
-                handle.cancel()
-        self._inactivity_handle = self._save_handle = None
+        if self._inactivity_handle is not None:
+            self._inactivity_handle.cancel()
+            self._inactivity_handle = None
+        self._recorder.close_timers()
 
     def _ended_now(self, reason: str) -> None:
         self._flush_mailbox(f"stopped ({reason})")
@@ -427,14 +430,13 @@ class AgentServer:
             telemetry.execute(
                 event,
                 {"duration": self._loop.time() - self._started_at},
-                {**self._meta(), "reason": reason},
+                {**self.telemetry_metadata(), "reason": reason},
             )
 
     def _quiet(self) -> bool:
         """Whether a graceful stop has nothing to wait for: no message or run in progress, no
         save to make or finish, no presence, no hook resources. The usual idle agent, which
         then stops without a task (an inactivity expiry of a million agents allocates none)."""
-        options = self.options
         return (
             self._live
             and self._task is None
@@ -442,9 +444,7 @@ class AgentServer:
             and self._run_task is None
             and self._viewers is None
             and self._middleware_context is None
-            and (self._saver is None or not self._saver.busy)
-            and options.auto_save is None
-            and options.agent_persistence is None
+            and self._recorder.quiet
         )
 
     def _stop_now(self, reason: str) -> None:
@@ -474,7 +474,8 @@ class AgentServer:
             "message_count": len(self.state.messages),
         }
 
-    def _meta(self) -> dict[str, Any]:
+    def telemetry_metadata(self) -> dict[str, Any]:
+        """The metadata of this agent's telemetry events."""
         return {
             "agent_id": self.agent_id,
             "conversation_id": self.options.conversation_id,
@@ -557,19 +558,6 @@ class AgentServer:
             return None
         return max(0.0, self._last_activity + timeout - self._loop.time())
 
-    def _arm_interval_save(self) -> None:
-        auto_save = self.options.auto_save
-        if auto_save is None or auto_save.interval is None or self.closed:
-            return
-        self._save_handle = self._loop.call_later(
-            auto_save.interval, self._interval_due, context=self._own_context()
-        )
-
-    def _interval_due(self) -> None:
-        self._save_handle = None
-        self._request_save("auto_save.interval")
-        self._arm_interval_save()
-
     # -- presence (L30–L36) ----------------------------------------------------------------
 
     def _no_viewers(self) -> None:
@@ -592,16 +580,16 @@ class AgentServer:
 
     def _set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None:
         self.state = state
-        self._version += 1
-        if new_messages and self.options.display_message_persistence is not None:
-            self._save_display_messages(new_messages)
-        save_message = self.options.save_new_message
-        if save_message is not None:
-            conversation_id = self.options.conversation_id
-            for message in new_messages:
-                self._save_worker().submit(
-                    "save_new_message", _bind(save_message, conversation_id, message)
-                )
+        self._recorder.changed(state, new_messages)
+
+    def _set_state_from_hook(self, state: State) -> None:
+        """A state a middleware hook returned: messages it appended are new messages like any
+        other (saved one by one, shown to the user)."""
+        old, new = self.state.messages, state.messages
+        appended: Sequence[BaseMessage] = ()
+        if len(new) > len(old) and common_prefix(old, new) == len(old):
+            appended = new[len(old) :]
+        self._set_state(state, appended)
 
     def _set_status(self, status: Status, data: Any = None) -> None:
         self.status = status
@@ -609,136 +597,24 @@ class AgentServer:
         if self._viewers is not None:
             self._viewers.agent_status_changed(status)
 
-    def _request_save(self, operation: str, *, force: bool = False) -> None:
-        auto_save = self.options.auto_save
-        if auto_save is None or (not force and self._version == self._saved_version):
+    def save_refused(self, conflict: StateConflict) -> None:
+        """Storage refused a save (the recorder is fenced): say so, then stop — work done from
+        now on could never be saved."""
+        if self.closed:
             return
-        callback = auto_save.callback
+        self._own_context().run(self._report_refusal, conflict)
 
-        async def save() -> None:
-            version = self._version
-            await callback(self.agent_id, self.state.to_dict())
-            self._saved_version = max(self._saved_version, version)
+    def _report_refusal(self, conflict: StateConflict) -> None:
+        self.publisher.publish(SaveRefused(reason=conflict.reason, error=str(conflict)))
+        self._set_status(Status.ERROR, str(conflict))
+        self._post(self._stop_refused)
 
-        self._save_worker().submit(operation, save, coalesce=True)
+    def _stop_refused(self) -> None:
+        raise _StopRequest("save_refused")
 
-    # Display messages (S2): submitted in order, saved off the hot path, each save broadcast.
-
-    def _display(self, operation: str, job: Callable[[Any, str], Awaitable[None]]) -> None:
-        store = self.options.display_message_persistence
-        conversation_id = self.options.conversation_id
-        if store is None or conversation_id is None:
-            return
-        self._save_worker().submit(operation, lambda: job(store, conversation_id))
-
-    def _save_display_messages(self, messages: Sequence[BaseMessage]) -> None:
-        scope = self.options.scope
-
-        async def save(store: Any, conversation_id: str) -> None:
-            rows = [row for m in messages for row in display_messages_for(conversation_id, m)]
-            saved = await store.append_display_messages(scope, conversation_id, rows)
-            for row in saved:
-                if not self.publisher.closed:
-                    self.publisher.publish(DisplayMessageSaved(display_message=row.to_dict()))
-            for message in messages:
-                if isinstance(message, ToolMessage):
-                    await store.update_tool_call_status(
-                        scope, conversation_id, message.tool_call_id, tool_result_status(message)
-                    )
-
-        self._display("display_messages.append", save)
-
-    def _display_interrupt(self, interrupt: Interrupt) -> None:
-        scope = self.options.scope
-
-        async def mark(store: Any, conversation_id: str) -> None:
-            for request in interrupt.action_requests:
-                await store.update_tool_call_status(
-                    scope, conversation_id, request.tool_call_id, "interrupted"
-                )
-
-        self._display("display_messages.interrupted", mark)
-
-    def _display_decisions(self, interrupt: Interrupt, decisions: Sequence[Decision]) -> None:
-        scope = self.options.scope
-
-        async def record(store: Any, conversation_id: str) -> None:
-            for request, decision in zip(interrupt.action_requests, decisions, strict=True):
-                await store.record_decision(
-                    scope, conversation_id, request.tool_call_id, _decision_dict(decision)
-                )
-
-        self._display("display_messages.decision", record)
-
-    def _request_persist(self, point: str) -> None:
-        """Save through the agent persistence at a lifecycle point (S1b), as a delta.
-
-        The snapshot is the state *at this point* (a completed run, an interrupt...), not
-        whatever the state has become when the save runs: storage only ever holds states a
-        lifecycle point produced. Requests made while a save is queued replace its snapshot.
-        """
-        persistence = self.options.agent_persistence
-        if persistence is None or self._version == self._persisted[1]:
-            return
-        self._persist_next = (self.state, self._version)
-
-        async def persist() -> None:
-            pending = self._persist_next
-            if pending is None:
-                return
-            self._persist_next = None
-            state, version = pending
-            base_messages, base_version = self._persisted
-            if base_version is not None and version <= base_version:
-                return
-            snapshot = StateSnapshot(
-                state=state,
-                version=version,
-                base_version=base_version,
-                unchanged_prefix=_common_prefix(base_messages, state.messages),
-            )
-            started = time.perf_counter()
-            written = await persistence.save_state(
-                self.options.scope, self.options.conversation_id, snapshot
-            )
-            if not written:
-                raise StaleState(
-                    f"a newer state of conversation {self.options.conversation_id!r} is stored "
-                    f"(this server holds version {version}); another server may own it"
-                )
-            self._persisted = (state.messages, version)
-            title = ConversationTitle.title_of(state)
-            conversation_id = self.options.conversation_id
-            if (
-                title != self._stored_title
-                and conversation_id is not None
-                and isinstance(persistence, ConversationStore)
-            ):
-                await persistence.update_conversation(
-                    self.options.scope, conversation_id, title=title
-                )
-                self._stored_title = title
-            telemetry.execute(
-                ("sagents", "persistence", "save"),
-                {
-                    "duration": time.perf_counter() - started,
-                    "messages_written": len(state.messages) - snapshot.unchanged_prefix,
-                },
-                {**self._meta(), "version": version, "message_count": len(state.messages)},
-            )
-
-        self._save_worker().submit("agent_persistence.save", persist, coalesce=True)
-
-    def _report_persistence_error(self, operation: str, error: BaseException) -> None:
-        if self.debug:
-            self.publisher.publish(
-                PersistenceError(operation=operation, error=f"{type(error).__name__}: {error}")
-            )
-        telemetry.execute(
-            ("sagents", "persistence", "error"),
-            {"system_time": time.time()},
-            {**self._meta(), "operation": operation, "error": repr(error)},
-        )
+    def checkpointed(self, state: State, version: int) -> None:
+        if self._unit is not None:
+            self._unit.keep(state, version)
 
     def middleware_context(self) -> MiddlewareContext:
         """What this agent's middleware get from ``get_middleware_context()`` (made on first
@@ -750,16 +626,20 @@ class AgentServer:
                 emit=self.emit,
                 send=lambda key, message: self._post(self._middleware_message, key, message),
                 # Through the mailbox: a hook asks before it returns the state to save.
-                persist=lambda point: self._post(self._request_persist, point),
+                persist=lambda point: self._post(self._recorder.checkpoint, point),
             )
         return self._middleware_context
 
     async def _middleware_message(self, key: str, message: Any) -> None:
         # Sent by a middleware's background work: a failure is logged, never a crash.
+        since = cancel_requests()
         try:
             await self.do_send_to_middleware(key, message)
-        except Exception:
-            _log.exception("agent %r: message to middleware %r failed", self.agent_id, key)
+        except BaseException as exc:
+            reraise_cancellation(exc, since)  # a kill of the server is not the hook's failure
+            _log.error(
+                "agent %r: message to middleware %r failed", self.agent_id, key, exc_info=exc
+            )
 
     # EventSink for runs --------------------------------------------------------------------
 
@@ -788,7 +668,8 @@ class AgentServer:
         if run.state is not self.state:
             self._set_state(run.state)
         self._run = run
-        self._set_status(Status.RUNNING)
+        if self.status is not Status.RUNNING:  # a follow-up run continues the running one
+            self._set_status(Status.RUNNING)
         if self._inactivity_handle is not None:
             self._inactivity_handle.cancel()
             self._inactivity_handle = None
@@ -807,12 +688,19 @@ class AgentServer:
         try:
             result: RunResult = await run.execute()
         except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # The loop turns step failures into results; this is a failure around it.
-            error = RunError(f"the run crashed: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            result = Failed(state=run.state, error=error)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled. By cancel() or a stop, which handle it themselves; by anyone else
+                # too, and then this message is what ends the run (the agent must not stay
+                # "running" with no run).
+                self._post(self._run_cancelled, run)
+                raise
+            result = _crashed(run, asyncio.CancelledError("raised inside the run"))
+        except BaseException as exc:
+            # The loop turns step failures into results; this is a failure around it. Whatever
+            # it is (SystemExit from a tool included), it ends this run, never the process and
+            # never with the run task gone and the agent "running" forever.
+            result = _crashed(run, exc)
         self._post(self._finish, run, result)
         return result  # also kept on the task, for a stop that overtakes the message
 
@@ -824,42 +712,56 @@ class AgentServer:
         self._last_activity = self._loop.time()
         # Handled before the status changes, so whoever sees the new status sees their effect.
         await self._deliver_deferred()
+        follow_up = bool(self._queued) and self._follow_ups < self.options.max_follow_ups
+        recorder = self._recorder
         match result:
-            case Done():
-                self._set_status(Status.IDLE)
+            case Done(value=value):
+                self._last_result = value
+                recorder.checkpoint("idle")
+                if not follow_up:
+                    # A run that continues with queued messages never says idle in between:
+                    # a UI treats idle as "done" and would re-enable its input (L7).
+                    self._set_status(Status.IDLE, value)
             case Interrupted(interrupt=interrupt):
+                self._last_result = None
                 self._set_status(Status.INTERRUPTED, interrupt)
-                self._display_interrupt(interrupt)
+                recorder.tool_calls_interrupted(interrupt)
+                recorder.checkpoint("interrupted")
             case Failed(error=error):
+                self._last_result = None
                 self._set_status(Status.ERROR, str(error))
+                recorder.checkpoint("error")
         if self._queued:
             self._run_queued()
         auto_save = self.options.auto_save
-        if self.status is not Status.RUNNING:
-            self._request_persist(self.status.value)
-            if auto_save is not None and auto_save.on_idle:
-                self._request_save("auto_save.on_idle")
+        if self.status is not Status.RUNNING and auto_save is not None and auto_save.on_idle:
+            recorder.auto_save("auto_save.on_idle")
         self._arm_inactivity()
 
     def _run_queued(self) -> None:
         messages, self._queued = self._queued, ()
+        follow_up = self._follow_ups < self.options.max_follow_ups
         if self.status is Status.INTERRUPTED:
-            self._dismiss_interrupt()
+            self._dismiss_interrupt(announce=not follow_up)
         self._set_state(self.state.append(*messages), messages)
-        if self._follow_ups >= self.options.max_follow_ups:
+        if not follow_up:
             _log.warning(
                 "agent %r reached max_follow_ups=%d; queued messages were added without a run",
                 self.agent_id,
                 self.options.max_follow_ups,
             )
+            if self.status is Status.RUNNING:  # the ended run said nothing yet
+                self._set_status(Status.IDLE)
+            self._recorder.checkpoint("idle")
             return
         self._follow_ups += 1
         self._start()
 
-    def _dismiss_interrupt(self) -> None:
+    def _dismiss_interrupt(self, *, announce: bool = True) -> None:
         state, results = dismiss_interrupt(self.state)
         self._set_state(state, results)
-        self._set_status(Status.IDLE)
+        if announce:
+            self._set_status(Status.IDLE)
 
     def do_add_message(self, message: BaseMessage, run: bool) -> None:
         if not isinstance(message, BaseMessage):
@@ -898,7 +800,7 @@ class AgentServer:
         set_middleware_context(self.middleware_context())
         changed = await mw.handle_message(message, self.state)
         if changed is not None:
-            self._set_state(changed)
+            self._set_state_from_hook(changed)
 
     async def _deliver_deferred(self) -> None:
         deferred, self._deferred = self._deferred, ()
@@ -906,10 +808,12 @@ class AgentServer:
             return
         middleware = {mw.key: mw for mw in self.agent.middleware_instances}
         for key, message in deferred:
+            since = cancel_requests()
             try:
                 await self._handle_middleware_message(middleware[key], message)
-            except Exception:
-                _log.exception("agent %r: %s.handle_message failed", self.agent_id, key)
+            except BaseException as exc:
+                reraise_cancellation(exc, since)
+                _log.error("agent %r: %s.handle_message failed", self.agent_id, key, exc_info=exc)
 
     def do_update_context(self, context: contextvars.Context) -> None:
         self._context = context
@@ -936,7 +840,7 @@ class AgentServer:
         interrupt = self.state.interrupt
         self._start(decisions)  # raises InvalidDecision with nothing changed
         if interrupt is not None and self._run is not None and self._run.decisions:
-            self._display_decisions(interrupt, self._run.decisions)
+            self._recorder.decisions_recorded(interrupt, self._run.decisions)
         self._follow_ups = 0
 
     async def do_cancel(self) -> None:
@@ -957,6 +861,15 @@ class AgentServer:
             # The run finished before the cancel reached it: its result, already posted to the
             # mailbox, decides the status.
             return
+        self._cancelled(status)
+
+    def _run_cancelled(self, run: Run) -> None:
+        """A run task ended cancelled: if nothing handled that (cancel() and stops do), the run
+        ends as cancelled."""
+        if run is self._run:
+            self._cancelled(Status.CANCELLED)
+
+    def _cancelled(self, status: Status) -> None:
         self._run = None
         self._run_task = None
         if self._queued:
@@ -965,7 +878,7 @@ class AgentServer:
             messages, self._queued = self._queued, ()
             self._set_state(self.state.append(*messages), messages)
         self._set_status(status)
-        self._request_persist(status.value)
+        self._recorder.checkpoint(status.value)
         self.touch()
 
     async def _finish_now(self, run: Run, task: asyncio.Task[RunResult]) -> None:
@@ -992,10 +905,9 @@ class AgentServer:
         self._set_state(self.state.with_metadata(RUNTIME_KEY, {"paused": True}))
         if self.status is not Status.PAUSED:
             self._set_status(Status.PAUSED)
-        self._request_persist("paused")
-        self._request_save("auto_save.pause", force=True)
-        if self._saver is not None:
-            await self._saver.drain(self.options.shutdown_timeout)
+        self._recorder.checkpoint("paused")
+        self._recorder.auto_save("auto_save.pause", force=True)
+        await self._recorder.drain(self.options.shutdown_timeout)
 
     async def do_stop(self, reason: str) -> None:
         self.shutdown_reason = reason
@@ -1006,9 +918,9 @@ class AgentServer:
         if self._queued:
             messages, self._queued = self._queued, ()
             self._set_state(self.state.append(*messages), messages)
-        self._request_persist(f"shutdown ({reason})")
-        self._request_save(f"auto_save.shutdown ({reason})", force=True)
-        if self._saver is not None and not await self._saver.drain(self.options.shutdown_timeout):
+        self._recorder.checkpoint(f"shutdown ({reason})")
+        self._recorder.auto_save(f"auto_save.shutdown ({reason})", force=True)
+        if not await self._recorder.drain(self.options.shutdown_timeout):
             _log.error("agent %r: saves did not finish within shutdown_timeout", self.agent_id)
         raise _Stop
 
@@ -1071,11 +983,10 @@ class AgentServer:
         """Whether the server has ended (after its ``AgentShutdown``)."""
         return self._ended
 
-    def _save_worker(self) -> SerialWorker:
-        saver = self._saver
-        if saver is None:
-            saver = self._saver = SerialWorker(self._report_persistence_error)
-        return saver
+    @property
+    def last_result(self) -> Any:
+        """The ``until_tool`` result of the last completed run (None without one)."""
+        return self._last_result
 
     def _run_metadata(self) -> dict[str, Any]:
         meta = self._run_meta
@@ -1085,30 +996,6 @@ class AgentServer:
                 **self.options.metadata,
             }
         return meta
-
-
-class StaleState(SagentsError):
-    """The agent persistence holds a newer state than this server: it was not overwritten."""
-
-
-def _decision_dict(decision: Decision) -> dict[str, Any]:
-    match decision:
-        case Edit(arguments=arguments):
-            return {"type": "edit", "arguments": arguments}
-        case Reject(message=message):
-            return {"type": "reject", "message": message}
-        case _:
-            return {"type": "approve"}
-
-
-def _common_prefix(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) -> int:
-    # States are immutable values: an unchanged message is the very same object, so identity
-    # finds the unchanged prefix in a pointer comparison per message, without serialising.
-    n = min(len(before), len(after))
-    for i in range(n):
-        if before[i] is not after[i]:
-            return i
-    return n
 
 
 #: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
@@ -1139,7 +1026,7 @@ def _initial_status(state: State) -> Status:
     return Status.PAUSED if _is_paused(state) else Status.IDLE
 
 
-class _StopRequest(SagentsError):
+class _StopRequest(Exception):
     """Raised by an internal message to turn it into a graceful stop with ``reason``."""
 
     def __init__(self, reason: str) -> None:
@@ -1147,9 +1034,8 @@ class _StopRequest(SagentsError):
         self.reason = reason
 
 
-def _bind(
-    fn: Callable[[str | None, BaseMessage], Awaitable[None]],
-    conversation_id: str | None,
-    message: BaseMessage,
-) -> Callable[[], Awaitable[None]]:
-    return lambda: fn(conversation_id, message)
+def _crashed(run: Run, exc: BaseException) -> Failed:
+    error = RunError(f"the run crashed: {describe(exc)}")
+    error.__cause__ = exc
+    _log.error("agent %r: the run crashed", run.agent.agent_id, exc_info=exc)
+    return Failed(state=run.state, error=error)

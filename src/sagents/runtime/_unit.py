@@ -6,9 +6,12 @@ the supervisor of its sub-agents. A fleet of mostly idle agents cannot afford a 
 it how it ended (:meth:`server_ended`) and the unit reacts, with a task only while it has work to
 do (a restart, ending sub-agents). The guarantees are those of the supervisor it replaces:
 
-- **transient server**: restarted after a crash from the agent's initial state (L52), not after a
-  stop; restarts are counted on the loop clock and more than ``max_restarts`` within
-  ``max_seconds`` make the unit give up (the agent then stops; nothing else is touched, L16).
+- **transient server**: restarted after a crash, not after a stop. The restarted server resumes
+  from the last lifecycle point the crashed one reached (a completed run, an interrupt...), which
+  the server reports to its unit, and with persistence from whatever storage holds if that is
+  newer: a crash never forks a conversation back to its initial state. Restarts are counted on
+  the loop clock and more than ``max_restarts`` within ``max_seconds`` make the unit give up
+  (the agent then stops; nothing else is touched, L16).
 - **rest_for_one**: a crash or a stop of the server ends its sub-agents (the units started with
   ``start_sub_agent`` and the ``sub_agents()`` supervisor); a sub-agent's crash never reaches the
   parent (L53).
@@ -60,6 +63,7 @@ class AgentUnit:
         "stopping",
         "sub_units",
         "supervisor",
+        "version",
     )
 
     def __init__(
@@ -77,7 +81,9 @@ class AgentUnit:
         self.context = context
         self.parent = parent
         self.agent = agent
-        self.state = state  # every restart starts from it (L52)
+        # The last lifecycle point's state and version: a restart resumes from them.
+        self.state = state
+        self.version = options.state_version
         self.options = options
         self.server: AgentServer | None = None
         # Everything below is made on demand: most agents never crash nor delegate.
@@ -97,7 +103,7 @@ class AgentUnit:
     def __repr__(self) -> str:
         return f"<AgentUnit {self.agent_id!r}{' ended' if self.ended else ''}>"
 
-    def new_server(self) -> AgentServer:
+    def new_server(self, *, restart: bool = False) -> AgentServer:
         return AgentServer(
             self.agent,
             self.state,
@@ -105,7 +111,15 @@ class AgentUnit:
             unit=self,
             context=self.context,
             services=self.runtime._services_for(self.options.filesystem_scope),
+            version=self.version,
+            restart=restart,
+            ownership=self.runtime._ownership,
         )
+
+    def keep(self, state: State, version: int) -> None:
+        """Called by the server at each lifecycle point: what a restart resumes from."""
+        self.state = state
+        self.version = version
 
     def adopt(self, server: AgentServer) -> None:
         """Make ``server`` the unit's (it is registered): timers start, messages flow."""
@@ -151,7 +165,7 @@ class AgentUnit:
                     or runtime._units.get(self.agent_id) is not self
                 ):
                     return
-                server = self.new_server()
+                server = self.new_server(restart=True)
                 try:
                     if server.start():
                         await server.initialise()  # on failure, nothing of it is left

@@ -19,11 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sagents._errors import ConversationNotFound
+from sagents._errors import ConversationNotFound, InvalidOption
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents.execution._agent import Agent
-from sagents.persistence._protocols import Scope
+from sagents.persistence._protocols import ConversationStore, Scope
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._presence import PresenceTracking
 from sagents.runtime._runtime import Runtime
@@ -238,6 +238,44 @@ class Session:
                 return False
             await runtime.stop(agent_id, reason=reason)
             return True
+
+    @classmethod
+    async def delete(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        *,
+        scope: Scope = None,
+    ) -> bool:
+        """Delete the conversation with its state and display messages; False when this scope
+        has no such conversation.
+
+        Its agent is stopped first (reason ``"deleted"``), and both steps happen under the
+        conversation's lock, so a message sent at the same time either ran before the delete
+        (and is deleted with it) or starts after it and finds no conversation; and a save of
+        the stopped agent can never bring the conversation back (its lease's saves are refused
+        once the conversation is gone).
+
+        Raises:
+            ConversationNotFound: the agent runs for another scope.
+            InvalidOption: neither persistence of ``config`` is a ``ConversationStore``.
+        """
+        store: ConversationStore | None = None
+        for candidate in (config.agent_persistence, config.display_message_persistence):
+            if isinstance(candidate, ConversationStore):
+                store = candidate
+                break
+        if store is None:
+            raise InvalidOption(
+                "Session.delete needs agent_persistence or display_message_persistence to be a "
+                "ConversationStore (as MemoryPersistence and SqlPersistence are)"
+            )
+        agent_id = config.agent_id_for(conversation_id)
+        async with _lock(runtime, agent_id):
+            if _running_in(runtime, agent_id, scope):
+                await runtime.stop(agent_id, reason="deleted")
+            return await store.delete_conversation(scope, conversation_id)
 
     @classmethod
     def is_running(cls, runtime: Runtime, config: SessionConfig, conversation_id: str) -> bool:

@@ -5,39 +5,49 @@ identity is indistinguishable from one that does not exist (404). Errors are JSO
 ``{"error": code, "detail": message}`` with one status per decision the client makes:
 
 =====  ====================  ===================================================
- 400   ``bad_json``          the body is not JSON
+ 400   ``bad_json``          the body is not JSON (or is nested past what a parser takes)
+ 403   ``forbidden``         a state-changing request from another origin
  404   ``not_found``         no such conversation (or file) for this identity
  409   ``conflict``          the agent's status does not allow it (nothing to cancel...)
- 422   ``invalid``           the body does not match the schema; ``invalid_decision``
- 503   ``unavailable``       the server is starting or shutting down: retry
+ 413   ``too_large``         the body is over ``WebConfig.max_body_bytes``
+ 422   ``invalid``           the id, the body or a value does not fit; ``invalid_decision``
+ 500   ``internal``          the server failed; the detail is in its log, not the answer
+ 503   ``unavailable``       starting, shutting down, or the storage is down: retry
 =====  ====================  ===================================================
+
+What a request may hold is bounded before it is run or stored (``_limits.py``): the body size
+(413 before parsing), ids, storable text (no U+0000, no lone surrogate), the shape of edited
+tool arguments, and the message length of ``WebConfig.max_message_chars`` — the same bounds as
+the websocket's. The origin check (403) and the body limit are middleware (``create_app``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from sagents._errors import FileSystemError, PathNotAllowed, SagentsError
 from sagents.web._identity import identity_of
+from sagents.web._limits import ConversationId, StorableText, Title
 from sagents.web._services import WebServices, conversation_json
-from sagents.web._socket import DecisionFrame, error_code
+from sagents.web._socket import INTERNAL, DecisionFrame, client_error
 
 __all__ = ["install_error_handlers", "router"]
 
 router = APIRouter(prefix="/api")
 
-_STATUS = {
-    "not_found": 404,
-    "conflict": 409,
-    "invalid_decision": 422,
-    "unavailable": 503,
-    "bad_path": 400,
-    "error": 500,
+# Errors Starlette and FastAPI raise themselves (an unknown route, a body no parser takes...).
+_HTTP_CODES = {
+    400: "bad_json",  # FastAPI's only 400: a body it could not parse (bad UTF-8, too deep...)
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
 }
 
 
@@ -55,7 +65,6 @@ def _identity(request: Request) -> str:
 
 Services = Annotated[WebServices, Depends(_services)]
 Identity = Annotated[str, Depends(_identity)]
-ConversationId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Body(BaseModel):
@@ -63,15 +72,16 @@ class _Body(BaseModel):
 
 
 class CreateBody(_Body):
-    title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    title: Title | None = None
 
 
 class RenameBody(_Body):
-    title: Annotated[str, Field(min_length=1, max_length=200)]
+    title: Title
 
 
 class MessageBody(_Body):
-    text: Annotated[str, Field(min_length=1, max_length=20_000)]
+    # The length limit is the configuration's (max_message_chars), checked in the route.
+    text: Annotated[StorableText, Field(min_length=1)]
 
 
 class DecisionsBody(_Body):
@@ -97,17 +107,30 @@ async def create_conversation(
     return conversation_json(conversation, "not_running")
 
 
-@router.get("/conversations/{conversation_id}")
+class _AsciiJSON(JSONResponse):
+    """JSON escaped to ASCII, nested as deep as the JSON parser allows.
+
+    A conversation is stored content; whatever it holds, its page must load. The escape keeps a
+    lone surrogate stored before the edge refused them from breaking the UTF-8 encoding, and
+    the stdlib encoder takes any nesting that came in as JSON (pydantic's response serializer
+    stops far sooner, which made such a conversation unreadable).
+    """
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+@router.get("/conversations/{conversation_id}", response_class=_AsciiJSON)
 async def get_conversation(
-    conversation_id: str, services: Services, identity: Identity
-) -> dict[str, Any]:
+    conversation_id: ConversationId, services: Services, identity: Identity
+) -> _AsciiJSON:
     """The whole conversation as a page shows it: messages, todos, pending approval, status."""
-    return (await services.snapshot(identity, conversation_id)).to_json()
+    return _AsciiJSON((await services.snapshot(identity, conversation_id)).to_json())
 
 
 @router.patch("/conversations/{conversation_id}")
 async def rename_conversation(
-    conversation_id: str, body: RenameBody, services: Services, identity: Identity
+    conversation_id: ConversationId, body: RenameBody, services: Services, identity: Identity
 ) -> dict[str, Any]:
     conversation = await services.rename(identity, conversation_id, body.title)
     return conversation_json(conversation, services.status(identity, conversation_id))
@@ -115,7 +138,7 @@ async def rename_conversation(
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
 async def delete_conversation(
-    conversation_id: str, services: Services, identity: Identity
+    conversation_id: ConversationId, services: Services, identity: Identity
 ) -> Response:
     await services.delete(identity, conversation_id)
     return Response(status_code=204)
@@ -123,15 +146,26 @@ async def delete_conversation(
 
 @router.post("/conversations/{conversation_id}/messages", status_code=202)
 async def send_message(
-    conversation_id: str, body: MessageBody, services: Services, identity: Identity
+    conversation_id: ConversationId, body: MessageBody, services: Services, identity: Identity
 ) -> dict[str, Any]:
+    limit = services.config.max_message_chars
+    if len(body.text) > limit:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_too_long",
+                    "loc": ("body", "text"),
+                    "msg": f"String should have at most {limit} characters",
+                }
+            ]
+        )
     await services.send(identity, conversation_id, body.text)
     return {"status": services.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/cancel", status_code=202)
 async def cancel_run(
-    conversation_id: str, services: Services, identity: Identity
+    conversation_id: ConversationId, services: Services, identity: Identity
 ) -> dict[str, Any]:
     await services.cancel(identity, conversation_id)
     return {"status": services.status(identity, conversation_id)}
@@ -139,7 +173,7 @@ async def cancel_run(
 
 @router.post("/conversations/{conversation_id}/decisions", status_code=202)
 async def decide(
-    conversation_id: str, body: DecisionsBody, services: Services, identity: Identity
+    conversation_id: ConversationId, body: DecisionsBody, services: Services, identity: Identity
 ) -> dict[str, Any]:
     decisions = [d.model_dump() for d in body.decisions]
     await services.decide(identity, conversation_id, decisions)
@@ -163,15 +197,32 @@ def _error(status: int, code: str, detail: Any) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map sagents errors and request validation to the JSON errors in the module docs."""
+    """Map errors to the JSON errors in the module docs; none of them quotes the database."""
 
     async def sagents_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, PathNotAllowed):
             return _error(400, "bad_path", str(exc))
         if isinstance(exc, FileSystemError):
             return _error(404, "not_found", str(exc))
-        code = error_code(exc)
-        return _error(_STATUS[code], code, str(exc))
+        if not isinstance(exc, SagentsError):  # pragma: no cover - registered for SagentsError
+            raise exc
+        failure = client_error(exc)
+        failure.log(exc, f"{request.method} {request.url.path}")
+        return _error(failure.status, failure.code, failure.message)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
+            raise exc
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = "the body is not valid JSON" if code == "bad_json" else exc.detail
+        return JSONResponse(
+            {"error": code, "detail": detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: the client learns only that it failed. Starlette re-raises the exception after
+        # this answer, for the server to log with its traceback.
+        return _error(INTERNAL.status, INTERNAL.code, INTERNAL.message)
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
@@ -184,3 +235,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(SagentsError, sagents_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)

@@ -1,9 +1,11 @@
 """The demo application: :func:`create_app` builds it, :func:`serve` runs it (issue rules 1, 6).
 
 ``create_app`` wires the pieces — :class:`~sagents.web._services.WebServices` started and
-closed by the lifespan, the identity cookie middleware, the REST API, the websocket, the health
-probes, the static page (plain ES modules and CSS shipped in the package: no build step and
-nothing fetched from a CDN) and, when enabled, the live debugger at ``/debug``.
+closed by the lifespan, the middleware (outermost first: cross-origin writes to the API are
+refused, bodies over ``max_body_bytes`` are refused unparsed, the identity cookie is read or
+issued), the REST API, the websocket, the health probes, the static page (plain ES modules and
+CSS shipped in the package: no build step and nothing fetched from a CDN) and, when enabled, the
+live debugger at ``/debug``.
 
 ``serve`` runs it on uvicorn and makes SIGTERM (and Ctrl-C) a graceful shutdown in this order:
 readiness flips to 503 at once, uvicorn stops accepting and closes the sockets, then the
@@ -28,7 +30,8 @@ from starlette.staticfiles import StaticFiles
 from sagents.web import _api, _health
 from sagents.web._config import WebConfig
 from sagents.web._debugger import debugger_app
-from sagents.web._identity import IdentityMiddleware, Signer, load_secret
+from sagents.web._identity import IdentityMiddleware, SameOriginMiddleware, Signer, load_secret
+from sagents.web._limits import BodyLimitMiddleware
 from sagents.web._services import WebServices
 from sagents.web._socket import conversation_socket
 
@@ -69,7 +72,10 @@ def create_app(config: WebConfig | None = None, *, model: BaseChatModel | None =
     app = FastAPI(title="sagents demo", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
     app.state.services = services
     secret = config.secret if config.secret is not None else load_secret(config.data_dir)
+    # Each add_middleware wraps the ones before it: the last added runs first.
     app.add_middleware(IdentityMiddleware, signer=Signer(secret))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(SameOriginMiddleware, prefix="/api/")
     _api.install_error_handlers(app)
     app.include_router(_api.router)
     app.include_router(_health.router)

@@ -50,7 +50,9 @@ class WebConfig:
         inactivity_timeout: seconds without activity before an agent shuts down (None: never).
         drain_timeout: on shutdown, seconds to let running agents finish before they are stopped.
         max_frame_bytes: the largest websocket message accepted; larger ones get an error frame.
-        max_message_chars: the longest user message accepted.
+        max_body_bytes: the largest HTTP request body accepted; larger ones are refused with 413
+            before they are parsed.
+        max_message_chars: the longest user message accepted (over HTTP and the websocket).
         debugger: mount the live debugger at ``/debug``.
         debugger_token: when set, every debugger request must carry it (loopback included);
             without it the debugger answers loopback clients only.
@@ -66,6 +68,7 @@ class WebConfig:
     inactivity_timeout: float | None = 600.0
     drain_timeout: float = 10.0
     max_frame_bytes: int = 64 * 1024
+    max_body_bytes: int = 256 * 1024
     max_message_chars: int = 20_000
     debugger: bool = False
     debugger_token: str | None = None
@@ -86,6 +89,7 @@ class WebConfig:
         _positive("inactivity_timeout", self.inactivity_timeout, allow_none=True)
         _positive("drain_timeout", self.drain_timeout, allow_zero=True)
         _positive("max_frame_bytes", self.max_frame_bytes)
+        _positive("max_body_bytes", self.max_body_bytes)
         _positive("max_message_chars", self.max_message_chars)
         if self.secret is not None and (
             not isinstance(self.secret, bytes) or len(self.secret) < 16

@@ -9,6 +9,13 @@ Choices: the stdlib ``hmac`` rather than a session library (the cookie holds one
 nothing else); a pure ASGI middleware rather than a dependency, so HTTP routes, static pages and
 websockets all see the same ``scope["state"]["identity"]``. Only HTTP requests are given a new
 identity: a websocket without a valid cookie has none, and is refused by its handler.
+
+**Only the app's own pages act for an identity.** Browsers attach the cookie to requests that
+other pages of the same *site* make (another port of localhost, say): ``SameSite=Lax`` stops
+cross-site posts, not those. So every request that changes state — a websocket, a REST
+``POST``/``PUT``/``PATCH``/``DELETE`` — must come without an ``Origin`` header (not a browser,
+or a browser's same-origin request that omits it) or from this very host (:func:`same_origin`);
+:class:`SameOriginMiddleware` refuses the others with 403 before they are read.
 """
 
 from __future__ import annotations
@@ -22,14 +29,24 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import cookie_parser
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sagents._errors import ConfigurationError
 
-__all__ = ["COOKIE_NAME", "IdentityMiddleware", "Signer", "identity_of", "load_secret"]
+__all__ = [
+    "COOKIE_NAME",
+    "IdentityMiddleware",
+    "SameOriginMiddleware",
+    "Signer",
+    "identity_of",
+    "load_secret",
+    "same_origin",
+]
 
 COOKIE_NAME = "sagents_identity"
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -142,3 +159,51 @@ class IdentityMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(headers: Headers) -> bool:
+    """True when a request has no ``Origin`` header or comes from this very host.
+
+    ``Origin: null`` (a sandboxed frame, a ``file:`` page) is another origin.
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+
+
+class SameOriginMiddleware:
+    """Refuses cross-origin requests that change state (any method but GET, HEAD, OPTIONS).
+
+    Args:
+        app: the application.
+        prefix: the paths it guards (the REST API); the rest of the app (the debugger has a
+            guard of its own) is passed through.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str = "/api/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in _SAFE_METHODS
+            and scope["path"].startswith(self.prefix)
+            and not same_origin(Headers(scope=scope))
+        ):
+            response = JSONResponse(
+                {
+                    "error": "forbidden",
+                    "detail": "cross-origin requests are refused; use the app's own page",
+                },
+                status_code=403,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -127,6 +127,8 @@ class WebServices:
             presence=self.presence,
             grace_period=config.grace_period,
             inactivity_timeout=config.inactivity_timeout,
+            # Conversations are created by the API only: a start never brings a deleted one back.
+            server_options={"create_conversation": False},
         )
         self._draining = False
 
@@ -226,11 +228,10 @@ class WebServices:
         return updated
 
     async def delete(self, scope: str, conversation_id: str) -> None:
-        await self.conversation(scope, conversation_id)
-        await Session.stop(
-            self.runtime, self.session_config, conversation_id, reason="deleted", scope=scope
-        )
-        if not await self.store.delete_conversation(scope, conversation_id):
+        """Stop the agent and delete the conversation, as one step (see ``Session.delete``)."""
+        if not await Session.delete(
+            self.runtime, self.session_config, conversation_id, scope=scope
+        ):
             raise ConversationNotFound(f"no conversation {conversation_id!r} here")
 
     async def snapshot(self, scope: str, conversation_id: str) -> Snapshot:

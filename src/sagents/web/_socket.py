@@ -27,8 +27,21 @@ which numbering a ``seq`` belongs to. A tab that reconnects passes the last ``se
 **Actions in.** ``{"type": "send", "text": ...}``, ``{"type": "cancel"}``,
 ``{"type": "decide", "decisions": [...]}``, ``{"type": "ping"}``, each with an optional
 ``ref`` echoed in the reply. Every inbound frame is checked for size, kind (text), JSON and
-schema; a bad one, or an action the agent refuses, gets an error frame — the socket, its handler
-and the agent carry on.
+schema, with the bounds the REST API applies too (storable text, the shape of edited arguments:
+see ``_limits.py``); a bad one, or an action the agent refuses, gets an error frame — the
+socket, its handler and the agent carry on.
+
+**Refusals at connection.** Before anything else the socket is accepted and checked; a refusal
+is an error frame, then a close whose code is 4000 plus the HTTP status the REST API would give:
+4403 (another origin), 4422 (an id no conversation can have), 4404 (no such conversation for
+this identity), 4503 (storage unavailable), 4500 (anything else).
+
+**Errors out.** :func:`client_error` is the one translation of sagents errors for both doors:
+what the client reads never quotes the database (its messages can name tables and values); the
+detail goes to the log.
+
+**A client that leaves** mid-conversation (before its reply, during a stream) ends the
+connection quietly: one debug line, not a traceback.
 """
 
 from __future__ import annotations
@@ -38,8 +51,9 @@ import contextlib
 import itertools
 import json
 import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -47,16 +61,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from sagents._errors import (
     AgentNotRunning,
     ConversationNotFound,
+    ConversationOwnedElsewhere,
     InvalidDecision,
     InvalidTransition,
+    PersistenceFailed,
     RegistryUnavailable,
     SagentsError,
+    StateConflict,
 )
 from sagents.events import Event, SubscriptionOverflow
-from sagents.web._identity import identity_of
+from sagents.web._identity import identity_of, same_origin
+from sagents.web._limits import ConversationId, StorableText, ToolArguments
 from sagents.web._services import WebServices
 
-__all__ = ["ClientFrame", "conversation_socket", "error_code"]
+__all__ = ["INTERNAL", "ClientError", "ClientFrame", "client_error", "conversation_socket"]
 
 _log = logging.getLogger("sagents.web")
 _connections = itertools.count(1)
@@ -69,7 +87,8 @@ class _Frame(BaseModel):
 
 class SendFrame(_Frame):
     type: Literal["send"]
-    text: Annotated[str, Field(min_length=1)]
+    # The length limit is the configuration's (max_message_chars), checked on use.
+    text: Annotated[StorableText, Field(min_length=1)]
 
 
 class CancelFrame(_Frame):
@@ -88,13 +107,13 @@ class ApproveDecision(BaseModel):
 class EditDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["edit"]
-    arguments: dict[str, Any]
+    arguments: ToolArguments
 
 
 class RejectDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["reject"]
-    message: Annotated[str, Field(max_length=2000)] | None = None
+    message: Annotated[StorableText, Field(max_length=2000)] | None = None
 
 
 DecisionFrame = Annotated[
@@ -111,19 +130,85 @@ ClientFrame = Annotated[
     SendFrame | CancelFrame | DecideFrame | PingFrame, Field(discriminator="type")
 ]
 _frames: TypeAdapter[SendFrame | CancelFrame | DecideFrame | PingFrame] = TypeAdapter(ClientFrame)
+_conversation_ids: TypeAdapter[str] = TypeAdapter(ConversationId)
 
 
-def error_code(exc: BaseException) -> str:
-    """The error code (and HTTP status family) of an exception from the services."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientError:
+    """What a client is told about a failure: an HTTP status, an error code, a message.
+
+    Attributes:
+        hidden: the message does not say what failed (the cause may quote the database); the
+            cause goes to the log instead (:meth:`log`).
+    """
+
+    status: int
+    code: str
+    message: str
+    hidden: bool = False
+
+    def log(self, exc: BaseException, doing: str) -> None:
+        """Log the cause of a hidden failure for the operator; the client was told the rest."""
+        if not self.hidden:
+            return
+        if self.status == 503:  # retryable: the client was told to try again
+            _log.warning("%s: unavailable for now: %r", doing, exc, exc_info=exc)
+        else:
+            _log.error("%s failed: %r", doing, exc, exc_info=exc)
+
+
+#: An unexpected failure of the server (a bug, or storage refusing a value).
+INTERNAL = ClientError(
+    status=500,
+    code="internal",
+    message="the server could not do that; try again, or reload the page",
+    hidden=True,
+)
+_RETRY = ClientError(
+    status=503,
+    code="unavailable",
+    message="the server cannot do that right now; try again in a moment",
+    hidden=True,
+)
+
+
+def client_error(exc: SagentsError) -> ClientError:
+    """Translate an error of the services into what the client is told (REST and websocket).
+
+    The errors a client acts on keep their message. Storage errors and unexpected ones get a
+    generic message — a storage error quotes the database driver, which can name tables,
+    columns and stored values — and are marked ``hidden``: the caller logs their cause.
+    """
     if isinstance(exc, ConversationNotFound):
-        return "not_found"
+        return ClientError(status=404, code="not_found", message=str(exc))
     if isinstance(exc, InvalidDecision):
-        return "invalid_decision"
+        return ClientError(status=422, code="invalid_decision", message=str(exc))
     if isinstance(exc, InvalidTransition | AgentNotRunning):
-        return "conflict"
+        return ClientError(status=409, code="conflict", message=str(exc))
     if isinstance(exc, RegistryUnavailable):
-        return "unavailable"
-    return "error"
+        return ClientError(status=503, code="unavailable", message=str(exc))
+    if isinstance(exc, ConversationOwnedElsewhere):
+        # Another worker or host runs it: said in words (the owner's name is an operator's
+        # detail, not the visitor's), and retryable: the lease passes when that process stops.
+        return ClientError(
+            status=409,
+            code="owned_elsewhere",
+            message=(
+                "This conversation is open in another server process right now; try again in "
+                "a few seconds."
+            ),
+        )
+    if isinstance(exc, StateConflict):
+        return ClientError(
+            status=409,
+            code="conflict",
+            message="This conversation changed elsewhere; reload the page to see it.",
+        )
+    # PersistenceFailed: the database is unreachable or timed out. Other errors may declare
+    # themselves worth a retry (e.g. a conversation run by another process for now).
+    if isinstance(exc, PersistenceFailed) or getattr(exc, "retryable", False) is True:
+        return _RETRY
+    return INTERNAL
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -144,6 +229,7 @@ class _Connection:
         self.conversation_id = conversation_id
         self.agent_id = services.agent_id(conversation_id)
         self._send_lock = asyncio.Lock()
+        self._gone_logged = False
 
     async def send(self, frame: dict[str, Any]) -> None:
         # The pump and the reader both send; a lock keeps frames whole and in order.
@@ -223,29 +309,63 @@ class _Connection:
             await self._act(frame)
 
     async def _act(self, frame: SendFrame | CancelFrame | DecideFrame | PingFrame) -> None:
+        # Only the action itself is guarded here. A reply that cannot be sent means the client
+        # left: that ends the reader (see guarded), and is no failure of the action.
         services, scope, cid = self.services, self.scope, self.conversation_id
+        if isinstance(frame, PingFrame):
+            await self.send({"type": "pong", "ref": frame.ref})
+            return
+        limit = services.config.max_message_chars
+        if isinstance(frame, SendFrame) and len(frame.text) > limit:
+            await self.error("invalid", f"text: at most {limit} characters", frame.ref)
+            return
+        failure: ClientError | None = None
         try:
-            if isinstance(frame, PingFrame):
-                await self.send({"type": "pong", "ref": frame.ref})
-                return
             if isinstance(frame, SendFrame):
-                if len(frame.text) > services.config.max_message_chars:
-                    limit = services.config.max_message_chars
-                    await self.error("invalid", f"text: at most {limit} characters", frame.ref)
-                    return
                 await services.send(scope, cid, frame.text)
             elif isinstance(frame, CancelFrame):
                 await services.cancel(scope, cid)
             else:
                 await services.decide(scope, cid, [d.model_dump() for d in frame.decisions])
         except SagentsError as exc:
-            await self.error(error_code(exc), str(exc), frame.ref)
-            return
+            failure = client_error(exc)
+            failure.log(exc, f"websocket action {frame.type} on conversation {cid}")
+        except Exception as exc:
+            failure = INTERNAL
+            failure.log(exc, f"websocket action {frame.type} on conversation {cid}")
+        if failure is not None:
+            await self.error(failure.code, failure.message, frame.ref)
+        else:
+            await self.send({"type": "ok", "action": frame.type, "ref": frame.ref})
+
+    async def guarded(self, work: Awaitable[None]) -> None:
+        """Run one side of the connection; the client leaving just ends it, a bug is logged."""
+        try:
+            await work
+        except (WebSocketDisconnect, OSError) as exc:
+            self._client_left(exc)
+        except RuntimeError as exc:
+            # Starlette's way of refusing a send or receive on a socket that has closed (its
+            # WebSocketDisconnected, in recent versions); any other RuntimeError is a bug.
+            if not self._closed():
+                _log.exception("websocket handler of conversation %s failed", self.conversation_id)
+            else:
+                self._client_left(exc)
         except Exception:
-            _log.exception("websocket action %s on conversation %s failed", frame.type, cid)
-            await self.error("internal", "the server failed to do that; try again", frame.ref)
-            return
-        await self.send({"type": "ok", "action": frame.type, "ref": frame.ref})
+            _log.exception("websocket handler of conversation %s failed", self.conversation_id)
+
+    def _closed(self) -> bool:
+        return WebSocketState.DISCONNECTED in (self.ws.client_state, self.ws.application_state)
+
+    def _client_left(self, exc: BaseException) -> None:
+        # Both sides (the pump and the reader) see it; one line per connection is enough.
+        if not self._gone_logged:
+            self._gone_logged = True
+            _log.debug(
+                "websocket of conversation %s: the client left (%s)",
+                self.conversation_id,
+                type(exc).__name__,
+            )
 
 
 def _short(value: Any) -> bool:
@@ -263,31 +383,37 @@ def _number(text: str | None) -> int | None:
     return value if value >= 0 else None
 
 
+async def _refuse(ws: WebSocket, status: int, code: str, message: str) -> None:
+    """An error frame, then the close code ``4000 + status`` (the client may be gone already)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await ws.send_text(json.dumps({"type": "error", "code": code, "message": message}))
+        await ws.close(code=4000 + status)
+
+
 async def conversation_socket(ws: WebSocket) -> None:
     """The websocket endpoint of one conversation (see the module docs for the protocol)."""
     services: WebServices = ws.app.state.services
-    conversation_id = str(ws.path_params["conversation_id"])
     scope = identity_of(ws.scope)
     await ws.accept()
-    if not _same_origin(ws):
+    if not same_origin(ws.headers):
         # Browsers send cookies on websocket handshakes from other origins of the same site
         # (another port of localhost): only the app's own pages may act for the identity.
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await ws.send_text(
-                json.dumps({"type": "error", "code": "forbidden", "message": "cross-origin socket"})
-            )
-            await ws.close(code=4403)
+        await _refuse(ws, 403, "forbidden", "cross-origin socket")
+        return
+    try:
+        conversation_id = _conversation_ids.validate_python(ws.path_params["conversation_id"])
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        await _refuse(ws, 422, "invalid", f"conversation id: {reason}")
         return
     try:
         if scope is None:
             raise ConversationNotFound("no identity cookie; load the page first")
         await services.conversation(scope, conversation_id)
-    except ConversationNotFound as exc:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await ws.send_text(
-                json.dumps({"type": "error", "code": "not_found", "message": str(exc)})
-            )
-            await ws.close(code=4404)
+    except Exception as exc:
+        failure = client_error(exc) if isinstance(exc, SagentsError) else INTERNAL
+        failure.log(exc, f"websocket of conversation {conversation_id}")
+        await _refuse(ws, failure.status, failure.code, failure.message)
         return
     connection = _Connection(ws, services, scope, conversation_id)
     topic = services.session_config.presence_topic(conversation_id)
@@ -299,8 +425,8 @@ async def conversation_socket(ws: WebSocket) -> None:
     try:
         # Whichever side ends first (the tab left, or the pump failed) ends the other.
         async with asyncio.TaskGroup() as tasks:
-            pump = tasks.create_task(_guarded(connection.pump(after_seq, instance)))
-            reader = tasks.create_task(_guarded(connection.read()))
+            pump = tasks.create_task(connection.guarded(connection.pump(after_seq, instance)))
+            reader = tasks.create_task(connection.guarded(connection.read()))
             pump.add_done_callback(lambda _: reader.cancel())
             reader.add_done_callback(lambda _: pump.cancel())
     finally:
@@ -308,26 +434,3 @@ async def conversation_socket(ws: WebSocket) -> None:
         if ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
-
-
-def _same_origin(ws: WebSocket) -> bool:
-    """No Origin header (not a browser), or the origin is this very host."""
-    origin = ws.headers.get("origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc.lower() == ws.headers.get("host", "").lower()
-
-
-async def _guarded(work: Any) -> None:
-    """Run one side of a connection; a closed socket just ends it, a bug is logged."""
-    try:
-        await work
-    except (WebSocketDisconnect, OSError):
-        pass  # the client went away while we were sending or receiving
-    except RuntimeError as exc:
-        # Starlette's way of saying the socket closed under a send or receive; anything else
-        # is a bug worth a traceback.
-        if "websocket" not in str(exc).lower() and "close" not in str(exc).lower():
-            _log.exception("websocket handler failed")
-    except Exception:
-        _log.exception("websocket handler failed")

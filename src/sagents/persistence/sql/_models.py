@@ -1,4 +1,4 @@
-"""The SQL schema (S3): four tables behind a configurable name prefix.
+"""The SQL schema (S3): its tables behind a configurable name prefix.
 
 * ``conversations``: one row per conversation: its scope (the tenant), title, metadata, the
   pending-approval flag and timestamps. Every other row hangs off it and is deleted with it.
@@ -8,6 +8,11 @@
   deltas: a new turn inserts its new rows and leaves the history alone, so a conversation costs
   about the size of its messages, not one copy of its history per step.
 * ``display_messages``: what the user sees, ordered by a per-conversation ``sequence``.
+* ``files``: the conversation's files (the FileSystem middleware's), one row per path, written
+  as deltas (only a changed file's row) and deleted with their conversation. Contents are UTF-8
+  bytes, not text: PostgreSQL's ``TEXT`` cannot hold a NUL character, which a file may.
+* ``leases``: the ownership lease of a running conversation (owner, fencing token, expiry), so
+  that two processes sharing the database never both run it.
 
 The tables are built by :func:`build_tables` for a prefix rather than declared once as ORM
 classes at import time: the prefix is configuration, and two prefixes can live in one database
@@ -36,6 +41,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -57,6 +63,9 @@ DEFAULT_TABLE_PREFIX = "sagents_"
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,29}")
 
 ID_LENGTH = 255
+#: The longest virtual file path (``sagents._files.MAX_PATH_LENGTH``, in bytes, so also in
+#: characters).
+PATH_LENGTH = 1024
 
 
 def check_table_prefix(prefix: str) -> str:
@@ -89,10 +98,12 @@ class SqlTables:
     agent_states: Table
     agent_messages: Table
     display_messages: Table
+    files: Table
+    leases: Table
 
 
 def build_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> SqlTables:
-    """Build the four tables named ``{prefix}conversations`` and so on in a new ``MetaData``.
+    """Build the tables named ``{prefix}conversations`` and so on in a new ``MetaData``.
 
     Raises:
         ConfigurationError: ``prefix`` is not a valid table prefix.
@@ -157,6 +168,7 @@ def build_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> SqlTables:
         Column("status", String(32), nullable=True),
         Column("metadata", json_type(), nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("state_version", BigInteger, nullable=True),
         PrimaryKeyConstraint("id", name=f"pk_{p}display_messages"),
         ForeignKeyConstraint(
             ["conversation_id"],
@@ -168,6 +180,40 @@ def build_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> SqlTables:
         UniqueConstraint("conversation_id", "sequence", name=f"uq_{p}display_messages_sequence"),
         Index(f"ix_{p}display_messages_tool_call_id", "tool_call_id"),
     )
+    leases = Table(
+        f"{p}leases",
+        metadata,
+        Column("conversation_id", String(ID_LENGTH), nullable=False),
+        Column("owner", String(ID_LENGTH), nullable=False),
+        Column("token", BigInteger, nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
+        Column("released", Boolean, nullable=False),
+        PrimaryKeyConstraint("conversation_id", name=f"pk_{p}leases"),
+        ForeignKeyConstraint(
+            ["conversation_id"],
+            [f"{p}conversations.id"],
+            name=f"fk_{p}leases_conversation",
+            ondelete="CASCADE",
+        ),
+        # Serves the renewal of every lease of one owner in one statement.
+        Index(f"ix_{p}leases_owner", "owner"),
+    )
+    files = Table(
+        f"{p}files",
+        metadata,
+        Column("conversation_id", String(ID_LENGTH), nullable=False),
+        Column("path", String(PATH_LENGTH), nullable=False),
+        Column("content", LargeBinary, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        # Its index also serves "the files of a conversation".
+        PrimaryKeyConstraint("conversation_id", "path", name=f"pk_{p}files"),
+        ForeignKeyConstraint(
+            ["conversation_id"],
+            [f"{p}conversations.id"],
+            name=f"fk_{p}files_conversation",
+            ondelete="CASCADE",
+        ),
+    )
     return SqlTables(
         prefix=p,
         metadata=metadata,
@@ -175,4 +221,6 @@ def build_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> SqlTables:
         agent_states=agent_states,
         agent_messages=agent_messages,
         display_messages=display_messages,
+        files=files,
+        leases=leases,
     )

@@ -40,6 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
+from sagents._errors import StateError
+from sagents.persistence._files import check_file_changes
+from sagents.persistence._leases import LeaseRow, check_owner, check_ttl, fence, recovered, take
 from sagents.persistence._memory import (
     ConversationExists,
     ConversationNotFound,
@@ -61,6 +64,7 @@ from sagents.persistence._memory import (
 from sagents.persistence._protocols import (
     Conversation,
     DisplayMessage,
+    Lease,
     Scope,
     StateSnapshot,
     StoredState,
@@ -102,6 +106,7 @@ def _display(row: RowMapping) -> DisplayMessage:
         status=row["status"],
         metadata=row["metadata"],
         created_at=to_utc(row["created_at"]),
+        state_version=row["state_version"],
     )
 
 
@@ -239,12 +244,21 @@ class SqlPersistence:
         return insert(table)  # elsewhere a duplicate raises, and becomes PersistenceFailed
 
     async def _lock_conversation(
-        self, conn: AsyncConnection, scope: Scope, conversation_id: str, touch: dict[str, Any]
-    ) -> None:
-        """Lock the conversation row, creating it in ``scope`` if it does not exist.
+        self,
+        conn: AsyncConnection,
+        scope: Scope,
+        conversation_id: str,
+        touch: dict[str, Any],
+        now: datetime,
+        *,
+        create: bool = True,
+    ) -> bool:
+        """Lock the conversation row, creating it in ``scope`` if it does not exist and
+        ``create`` allows; False when it does not exist (and was not created).
 
         ``touch`` holds the columns to set (``updated_at``...); the UPDATE that sets them is
-        what takes the lock, so the common case costs one statement.
+        what takes the lock, so the common case costs one statement. With nothing to set, the
+        UPDATE sets the id to itself: a lock that changes nothing (not even the list order).
 
         Raises:
             ConversationNotFound: it exists in another scope.
@@ -256,10 +270,10 @@ class SqlPersistence:
                 .where(
                     conversations.c.id == conversation_id, _scope_is(conversations.c.scope, scope)
                 )
-                .values(**touch)
+                .values(**(touch or {"id": conversations.c.id}))
             )
             if updated.rowcount == 1:
-                return
+                return True
             owner = (
                 await conn.execute(
                     select(conversations.c.scope).where(conversations.c.id == conversation_id)
@@ -271,21 +285,42 @@ class SqlPersistence:
                 # Ours, but created by a transaction that committed after our UPDATE looked
                 # (PostgreSQL, read committed): the next UPDATE sees and locks it.
                 continue
+            if not create:
+                return False
             values = {
                 "id": conversation_id,
                 "scope": scope,
                 "title": None,
                 "metadata": {},
                 "interrupted": False,
-                "created_at": touch["updated_at"],
+                "created_at": now,
+                "updated_at": now,
                 **touch,
             }
             created = await conn.execute(self._insert_if_absent(conversations).values(**values))
             if created.rowcount == 1:
-                return
+                return True
             # Created concurrently by another transaction, now committed: lock it (or refuse).
         raise PersistenceFailed(
             f"conversation {conversation_id!r} kept appearing and disappearing; retry the save"
+        )
+
+    async def _lease_row(self, conn: AsyncConnection, conversation_id: str) -> LeaseRow | None:
+        leases = self._tables.leases
+        row = (
+            await conn.execute(
+                select(
+                    leases.c.owner, leases.c.token, leases.c.expires_at, leases.c.released
+                ).where(leases.c.conversation_id == conversation_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return LeaseRow(
+            owner=row.owner,
+            token=row.token,
+            expires_at=to_utc(row.expires_at),
+            released=row.released,
         )
 
     # -- AgentPersistence --------------------------------------------------------------------
@@ -306,10 +341,22 @@ class SqlPersistence:
         states, rows = tables.agent_states, tables.agent_messages
         state = snapshot.state
         head = encode_head(state)
+        token = snapshot.lease_token
         async with self._write(f"save the state of conversation {conversation_id!r}") as conn:
             now = self._clock.now()
             touch = {"updated_at": now, "interrupted": state.interrupt is not None}
-            await self._lock_conversation(conn, scope, conversation_id, touch)
+            # With a lease, the conversation exists since the lease was taken: a missing row
+            # was deleted meanwhile, and a save must not bring it back.
+            exists = await self._lock_conversation(
+                conn, scope, conversation_id, touch, now, create=token is None
+            )
+            fence(
+                conversation_id,
+                await self._lease_row(conn, conversation_id) if exists else None,
+                token,
+                now,
+                exists=exists,
+            )
             stored = (
                 await conn.execute(
                     select(states.c.version, states.c.message_count).where(
@@ -399,6 +446,162 @@ class SqlPersistence:
             message_rows = list(messages)
         return StoredState(state=decode_state(head.head, message_rows), version=head.version)
 
+    # -- ConversationLeases ------------------------------------------------------------------
+
+    async def acquire_lease(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        create: bool = True,
+    ) -> Lease:
+        """Take the conversation's lease (see :class:`~sagents.persistence.ConversationLeases`),
+        in one transaction that holds the conversation row's lock.
+
+        Raises:
+            ConversationOwnedElsewhere: another owner holds a live lease.
+            ConversationNotFound: in another scope, or missing and ``create`` is False.
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        check_owner(owner)
+        duration = check_ttl(ttl)
+        tables = self._tables
+        leases, states = tables.leases, tables.agent_states
+        async with self._write(f"take the lease of conversation {conversation_id!r}") as conn:
+            now = self._clock.now()
+            if not await self._lock_conversation(
+                conn, scope, conversation_id, {}, now, create=create
+            ):
+                raise ConversationNotFound(
+                    f"no conversation {conversation_id!r} in this scope; create it first"
+                )
+            current = await self._lease_row(conn, conversation_id)
+            row = take(current, conversation_id, owner, duration, now)
+            values = {
+                "owner": row.owner,
+                "token": row.token,
+                "expires_at": row.expires_at,
+                "released": False,
+            }
+            if current is None:
+                await conn.execute(insert(leases).values(conversation_id=conversation_id, **values))
+            else:
+                await conn.execute(
+                    update(leases)
+                    .where(leases.c.conversation_id == conversation_id)
+                    .values(**values)
+                )
+            version = (
+                await conn.execute(
+                    select(states.c.version).where(states.c.conversation_id == conversation_id)
+                )
+            ).scalar()
+        return Lease(
+            conversation_id=conversation_id,
+            owner=owner,
+            token=row.token,
+            expires_at=row.expires_at,
+            state_version=version,
+            recovered=recovered(current),
+        )
+
+    async def renew_leases(self, owner: str, ttl: float) -> set[str]:
+        """Extend every lease of ``owner`` in one statement; the ids it still holds.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_owner(owner)
+        duration = check_ttl(ttl)
+        leases = self._tables.leases
+        async with self._write("renew the ownership leases") as conn:
+            result = await conn.execute(
+                update(leases)
+                .where(leases.c.owner == owner, leases.c.released.is_(False))
+                .values(expires_at=self._clock.now() + duration)
+                .returning(leases.c.conversation_id)
+            )
+            return set(result.scalars())
+
+    async def release_lease(self, scope: Scope, conversation_id: str, lease: Lease) -> None:
+        """Let ``lease`` expire now if it is still the conversation's (the row and its token
+        stay, so tokens keep increasing).
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        leases, conversations = self._tables.leases, self._tables.conversations
+        async with self._write(f"release the lease of conversation {conversation_id!r}") as conn:
+            await conn.execute(
+                update(leases)
+                .where(
+                    leases.c.conversation_id == conversation_id,
+                    leases.c.token == lease.token,
+                    leases.c.conversation_id.in_(
+                        select(conversations.c.id).where(_scope_is(conversations.c.scope, scope))
+                    ),
+                )
+                .values(expires_at=self._clock.now(), released=True)
+            )
+
+    # -- DisplayReconciliation ---------------------------------------------------------------
+
+    async def reconcile_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        state_version: int | None,
+        tool_call_statuses: Mapping[str, ToolCallStatus],
+    ) -> list[DisplayMessage]:
+        """Drop rows newer than the stored state and settle tool calls left ``executing``
+        (see :class:`~sagents.persistence.DisplayReconciliation`), in one transaction.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        display = self._tables.display_messages
+        action = f"reconcile the display messages of conversation {conversation_id!r}"
+        async with self._write(action) as conn:
+            now = self._clock.now()
+            if not await self._lock_conversation(
+                conn, scope, conversation_id, {}, now, create=False
+            ):
+                return []
+            ahead: list[ColumnElement[bool]] = [display.c.state_version.is_not(None)]
+            if state_version is not None:
+                ahead.append(display.c.state_version > state_version)
+            await conn.execute(
+                sql_delete(display).where(display.c.conversation_id == conversation_id, *ahead)
+            )
+            executing = (
+                (
+                    await conn.execute(
+                        select(display).where(
+                            display.c.conversation_id == conversation_id,
+                            display.c.type == "tool_call",
+                            display.c.status == "executing",
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            changed: list[DisplayMessage] = []
+            for row in executing:
+                message = _display(row)
+                status = tool_call_statuses.get(message.tool_call_id or "", "interrupted")
+                await conn.execute(
+                    update(display).where(display.c.id == message.id).values(status=status)
+                )
+                changed.append(dataclasses.replace(message, status=status))
+        return changed
+
     # -- DisplayMessagePersistence -----------------------------------------------------------
 
     async def append_display_messages(
@@ -427,7 +630,7 @@ class SqlPersistence:
         action = f"append display messages to conversation {conversation_id!r}"
         async with self._write(action) as conn:
             now = self._clock.now()
-            await self._lock_conversation(conn, scope, conversation_id, {"updated_at": now})
+            await self._lock_conversation(conn, scope, conversation_id, {"updated_at": now}, now)
             last = (
                 await conn.execute(
                     select(func.max(display.c.sequence)).where(
@@ -448,6 +651,7 @@ class SqlPersistence:
                     status=m.status,
                     metadata=metadata,
                     created_at=now if m.created_at is None else to_utc(m.created_at),
+                    state_version=m.state_version,
                 )
                 for i, (m, (content, metadata)) in enumerate(zip(messages, contents, strict=True))
             ]
@@ -465,6 +669,7 @@ class SqlPersistence:
                         "status": m.status,
                         "metadata": m.metadata,
                         "created_at": m.created_at,
+                        "state_version": m.state_version,
                     }
                     for m in saved
                 ],
@@ -720,3 +925,74 @@ class SqlPersistence:
                 )
             )
             return result.rowcount == 1
+
+    # -- FilePersistence ---------------------------------------------------------------------
+
+    async def load_files(self, scope: Scope, conversation_id: str) -> dict[str, str]:
+        """The conversation's files by path; ``{}`` when none, or in another scope.
+
+        Raises:
+            StateError: a stored file is not UTF-8 text.
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        files, conversations = self._tables.files, self._tables.conversations
+        query = (
+            select(files.c.path, files.c.content)
+            .join(conversations, conversations.c.id == files.c.conversation_id)
+            .where(
+                files.c.conversation_id == conversation_id,
+                _scope_is(conversations.c.scope, scope),
+            )
+        )
+        async with self._read(f"load the files of conversation {conversation_id!r}") as conn:
+            rows = (await conn.execute(query)).all()
+        loaded: dict[str, str] = {}
+        for path, content in rows:
+            try:
+                loaded[path] = bytes(content).decode("utf-8")
+            except UnicodeDecodeError:
+                raise StateError(
+                    f"the stored file {path} of conversation {conversation_id!r} is not UTF-8 "
+                    "text; delete its row or fix it"
+                ) from None
+        return loaded
+
+    async def save_files(
+        self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
+    ) -> None:
+        """Apply ``changes`` in one transaction (None deletes a path); only their rows are
+        written. Creates the conversation if new, and leaves its ``updated_at`` alone.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            ValueError: a path is not a normalised virtual path, or a content is not text.
+            PersistenceFailed: the database failed; nothing was written.
+        """
+        check_target(scope, conversation_id)
+        encoded = check_file_changes(changes)
+        if not encoded:
+            return
+        files = self._tables.files
+        async with self._write(f"save the files of conversation {conversation_id!r}") as conn:
+            now = self._clock.now()
+            # The conversation row's lock orders this save with the conversation's others (and
+            # with its deletion), and refuses another tenant's conversation.
+            await self._lock_conversation(conn, scope, conversation_id, {}, now)
+            await conn.execute(
+                sql_delete(files).where(
+                    files.c.conversation_id == conversation_id, files.c.path.in_(list(encoded))
+                )
+            )
+            rows = [
+                {
+                    "conversation_id": conversation_id,
+                    "path": path,
+                    "content": content,
+                    "updated_at": now,
+                }
+                for path, content in encoded.items()
+                if content is not None
+            ]
+            if rows:
+                await conn.execute(insert(files), rows)

@@ -1,0 +1,266 @@
+"""A conversation's files, kept by the conversation's persistence (rules X23, S1).
+
+A conversation refers to the files its agent wrote ("see /plan.md"), so they must last exactly as
+long as its messages: an agent that shuts down for inactivity, or a process that restarts, must
+find them again, and deleting the conversation must delete them. Two pieces do that:
+
+* :class:`FilePersistence`, the plug point a persistence adapter implements next to
+  ``AgentPersistence``: load the files of a (scope, conversation), save a batch of changes.
+  ``MemoryPersistence`` and ``SqlPersistence`` implement it (a ``files`` table in the same
+  database, rows deleted with their conversation).
+* :class:`PersistedFileStore`, the :class:`~sagents.middleware.FileStore` the runtime gives a
+  conversation's agents when their persistence stores files: an in-memory index, loaded once
+  when the conversation starts, that writes each change through before the tool call returns.
+
+Write-through rather than a debounce (as ``DiskFileStore`` does): a tool call reports success
+only once its change is stored, so what the model was told is what a restart finds, and a storage
+failure fails that very call (the index is left unchanged), where a debounced failure would
+surface later, to nobody who could act on it. Nothing is ever pending, so a shutdown has nothing
+to flush. The cost is one small transaction per changed file, next to a model call that takes
+seconds. Only the changed file is written (a delta): a conversation's other files are not
+touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
+
+from sagents._errors import FileSystemError, PathNotAllowed
+from sagents._files import _Index, normalize_path
+from sagents._resource import AsyncResource
+from sagents.persistence._protocols import Scope
+
+__all__ = ["FilePersistence", "PersistedFileStore", "check_file_changes"]
+
+
+@runtime_checkable
+class FilePersistence(Protocol):
+    """Stores the files of a conversation, within a scope (the tenant).
+
+    Files belong to their conversation: a caller from another scope sees none, and deleting the
+    conversation (``ConversationStore.delete_conversation``) deletes them.
+    """
+
+    async def load_files(self, scope: Scope, conversation_id: str) -> dict[str, str]:
+        """The files of the conversation, by normalised virtual path; ``{}`` when it has none
+        (or belongs to another scope)."""
+        ...
+
+    async def save_files(
+        self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
+    ) -> None:
+        """Apply ``changes`` atomically: each path gets its new content, or is deleted (None).
+
+        Creates the conversation in ``scope`` if it does not exist yet.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            PersistenceFailed: the storage failed; nothing was written.
+            ValueError: a path is not a normalised virtual path, or a content is not text.
+        """
+        ...
+
+
+def check_file_changes(changes: Mapping[str, str | None]) -> dict[str, bytes | None]:
+    """Check a batch of file changes; return the contents as UTF-8 (None for a deletion).
+
+    Both adapters call it, so that what one accepts the other stores too.
+
+    Raises:
+        ValueError: a path is not a normalised virtual path, or a content is not text (or not
+            valid Unicode: lone surrogates).
+    """
+    encoded: dict[str, bytes | None] = {}
+    for path, content in changes.items():
+        try:
+            valid = isinstance(path, str) and normalize_path(path) == path
+        except PathNotAllowed:
+            valid = False
+        if not valid:
+            raise ValueError(f"file path {path!r:.80} is not a normalised virtual path")
+        if content is None:
+            encoded[path] = None
+            continue
+        if not isinstance(content, str):
+            raise ValueError(f"the content of {path} must be text, got {type(content).__name__}")
+        try:
+            encoded[path] = content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"the content of {path} is not valid Unicode text") from None
+    return encoded
+
+
+class PersistedFileStore(AsyncResource):
+    """The files of one conversation, written through to a :class:`FilePersistence`.
+
+    Open it with ``await PersistedFileStore.open(persistence, scope, conversation_id)``. Reads
+    come from memory; every change is stored before the call returns, and one the storage
+    refuses raises :class:`FileSystemError` and changes nothing. Changes are serialised, so the
+    storage sees them in the order the index does.
+
+    Args:
+        persistence: where the files are stored.
+        scope: the tenant the conversation belongs to.
+        conversation_id: the conversation.
+        max_file_size: the largest file accepted, in UTF-8 bytes.
+        max_files: the most files the store holds.
+    """
+
+    def __init__(
+        self,
+        persistence: FilePersistence,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        max_file_size: int = 1_000_000,
+        max_files: int = 10_000,
+    ) -> None:
+        self._persistence = persistence
+        self._scope = scope
+        self._conversation_id = conversation_id
+        self._index = _Index(max_file_size=max_file_size, max_files=max_files)
+        self._lock = asyncio.Lock()
+        self._state = "new"  # "new" -> "open" -> "closed"
+
+    @classmethod
+    async def open(
+        cls,
+        persistence: FilePersistence,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        max_file_size: int = 1_000_000,
+        max_files: int = 10_000,
+    ) -> PersistedFileStore:
+        """Load the conversation's files and return the open store.
+
+        Raises:
+            FileSystemError: a stored file does not fit the limits (raise them) or has an
+                invalid path.
+            PersistenceFailed: the storage failed.
+        """
+        store = cls(
+            persistence,
+            scope,
+            conversation_id,
+            max_file_size=max_file_size,
+            max_files=max_files,
+        )
+        files = await persistence.load_files(scope, conversation_id)
+        for path in sorted(files):
+            try:
+                store._index.put(normalize_path(path), files[path])
+            except FileSystemError as exc:
+                raise FileSystemError(
+                    f"cannot load the files of conversation {conversation_id!r}: {exc}"
+                ) from exc
+        store._state = "open"
+        return store
+
+    @property
+    def conversation_id(self) -> str:
+        """The conversation whose files these are."""
+        return self._conversation_id
+
+    @property
+    def max_file_size(self) -> int:
+        """The largest file accepted, in UTF-8 bytes."""
+        return self._index.max_file_size
+
+    def _check_open(self) -> None:
+        if self._state == "new":
+            raise FileSystemError(
+                "the store was not loaded; create it with PersistedFileStore.open()"
+            )
+        if self._state == "closed":
+            raise FileSystemError("the file store is closed")
+
+    async def read(self, path: str) -> str:
+        """See :meth:`FileStore.read`."""
+        self._check_open()
+        return self._index.get(normalize_path(path))
+
+    async def exists(self, path: str) -> bool:
+        """See :meth:`FileStore.exists`."""
+        self._check_open()
+        return self._index.contains(normalize_path(path))
+
+    async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
+        """See :meth:`FileStore.list`."""
+        self._check_open()
+        return self._index.listing(normalize_path(prefix_dir, directory=True))
+
+    async def write(self, path: str, content: str) -> None:
+        """See :meth:`FileStore.write`; stored before it returns.
+
+        Raises:
+            FileSystemError: also when the storage refused the change (nothing changed).
+        """
+        self._check_open()
+        virtual = normalize_path(path)
+        async with self._lock:
+            self._check_open()
+            self._index.check_put(virtual, content)
+            await self._save({virtual: content}, virtual, lambda: self._index.put(virtual, content))
+
+    async def delete(self, path: str) -> None:
+        """See :meth:`FileStore.delete`; stored before it returns."""
+        self._check_open()
+        virtual = normalize_path(path)
+        async with self._lock:
+            self._check_open()
+            self._index.get(virtual)
+            await self._save({virtual: None}, virtual, lambda: self._index.remove(virtual))
+
+    async def move(self, src: str, dst: str) -> None:
+        """See :meth:`FileStore.move`; stored (both halves at once) before it returns."""
+        self._check_open()
+        source, destination = normalize_path(src), normalize_path(dst)
+        async with self._lock:
+            self._check_open()
+            content = self._index.check_move(source, destination)
+            if source == destination:
+                return
+            await self._save(
+                {source: None, destination: content},
+                source,
+                lambda: self._index.move(source, destination),
+            )
+
+    async def flush(self) -> None:
+        """Wait for a change being stored; everything else already is."""
+        self._check_open()
+        async with self._lock:
+            pass
+
+    async def aclose(self) -> None:
+        """Wait for a change being stored, then close the store. Idempotent."""
+        if self._state == "closed":
+            return
+        async with self._lock:
+            self._state = "closed"
+
+    async def _save(
+        self, changes: dict[str, str | None], what: str, apply: Callable[[], None]
+    ) -> None:
+        """Store ``changes``, then ``apply`` them to the index; raise if the storage refused."""
+        save = asyncio.ensure_future(
+            self._persistence.save_files(self._scope, self._conversation_id, changes)
+        )
+        try:
+            # Shielded: a cancelled tool call must not leave the storage and the index apart.
+            await asyncio.shield(save)
+        except asyncio.CancelledError:
+            await asyncio.wait([save])
+            if not save.cancelled() and save.exception() is None:
+                apply()
+            raise
+        except Exception as exc:
+            raise FileSystemError(
+                f"cannot save {what} in conversation {self._conversation_id!r}: {exc}; "
+                "nothing was changed, try again"
+            ) from exc
+        apply()

@@ -1,0 +1,617 @@
+"""``Recorder``: everything an agent server saves, off its hot path (rules L14, L46–L49, S1b, S2).
+
+The agent server is a mailbox and a status; saving is this collaborator's job. The server tells
+it three kinds of things — the state changed (with the messages that entered it), a lifecycle
+point was reached (a run completed, an interrupt, an error, a stop), a tool call was interrupted
+or decided — and the recorder turns them into the four save channels an agent can have:
+
+* ``save_new_message``: the application's callback, awaited for each new message, in order.
+* ``auto_save``: the application's state callback, on idle, on an interval (only when the state
+  changed since the last save) and at shutdown.
+* **display messages** (S2): the rows a chat UI shows, appended as messages enter the state, and
+  each tool call's row updated as it runs, is interrupted or is decided; every append is
+  broadcast as ``DisplayMessageSaved`` and every update as ``DisplayMessageUpdated``.
+* **agent persistence** (S1b): the state at each lifecycle point, as a delta on what storage
+  holds, with the conversation's title copied to its row when it changed.
+
+All of it runs in one :class:`SerialWorker` per agent, so saves never overlap or reorder and the
+agent never waits for the database. Two jobs coalesce because only their latest content matters:
+the state save (a burst of lifecycle points writes the newest one) and the display append (rows
+that arrive while one is queued join it, so a fast agent never builds a backlog of row writes).
+The state save always runs after the display rows of the messages it stores, so rows are never
+behind the state; they can be *ahead* of it after a kill (a turn shown, then lost with the
+process), and each row carries the state version its message entered, so the next start deletes
+the rows of messages the stored state does not have and settles tool calls left "executing".
+
+**Nothing is refused silently.** With a persistence that has ownership leases, the recorder takes
+the conversation's lease before the server starts (:meth:`claim`) and checks that storage does
+not already hold a newer state than the one it starts from — after a crash restart, or when
+another process saved between the load and the lease — and adopts it if so. A save storage
+refuses (a newer state is stored, another process took the conversation over, the conversation
+was deleted) fences the recorder: it saves nothing more and tells the server, which reports it
+and stops, because work it does from then on could never be saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from langchain_core.messages import BaseMessage, ToolMessage
+
+from sagents import telemetry
+from sagents._errors import StateConflict
+from sagents._interrupt import Decision, Edit, Interrupt, Reject
+from sagents._state import State
+from sagents._title import title_of
+from sagents.events import DisplayMessageSaved, DisplayMessageUpdated, PersistenceError
+from sagents.persistence._protocols import (
+    ConversationLeases,
+    ConversationStore,
+    DisplayMessage,
+    DisplayMessagePersistence,
+    DisplayReconciliation,
+    Lease,
+    StateSnapshot,
+    StoredState,
+    ToolCallStatus,
+)
+from sagents.runtime._display import display_messages_for, tool_result_status
+from sagents.runtime._options import AgentOptions
+from sagents.runtime._serial import SerialWorker
+
+if TYPE_CHECKING:
+    from sagents.runtime._ownership import Ownership
+    from sagents.runtime._publisher import Publisher
+
+__all__ = ["Recorder", "RecorderHost", "common_prefix"]
+
+_log = logging.getLogger("sagents.persistence")
+
+_SAVE = ("sagents", "persistence", "save")
+_ERROR = ("sagents", "persistence", "error")
+_NOTHING_PERSISTED: tuple[Sequence[BaseMessage], int | None] = ((), None)
+
+
+class RecorderHost(Protocol):
+    """What a recorder needs from its agent server."""
+
+    agent_id: str
+
+    @property
+    def publisher(self) -> Publisher: ...
+
+    @property
+    def debug(self) -> bool: ...
+
+    def telemetry_metadata(self) -> dict[str, Any]: ...
+
+    def save_refused(self, conflict: StateConflict) -> None:
+        """Storage refused a state save: report it and stop taking work."""
+        ...
+
+    def checkpointed(self, state: State, version: int) -> None:
+        """A lifecycle point was reached with ``state`` (what a restart resumes from)."""
+        ...
+
+
+class Recorder:
+    """The save channels of one agent server (see the module docstring)."""
+
+    __slots__ = (
+        "_display_pending",
+        "_host",
+        "_interval_handle",
+        "_lease",
+        "_ownership",
+        "_persist_next",
+        "_persisted",
+        "_reconcile",
+        "_restart",
+        "_saved_version",
+        "_saver",
+        "_state",
+        "_stored_title",
+        "fenced",
+        "options",
+        "version",
+    )
+
+    def __init__(
+        self,
+        host: RecorderHost,
+        options: AgentOptions,
+        state: State,
+        version: int | None,
+        *,
+        ownership: Ownership | None = None,
+        restart: bool = False,
+    ) -> None:
+        self._host = host
+        self._restart = restart
+        self.options = options
+        self._state = state
+        self._ownership = ownership
+        #: +1 per change of the state, continuing the stored version when restored.
+        self.version = version or 0
+        # The auto-save's last saved version: a state nothing changed is not saved again.
+        self._saved_version = self.version
+        # What the agent persistence holds (messages, version), for delta saves; after a crash
+        # restart unknown until claim() asks.
+        self._persisted = (
+            _NOTHING_PERSISTED if version is None or restart else (state.messages, version)
+        )
+        self._persist_next: tuple[State, int] | None = None
+        self._stored_title = title_of(state)  # the title the conversation row holds
+        self._saver: SerialWorker | None = None  # made by the first save
+        self._display_pending: list[tuple[BaseMessage, int]] | None = None
+        self._reconcile = restart  # display rows may be ahead of storage: settle them at start
+        self._interval_handle: asyncio.TimerHandle | None = None
+        self._lease: Lease | None = None
+        #: Set once storage refused a save: nothing more is saved.
+        self.fenced: StateConflict | None = None
+
+    # -- starting and ending -------------------------------------------------------------------
+
+    @property
+    def needs_claim(self) -> bool:
+        """Whether :meth:`claim` has work to do (the server then starts asynchronously)."""
+        return (
+            self.options.agent_persistence is not None
+            and self.options.conversation_id is not None
+            and (self._restart or self._leases is not None)
+        )
+
+    @property
+    def _leases(self) -> ConversationLeases | None:
+        persistence = self.options.agent_persistence
+        if (
+            self._ownership is None
+            or self.options.lease_ttl is None
+            or not isinstance(persistence, ConversationLeases)
+        ):
+            return None
+        return persistence
+
+    async def claim(self) -> StoredState | None:
+        """Take the conversation's lease (if storage has leases) and return the stored state
+        when it is at least as new as the one this server starts from (the server adopts it).
+
+        After a crash restart the server starts from the last state its unit kept, which may
+        be behind storage (another lifecycle point was saved) or ahead of it (its save was lost
+        with the crash); without leases storage is asked only then.
+
+        Raises:
+            ConversationOwnedElsewhere: another process runs the conversation.
+            PersistenceFailed: storage failed.
+        """
+        persistence = self.options.agent_persistence
+        conversation_id = self.options.conversation_id
+        if persistence is None or conversation_id is None:
+            return None
+        scope = self.options.scope
+        stored: StoredState | None = None
+        leases = self._leases
+        if leases is not None and self._ownership is not None:
+            self._lease = await self._ownership.acquire(
+                leases,
+                scope,
+                conversation_id,
+                self.options.lease_ttl or 0.0,
+                create=self.options.create_conversation,
+                on_lost=self._lease_lost,
+            )
+            stored_version = self._lease.state_version
+            # Its previous holder died without releasing it: what it stored may need settling.
+            self._reconcile = self._reconcile or self._lease.recovered
+        elif self._restart:
+            stored = await persistence.load_state(scope, conversation_id)
+            stored_version = None if stored is None else stored.version
+        else:
+            return None
+        self._settle_display(stored_version)
+        persisted = self._persisted[1]
+        if stored_version is not None and stored_version == persisted:
+            return None  # storage holds exactly the state this server starts from
+        if stored_version is None and persisted is None and self.version == 0:
+            return None  # a new conversation: nothing stored, nothing to store yet
+        if stored_version is not None and stored_version >= self.version:
+            if stored is None:
+                stored = await persistence.load_state(scope, conversation_id)
+            if stored is not None:
+                self.adopt(stored)
+                return stored
+        # Storage is behind the state this server starts from (its save was lost with a
+        # crash): store it now, whole, rather than at the next lifecycle point.
+        self._persisted = _NOTHING_PERSISTED
+        self.checkpoint("resume")
+        return None
+
+    def _settle_display(self, stored_version: int | None) -> None:
+        """After an unclean end, queue the reconciliation of the display rows with the stored
+        state (first in the queue: before any row this server appends)."""
+        store = self.options.display_message_persistence
+        if not self._reconcile or not isinstance(store, DisplayReconciliation):
+            return
+        self._reconcile = False
+        scope = self.options.scope
+        state = self._state
+
+        async def settle(store: DisplayMessagePersistence, conversation_id: str) -> None:
+            assert isinstance(store, DisplayReconciliation)
+            if stored_version is not None and stored_version != self.version:
+                # The state this server runs is not the stored one: settle against storage.
+                loaded = await self._load()
+                statuses = {} if loaded is None else _tool_call_statuses(loaded.state)
+            else:
+                statuses = _tool_call_statuses(state)
+            for row in await store.reconcile_display_messages(
+                scope,
+                conversation_id,
+                state_version=stored_version,
+                tool_call_statuses=statuses,
+            ):
+                self._updated(row)
+
+        self._display("display_messages.reconcile", settle)
+
+    async def _load(self) -> StoredState | None:
+        persistence = self.options.agent_persistence
+        conversation_id = self.options.conversation_id
+        if persistence is None or conversation_id is None:
+            return None
+        loaded: StoredState | None = await persistence.load_state(
+            self.options.scope, conversation_id
+        )
+        return loaded
+
+    def adopt(self, stored: StoredState) -> None:
+        """Start from ``stored`` (newer than the state this server was given)."""
+        self._state = stored.state
+        self.version = self._saved_version = stored.version
+        self._persisted = (stored.state.messages, stored.version)
+        self._stored_title = title_of(stored.state)
+
+    def _lease_lost(self) -> None:
+        self._refuse(
+            StateConflict(
+                f"conversation {self.options.conversation_id!r} was taken over by another "
+                "process while this one stalled; this agent stops without saving",
+                reason="owned_elsewhere",
+            )
+        )
+
+    @property
+    def quiet(self) -> bool:
+        """Whether nothing is or may be saved (a graceful stop needs no task)."""
+        options = self.options
+        return (
+            (self._saver is None or not self._saver.busy)
+            and options.auto_save is None
+            and options.agent_persistence is None
+        )
+
+    @property
+    def busy(self) -> bool:
+        return self._saver is not None and self._saver.busy
+
+    async def drain(self, timeout: float | None) -> bool:
+        """Wait for every queued save; False if ``timeout`` expired first."""
+        if self._saver is None:
+            return True
+        return await self._saver.drain(timeout)
+
+    async def aclose(self, *, drain: float | None = 0.0) -> None:
+        """End: finish queued saves within ``drain`` seconds (None: no limit; 0: drop them),
+        then give the lease back."""
+        self.close_timers()
+        saver = self._saver
+        if saver is not None:
+            if drain != 0.0 and not await saver.drain(drain):
+                _log.error(
+                    "agent %r: saves did not finish within %s s; the rest is dropped",
+                    self._host.agent_id,
+                    drain,
+                )
+            await saver.aclose()
+        lease, self._lease = self._lease, None
+        leases = self._leases
+        conversation_id = self.options.conversation_id
+        if lease is not None and leases is not None and conversation_id is not None:
+            assert self._ownership is not None
+            await self._ownership.release(leases, self.options.scope, conversation_id, lease)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def arm_interval(self) -> None:
+        """Schedule the next interval auto-save (when configured)."""
+        auto_save = self.options.auto_save
+        if auto_save is None or auto_save.interval is None or self.fenced is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._interval_handle = loop.call_later(auto_save.interval, self._interval_due)
+
+    def _interval_due(self) -> None:
+        self._interval_handle = None
+        self.auto_save("auto_save.interval")
+        self.arm_interval()
+
+    def close_timers(self) -> None:
+        if self._interval_handle is not None:
+            self._interval_handle.cancel()
+            self._interval_handle = None
+
+    # -- what the server reports ---------------------------------------------------------------
+
+    def changed(self, state: State, new_messages: Sequence[BaseMessage]) -> None:
+        """The state is now ``state``; ``new_messages`` entered it (in order)."""
+        self._state = state
+        self.version += 1
+        if not new_messages or self.fenced is not None:
+            return
+        if self.options.display_message_persistence is not None:
+            self._append_display(new_messages, self.version)
+        save_message = self.options.save_new_message
+        if save_message is not None:
+            conversation_id = self.options.conversation_id
+            saver = self._worker()
+            for message in new_messages:
+                saver.submit("save_new_message", _bind(save_message, conversation_id, message))
+
+    def checkpoint(self, point: str) -> None:
+        """A lifecycle point (S1b): keep the state for restarts and save it through the agent
+        persistence, as a delta.
+
+        The snapshot is the state *at this point*, not whatever the state has become when the
+        save runs: storage only ever holds states a lifecycle point produced. Points reached
+        while a save is queued replace its snapshot.
+        """
+        state, version = self._state, self.version
+        self._host.checkpointed(state, version)
+        persistence = self.options.agent_persistence
+        if persistence is None or self.fenced is not None or version == self._persisted[1]:
+            return
+        self._persist_next = (state, version)
+        # Behind every display job queued so far: a stored message always has its rows.
+        self._worker().submit("agent_persistence.save", self._persist, requeue=True)
+
+    async def _persist(self) -> None:
+        pending, self._persist_next = self._persist_next, None
+        persistence = self.options.agent_persistence
+        conversation_id = self.options.conversation_id
+        if pending is None or persistence is None or conversation_id is None:
+            return
+        if self.fenced is not None:
+            return
+        state, version = pending
+        base_messages, base_version = self._persisted
+        if base_version is not None and version <= base_version:
+            return
+        snapshot = StateSnapshot(
+            state=state,
+            version=version,
+            base_version=base_version,
+            unchanged_prefix=common_prefix(base_messages, state.messages),
+            lease_token=None if self._lease is None else self._lease.token,
+        )
+        started = time.perf_counter()
+        scope = self.options.scope
+        try:
+            written = await persistence.save_state(scope, conversation_id, snapshot)
+        except StateConflict as conflict:
+            self._refuse(conflict)
+            return
+        if not written:
+            self._refuse(
+                StateConflict(
+                    f"a newer state of conversation {conversation_id!r} is stored (this agent "
+                    f"holds version {version}); another server saved it, so this one stops "
+                    "rather than lose its turns silently: start it again to continue",
+                    reason="stale",
+                )
+            )
+            return
+        self._persisted = (state.messages, version)
+        title = title_of(state)
+        if title != self._stored_title and isinstance(persistence, ConversationStore):
+            await persistence.update_conversation(scope, conversation_id, title=title)
+            self._stored_title = title
+        if telemetry.has_handlers(_SAVE):
+            telemetry.execute(
+                _SAVE,
+                {
+                    "duration": time.perf_counter() - started,
+                    "messages_written": len(state.messages) - snapshot.unchanged_prefix,
+                },
+                {
+                    **self._host.telemetry_metadata(),
+                    "version": version,
+                    "message_count": len(state.messages),
+                },
+            )
+
+    def _refuse(self, conflict: StateConflict) -> None:
+        if self.fenced is not None:
+            return
+        self.fenced = conflict
+        self._persist_next = None
+        self.close_timers()
+        _log.error("agent %r: %s", self._host.agent_id, conflict)
+        telemetry.execute(
+            _ERROR,
+            {"system_time": time.time()},
+            {
+                **self._host.telemetry_metadata(),
+                "operation": "agent_persistence.save",
+                "error": repr(conflict),
+            },
+        )
+        self._host.save_refused(conflict)
+
+    def auto_save(self, operation: str, *, force: bool = False) -> None:
+        """Save through the ``auto_save`` callback (only if the state changed, unless
+        ``force``)."""
+        auto_save = self.options.auto_save
+        if auto_save is None or self.fenced is not None:
+            return
+        if not force and self.version == self._saved_version:
+            return
+        callback = auto_save.callback
+
+        async def save() -> None:
+            version = self.version
+            await callback(self._host.agent_id, self._state.to_dict())
+            self._saved_version = max(self._saved_version, version)
+
+        self._worker().submit(operation, save, coalesce=True)
+
+    # Display messages (S2): appended in order, updated rows broadcast.
+
+    def _append_display(self, messages: Sequence[BaseMessage], version: int) -> None:
+        batch = self._display_pending
+        if batch is not None:  # the last queued job is an append: these join it
+            batch.extend((message, version) for message in messages)
+            return
+        batch = [(message, version) for message in messages]
+
+        async def append(store: DisplayMessagePersistence, conversation_id: str) -> None:
+            if self._display_pending is batch:
+                self._display_pending = None  # rows arriving from now on go in a new job
+            scope = self.options.scope
+            rows = [
+                row
+                for message, version in batch
+                for row in display_messages_for(conversation_id, message, state_version=version)
+            ]
+            saved = await store.append_display_messages(scope, conversation_id, rows)
+            for row in saved:
+                self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
+            for message, _ in batch:
+                if isinstance(message, ToolMessage):
+                    self._updated(
+                        await store.update_tool_call_status(
+                            scope,
+                            conversation_id,
+                            message.tool_call_id,
+                            tool_result_status(message),
+                        )
+                    )
+
+        if self._display("display_messages.append", append, appends=True):
+            self._display_pending = batch
+
+    def tool_calls_interrupted(self, interrupt: Interrupt) -> None:
+        """The calls of ``interrupt`` wait for a human: their rows say so."""
+        scope = self.options.scope
+
+        async def mark(store: DisplayMessagePersistence, conversation_id: str) -> None:
+            for request in interrupt.action_requests:
+                self._updated(
+                    await store.update_tool_call_status(
+                        scope, conversation_id, request.tool_call_id, "interrupted"
+                    )
+                )
+
+        self._display("display_messages.interrupted", mark)
+
+    def decisions_recorded(self, interrupt: Interrupt, decisions: Sequence[Decision]) -> None:
+        """A human decided on the calls of ``interrupt``: each row records its decision."""
+        scope = self.options.scope
+
+        async def record(store: DisplayMessagePersistence, conversation_id: str) -> None:
+            for request, decision in zip(interrupt.action_requests, decisions, strict=True):
+                self._updated(
+                    await store.record_decision(
+                        scope, conversation_id, request.tool_call_id, _decision_dict(decision)
+                    )
+                )
+
+        self._display("display_messages.decision", record)
+
+    def _display(
+        self,
+        operation: str,
+        job: Callable[[DisplayMessagePersistence, str], Awaitable[None]],
+        *,
+        appends: bool = False,
+    ) -> bool:
+        """Queue a display job; False when there is no display persistence (or fenced)."""
+        store = self.options.display_message_persistence
+        conversation_id = self.options.conversation_id
+        if store is None or conversation_id is None or self.fenced is not None:
+            return False
+        if not appends:
+            # Rows that arrive later must not join an append queued before this job: they
+            # would be written (and their status set) before this job runs.
+            self._display_pending = None
+        self._worker().submit(operation, lambda: job(store, conversation_id))
+        return True
+
+    def _updated(self, row: DisplayMessage | None) -> None:
+        if row is not None:
+            self._broadcast(DisplayMessageUpdated(display_message=row.to_dict()))
+
+    def _broadcast(self, event: DisplayMessageSaved | DisplayMessageUpdated) -> None:
+        publisher = self._host.publisher
+        if not publisher.closed:
+            publisher.publish(event)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _worker(self) -> SerialWorker:
+        saver = self._saver
+        if saver is None:
+            saver = self._saver = SerialWorker(self._report_error)
+        return saver
+
+    def _report_error(self, operation: str, error: BaseException) -> None:
+        host = self._host
+        if host.debug:
+            host.publisher.publish(
+                PersistenceError(operation=operation, error=f"{type(error).__name__}: {error}")
+            )
+        telemetry.execute(
+            _ERROR,
+            {"system_time": time.time()},
+            {**host.telemetry_metadata(), "operation": operation, "error": repr(error)},
+        )
+
+
+def _tool_call_statuses(state: State) -> dict[str, ToolCallStatus]:
+    """The status of every tool call whose result is in ``state``."""
+    return {
+        message.tool_call_id: tool_result_status(message)
+        for message in state.messages
+        if isinstance(message, ToolMessage)
+    }
+
+
+def _decision_dict(decision: Decision) -> dict[str, Any]:
+    match decision:
+        case Edit(arguments=arguments):
+            return {"type": "edit", "arguments": arguments}
+        case Reject(message=message):
+            return {"type": "reject", "message": message}
+        case _:
+            return {"type": "approve"}
+
+
+def common_prefix(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) -> int:
+    # States are immutable values: an unchanged message is the very same object, so identity
+    # finds the unchanged prefix in a pointer comparison per message, without serialising.
+    n = min(len(before), len(after))
+    for i in range(n):
+        if before[i] is not after[i]:
+            return i
+    return n
+
+
+def _bind(
+    fn: Callable[[str | None, BaseMessage], Awaitable[None]],
+    conversation_id: str | None,
+    message: BaseMessage,
+) -> Callable[[], Awaitable[None]]:
+    return lambda: fn(conversation_id, message)

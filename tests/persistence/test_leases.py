@@ -1,0 +1,151 @@
+"""Ownership leases and fencing (issue 11, item 6), on memory, SQLite and PostgreSQL.
+
+A lease with a one-microsecond ttl has expired by the store's next clock reading (the clock never
+repeats a timestamp), which lets these tests cover expiry without waiting.
+"""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from sagents import ConversationOwnedElsewhere, StateConflict
+from sagents._errors import ConversationNotFound
+from sagents._state import State
+from sagents.persistence import ConversationLeases, StateSnapshot
+from tests.persistence.conftest import Store
+
+ALICE, BOB = "alice", "bob"
+EXPIRED = 1e-6  # seconds
+
+
+def snapshot(version: int, token: int | None, text: str = "hi") -> StateSnapshot:
+    return StateSnapshot(
+        state=State(messages=[HumanMessage(text)]), version=version, lease_token=token
+    )
+
+
+async def test_both_stores_implement_the_protocol(store: Store) -> None:
+    assert isinstance(store, ConversationLeases)
+
+
+async def test_a_first_lease_creates_the_conversation_with_token_1(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    assert (lease.conversation_id, lease.owner, lease.token) == ("c", "worker-a", 1)
+    assert lease.state_version is None
+    conversation = await store.get_conversation(ALICE, "c")
+    assert conversation is not None
+    assert conversation.scope == ALICE
+
+
+async def test_a_second_owner_is_refused_with_the_owner_named(store: Store) -> None:
+    first = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    with pytest.raises(ConversationOwnedElsewhere) as refused:
+        await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    assert refused.value.owner == "worker-a"
+    assert refused.value.expires_at == first.expires_at
+    assert refused.value.retryable is True
+    assert "worker-a" in str(refused.value)
+
+
+async def test_the_same_owner_takes_it_again_with_a_new_token(store: Store) -> None:
+    first = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    again = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    assert again.token == first.token + 1
+
+
+async def test_a_released_lease_passes_to_another_owner(store: Store) -> None:
+    first = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    await store.release_lease(ALICE, "c", first)
+    second = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    assert second.token == first.token + 1
+    # Releasing an old lease again changes nothing for the new owner.
+    await store.release_lease(ALICE, "c", first)
+    with pytest.raises(ConversationOwnedElsewhere):
+        await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+
+
+async def test_an_expired_lease_is_taken_over(store: Store) -> None:
+    await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    taken = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    assert (taken.owner, taken.token) == ("worker-b", 2)
+
+
+async def test_the_lease_reports_the_stored_state_version(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    assert await store.save_state(ALICE, "c", snapshot(7, lease.token))
+    again = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    assert again.state_version == 7
+
+
+async def test_a_fenced_writer_is_refused_loudly(store: Store) -> None:
+    old = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    assert await store.save_state(ALICE, "c", snapshot(1, old.token))
+    new = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    with pytest.raises(StateConflict) as refused:
+        await store.save_state(ALICE, "c", snapshot(2, old.token, "lost"))
+    assert refused.value.reason == "owned_elsewhere"
+    assert await store.save_state(ALICE, "c", snapshot(2, new.token, "kept"))
+    stored = await store.load_state(ALICE, "c")
+    assert stored is not None
+    assert stored.state.messages[0].content == "kept"
+
+
+async def test_an_expired_lease_nobody_took_is_still_its_writers(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    assert await store.save_state(ALICE, "c", snapshot(1, lease.token))
+
+
+async def test_a_writer_without_a_lease_waits_for_the_owner(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    with pytest.raises(StateConflict, match="worker-a"):
+        await store.save_state(ALICE, "c", snapshot(1, None))
+    await store.release_lease(ALICE, "c", lease)
+    assert await store.save_state(ALICE, "c", snapshot(1, None))
+
+
+async def test_a_save_never_brings_a_deleted_conversation_back(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    assert await store.save_state(ALICE, "c", snapshot(1, lease.token))
+    assert await store.delete_conversation(ALICE, "c")
+    with pytest.raises(StateConflict) as refused:
+        await store.save_state(ALICE, "c", snapshot(2, lease.token))
+    assert refused.value.reason == "deleted"
+    assert await store.get_conversation(ALICE, "c") is None
+    assert await store.load_state(ALICE, "c") is None
+
+
+async def test_without_create_a_missing_conversation_is_not_found(store: Store) -> None:
+    with pytest.raises(ConversationNotFound):
+        await store.acquire_lease(ALICE, "missing", "worker-a", 30.0, create=False)
+    assert await store.get_conversation(ALICE, "missing") is None
+    await store.create_conversation(ALICE, conversation_id="made")
+    lease = await store.acquire_lease(ALICE, "made", "worker-a", 30.0, create=False)
+    assert lease.token == 1
+
+
+async def test_another_scope_gets_not_found(store: Store) -> None:
+    await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    with pytest.raises(ConversationNotFound):
+        await store.acquire_lease(BOB, "c", "worker-b", 30.0)
+
+
+async def test_renewal_extends_every_lease_of_an_owner_and_reports_what_it_holds(
+    store: Store,
+) -> None:
+    a = await store.acquire_lease(ALICE, "c1", "worker-a", EXPIRED)
+    await store.acquire_lease(ALICE, "c2", "worker-a", EXPIRED)
+    await store.acquire_lease(ALICE, "c3", "worker-a", EXPIRED)
+    await store.acquire_lease(ALICE, "c3", "worker-b", 30.0)  # taken over (it had expired)
+    assert await store.renew_leases("worker-a", 30.0) == {"c1", "c2"}
+    # Renewed: no longer expired, so another owner is refused.
+    with pytest.raises(ConversationOwnedElsewhere):
+        await store.acquire_lease(ALICE, "c1", "worker-b", 30.0)
+    assert await store.save_state(ALICE, "c1", snapshot(1, a.token))
+    assert await store.renew_leases("nobody", 30.0) == set()
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0, float("nan"), float("inf"), True])
+async def test_a_bad_ttl_is_refused(store: Store, ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        await store.acquire_lease(ALICE, "c", "worker-a", ttl)
