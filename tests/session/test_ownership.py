@@ -62,7 +62,9 @@ class Worker:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+async def database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[str, str]]:
     """(url, table prefix) of a database with fresh tables."""
     if request.param == "sqlite":
         url, prefix = sqlite_url(tmp_path / "shared.db"), "sagents_"

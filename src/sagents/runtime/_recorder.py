@@ -188,6 +188,12 @@ class Recorder:
             ConversationOwnedElsewhere: another process runs the conversation.
             PersistenceFailed: storage failed.
         """
+        stored = await self._claim()
+        if self._reconcile:
+            self._settle_display()
+        return stored
+
+    async def _claim(self) -> StoredState | None:
         persistence = self.options.agent_persistence
         conversation_id = self.options.conversation_id
         if persistence is None or conversation_id is None:
@@ -212,7 +218,6 @@ class Recorder:
             stored_version = None if stored is None else stored.version
         else:
             return None
-        self._settle_display(stored_version)
         persisted = self._persisted[1]
         if stored_version is not None and stored_version == persisted:
             return None  # storage holds exactly the state this server starts from
@@ -230,43 +235,25 @@ class Recorder:
         self.checkpoint("resume")
         return None
 
-    def _settle_display(self, stored_version: int | None) -> None:
-        """After an unclean end, queue the reconciliation of the display rows with the stored
-        state (first in the queue: before any row this server appends)."""
-        store = self.options.display_message_persistence
-        if not self._reconcile or not isinstance(store, DisplayReconciliation):
-            return
+    def _settle_display(self) -> None:
+        """After an unclean end, queue the reconciliation of the display rows with the state
+        this server starts from, which is the durable one (adopted from storage, or stored now):
+        first in the queue, before any row this server appends."""
         self._reconcile = False
+        store = self.options.display_message_persistence
+        if not isinstance(store, DisplayReconciliation):
+            return
         scope = self.options.scope
-        state = self._state
+        version, statuses = self.version, _tool_call_statuses(self._state)
 
         async def settle(store: DisplayMessagePersistence, conversation_id: str) -> None:
             assert isinstance(store, DisplayReconciliation)
-            if stored_version is not None and stored_version != self.version:
-                # The state this server runs is not the stored one: settle against storage.
-                loaded = await self._load()
-                statuses = {} if loaded is None else _tool_call_statuses(loaded.state)
-            else:
-                statuses = _tool_call_statuses(state)
             for row in await store.reconcile_display_messages(
-                scope,
-                conversation_id,
-                state_version=stored_version,
-                tool_call_statuses=statuses,
+                scope, conversation_id, state_version=version, tool_call_statuses=statuses
             ):
                 self._updated(row)
 
         self._display("display_messages.reconcile", settle)
-
-    async def _load(self) -> StoredState | None:
-        persistence = self.options.agent_persistence
-        conversation_id = self.options.conversation_id
-        if persistence is None or conversation_id is None:
-            return None
-        loaded: StoredState | None = await persistence.load_state(
-            self.options.scope, conversation_id
-        )
-        return loaded
 
     def adopt(self, stored: StoredState) -> None:
         """Start from ``stored`` (newer than the state this server was given)."""
