@@ -47,20 +47,24 @@ def fetch(n: int) -> str:
     return RESULT
 
 
-def respond(messages: list[Any]) -> Reply:
-    if isinstance(messages[-1], HumanMessage):
-        return Reply(tool_calls=[ToolCall(name="fetch", args={"n": len(messages)})])
-    assert isinstance(messages[-1], ToolMessage)
-    return Reply(text="done")
-
-
 class Factory:
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def respond(self, messages: list[Any]) -> Reply:
+        if isinstance(messages[-1], HumanMessage):
+            return Reply(
+                tool_calls=[ToolCall(name="fetch", args={"n": len(messages)})], delay=self.delay
+            )
+        assert isinstance(messages[-1], ToolMessage)
+        return Reply(text="done", delay=self.delay)
+
     def create_agent(self, agent_id: str, config: FactoryConfig) -> tuple[Agent, SessionOptions]:
-        model = ScriptedChatModel(responder=respond)
+        model = ScriptedChatModel(responder=self.respond)
         return Agent(agent_id=agent_id, model=model, tools=[fetch]), SessionOptions()
 
 
-async def main(db: str, agents: int, turns: int) -> dict[str, float]:
+async def main(db: str, agents: int, turns: int, delay: float = 0.0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         if db == "sqlite":
             store = SqlPersistence(sqlite_url(Path(folder) / "lag.db"))
@@ -68,9 +72,12 @@ async def main(db: str, agents: int, turns: int) -> dict[str, float]:
             store = SqlPersistence(POSTGRES, table_prefix=f"lag{int(time.time())}_")
         await store.create_all()
         stored: dict[str, int] = {}  # agent id -> turns durably stored
+        saves = 0
         stored_at: dict[tuple[str, int], float] = {}
 
         def on_save(event: Any, measurements: Any, metadata: dict[str, Any], _: Any) -> None:
+            nonlocal saves
+            saves += 1
             done = metadata["message_count"] // 4
             agent_id = metadata["agent_id"]
             for turn in range(stored.get(agent_id, 0) + 1, done + 1):
@@ -81,7 +88,7 @@ async def main(db: str, agents: int, turns: int) -> dict[str, float]:
         lags: list[int] = []
         completed_at: dict[tuple[str, int], float] = {}
         config = SessionConfig(
-            factory_router=SingleFactoryRouter(Factory()),
+            factory_router=SingleFactoryRouter(Factory(delay)),
             agent_persistence=store,
             display_message_persistence=store,
             inactivity_timeout=None,
@@ -116,13 +123,12 @@ async def main(db: str, agents: int, turns: int) -> dict[str, float]:
                 await store.drop_all()
             await store.aclose()
         delays = [
-            (stored_at[key] - completed_at[key]) * 1000
-            for key in completed_at
-            if key in stored_at
+            (stored_at[key] - completed_at[key]) * 1000 for key in completed_at if key in stored_at
         ]
         lost = sum(1 for key in completed_at if key not in stored_at)
         return {
             "turns": agents * turns,
+            "state_saves": saves,
             "turns_per_s": agents * turns / elapsed,
             "lag_max_turns": max(lags),
             "lag_mean_turns": statistics.mean(lags),
@@ -138,7 +144,8 @@ if __name__ == "__main__":
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--agents", type=int, default=6)
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds per model call")
     args = parser.parse_args()
-    result = asyncio.run(main(args.db, args.agents, args.turns))
+    result = asyncio.run(main(args.db, args.agents, args.turns, args.delay))
     for key, value in result.items():
         print(f"{key:>20}: {value:,.2f}" if isinstance(value, float) else f"{key:>20}: {value}")

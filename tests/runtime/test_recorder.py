@@ -314,3 +314,39 @@ async def test_an_until_tool_result_reaches_subscribers_and_the_handle(runtime: 
     assert idle.data == {"answer": "42"}
     assert idle.to_json()["data"] == {"answer": "42"}
     assert await handle.last_result() == {"answer": "42"}
+
+
+async def test_a_run_never_starts_with_two_completed_turns_unsaved(runtime: Runtime) -> None:
+    """Issue 16 item 10: a fast agent and a slow database; the saves never fall behind."""
+    store = MemoryPersistence()
+    gate = asyncio.Event()
+    save = store.save_state
+    saved: list[int] = []
+
+    async def slow(scope: Any, conversation_id: str, snapshot: StateSnapshot) -> bool:
+        await gate.wait()
+        saved.append(len(snapshot.state.messages))
+        return await save(scope, conversation_id, snapshot)
+
+    store.save_state = slow  # type: ignore[method-assign]
+    calls: list[int] = []
+
+    def respond(messages: list[BaseMessage]) -> Reply:
+        calls.append(len(messages))
+        return Reply(text="ok")
+
+    handle = await runtime.start_agent(
+        make_agent(responder=respond), agent_persistence=store, lease_ttl=None, **CONVERSATION
+    )
+    await turn(handle, "one")  # its save is stuck in flight
+    await turn(handle, "two")  # two completed turns unsaved now
+    async with handle.subscribe() as events:
+        await handle.add_message("three")
+        await asyncio.sleep(5)
+        assert await handle.get_status() is Status.RUNNING
+        assert len(calls) == 2  # the third run waits for the saves
+        gate.set()
+        await until_status(events, Status.IDLE)
+    assert len(calls) == 3
+    await asyncio.sleep(0.1)
+    assert saved[-1] == 6

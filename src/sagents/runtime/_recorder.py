@@ -16,12 +16,13 @@ or decided — and the recorder turns them into the four save channels an agent 
 
 All of it runs in one :class:`SerialWorker` per agent, so saves never overlap or reorder and the
 agent never waits for the database. Two jobs coalesce because only their latest content matters:
-the state save (a burst of lifecycle points writes the newest one) and the display append (rows
-that arrive while one is queued join it, so a fast agent never builds a backlog of row writes).
-The state save always runs after the display rows of the messages it stores, so rows are never
-behind the state; they can be *ahead* of it after a kill (a turn shown, then lost with the
-process), and each row carries the state version its message entered, so the next start deletes
-the rows of messages the stored state does not have and settles tool calls left "executing".
+the state save (a burst of lifecycle points writes the newest one) and the display flush, which
+writes the *display log* — the display operations not written yet, in order, consecutive appends
+merged into one — so a fast agent never builds a backlog of row writes. The state save first
+flushes that log, so rows are never behind the stored state; they can be *ahead* of it after a
+kill (a turn shown, then lost with the process), and each row carries the state version its
+message entered, so the next start deletes the rows of messages the stored state does not have
+and settles tool calls left "executing".
 
 **Nothing is refused silently.** With a persistence that has ownership leases, the recorder takes
 the conversation's lease before the server starts (:meth:`claim`) and checks that storage does
@@ -35,10 +36,12 @@ and stops, because work it does from then on could never be saved.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
@@ -102,15 +105,18 @@ class Recorder:
     """The save channels of one agent server (see the module docstring)."""
 
     __slots__ = (
-        "_display_pending",
+        "_display_log",
         "_host",
         "_interval_handle",
         "_lease",
         "_ownership",
+        "_pending",
         "_persist_next",
         "_persisted",
         "_reconcile",
         "_restart",
+        "_save_failed",
+        "_save_waiters",
         "_saved_version",
         "_saver",
         "_state",
@@ -145,9 +151,15 @@ class Recorder:
             _NOTHING_PERSISTED if version is None or restart else (state.messages, version)
         )
         self._persist_next: tuple[State, int] | None = None
+        # Lifecycle points asked to be saved, not known durable yet (see caught_up).
+        self._pending: deque[int] = deque()
+        self._save_waiters: list[asyncio.Future[None]] = []
+        self._save_failed = False
         self._stored_title = title_of(state)  # the title the conversation row holds
         self._saver: SerialWorker | None = None  # made by the first save
-        self._display_pending: list[tuple[BaseMessage, int]] | None = None
+        # Display operations not written yet, in order: a list is an append of rows (of
+        # messages, with the state version each entered), a function any other operation.
+        self._display_log: list[_DisplayOperation] = []
         self._reconcile = restart  # display rows may be ahead of storage: settle them at start
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lease: Lease | None = None
@@ -253,7 +265,7 @@ class Recorder:
             ):
                 self._updated(row)
 
-        self._display("display_messages.reconcile", settle)
+        self._display(settle)
 
     def adopt(self, stored: StoredState) -> None:
         """Start from ``stored`` (newer than the state this server was given)."""
@@ -362,10 +374,62 @@ class Recorder:
         if persistence is None or self.fenced is not None or version == self._persisted[1]:
             return
         self._persist_next = (state, version)
-        # Behind every display job queued so far: a stored message always has its rows.
-        self._worker().submit("agent_persistence.save", self._persist, requeue=True)
+        self._pending.append(version)
+        self._worker().submit("agent_persistence.save", self._persist, coalesce=True)
+
+    async def caught_up(self) -> None:
+        """Wait until at most one lifecycle point is not stored yet (called before a run starts).
+
+        This is the durability bound: a run never starts while two completed turns are
+        unsaved, so a process killed at any moment loses at most the turn in progress and the
+        one before it, however fast the agent and slow the database (a fast agent otherwise
+        completes turns faster than its saves land, and they fall hundreds behind). When saves
+        keep up, as they do behind a real model, this never waits. A save that fails does not
+        hold the agent (it is reported, and the wait ends), nor does one that stalls for longer
+        than ``shutdown_timeout`` (logged): availability wins over the bound then.
+        """
+        if self._unsaved() <= 1 or self.fenced is not None:
+            return
+        try:
+            async with asyncio.timeout(self.options.shutdown_timeout):
+                while self._unsaved() > 1 and self.fenced is None:
+                    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    self._save_waiters.append(waiter)
+                    await waiter
+                    if self._save_failed:
+                        return
+        except TimeoutError:
+            _log.warning(
+                "agent %r: its saves are %d lifecycle points behind after %s s; the run starts "
+                "anyway",
+                self._host.agent_id,
+                self._unsaved(),
+                self.options.shutdown_timeout,
+            )
+
+    def _unsaved(self) -> int:
+        durable = self._persisted[1]
+        pending = self._pending
+        while pending and durable is not None and pending[0] <= durable:
+            pending.popleft()
+        return len(pending)
+
+    def _saved(self, *, failed: bool) -> None:
+        self._save_failed = failed
+        waiters, self._save_waiters = self._save_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _persist(self) -> None:
+        try:
+            await self._persist_latest()
+        except BaseException:
+            self._saved(failed=True)
+            raise
+        self._saved(failed=False)
+
+    async def _persist_latest(self) -> None:
         pending, self._persist_next = self._persist_next, None
         persistence = self.options.agent_persistence
         conversation_id = self.options.conversation_id
@@ -377,6 +441,14 @@ class Recorder:
         base_messages, base_version = self._persisted
         if base_version is not None and version <= base_version:
             return
+        if self._display_log:
+            # The rows of this state's messages are written first: a stored message always has
+            # its rows (they may be ahead after a kill, which the next start reconciles, never
+            # behind). A display failure is reported and does not hold the state back.
+            try:
+                await self._flush_display()
+            except Exception as exc:
+                self._report_error("display_messages", exc)
         snapshot = StateSnapshot(
             state=state,
             version=version,
@@ -458,37 +530,40 @@ class Recorder:
     # Display messages (S2): appended in order, updated rows broadcast.
 
     def _append_display(self, messages: Sequence[BaseMessage], version: int) -> None:
-        batch = self._display_pending
-        if batch is not None:  # the last queued job is an append: these join it
-            batch.extend((message, version) for message in messages)
-            return
-        batch = [(message, version) for message in messages]
+        log = self._display_log
+        if log and isinstance(log[-1], list):  # the last operation is an append: these join it
+            log[-1].extend((message, version) for message in messages)
+            self._flush_soon()
+        else:
+            self._display([(message, version) for message in messages])
 
-        async def append(store: DisplayMessagePersistence, conversation_id: str) -> None:
-            if self._display_pending is batch:
-                self._display_pending = None  # rows arriving from now on go in a new job
-            scope = self.options.scope
-            rows = [
-                row
-                for message, version in batch
-                for row in display_messages_for(conversation_id, message, state_version=version)
-            ]
-            saved = await store.append_display_messages(scope, conversation_id, rows)
-            for row in saved:
-                self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
-            for message, _ in batch:
-                if isinstance(message, ToolMessage):
-                    self._updated(
-                        await store.update_tool_call_status(
-                            scope,
-                            conversation_id,
-                            message.tool_call_id,
-                            tool_result_status(message),
-                        )
-                    )
-
-        if self._display("display_messages.append", append, appends=True):
-            self._display_pending = batch
+    async def _append_rows(
+        self,
+        store: DisplayMessagePersistence,
+        conversation_id: str,
+        batch: list[tuple[BaseMessage, int]],
+    ) -> None:
+        scope = self.options.scope
+        rows = [
+            row
+            for message, version in batch
+            for row in display_messages_for(conversation_id, message, state_version=version)
+        ]
+        # A call whose result is in the same batch is written with its final status: one
+        # statement for the batch, not one more per tool call (a fast agent's batch holds many).
+        finished = {
+            m.tool_call_id: tool_result_status(m) for m, _ in batch if isinstance(m, ToolMessage)
+        }
+        for i, row in enumerate(rows):
+            if row.type == "tool_call" and row.tool_call_id in finished:
+                rows[i] = dataclasses.replace(row, status=finished.pop(row.tool_call_id))
+        saved = await store.append_display_messages(scope, conversation_id, rows)
+        for row in saved:
+            self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
+        for tool_call_id, status in finished.items():  # calls whose row an earlier batch wrote
+            self._updated(
+                await store.update_tool_call_status(scope, conversation_id, tool_call_id, status)
+            )
 
     def tool_calls_interrupted(self, interrupt: Interrupt) -> None:
         """The calls of ``interrupt`` wait for a human: their rows say so."""
@@ -502,7 +577,7 @@ class Recorder:
                     )
                 )
 
-        self._display("display_messages.interrupted", mark)
+        self._display(mark)
 
     def decisions_recorded(self, interrupt: Interrupt, decisions: Sequence[Decision]) -> None:
         """A human decided on the calls of ``interrupt``: each row records its decision."""
@@ -516,26 +591,44 @@ class Recorder:
                     )
                 )
 
-        self._display("display_messages.decision", record)
+        self._display(record)
 
-    def _display(
-        self,
-        operation: str,
-        job: Callable[[DisplayMessagePersistence, str], Awaitable[None]],
-        *,
-        appends: bool = False,
-    ) -> bool:
-        """Queue a display job; False when there is no display persistence (or fenced)."""
+    def _display(self, operation: _DisplayOperation) -> None:
+        """Log a display operation (written in order by the next flush)."""
+        if (
+            self.options.display_message_persistence is None
+            or self.options.conversation_id is None
+            or self.fenced is not None
+        ):
+            return
+        self._display_log.append(operation)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        self._worker().submit("display_messages", self._flush_display, coalesce=True)
+
+    async def _flush_display(self) -> None:
+        """Write the display operations logged so far, in order (consecutive appends as one).
+
+        Only those: operations logged meanwhile wait for the next flush, so a busy agent cannot
+        keep one flush going while the state save waits behind it.
+        """
         store = self.options.display_message_persistence
         conversation_id = self.options.conversation_id
-        if store is None or conversation_id is None or self.fenced is not None:
-            return False
-        if not appends:
-            # Rows that arrive later must not join an append queued before this job: they
-            # would be written (and their status set) before this job runs.
-            self._display_pending = None
-        self._worker().submit(operation, lambda: job(store, conversation_id))
-        return True
+        log = self._display_log
+        for _ in range(len(log)):
+            if not log or store is None or conversation_id is None:
+                break
+            operation = log.pop(0)
+            try:
+                if isinstance(operation, list):
+                    await self._append_rows(store, conversation_id, operation)
+                else:
+                    await operation(store, conversation_id)
+            except Exception:
+                if log:
+                    self._flush_soon()  # the rest is written by the next flush, in order
+                raise
 
     def _updated(self, row: DisplayMessage | None) -> None:
         if row is not None:
@@ -565,6 +658,12 @@ class Recorder:
             {"system_time": time.time()},
             {**host.telemetry_metadata(), "operation": operation, "error": repr(error)},
         )
+
+
+#: An operation of the display log: rows to append, or a write of its own.
+_DisplayOperation: TypeAlias = (
+    "list[tuple[BaseMessage, int]] | Callable[[DisplayMessagePersistence, str], Awaitable[None]]"
+)
 
 
 def _tool_call_statuses(state: State) -> dict[str, ToolCallStatus]:

@@ -10,11 +10,6 @@ A *coalesced* job (saving the latest state) runs at most once per burst: submitt
 identical one is still queued is a no-op, because the job reads the newest state when it runs —
 so a save can only ever write a state at least as new as the previous one.
 
-A *requeued* job is coalesced too, but moves behind everything queued since it was first
-submitted: the state save must run after the display rows of every message of the state it
-writes (so that a killed process never leaves a stored message without its rows), and there is
-still only ever one of it waiting.
-
 A failing job is reported through ``on_error`` and never stops the worker: the next trigger
 retries (L47).
 """
@@ -50,20 +45,11 @@ class SerialWorker:
     def busy(self) -> bool:
         return self._task is not None
 
-    def submit(
-        self, operation: str, job: Job, *, coalesce: bool = False, requeue: bool = False
-    ) -> None:
-        """Queue ``job``; with ``coalesce``, skip it if one with this ``operation`` is queued;
-        with ``requeue``, move that queued one behind everything queued since (it reads the
-        newest data when it runs, which may depend on those jobs)."""
-        if coalesce or requeue:
+    def submit(self, operation: str, job: Job, *, coalesce: bool = False) -> None:
+        """Queue ``job``; with ``coalesce``, skip it if one with this ``operation`` is queued."""
+        if coalesce:
             if operation in self._queued_keys:
-                if not requeue:
-                    return
-                for i, (queued, _) in enumerate(self._queue):
-                    if queued == operation:
-                        del self._queue[i]
-                        break
+                return
             self._queued_keys.add(operation)
         self._queue.append((operation, job))
         if self._task is None:

@@ -686,6 +686,7 @@ class AgentServer:
 
     async def _drive(self, run: Run) -> RunResult:
         try:
+            await self._recorder.caught_up()  # the durability bound: never two turns unsaved
             result: RunResult = await run.execute()
         except asyncio.CancelledError:
             task = asyncio.current_task()

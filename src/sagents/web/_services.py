@@ -128,7 +128,9 @@ class WebServices:
             grace_period=config.grace_period,
             inactivity_timeout=config.inactivity_timeout,
             # Conversations are created by the API only: a start never brings a deleted one back.
-            server_options={"create_conversation": False},
+            # A short lease: after a crash of the demo, its conversations are free again within
+            # 10 s (a clean stop releases them at once).
+            server_options={"create_conversation": False, "lease_ttl": 10.0},
         )
         self._draining = False
 

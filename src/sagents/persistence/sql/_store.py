@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,6 +77,7 @@ from sagents.persistence.sql._engine import (
     translated,
 )
 from sagents.persistence.sql._models import DEFAULT_TABLE_PREFIX, SqlTables, build_tables
+from sagents.persistence.sql._text import escape, unescape
 
 __all__ = ["SqlPersistence"]
 
@@ -94,28 +95,32 @@ def _scope_is(column: ColumnElement[Any], scope: Scope) -> ColumnElement[bool]:
     return column.is_(None) if scope is None else column == scope
 
 
-def _display(row: RowMapping) -> DisplayMessage:
+def _same(value: Any) -> Any:
+    return value
+
+
+def _display(row: RowMapping, text: Callable[[Any], Any] = _same) -> DisplayMessage:
     return DisplayMessage(
         id=row["id"],
         conversation_id=row["conversation_id"],
         type=row["type"],
-        content=row["content"],
+        content=text(row["content"]),
         content_type=row["content_type"],
         tool_call_id=row["tool_call_id"],
         sequence=row["sequence"],
         status=row["status"],
-        metadata=row["metadata"],
+        metadata=text(row["metadata"]),
         created_at=to_utc(row["created_at"]),
         state_version=row["state_version"],
     )
 
 
-def _conversation(row: RowMapping) -> Conversation:
+def _conversation(row: RowMapping, text: Callable[[Any], Any] = _same) -> Conversation:
     return Conversation(
         id=row["id"],
         scope=row["scope"],
-        title=row["title"],
-        metadata=row["metadata"],
+        title=unescape(row["title"]),  # a text column: escaped on every database
+        metadata=text(row["metadata"]),
         interrupted=row["interrupted"],
         created_at=to_utc(row["created_at"]),
         updated_at=to_utc(row["updated_at"]),
@@ -160,6 +165,9 @@ class SqlPersistence:
             configure_sqlite(engine)
         self._engine = engine
         self._dialect = dialect
+        # PostgreSQL refuses NUL and lone surrogates in text: escaped there (see _text.py).
+        self._in: Callable[[Any], Any] = escape if dialect == "postgresql" else _same
+        self._out: Callable[[Any], Any] = unescape if dialect == "postgresql" else _same
         self._writer = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         self._reader = (
             engine.execution_options(isolation_level="REPEATABLE READ")
@@ -340,7 +348,7 @@ class SqlPersistence:
         tables = self._tables
         states, rows = tables.agent_states, tables.agent_messages
         state = snapshot.state
-        head = encode_head(state)
+        head = self._in(encode_head(state))
         token = snapshot.lease_token
         async with self._write(f"save the state of conversation {conversation_id!r}") as conn:
             now = self._clock.now()
@@ -398,7 +406,7 @@ class SqlPersistence:
                             rows.c.conversation_id == conversation_id, rows.c.position >= start
                         )
                     )
-            new_rows = encode_messages(state, start)
+            new_rows = self._in(encode_messages(state, start))
             if new_rows:
                 await conn.execute(
                     insert(rows),
@@ -444,7 +452,11 @@ class SqlPersistence:
                 )
             ).scalars()
             message_rows = list(messages)
-        return StoredState(state=decode_state(head.head, message_rows), version=head.version)
+        out = self._out
+        return StoredState(
+            state=decode_state(out(head.head), [out(m) for m in message_rows]),
+            version=head.version,
+        )
 
     # -- ConversationLeases ------------------------------------------------------------------
 
@@ -594,7 +606,7 @@ class SqlPersistence:
             )
             changed: list[DisplayMessage] = []
             for row in executing:
-                message = _display(row)
+                message = _display(row, self._out)
                 status = tool_call_statuses.get(message.tool_call_id or "", "interrupted")
                 await conn.execute(
                     update(display).where(display.c.id == message.id).values(status=status)
@@ -662,12 +674,12 @@ class SqlPersistence:
                         "id": m.id,
                         "conversation_id": conversation_id,
                         "type": m.type,
-                        "content": m.content,
+                        "content": self._in(m.content),
                         "content_type": m.content_type,
                         "tool_call_id": m.tool_call_id,
                         "sequence": m.sequence,
                         "status": m.status,
-                        "metadata": m.metadata,
+                        "metadata": self._in(m.metadata),
                         "created_at": m.created_at,
                         "state_version": m.state_version,
                     }
@@ -708,7 +720,7 @@ class SqlPersistence:
         action = f"list the display messages of conversation {conversation_id!r}"
         async with self._read(action) as conn:
             result = await conn.execute(query)
-            return [_display(row) for row in result.mappings()]
+            return [_display(row, self._out) for row in result.mappings()]
 
     async def _change_tool_call(
         self,
@@ -744,13 +756,13 @@ class SqlPersistence:
             )
             if row is None:
                 return None
-            message = _display(row)
+            message = _display(row, self._out)
             metadata = json_copy({**message.metadata, **changes}, "metadata")
             new_status = message.status if status is None else status
             await conn.execute(
                 update(display)
                 .where(display.c.id == message.id)
-                .values(status=new_status, metadata=metadata)
+                .values(status=new_status, metadata=self._in(metadata))
             )
         return dataclasses.replace(message, status=new_status, metadata=metadata)
 
@@ -824,8 +836,8 @@ class SqlPersistence:
                 self._insert_if_absent(conversations).values(
                     id=conversation_id,
                     scope=scope,
-                    title=title,
-                    metadata=conversation.metadata,
+                    title=escape(title),
+                    metadata=self._in(conversation.metadata),
                     interrupted=False,
                     created_at=now,
                     updated_at=now,
@@ -851,7 +863,7 @@ class SqlPersistence:
                 )
             )
             row = result.mappings().first()
-        return None if row is None else _conversation(row)
+        return None if row is None else _conversation(row, self._out)
 
     async def list_conversations(
         self, scope: Scope, *, limit: int = 50, before: datetime | None = None
@@ -874,7 +886,7 @@ class SqlPersistence:
             query = query.where(conversations.c.updated_at < to_utc(before))
         async with self._read("list conversations") as conn:
             result = await conn.execute(query)
-            return [_conversation(row) for row in result.mappings()]
+            return [_conversation(row, self._out) for row in result.mappings()]
 
     async def update_conversation(
         self,
@@ -892,9 +904,9 @@ class SqlPersistence:
         check_target(scope, conversation_id)
         values: dict[str, Any] = {"updated_at": self._clock.now()}
         if title is not None:
-            values["title"] = title
+            values["title"] = escape(title)
         if metadata is not None:
-            values["metadata"] = json_copy(dict(metadata), "metadata")
+            values["metadata"] = self._in(json_copy(dict(metadata), "metadata"))
         conversations = self._tables.conversations
         async with self._write(f"update conversation {conversation_id!r}") as conn:
             result = await conn.execute(
@@ -907,7 +919,7 @@ class SqlPersistence:
                 .returning(*conversations.c)
             )
             row = result.mappings().first()
-        return None if row is None else _conversation(row)
+        return None if row is None else _conversation(row, self._out)
 
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> bool:
         """Delete the conversation; its state and display messages go with it (cascade).

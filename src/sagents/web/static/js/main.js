@@ -185,6 +185,15 @@ function applyEvent(event) {
     case "display_message_saved":
       messages.add(event.display_message);
       break;
+    case "display_message_updated": {
+      // A stored row changed: a tool call's status, or the decision a person made on it.
+      const row = event.display_message;
+      if (row.type === "tool_call" && row.tool_call_id) {
+        if (row.status) messages.setToolStatus(row.tool_call_id, row.status);
+        if (row.metadata && row.metadata.decision) messages.setDecision(row.tool_call_id, row.metadata.decision);
+      }
+      break;
+    }
     case "tool_execution_started":
       messages.setToolStatus(event.tool_call_id, "executing");
       break;
@@ -214,8 +223,8 @@ function applyEvent(event) {
   }
 }
 
-// Decisions are recorded on the tool call rows (no event says so): read them back once a
-// run has ended, so every tab shows who approved, edited or rejected what.
+// Decisions also arrive as display_message_updated events; reading them back once a run has
+// ended covers a tab that was disconnected when they were recorded.
 async function refreshDecisions() {
   const id = state.current;
   try {

@@ -56,7 +56,9 @@ export class ConversationSocket {
     };
     this.ws.onclose = (event) => {
       if (this.closed) return;
-      if (event.code === 4404) {
+      // 44xx: the server refused this conversation for good (not found, forbidden, invalid
+      // id); reconnecting would only be refused again.
+      if (event.code === 4404 || event.code === 4403 || event.code === 4422) {
         this.onState("gone");
         return;
       }
