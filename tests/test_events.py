@@ -36,7 +36,7 @@ from sagents.events import (
     MiddlewareAction,
     NodeTransferred,
     NodeTransferring,
-    PersistenceError,
+    SaveFailed,
     SaveRefused,
     StateRestored,
     StatusChanged,
@@ -152,9 +152,7 @@ SAMPLES: dict[str, Event] = {
         middleware="conversation_title", data={"title": "Notes"}, **_COMMON
     ),
     "llm_error": LLMError(error="429 rate limited", attempt=2, **_COMMON),
-    "persistence_error": PersistenceError(
-        operation="save_state", error="database is locked", **_COMMON
-    ),
+    "persistence_error": SaveFailed(operation="save_state", error="database is locked", **_COMMON),
     "sub_agent_activity": SubAgentActivity(
         sub_agent_id="a1-sub-1",
         tool_call_id="c1",
@@ -322,7 +320,7 @@ def test_debug_channel_classes() -> None:
         AgentStateUpdate,
         MiddlewareAction,
         LLMError,
-        PersistenceError,
+        SaveFailed,
         SubAgentActivity,
     }
 
@@ -407,3 +405,11 @@ def test_events_stamped_with_replace_are_new_objects() -> None:
 def test_events_require_keyword_arguments() -> None:
     with pytest.raises(TypeError):
         ChainError("a1", 1, "x")  # type: ignore[call-arg]
+
+
+def test_the_old_name_of_save_failed_still_works_with_a_warning() -> None:
+    import sagents.events
+
+    with pytest.warns(DeprecationWarning, match="SaveFailed"):
+        old = sagents.events.PersistenceError
+    assert old is SaveFailed

@@ -344,6 +344,7 @@ def test_the_generated_test_passes_in_a_subprocess(tmp_path: Path) -> None:
     assert "1 passed" in result.stdout
 
 
+@pytest.mark.slow
 def test_every_variant_passes_its_generated_test(project: Path) -> None:
     result = run(["-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", "-W", "error"], project)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -357,6 +358,7 @@ def test_the_generated_code_passes_ruff(project: Path) -> None:
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_generated_code_passes_mypy_strict(project: Path) -> None:
     # A cache of its own, kept between runs: a cold check of langchain and SQLAlchemy takes

@@ -14,8 +14,16 @@ import sagents.events
 import sagents.execution
 import sagents.middleware
 import sagents.runtime
+import sagents.testing
 
-NAMESPACES = [sagents, sagents.execution, sagents.middleware, sagents.runtime, sagents.events]
+NAMESPACES = [
+    sagents,
+    sagents.execution,
+    sagents.middleware,
+    sagents.runtime,
+    sagents.events,
+    sagents.testing,
+]
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES, ids=lambda m: m.__name__)
@@ -108,3 +116,25 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("sagents").joinpath("py.typed").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("ScriptedChatModel", sagents.testing),
+        ("ScriptExhausted", sagents.testing),
+        ("ChildNotFound", sagents.runtime),
+        ("SupervisionError", sagents.runtime),
+        ("SupervisorGaveUp", sagents.runtime),
+    ],
+)
+def test_moved_names_keep_working_for_one_release_with_a_warning(name: str, home: object) -> None:
+    assert name not in sagents.__all__
+    with pytest.warns(DeprecationWarning, match=f"moved to {home.__name__}"):  # type: ignore[attr-defined]
+        old = getattr(sagents, name)
+    assert old is getattr(home, name)
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError):
+        sagents.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018

@@ -8,7 +8,6 @@ from sagents import events, telemetry
 from sagents._errors import (
     AgentAlreadyRunning,
     AgentNotRunning,
-    ChildNotFound,
     ConfigurationError,
     ConversationExists,
     ConversationNotFound,
@@ -27,11 +26,8 @@ from sagents._errors import (
     RegistryUnavailable,
     RunError,
     SagentsError,
-    ScriptExhausted,
     StateConflict,
     StateError,
-    SupervisionError,
-    SupervisorGaveUp,
     UnsupportedStateVersion,
     UntilToolNotCalled,
 )
@@ -51,7 +47,6 @@ from sagents.execution import (
     RetryPolicy,
     Run,
     RunResult,
-    ScriptedChatModel,
     ToolContext,
     dismiss_interrupt,
     get_middleware_context,
@@ -90,7 +85,6 @@ __all__ = [
     "AgentNotRunning",
     "Approve",
     "AutoSave",
-    "ChildNotFound",
     "ConfigurationError",
     "ConversationExists",
     "ConversationNotFound",
@@ -130,8 +124,6 @@ __all__ = [
     "RunResult",
     "Runtime",
     "SagentsError",
-    "ScriptExhausted",
-    "ScriptedChatModel",
     "Session",
     "SessionConfig",
     "SessionOptions",
@@ -141,8 +133,6 @@ __all__ = [
     "StateError",
     "Status",
     "Subscription",
-    "SupervisionError",
-    "SupervisorGaveUp",
     "Todo",
     "TodoStatus",
     "ToolContext",
@@ -158,3 +148,28 @@ __all__ = [
 ]
 
 _publish(globals(), __all__, __name__)
+
+
+#: Names that moved, kept for one release: ``sagents.X`` warns and returns the new one.
+_MOVED = {
+    "ScriptedChatModel": "sagents.testing",
+    "ScriptExhausted": "sagents.testing",
+    "ChildNotFound": "sagents.runtime",
+    "SupervisionError": "sagents.runtime",
+    "SupervisorGaveUp": "sagents.runtime",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagents' has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(
+        f"sagents.{name} moved to {module}.{name}; the old name goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)

@@ -19,6 +19,7 @@ langchain-core's dict form, states :meth:`State.to_dict`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -49,7 +50,7 @@ __all__ = [
     "MiddlewareAction",
     "NodeTransferred",
     "NodeTransferring",
-    "PersistenceError",
+    "SaveFailed",
     "SaveRefused",
     "StateRestored",
     "StatusChanged",
@@ -280,8 +281,10 @@ class LLMError(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PersistenceError(Event):
-    """A save callback or persistence call failed; the agent carried on."""
+class SaveFailed(Event):
+    """A save callback or persistence call failed; the agent carried on (the next lifecycle
+    point retries). Named apart from the ``sagents.PersistenceError`` exception; its JSON type
+    keeps its first name, ``persistence_error``, so that clients are unaffected."""
 
     type: ClassVar[str] = "persistence_error"
     channel: ClassVar[Channel] = "debug"
@@ -333,7 +336,7 @@ _REGISTRY: dict[str, type[Event]] = {
         AgentStateUpdate,
         MiddlewareAction,
         LLMError,
-        PersistenceError,
+        SaveFailed,
         SubAgentActivity,
     )
 }
@@ -400,3 +403,16 @@ def from_json(data: Mapping[str, Any]) -> Event:
         return cls(**kwargs)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise SagentsError(f"malformed {cls.type} event: {exc}") from None
+
+
+def __getattr__(name: str) -> Any:
+    # Deprecated names, kept for one release.
+    if name == "PersistenceError":
+        warnings.warn(
+            "sagents.events.PersistenceError is now SaveFailed (sagents.PersistenceError is the "
+            "exception); the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SaveFailed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

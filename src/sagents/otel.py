@@ -169,19 +169,19 @@ class Instrumentation:
         self._dispatch: dict[
             telemetry.EventName, Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]
         ] = {
-            ("sagents", "agent", "start"): self._agent_start,
-            ("sagents", "agent", "stop"): self._agent_end,
-            ("sagents", "agent", "crash"): self._agent_end,
-            ("sagents", "execution", "start"): self._execution_start,
-            ("sagents", "execution", "stop"): self._execution_end,
-            ("sagents", "execution", "interrupt"): self._execution_end,
-            ("sagents", "llm", "request"): self._llm_request,
-            ("sagents", "llm", "response"): self._llm_end,
-            ("sagents", "llm", "error"): self._llm_end,
-            ("sagents", "tool", "start"): self._tool_start,
-            ("sagents", "tool", "stop"): self._tool_end,
-            ("sagents", "tool", "error"): self._tool_end,
-            ("sagents", "persistence", "error"): self._persistence_error,
+            telemetry.AGENT_START: self._agent_start,
+            telemetry.AGENT_STOP: self._agent_end,
+            telemetry.AGENT_CRASH: self._agent_end,
+            telemetry.EXECUTION_START: self._execution_start,
+            telemetry.EXECUTION_STOP: self._execution_end,
+            telemetry.EXECUTION_INTERRUPT: self._execution_end,
+            telemetry.LLM_REQUEST: self._llm_request,
+            telemetry.LLM_RESPONSE: self._llm_end,
+            telemetry.LLM_ERROR: self._llm_end,
+            telemetry.TOOL_START: self._tool_start,
+            telemetry.TOOL_STOP: self._tool_end,
+            telemetry.TOOL_ERROR: self._tool_end,
+            telemetry.PERSISTENCE_ERROR: self._persistence_error,
         }
 
     @property

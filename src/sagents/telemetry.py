@@ -42,6 +42,20 @@ from typing import Any, TypeAlias
 from sagents._errors import SagentsError
 
 __all__ = [
+    "AGENT_CRASH",
+    "AGENT_START",
+    "AGENT_STOP",
+    "EXECUTION_INTERRUPT",
+    "EXECUTION_START",
+    "EXECUTION_STOP",
+    "LLM_ERROR",
+    "LLM_REQUEST",
+    "LLM_RESPONSE",
+    "PERSISTENCE_ERROR",
+    "PERSISTENCE_SAVE",
+    "TOOL_ERROR",
+    "TOOL_START",
+    "TOOL_STOP",
     "EVENTS",
     "EventName",
     "Handler",
@@ -58,22 +72,38 @@ __all__ = [
 EventName: TypeAlias = tuple[str, ...]
 Handler: TypeAlias = Callable[[EventName, Mapping[str, Any], Mapping[str, Any], Any], None]
 
+# The events sagents emits, by name (attach handlers with these rather than spelling tuples).
+AGENT_START: EventName = ("sagents", "agent", "start")
+AGENT_STOP: EventName = ("sagents", "agent", "stop")
+AGENT_CRASH: EventName = ("sagents", "agent", "crash")
+EXECUTION_START: EventName = ("sagents", "execution", "start")
+EXECUTION_STOP: EventName = ("sagents", "execution", "stop")
+EXECUTION_INTERRUPT: EventName = ("sagents", "execution", "interrupt")
+LLM_REQUEST: EventName = ("sagents", "llm", "request")
+LLM_RESPONSE: EventName = ("sagents", "llm", "response")
+LLM_ERROR: EventName = ("sagents", "llm", "error")
+TOOL_START: EventName = ("sagents", "tool", "start")
+TOOL_STOP: EventName = ("sagents", "tool", "stop")
+TOOL_ERROR: EventName = ("sagents", "tool", "error")
+PERSISTENCE_SAVE: EventName = ("sagents", "persistence", "save")
+PERSISTENCE_ERROR: EventName = ("sagents", "persistence", "error")
+
 #: Every event sagents emits (a test checks this against the ``execute`` call sites).
 EVENTS: tuple[EventName, ...] = (
-    ("sagents", "agent", "start"),
-    ("sagents", "agent", "stop"),
-    ("sagents", "agent", "crash"),
-    ("sagents", "execution", "start"),
-    ("sagents", "execution", "stop"),
-    ("sagents", "execution", "interrupt"),
-    ("sagents", "llm", "request"),
-    ("sagents", "llm", "response"),
-    ("sagents", "llm", "error"),
-    ("sagents", "tool", "start"),
-    ("sagents", "tool", "stop"),
-    ("sagents", "tool", "error"),
-    ("sagents", "persistence", "save"),
-    ("sagents", "persistence", "error"),
+    AGENT_START,
+    AGENT_STOP,
+    AGENT_CRASH,
+    EXECUTION_START,
+    EXECUTION_STOP,
+    EXECUTION_INTERRUPT,
+    LLM_REQUEST,
+    LLM_RESPONSE,
+    LLM_ERROR,
+    TOOL_START,
+    TOOL_STOP,
+    TOOL_ERROR,
+    PERSISTENCE_SAVE,
+    PERSISTENCE_ERROR,
 )
 
 _logger = logging.getLogger("sagents.telemetry")

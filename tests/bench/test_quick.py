@@ -18,7 +18,7 @@ from bench.__main__ import SYSTEMS, parse_args, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def _numbers(value: Any) -> list[float]:

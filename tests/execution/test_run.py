@@ -18,7 +18,6 @@ from sagents import (
     ModelCallFailed,
     RetryPolicy,
     RunError,
-    ScriptedChatModel,
     State,
     UntilToolNotCalled,
 )
@@ -34,6 +33,7 @@ from sagents.events import (
     ToolExecutionStarted,
 )
 from sagents.execution import CollectingSink, Fail, Reply, Run, ToolCall
+from sagents.testing import ScriptedChatModel
 from tests.execution.conftest import Odd, in_a_loop_of_its_own
 
 NO_WAIT = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=False)

@@ -21,9 +21,15 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool, tool
 
-from sagents import Agent, Done, RetryPolicy, ScriptedChatModel, State
+from sagents import (
+    Agent,
+    Done,
+    RetryPolicy,
+    State,
+)
 from sagents.events import ToolExecutionFailed
 from sagents.execution import CollectingSink, Reply, Run, ToolCall
+from sagents.testing import ScriptedChatModel
 from tests.execution.conftest import Odd, in_a_loop_of_its_own
 
 

@@ -22,7 +22,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from sagents._errors import StateError
+from sagents._errors import ConversationExists, ConversationNotFound, StateError
 from sagents._interrupt import ActionRequest, Interrupt
 from sagents._state import State
 from sagents._todo import Todo, TodoStatus
@@ -33,7 +33,6 @@ from sagents.persistence import (
     DisplayMessagePersistence,
     StateSnapshot,
 )
-from sagents.persistence._memory import ConversationExists, ConversationNotFound
 from tests.persistence.conftest import Store
 
 ALICE, BOB = "alice", "bob"

@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from sagents import Status
-from sagents.events import AgentShutdown, AgentStateUpdate, PersistenceError
+from sagents.events import AgentShutdown, AgentStateUpdate, SaveFailed
 from sagents.execution import Reply
 from sagents.runtime import (
     AutoSave,
@@ -184,7 +184,7 @@ async def test_a_failing_save_is_reported_never_fatal_and_retried(runtime: Runti
     async with handle.subscribe("debug") as debug:
         await asyncio.sleep(10.5)
         event = await debug.__anext__()
-        while not isinstance(event, PersistenceError):
+        while not isinstance(event, SaveFailed):
             event = await debug.__anext__()
         assert "database down" in event.error
         assert await handle.get_status() is Status.IDLE
@@ -251,7 +251,7 @@ async def test_a_failing_message_save_never_loses_the_message(runtime: Runtime) 
     async with handle.subscribe("debug") as debug:
         await handle.add_message("keep me", run=False)
         event = await debug.__anext__()
-        while not isinstance(event, PersistenceError):
+        while not isinstance(event, SaveFailed):
             event = await debug.__anext__()
         assert event.operation == "save_new_message"
     state = await handle.get_state()

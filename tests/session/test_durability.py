@@ -23,6 +23,8 @@ from sagents.persistence.sql import SqlPersistence, sqlite_url
 
 from .durability_child import digest
 
+pytestmark = pytest.mark.slow
+
 CHILD = Path(__file__).with_name("durability_child.py")
 
 

@@ -21,6 +21,8 @@ import pytest
 from sagents.persistence.sql import SqlPersistence, sqlite_url
 from tests.persistence.conftest import POSTGRES_URL, postgres_engine, unique_prefix
 
+pytestmark = pytest.mark.slow
+
 CHILD = Path(__file__).with_name("ownership_child.py")
 TTL = 1.5  # seconds
 

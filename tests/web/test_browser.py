@@ -16,6 +16,8 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from sagents.web._identity import COOKIE_NAME
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, OUTPUT, Demo, StartDemo, in_ci, wait_until
 
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 15_000  # ms, for every wait on the page
 
 

@@ -217,20 +217,17 @@ async def test_telemetry_counts_every_event(runtime: Runtime, debugger: Debugger
 
 
 def test_telemetry_events_cover_every_call_site() -> None:
+    # Call sites name events by their telemetry constants (telemetry.AGENT_START...).
     emitted: set[tuple[str, ...]] = set()
     for path in SRC.rglob("*.py"):
         if path.name == "telemetry.py":
-            continue  # its docstring shows made-up events
-        text = path.read_text()
-        for match in re.finditer(r'\("sagents", "(\w+)", "(\w+)"\)', text):
-            emitted.add(("sagents", match[1], match[2]))
-        for match in re.finditer(r'\("sagents", "(\w+)", (\w+)\)', text):
-            # A computed last element (agent stop / crash, tool stop / error): list them here.
-            emitted.update(
-                ("sagents", match[1], suffix)
-                for suffix in {"agent": ("stop", "crash"), "tool": ("stop", "error")}[match[1]]
-            )
+            continue
+        for match in re.finditer(r"telemetry\.([A-Z][A-Z_]+)\b", path.read_text()):
+            value = getattr(telemetry, match[1])
+            if isinstance(value, tuple) and all(isinstance(part, str) for part in value):
+                emitted.add(value)
     assert emitted
+    assert set(telemetry.EVENTS) <= set(TELEMETRY_EVENTS)
     assert emitted <= set(TELEMETRY_EVENTS)
 
 

@@ -19,6 +19,8 @@ from sagents import Runtime, Status
 from sagents.web._debugger import debugger_app
 from tests.web.debugger_helpers import demo_agent, host_app, serve, wait_status
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = Path(__file__).parent / "output"
 CHROMIUM_ARGS = [

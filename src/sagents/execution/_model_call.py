@@ -107,9 +107,9 @@ def model_name(model: Any) -> str:
     return type(model).__name__
 
 
-_REQUEST = ("sagents", "llm", "request")
-_RESPONSE = ("sagents", "llm", "response")
-_ERROR = ("sagents", "llm", "error")
+_REQUEST = telemetry.LLM_REQUEST
+_RESPONSE = telemetry.LLM_RESPONSE
+_ERROR = telemetry.LLM_ERROR
 
 
 async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:

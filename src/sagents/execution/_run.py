@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "dismiss_interrupt"]
 
-_START = ("sagents", "execution", "start")
-_STOP = ("sagents", "execution", "stop")
-_INTERRUPT = ("sagents", "execution", "interrupt")
+_START = telemetry.EXECUTION_START
+_STOP = telemetry.EXECUTION_STOP
+_INTERRUPT = telemetry.EXECUTION_INTERRUPT
 
 CANCELLED_TOOL_RESULT = "Cancelled: the run was stopped before this tool call finished."
 

@@ -43,9 +43,9 @@ __all__ = [
     "tool_timeout",
 ]
 
-_START = ("sagents", "tool", "start")
-_STOP = ("sagents", "tool", "stop")
-_ERROR = ("sagents", "tool", "error")
+_START = telemetry.TOOL_START
+_STOP = telemetry.TOOL_STOP
+_ERROR = telemetry.TOOL_ERROR
 
 
 def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:

@@ -38,6 +38,7 @@ from sagents._state import State
 from sagents._status import Status
 from sagents.events import AgentShutdown, LLMMessage, StatusChanged, SubAgentActivity
 from sagents.execution._agent import Agent
+from sagents.execution._host import AgentHost, HostedAgent, agent_host
 from sagents.execution._middleware import Middleware
 from sagents.execution._middleware_context import MiddlewareContext, get_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted
@@ -199,7 +200,7 @@ class SubAgent(Middleware):
             return
         ctx = get_middleware_context()
         orphans = self._waiting.pop(ctx, None)
-        runtime = ctx.services.get("runtime") if orphans and "runtime" in ctx.services else None
+        runtime = agent_host(ctx.services) if orphans else None
         for sub_id in orphans or ():
             if runtime is not None and runtime.get_status_nowait(sub_id) is not None:
                 ctx.spawn(_stop_quietly(runtime, sub_id, "dismissed"))
@@ -219,7 +220,7 @@ class SubAgent(Middleware):
             sub_id = self._next_id(ctx)
             state = State(messages=[HumanMessage(instructions)])
         agent = self._build(task_name, system_prompt, sub_id, parent)
-        runtime = ctx.services.get("runtime") if "runtime" in ctx.services else None
+        runtime = agent_host(ctx.services)
         self._report(ctx, sub_id, "started", {"task_name": task_name, "resumed": bool(resume)})
         if runtime is None:
             status, final, error = await _run_inline(agent, state, resume)
@@ -241,7 +242,7 @@ class SubAgent(Middleware):
 
     def _next_id(self, ctx: ToolContext) -> str:
         counter = self._numbers
-        runtime = ctx.services.get("runtime") if "runtime" in ctx.services else None
+        runtime = agent_host(ctx.services)
         while True:
             sub_id = f"{ctx.agent_id}-sub-{next(counter)}"
             if runtime is None or runtime.get_status_nowait(sub_id) is None:
@@ -312,7 +313,7 @@ class SubAgent(Middleware):
 
     async def _run_on(
         self,
-        runtime: Any,  # a sagents Runtime (the layer above; not imported)
+        runtime: AgentHost,
         ctx: ToolContext,
         agent: Agent,
         state: State,
@@ -321,7 +322,7 @@ class SubAgent(Middleware):
         """Run the sub-agent as a server under the parent; it is stopped afterwards unless it
         waits for an approval."""
         sub_id = agent.agent_id
-        handle: Any = None
+        handle: HostedAgent | None = None
         status = Status.ERROR
         try:
             if resume is not None and runtime.get_status_nowait(sub_id) is Status.INTERRUPTED:
@@ -418,7 +419,7 @@ async def _run_inline(
     raise AssertionError(f"unexpected run result {result!r}")
 
 
-async def _stop_quietly(runtime: Any, agent_id: str, reason: str) -> None:
+async def _stop_quietly(runtime: AgentHost, agent_id: str, reason: str) -> None:
     # It may have ended on its own meanwhile: that is fine.
     with contextlib.suppress(SagentsError):
         await runtime.stop(agent_id, reason=reason)

@@ -17,29 +17,39 @@ the same expectations:
 Every method runs without awaiting anything, so each one is atomic on the event loop: no lock is
 needed, and concurrent appends get consecutive sequences for free.
 
-This module also holds what both adapters share: the errors they raise, the head/rows encoding
-of a state, and a clock that never repeats a timestamp.
+What both adapters share (checks, the head/rows encoding of a state, the clock) is in
+``_common.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from datetime import datetime
+from typing import Any
 
 from sagents._errors import (
     ConversationExists,
     ConversationNotFound,
-    PersistenceFailed,
-    StateError,
 )
-from sagents._messages import message_to_json
-from sagents._state import State
+from sagents.persistence._common import (
+    MonotonicClock,
+    check_display_messages,
+    check_id,
+    check_limit,
+    check_status,
+    check_target,
+    decode_state,
+    encode_head,
+    encode_messages,
+    is_ahead,
+    is_delta,
+    json_copy,
+    new_id,
+    to_utc,
+)
 from sagents.persistence._files import check_file_changes
 from sagents.persistence._leases import LeaseRow, check_owner, check_ttl, fence, recovered, take
 from sagents.persistence._protocols import (
@@ -52,149 +62,7 @@ from sagents.persistence._protocols import (
     ToolCallStatus,
 )
 
-__all__ = ["ConversationExists", "ConversationNotFound", "MemoryPersistence", "PersistenceFailed"]
-
-# -- shared by the memory and SQL adapters -----------------------------------------------------
-
-TOOL_CALL_STATUSES: frozenset[str] = frozenset(get_args(ToolCallStatus))
-
-
-def encode_head(state: State) -> dict[str, Any]:
-    """The state without its messages: ``State.to_dict()`` minus ``messages`` (cheap: no rows)."""
-    head = state.replace(messages=[]).to_dict()
-    del head["messages"]
-    return head
-
-
-def encode_messages(state: State, start: int = 0) -> list[dict[str, Any]]:
-    """``state.messages[start:]`` in their stored JSON form (only those are serialised)."""
-    return [message_to_json(m) for m in state.messages[start:]]
-
-
-def decode_state(head: Mapping[str, Any], messages: Sequence[Any]) -> State:
-    """Rebuild a state from its head and message rows, through ``State.from_dict`` validation.
-
-    Raises:
-        StateError: the stored data is malformed.
-    """
-    if not isinstance(head, Mapping):
-        raise StateError(f"stored state head must be an object, got {type(head).__name__}")
-    return State.from_dict({**head, "messages": list(messages)})
-
-
-def is_delta(snapshot: StateSnapshot, stored_version: int | None, stored_count: int) -> bool:
-    """Whether ``snapshot`` may be written as a delta on top of what is stored.
-
-    Only when it builds on exactly the stored version, and its unchanged prefix exists in storage
-    and in the state; anything else (including an incoherent prefix) is a full rewrite, which is
-    always correct.
-    """
-    prefix = snapshot.unchanged_prefix
-    return (
-        stored_version is not None
-        and snapshot.base_version == stored_version
-        and 0 <= prefix <= stored_count
-        and prefix <= len(snapshot.state.messages)
-    )
-
-
-#: The longest id (conversation, scope, tool call, display message) the SQL schema stores.
-MAX_ID_LENGTH = 255
-
-
-def check_id(value: str | None, what: str) -> None:
-    """Raise ValueError unless ``value`` is None or a non-empty string of at most 255 characters.
-
-    Both adapters check, so that an id that fits in memory also fits in a ``VARCHAR(255)``.
-    """
-    if value is None:
-        return
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise ValueError(
-            f"{what} must be a non-empty string of at most {MAX_ID_LENGTH} characters, "
-            f"got {value!r:.80}"
-        )
-
-
-def check_target(scope: Scope, conversation_id: str) -> None:
-    """Raise ValueError for a malformed scope or conversation id."""
-    check_id(scope, "scope")
-    check_id(conversation_id, "conversation_id")
-
-
-def check_status(status: str) -> None:
-    """Raise ValueError unless ``status`` is a :data:`ToolCallStatus`."""
-    if status not in TOOL_CALL_STATUSES:
-        allowed = ", ".join(sorted(TOOL_CALL_STATUSES))
-        raise ValueError(f"unknown tool call status {status!r}; use one of {allowed}")
-
-
-def check_limit(limit: int) -> None:
-    """Raise ValueError for a page size below 1."""
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-
-
-def check_display_messages(conversation_id: str, messages: Sequence[DisplayMessage]) -> None:
-    """Raise ValueError if a message names another conversation than the one appended to."""
-    for i, message in enumerate(messages):
-        check_id(message.id, f"messages[{i}].id")
-        check_id(message.tool_call_id, f"messages[{i}].tool_call_id")
-        if message.conversation_id != conversation_id:
-            raise ValueError(
-                f"messages[{i}].conversation_id is {message.conversation_id!r}, but they are "
-                f"appended to {conversation_id!r}"
-            )
-
-
-def is_ahead(row_version: int | None, state_version: int | None) -> bool:
-    """Whether a display row belongs to a message newer than the stored state."""
-    return row_version is not None and (state_version is None or row_version > state_version)
-
-
-def to_utc(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime; naive datetimes are taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def new_id() -> str:
-    """A fresh id for a conversation or a display message."""
-    return uuid.uuid4().hex
-
-
-class MonotonicClock:
-    """UTC wall-clock time that never repeats or goes back within one store.
-
-    Conversations are paged on ``updated_at``; two rows with the same timestamp could straddle a
-    page boundary and one would be skipped. Within one process that cannot happen.
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last = datetime.min.replace(tzinfo=UTC)
-
-    def now(self) -> datetime:
-        now = datetime.now(UTC)
-        if now <= self._last:
-            now = self._last + timedelta(microseconds=1)
-        self._last = now
-        return now
-
-
-def json_copy(value: Any, what: str) -> Any:
-    """A deep copy of ``value`` through JSON, as a database would store it.
-
-    Raises:
-        StateError: ``value`` is not JSON (a set, a datetime, NaN...).
-    """
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise StateError(f"{what} cannot be stored as JSON: {exc}") from None
-
+__all__ = ["MemoryPersistence"]
 
 # -- the in-memory adapter ---------------------------------------------------------------------
 
@@ -214,6 +82,7 @@ class _Record:
     messages: list[Any] = field(default_factory=list)
     display: list[DisplayMessage] = field(default_factory=list)
     lease: LeaseRow | None = None
+    files: dict[str, str] = field(default_factory=dict)
 
     def conversation(self, conversation_id: str) -> Conversation:
         return Conversation(
@@ -612,26 +481,7 @@ class MemoryPersistence:
 
     # -- FilePersistence ---------------------------------------------------------------------
     #
-    # The files of a conversation are kept beside its record, and only for as long as that very
-    # record: deleting the conversation (or deleting and creating it again) leaves files that
-    # belong to a record no longer stored, which are dropped when next seen.
-
-    def _file_table(self) -> dict[str, tuple[_Record, dict[str, str]]]:
-        # Made on first use, so a store that never holds files pays nothing for them.
-        table: dict[str, tuple[_Record, dict[str, str]]] | None = self.__dict__.get("_files")
-        if table is None:
-            table = self.__dict__["_files"] = {}
-        return table
-
-    def _files_of(self, conversation_id: str, record: _Record) -> dict[str, str] | None:
-        table = self._file_table()
-        entry = table.get(conversation_id)
-        if entry is None:
-            return None
-        if entry[0] is not record:
-            del table[conversation_id]  # the files of a deleted conversation
-            return None
-        return entry[1]
+    # The files of a conversation are kept in its record: deleting the conversation deletes them.
 
     async def load_files(self, scope: Scope, conversation_id: str) -> dict[str, str]:
         """The conversation's files by path; ``{}`` when none, or in another scope."""
@@ -639,7 +489,7 @@ class MemoryPersistence:
         record = self._find(scope, conversation_id)
         if record is None:
             return {}
-        return dict(self._files_of(conversation_id, record) or {})
+        return dict(record.files)
 
     async def save_files(
         self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
@@ -657,11 +507,7 @@ class MemoryPersistence:
         check_file_changes(changes)
         if not changes:
             return
-        record = self._find_or_create(scope, conversation_id)
-        files = self._files_of(conversation_id, record)
-        if files is None:
-            files = {}
-            self._file_table()[conversation_id] = (record, files)
+        files = self._find_or_create(scope, conversation_id).files
         for path, content in changes.items():
             if content is None:
                 files.pop(path, None)

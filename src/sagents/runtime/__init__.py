@@ -1,5 +1,6 @@
 """The runtime layer: agent servers, supervision, registry, presence, subscriptions."""
 
+from sagents._errors import ChildNotFound, SupervisionError
 from sagents._public import publish as _publish
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
@@ -21,6 +22,7 @@ __all__ = [
     "AgentInfo",
     "AgentOptions",
     "AutoSave",
+    "ChildNotFound",
     "ChildSpec",
     "LocalPresence",
     "PendingSubscription",
@@ -31,6 +33,7 @@ __all__ = [
     "Runtime",
     "Strategy",
     "Subscription",
+    "SupervisionError",
     "Supervisor",
     "SupervisorGaveUp",
     "Watch",

@@ -14,13 +14,25 @@ import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from langchain_core.messages import BaseMessage
 
 from sagents._errors import InvalidOption
+from sagents.persistence._protocols import AgentPersistence, DisplayMessagePersistence
 
-__all__ = ["AgentOptions", "AutoSave", "SaveCallback", "SaveMessageCallback"]
+if TYPE_CHECKING:
+    from sagents.runtime._presence import PresenceTracking
+    from sagents.runtime._publisher import Publisher
+
+__all__ = [
+    "AgentOptions",
+    "AutoSave",
+    "InitialSubscriber",
+    "SaveCallback",
+    "SaveMessageCallback",
+    "StartOptions",
+]
 
 #: ``async (agent_id, state_dict) -> None``
 SaveCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -63,6 +75,38 @@ class AutoSave:
             raise InvalidOption("AutoSave.on_idle must be True or False")
 
 
+class InitialSubscriber(Protocol):
+    """What ``initial_subscribers`` holds: something that subscribes to a server's publisher
+    before its first event (``PendingSubscription``, ``runtime.watch(...)``)."""
+
+    def attach(self, publisher: Publisher) -> None: ...
+
+
+class StartOptions(TypedDict, total=False):
+    """The keyword options of ``runtime.start_agent`` (see :class:`AgentOptions` for each),
+    plus ``context``."""
+
+    inactivity_timeout: float | None
+    presence: PresenceTracking | None
+    auto_save: AutoSave | None
+    conversation_id: str | None
+    save_new_message: SaveMessageCallback | None
+    agent_persistence: AgentPersistence | None
+    display_message_persistence: DisplayMessagePersistence | None
+    lease_ttl: float | None
+    create_conversation: bool
+    scope: str | None
+    state_version: int | None
+    filesystem_scope: Hashable | None
+    initial_subscribers: Sequence[InitialSubscriber]
+    max_follow_ups: int
+    replay_size: int
+    queue_size: int
+    shutdown_timeout: float
+    metadata: Mapping[str, object]
+    context: contextvars.Context | None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOptions:
     """Everything ``start_agent`` accepts besides the agent and its initial state.
@@ -101,23 +145,23 @@ class AgentOptions:
     """
 
     inactivity_timeout: float | None = 300.0
-    presence: Any = None
+    presence: PresenceTracking | None = None
     auto_save: AutoSave | None = None
     conversation_id: str | None = None
     save_new_message: SaveMessageCallback | None = None
-    agent_persistence: Any = None
-    display_message_persistence: Any = None
+    agent_persistence: AgentPersistence | None = None
+    display_message_persistence: DisplayMessagePersistence | None = None
     lease_ttl: float | None = 30.0
     create_conversation: bool = True
     scope: str | None = None
     state_version: int | None = None
     filesystem_scope: Hashable | None = None
-    initial_subscribers: Sequence[Any] = ()
+    initial_subscribers: Sequence[InitialSubscriber] = ()
     max_follow_ups: int = 10
     replay_size: int = 1000
     queue_size: int = 1000
     shutdown_timeout: float = 30.0
-    metadata: Mapping[str, Any] = field(default_factory=lambda: _NO_METADATA)
+    metadata: Mapping[str, object] = field(default_factory=lambda: _NO_METADATA)
     context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
@@ -144,8 +188,6 @@ class AgentOptions:
                 "save_new_message must be an async function (conversation_id, message)"
             )
         if self.agent_persistence is not None:
-            from sagents.persistence._protocols import AgentPersistence
-
             if not isinstance(self.agent_persistence, AgentPersistence):
                 raise InvalidOption(
                     "agent_persistence must implement AgentPersistence (save_state, load_state)"
@@ -153,8 +195,6 @@ class AgentOptions:
             if self.conversation_id is None:
                 raise InvalidOption("agent_persistence needs a conversation_id to save under")
         if self.display_message_persistence is not None:
-            from sagents.persistence._protocols import DisplayMessagePersistence
-
             if not isinstance(self.display_message_persistence, DisplayMessagePersistence):
                 raise InvalidOption(
                     "display_message_persistence must implement DisplayMessagePersistence"
@@ -199,7 +239,7 @@ class AgentOptions:
         set_(self, "metadata", dict(self.metadata) if self.metadata else _NO_METADATA)
 
     @classmethod
-    def from_kwargs(cls, options: Mapping[str, Any]) -> AgentOptions:
+    def from_kwargs(cls, options: Mapping[str, object]) -> AgentOptions:
         """Build options from ``start_agent`` keywords.
 
         Raises:
@@ -211,10 +251,10 @@ class AgentOptions:
             raise InvalidOption(
                 f"unknown start option(s) {unknown}; valid options: {', '.join(sorted(valid))}"
             )
-        return cls(**options)
+        return cls(**options)  # type: ignore[arg-type]  # checked by __post_init__
 
 
-_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+_NO_METADATA: Mapping[str, object] = MappingProxyType({})
 
 
 @functools.cache

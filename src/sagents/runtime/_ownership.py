@@ -115,7 +115,7 @@ class Ownership:
                 except Exception as exc:
                     _log.warning("renewing the ownership leases failed (retried): %r", exc)
                     telemetry.execute(
-                        ("sagents", "persistence", "error"),
+                        telemetry.PERSISTENCE_ERROR,
                         {"system_time": time.time()},
                         {"operation": "renew_leases", "error": repr(exc)},
                     )

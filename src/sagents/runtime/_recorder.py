@@ -50,7 +50,7 @@ from sagents._errors import StateConflict
 from sagents._interrupt import Decision, Edit, Interrupt, Reject
 from sagents._state import State
 from sagents._title import title_of
-from sagents.events import DisplayMessageSaved, DisplayMessageUpdated, PersistenceError
+from sagents.events import DisplayMessageSaved, DisplayMessageUpdated, SaveFailed
 from sagents.persistence._protocols import (
     ConversationLeases,
     ConversationStore,
@@ -74,8 +74,8 @@ __all__ = ["Recorder", "RecorderHost", "common_prefix"]
 
 _log = logging.getLogger("sagents.persistence")
 
-_SAVE = ("sagents", "persistence", "save")
-_ERROR = ("sagents", "persistence", "error")
+_SAVE = telemetry.PERSISTENCE_SAVE
+_ERROR = telemetry.PERSISTENCE_ERROR
 _NOTHING_PERSISTED: tuple[Sequence[BaseMessage], int | None] = ((), None)
 
 
@@ -651,7 +651,7 @@ class Recorder:
         host = self._host
         if host.debug:
             host.publisher.publish(
-                PersistenceError(operation=operation, error=f"{type(error).__name__}: {error}")
+                SaveFailed(operation=operation, error=f"{type(error).__name__}: {error}")
             )
         telemetry.execute(
             _ERROR,

@@ -35,7 +35,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from sagents._errors import (
     AgentAlreadyRunning,
@@ -53,6 +53,7 @@ from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
+from sagents.execution._host import AgentHost
 from sagents.runtime._context import capture_context
 from sagents.runtime._filesystem_server import (
     FileStoreFactory,
@@ -62,7 +63,7 @@ from sagents.runtime._filesystem_server import (
 )
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
-from sagents.runtime._options import AgentOptions
+from sagents.runtime._options import AgentOptions, StartOptions
 from sagents.runtime._ownership import Ownership, default_owner_id
 from sagents.runtime._registry import Registry
 from sagents.runtime._server import AgentServer
@@ -138,6 +139,7 @@ class Runtime(AsyncResource):
         self._reaper: asyncio.Task[None] | None = None
         self._to_reap: asyncio.Queue[Hashable] = asyncio.Queue()
         self._started = False
+        self._unit_host = _UnitHost(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class Runtime(AsyncResource):
         self,
         agent: Agent,
         initial_state: State | Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[StartOptions],
     ) -> AgentHandle:
         """Start a server for ``agent``; returns once it is registered (L10).
 
@@ -229,7 +231,7 @@ class Runtime(AsyncResource):
         parent_id: str,
         agent: Agent,
         initial_state: State | Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[StartOptions],
     ) -> AgentHandle:
         """Start ``agent`` as a sub-agent of ``parent_id``, in the parent's unit.
 
@@ -254,7 +256,7 @@ class Runtime(AsyncResource):
         parent: AgentUnit | None,
         agent: Agent,
         initial_state: State | Mapping[str, Any] | None,
-        options: dict[str, Any],
+        options: StartOptions,
     ) -> AgentHandle:
         if not isinstance(agent, Agent):
             raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
@@ -292,7 +294,7 @@ class Runtime(AsyncResource):
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
             )
-        unit = AgentUnit(self, parent, agent, state, opts, context)
+        unit = AgentUnit(self._unit_host, parent, agent, state, opts, context)
         scope = opts.filesystem_scope
         server: AgentServer | None = None
         if scope is None:
@@ -329,7 +331,7 @@ class Runtime(AsyncResource):
             self._starting.discard(agent_id)
         return AgentHandle(self, agent_id)
 
-    def _options(self, options: dict[str, Any]) -> AgentOptions:
+    def _options(self, options: Mapping[str, object]) -> AgentOptions:
         """Validated options; equal plain ones (numbers, strings) are built once and shared."""
         try:
             # Types too: 1 == 1.0 == True, but only some of them are valid for an option.
@@ -553,3 +555,62 @@ class _Services(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._keys())
+
+
+if TYPE_CHECKING:
+
+    def _implements_agent_host(runtime: Runtime) -> AgentHost:
+        return runtime  # mypy checks here that Runtime is what middleware expect of a host
+
+
+class _UnitHost:
+    """The runtime as its agent units see it (:class:`~sagents.runtime._unit.UnitHost`): a
+    narrow interface, so that a unit depends on what it uses, not on the runtime's insides."""
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def running(self) -> bool:
+        return self._runtime._started
+
+    @property
+    def ownership(self) -> Ownership:
+        return self._runtime._ownership
+
+    @property
+    def max_restarts(self) -> int:
+        return self._runtime._max_restarts
+
+    @property
+    def max_seconds(self) -> float:
+        return self._runtime._max_seconds
+
+    def services_for(self, scope: Hashable | None) -> Mapping[str, Any]:
+        return self._runtime._services_for(scope)
+
+    def register(self, agent_id: str, server: AgentServer) -> None:
+        self._runtime._registry.register(agent_id, server)
+
+    def unregister(self, agent_id: str, server: AgentServer) -> None:
+        self._runtime._registry.unregister(agent_id, server)
+
+    def is_current(self, unit: AgentUnit) -> bool:
+        return self._runtime._units.get(unit.agent_id) is unit
+
+    def unit_ended(self, unit: AgentUnit) -> None:
+        runtime = self._runtime
+        if runtime._units.get(unit.agent_id) is unit:
+            del runtime._units[unit.agent_id]
+            if not runtime._units:
+                runtime._units = {}  # a dict never shrinks: give the table of a wave back
+        scope = unit.options.filesystem_scope
+        if scope is not None:
+            runtime._release_filesystem(scope)
+
+    def own(self, task: asyncio.Task[None]) -> None:
+        tasks = self._runtime._unit_tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)

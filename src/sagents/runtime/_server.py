@@ -77,9 +77,6 @@ _log = logging.getLogger("sagents.server")
 _KEEP_WITH_NO_VIEWERS = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.PAUSED})
 
 
-_START = ("sagents", "agent", "start")
-_STOP = ("sagents", "agent", "stop")
-_CRASH = ("sagents", "agent", "crash")
 _NO_SERVICES: Mapping[str, Any] = MappingProxyType({})
 # The inactivity timer only posts a message (which runs in the server's context): one shared,
 # empty context spares a copy of the caller's per timer handle.
@@ -269,11 +266,11 @@ class AgentServer:
         self._recorder.arm_interval()
         if self._viewers is not None:
             self._viewers.agent_status_changed(self.status)
-        if telemetry.has_handlers(_START):
+        if telemetry.has_handlers(telemetry.AGENT_START):
             # In the server's context, as if the server's own task reported it.
             self._own_context().run(
                 telemetry.execute,
-                _START,
+                telemetry.AGENT_START,
                 {"system_time": time.time(), "duration": self._loop.time() - self._started_at},
                 self.telemetry_metadata(),
             )
@@ -425,7 +422,7 @@ class AgentServer:
         self._mark_ended()
         if self._unit is not None:
             self._unit.server_ended(self, reason)
-        event = _CRASH if reason == "crash" else _STOP
+        event = telemetry.AGENT_CRASH if reason == "crash" else telemetry.AGENT_STOP
         if telemetry.has_handlers(event):
             telemetry.execute(
                 event,

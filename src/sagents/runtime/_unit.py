@@ -26,8 +26,8 @@ import contextlib
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sagents._errors import SagentsError
 from sagents._state import State
@@ -37,11 +37,51 @@ from sagents.runtime._server import AgentServer
 from sagents.runtime._supervisor import Strategy, Supervisor
 
 if TYPE_CHECKING:
-    from sagents.runtime._runtime import Runtime
+    from sagents.runtime._ownership import Ownership
 
-__all__ = ["AgentUnit"]
+__all__ = ["AgentUnit", "UnitHost"]
 
 _log = logging.getLogger("sagents.runtime")
+
+
+class UnitHost(Protocol):
+    """What an agent unit needs from its runtime: the registry, the table of running units,
+    the task set that shutdown waits for, and the resources of a filesystem scope."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the runtime is started (a crashed server is restarted only then)."""
+        ...
+
+    @property
+    def ownership(self) -> Ownership: ...
+
+    @property
+    def max_restarts(self) -> int: ...
+
+    @property
+    def max_seconds(self) -> float: ...
+
+    def services_for(self, scope: Hashable | None) -> Mapping[str, Any]: ...
+
+    def register(self, agent_id: str, server: AgentServer) -> None:
+        """Register a restarted server (raises ``SagentsError`` when the id is taken or the
+        runtime stops)."""
+        ...
+
+    def unregister(self, agent_id: str, server: AgentServer) -> None: ...
+
+    def is_current(self, unit: AgentUnit) -> bool:
+        """Whether ``unit`` is the one the runtime runs for its agent id."""
+        ...
+
+    def unit_ended(self, unit: AgentUnit) -> None:
+        """Forget ``unit`` and release its filesystem scope."""
+        ...
+
+    def own(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` (a restart or an ending) until it is done; shutdown waits for it."""
+        ...
 
 
 class AgentUnit:
@@ -68,7 +108,7 @@ class AgentUnit:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: UnitHost,
         parent: AgentUnit | None,
         agent: Agent,
         state: State,
@@ -110,10 +150,10 @@ class AgentUnit:
             self.options,
             unit=self,
             context=self.context,
-            services=self.runtime._services_for(self.options.filesystem_scope),
+            services=self.runtime.services_for(self.options.filesystem_scope),
             version=self.version,
             restart=restart,
-            ownership=self.runtime._ownership,
+            ownership=self.runtime.ownership,
         )
 
     def keep(self, state: State, version: int) -> None:
@@ -131,10 +171,10 @@ class AgentUnit:
     def server_ended(self, server: AgentServer, reason: str) -> None:
         """Called by the server once it has ended (its ``AgentShutdown`` is published)."""
         runtime = self.runtime
-        runtime._registry.unregister(server.agent_id, server)
+        runtime.unregister(server.agent_id, server)
         if server is not self.server or self.ended or self.stopping:
             return  # close() is in charge
-        if reason == "crash" and runtime._started:
+        if reason == "crash" and runtime.running:
             self._spawn(self._restart())
         elif self.sub_units or self.supervisor is not None:
             self._spawn(self._end_after_children())
@@ -144,8 +184,7 @@ class AgentUnit:
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"unit {self.agent_id}")
         self._task = task
-        self.runtime._unit_tasks.add(task)
-        task.add_done_callback(self.runtime._unit_tasks.discard)
+        self.runtime.own(task)
 
     async def _end_after_children(self) -> None:
         try:
@@ -159,11 +198,7 @@ class AgentUnit:
         try:
             await self.end_children()
             while self._count_restart():
-                if (
-                    self.stopping
-                    or not runtime._started
-                    or runtime._units.get(self.agent_id) is not self
-                ):
+                if self.stopping or not runtime.running or not runtime.is_current(self):
                     return
                 server = self.new_server(restart=True)
                 try:
@@ -175,7 +210,7 @@ class AgentUnit:
                         await server.abort()
                     continue  # a failed restart is another crash (counted next round)
                 try:
-                    runtime._registry.register(self.agent_id, server)
+                    runtime.register(self.agent_id, server)
                 except SagentsError as exc:
                     # The id was taken meanwhile or the runtime is stopping: nothing to restart.
                     _log.warning("agent %r was not restarted: %s", self.agent_id, exc)
@@ -186,8 +221,8 @@ class AgentUnit:
             _log.error(
                 "agent %r gave up: more than %d restarts within %s s; it is stopped",
                 self.agent_id,
-                runtime._max_restarts,
-                runtime._max_seconds,
+                runtime.max_restarts,
+                runtime.max_seconds,
             )
         finally:
             if self.server is None or self.server.ended:
@@ -198,12 +233,12 @@ class AgentUnit:
         runtime = self.runtime
         times = self._restarts
         if times is None:
-            times = self._restarts = deque(maxlen=runtime._max_restarts + 1)
+            times = self._restarts = deque(maxlen=runtime.max_restarts + 1)
         now = asyncio.get_running_loop().time()
         times.append(now)
-        while times and now - times[0] > runtime._max_seconds:
+        while times and now - times[0] > runtime.max_seconds:
             times.popleft()
-        return len(times) <= runtime._max_restarts
+        return len(times) <= runtime.max_restarts
 
     # -- ending the unit ---------------------------------------------------------------------------
 
@@ -275,17 +310,10 @@ class AgentUnit:
         if self.ended:
             return
         self.ended = True
-        runtime = self.runtime
-        if runtime._units.get(self.agent_id) is self:
-            del runtime._units[self.agent_id]
-            if not runtime._units:
-                runtime._units = {}  # a dict never shrinks: give the table of a wave back
+        self.runtime.unit_ended(self)
         parent = self.parent
         if parent is not None and parent.sub_units and parent.sub_units.get(self.agent_id) is self:
             del parent.sub_units[self.agent_id]
-        scope = self.options.filesystem_scope
-        if scope is not None:
-            runtime._release_filesystem(scope)
         waiters, self._done = self._done, None
         for waiter in waiters or ():
             if not waiter.done():

@@ -25,6 +25,7 @@ from sagents._state import State
 from sagents.execution._agent import Agent
 from sagents.persistence._protocols import ConversationStore, Scope
 from sagents.runtime._handle import AgentHandle
+from sagents.runtime._options import InitialSubscriber, StartOptions
 from sagents.runtime._presence import PresenceTracking
 from sagents.runtime._runtime import Runtime
 from sagents.runtime._watch import PendingSubscription
@@ -117,7 +118,7 @@ class Session:
         *,
         scope: Scope = None,
         request_opts: Mapping[str, Any] | None = None,
-        initial_subscribers: Sequence[Any] = (),
+        initial_subscribers: Sequence[InitialSubscriber] = (),
     ) -> Session:
         """Start the conversation's agent, or return it if it runs (S14).
 
@@ -294,7 +295,7 @@ class Session:
         *,
         scope: Scope,
         request_opts: Mapping[str, Any],
-        initial_subscribers: Sequence[Any],
+        initial_subscribers: Sequence[InitialSubscriber],
     ) -> Session:
         factory, factory_config = await _maybe_await(
             config.factory_router.resolve(scope, conversation_id, agent_id, request_opts)
@@ -312,30 +313,32 @@ class Session:
         else:
             state = options.fresh_state or State()
             version, restored = None, False
-        server_options: dict[str, Any] = {
+        # The application's own server options (SessionConfig's, then the factory's) are
+        # checked by the runtime like any start option: an unknown or mistyped one is refused.
+        server_options = cast(StartOptions, {**config.server_options, **options.server_options})
+        start: StartOptions = {
             "inactivity_timeout": config.inactivity_timeout,
             "conversation_id": conversation_id,
             "scope": scope,
             "state_version": version,
-            **config.server_options,
-            **options.server_options,
+            **server_options,
         }
         if config.agent_persistence is not None:
-            server_options["agent_persistence"] = config.agent_persistence
+            start["agent_persistence"] = config.agent_persistence
         if config.display_message_persistence is not None:
-            server_options["display_message_persistence"] = config.display_message_persistence
+            start["display_message_persistence"] = config.display_message_persistence
         if config.presence is not None:
-            server_options["presence"] = PresenceTracking(
+            start["presence"] = PresenceTracking(
                 presence=config.presence,
                 topic=config.presence_topic(conversation_id),
                 grace_period=config.grace_period,
             )
         if initial_subscribers:
-            server_options["initial_subscribers"] = [
-                *server_options.get("initial_subscribers", ()),
+            start["initial_subscribers"] = [
+                *start.get("initial_subscribers", ()),
                 *initial_subscribers,
             ]
-        handle = await runtime.start_agent(agent, state, **server_options)
+        handle = await runtime.start_agent(agent, state, **start)
         return cls(
             agent_id=agent_id,
             conversation_id=conversation_id,

@@ -36,7 +36,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sagents.persistence._memory import MAX_ID_LENGTH
+from sagents.persistence._common import MAX_ID_LENGTH
 
 __all__ = [
     "MAX_DEPTH",

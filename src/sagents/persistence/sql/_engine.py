@@ -32,8 +32,7 @@ from sqlalchemy import URL, Connection, event, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sagents._errors import ConfigurationError, StateError
-from sagents.persistence._memory import PersistenceFailed
+from sagents._errors import ConfigurationError, PersistenceFailed, StateError
 
 __all__ = [
     "SQLITE_BEGIN",

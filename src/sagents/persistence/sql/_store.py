@@ -40,14 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
-from sagents._errors import StateError
-from sagents.persistence._files import check_file_changes
-from sagents.persistence._leases import LeaseRow, check_owner, check_ttl, fence, recovered, take
-from sagents.persistence._memory import (
-    ConversationExists,
-    ConversationNotFound,
+from sagents._errors import ConversationExists, ConversationNotFound, PersistenceFailed, StateError
+from sagents.persistence._common import (
     MonotonicClock,
-    PersistenceFailed,
     check_display_messages,
     check_id,
     check_limit,
@@ -61,6 +56,8 @@ from sagents.persistence._memory import (
     new_id,
     to_utc,
 )
+from sagents.persistence._files import check_file_changes
+from sagents.persistence._leases import LeaseRow, check_owner, check_ttl, fence, recovered, take
 from sagents.persistence._protocols import (
     Conversation,
     DisplayMessage,
