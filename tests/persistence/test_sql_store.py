@@ -59,10 +59,11 @@ class StatementLog:
 @pytest.fixture
 def log(sql_store: SqlPersistence) -> Iterator[StatementLog]:
     statement_log = StatementLog()
-    engine = sql_store.engine.sync_engine
-    event.listen(engine, "before_execute", statement_log)
+    for engine in sql_store.sync_engines:
+        event.listen(engine, "before_execute", statement_log)
     yield statement_log
-    event.remove(engine, "before_execute", statement_log)
+    for engine in sql_store.sync_engines:
+        event.remove(engine, "before_execute", statement_log)
 
 
 def _save(state: State, version: int, **delta: Any) -> StateSnapshot:
@@ -160,13 +161,14 @@ async def test_a_failure_mid_save_leaves_the_previous_snapshot(sql_store: SqlPer
         if isinstance(clause, Insert) and clause.table is messages:
             raise RuntimeError("crash between the head and the messages")
 
-    engine = sql_store.engine.sync_engine
-    event.listen(engine, "before_execute", explode)
+    for engine in sql_store.sync_engines:
+        event.listen(engine, "before_execute", explode)
     try:
         with pytest.raises(RuntimeError):
             await sql_store.save_state(ALICE, "c1", _save(state_of(3), 2))
     finally:
-        event.remove(engine, "before_execute", explode)
+        for engine in sql_store.sync_engines:
+            event.remove(engine, "before_execute", explode)
     stored = await sql_store.load_state(ALICE, "c1")
     assert stored is not None
     assert (stored.version, stored.state) == (1, rich_state())

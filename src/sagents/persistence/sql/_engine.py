@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sqlalchemy import URL, Connection, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -36,6 +37,7 @@ from sagents._errors import ConfigurationError, PersistenceFailed, StateError
 
 __all__ = [
     "SQLITE_BEGIN",
+    "sqlite_writer_twin",
     "SqliteSynchronous",
     "configure_sqlite",
     "create_engine_for",
@@ -117,14 +119,20 @@ def _make_parent_folder(database: str | None) -> None:
         raise ConfigurationError(f"cannot create the folder of {database!r}: {exc}") from exc
 
 
-def configure_sqlite(engine: AsyncEngine, synchronous: SqliteSynchronous = "NORMAL") -> None:
+def configure_sqlite(
+    engine: AsyncEngine | Engine, synchronous: SqliteSynchronous | None = None
+) -> None:
     """Install the SQLite connection settings on ``engine`` (once; later calls do nothing).
 
-    Connections the engine opened before this call keep their old settings.
+    Connections the engine opened before this call keep their old settings. ``synchronous``
+    defaults to what :func:`create_engine_for` was given, else ``NORMAL``.
     """
-    sync_engine = engine.sync_engine
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     if event.contains(sync_engine, "begin", _sqlite_begin):
         return
+    if synchronous is None:
+        synchronous = _SYNCHRONOUS.get(sync_engine, "NORMAL")
+    _SYNCHRONOUS[sync_engine] = synchronous
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The sqlite3 driver's legacy mode issues BEGIN only before DML, so the two SELECTs of
@@ -140,6 +148,33 @@ def configure_sqlite(engine: AsyncEngine, synchronous: SqliteSynchronous = "NORM
 
     event.listen(sync_engine, "connect", on_connect)
     event.listen(sync_engine, "begin", _sqlite_begin)
+
+
+def sqlite_writer_twin(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, with the same settings, or None (not a
+    file database).
+
+    A save is several statements, and through aiosqlite each one costs several hops to its
+    thread (execute, fetch, close): run whole, in one ``asyncio.to_thread``, a delta save costs
+    one hop. Writers of one store still queue on its lock, so the twin never adds a writer.
+    """
+    url = engine.url
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or url.query.get("uri"):
+        return None  # URI databases (shared memory, options): keep the one engine
+    twin = create_engine(
+        url.set(drivername="sqlite"),
+        json_serializer=_json_dumps,
+        connect_args={"check_same_thread": False},
+    )
+    configure_sqlite(twin, _SYNCHRONOUS.get(engine.sync_engine, "NORMAL"))
+    return twin
+
+
+#: The ``synchronous`` setting each configured engine was given (a twin copies it).
+_SYNCHRONOUS: weakref.WeakKeyDictionary[Engine, SqliteSynchronous] = weakref.WeakKeyDictionary()
 
 
 def _sqlite_begin(connection: Connection) -> None:

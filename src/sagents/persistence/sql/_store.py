@@ -35,7 +35,19 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import URL, RowMapping, Table, Text, cast, func, insert, select, update
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    RowMapping,
+    Table,
+    Text,
+    cast,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
@@ -72,12 +84,17 @@ from sagents.persistence.sql._engine import (
     SQLITE_BEGIN,
     configure_sqlite,
     create_engine_for,
+    sqlite_writer_twin,
     translated,
 )
 from sagents.persistence.sql._models import DEFAULT_TABLE_PREFIX, SqlTables, build_tables
 from sagents.persistence.sql._text import escape, unescape
 
 __all__ = ["SqlPersistence"]
+
+
+class _Stale(Exception):
+    """Raised inside a save's transaction to roll it back: a newer version is stored."""
 
 
 def _not_found(conversation_id: str) -> ConversationNotFound:
@@ -179,11 +196,21 @@ class SqlPersistence:
         # SQLite's busy handler (which polls with sleeps of up to 100 ms), keeps concurrent
         # writes of one process prompt; other processes still wait on the busy timeout.
         self._write_lock = asyncio.Lock() if dialect == "sqlite" else None
+        # On a SQLite file, saves run whole in a thread on a synchronous twin of the engine.
+        self._twin = sqlite_writer_twin(engine) if dialect == "sqlite" else None
 
     @property
     def engine(self) -> AsyncEngine:
         """The engine in use."""
         return self._engine
+
+    @property
+    def sync_engines(self) -> tuple[Engine, ...]:
+        """Every synchronous engine this store runs statements on: the async engine's, and on
+        a SQLite file the twin that saves run on. Attach SQLAlchemy event listeners or
+        instrumentation (e.g. OpenTelemetry's) to all of them."""
+        twin = () if self._twin is None else (self._twin,)
+        return (self._engine.sync_engine, *twin)
 
     @property
     def tables(self) -> SqlTables:
@@ -199,8 +226,10 @@ class SqlPersistence:
 
     async def aclose(self) -> None:
         """Close the connections of an engine this store created (a no-op for a passed one)."""
-        if self._owns_engine:
-            with translated("close the database connections"):
+        with translated("close the database connections"):
+            if self._twin is not None:
+                self._twin.dispose()
+            if self._owns_engine:
                 await self._engine.dispose()
 
     async def create_all(self) -> None:
@@ -249,9 +278,9 @@ class SqlPersistence:
             return sqlite_insert(table).on_conflict_do_nothing()
         return insert(table)  # elsewhere a duplicate raises, and becomes PersistenceFailed
 
-    async def _lock_conversation(
+    def _lock_conversation_now(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         scope: Scope,
         conversation_id: str,
         touch: dict[str, Any],
@@ -271,7 +300,7 @@ class SqlPersistence:
         """
         conversations = self._tables.conversations
         for _ in range(3):
-            updated = await conn.execute(
+            updated = conn.execute(
                 update(conversations)
                 .where(
                     conversations.c.id == conversation_id, _scope_is(conversations.c.scope, scope)
@@ -281,7 +310,7 @@ class SqlPersistence:
             if updated.rowcount == 1:
                 return True
             owner = (
-                await conn.execute(
+                conn.execute(
                     select(conversations.c.scope).where(conversations.c.id == conversation_id)
                 )
             ).first()
@@ -303,7 +332,7 @@ class SqlPersistence:
                 "updated_at": now,
                 **touch,
             }
-            created = await conn.execute(self._insert_if_absent(conversations).values(**values))
+            created = conn.execute(self._insert_if_absent(conversations).values(**values))
             if created.rowcount == 1:
                 return True
             # Created concurrently by another transaction, now committed: lock it (or refuse).
@@ -311,10 +340,10 @@ class SqlPersistence:
             f"conversation {conversation_id!r} kept appearing and disappearing; retry the save"
         )
 
-    async def _lease_row(self, conn: AsyncConnection, conversation_id: str) -> LeaseRow | None:
+    def _lease_row_now(self, conn: Connection, conversation_id: str) -> LeaseRow | None:
         leases = self._tables.leases
         row = (
-            await conn.execute(
+            conn.execute(
                 select(
                     leases.c.owner, leases.c.token, leases.c.expires_at, leases.c.released
                 ).where(leases.c.conversation_id == conversation_id)
@@ -329,91 +358,173 @@ class SqlPersistence:
             released=row.released,
         )
 
+    async def _lock_conversation(
+        self,
+        conn: AsyncConnection,
+        scope: Scope,
+        conversation_id: str,
+        touch: dict[str, Any],
+        now: datetime,
+        *,
+        create: bool = True,
+    ) -> bool:
+        """:meth:`_lock_conversation_now` on an async connection."""
+        locked: bool = await conn.run_sync(
+            lambda sync: self._lock_conversation_now(
+                sync, scope, conversation_id, touch, now, create=create
+            )
+        )
+        return locked
+
+    async def _lease_row(self, conn: AsyncConnection, conversation_id: str) -> LeaseRow | None:
+        row: LeaseRow | None = await conn.run_sync(self._lease_row_now, conversation_id)
+        return row
+
     # -- AgentPersistence --------------------------------------------------------------------
 
     async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
         """Store ``snapshot`` in one transaction unless a newer version is stored (then False).
 
-        Creates the conversation in ``scope`` if it does not exist, and sets its
-        ``interrupted`` flag from the state.
+        Creates the conversation in ``scope`` if it does not exist (unless the snapshot names
+        a lease: see :class:`~sagents.persistence.StateSnapshot`), and sets its
+        ``interrupted`` flag from the state. The transaction runs as one unit of work: on a
+        SQLite file in one hop to a worker thread, elsewhere in one greenlet run.
 
         Raises:
             ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: the writer lost its lease, or the conversation was deleted.
             StateError: the state holds something that is not JSON.
             PersistenceFailed: the database failed; nothing was written.
         """
         check_target(scope, conversation_id)
+        state = snapshot.state
+        head = self._in(encode_head(state))
+        action = f"save the state of conversation {conversation_id!r}"
+        try:
+            if self._twin is not None:
+                await self._ready()
+                async with self._write_lock or contextlib.nullcontext():
+                    with translated(action):
+                        await asyncio.to_thread(
+                            self._save_on_twin, scope, conversation_id, snapshot, head
+                        )
+            else:
+                async with self._write(action) as conn:
+                    await conn.run_sync(
+                        lambda sync: self._save_now(sync, scope, conversation_id, snapshot, head)
+                    )
+        except _Stale:
+            return False
+        return True
+
+    def _save_on_twin(
+        self, scope: Scope, conversation_id: str, snapshot: StateSnapshot, head: Any
+    ) -> None:
+        assert self._twin is not None
+        with self._twin.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin() as conn:
+            self._save_now(conn, scope, conversation_id, snapshot, head)
+
+    def _save_now(
+        self,
+        conn: Connection,
+        scope: Scope,
+        conversation_id: str,
+        snapshot: StateSnapshot,
+        head: Any,
+    ) -> None:
+        """The statements of a save, in the caller's transaction.
+
+        Raises:
+            _Stale: a newer version is stored (the transaction must roll back: nothing is
+                written, not even the touch of the conversation row).
+        """
         tables = self._tables
         states, rows = tables.agent_states, tables.agent_messages
         state = snapshot.state
-        head = self._in(encode_head(state))
         token = snapshot.lease_token
-        async with self._write(f"save the state of conversation {conversation_id!r}") as conn:
-            now = self._clock.now()
-            touch = {"updated_at": now, "interrupted": state.interrupt is not None}
-            # With a lease, the conversation exists since the lease was taken: a missing row
-            # was deleted meanwhile, and a save must not bring it back.
-            exists = await self._lock_conversation(
-                conn, scope, conversation_id, touch, now, create=token is None
-            )
-            fence(
-                conversation_id,
-                await self._lease_row(conn, conversation_id) if exists else None,
-                token,
-                now,
-                exists=exists,
-            )
-            stored = (
-                await conn.execute(
-                    select(states.c.version, states.c.message_count).where(
-                        states.c.conversation_id == conversation_id
-                    )
+        now = self._clock.now()
+        touch = {"updated_at": now, "interrupted": state.interrupt is not None}
+        # With a lease, the conversation exists since the lease was taken: a missing row was
+        # deleted meanwhile, and a save must not bring it back.
+        exists = self._lock_conversation_now(
+            conn, scope, conversation_id, touch, now, create=token is None
+        )
+        leases, conversations = tables.leases, tables.conversations
+        # The stored version and the lease in one statement (a save is on every turn's path).
+        found = (
+            conn.execute(
+                select(
+                    states.c.version,
+                    states.c.message_count,
+                    leases.c.owner,
+                    leases.c.token,
+                    leases.c.expires_at,
+                    leases.c.released,
                 )
+                .select_from(
+                    conversations.outerjoin(
+                        states, states.c.conversation_id == conversations.c.id
+                    ).outerjoin(leases, leases.c.conversation_id == conversations.c.id)
+                )
+                .where(conversations.c.id == conversation_id)
             ).first()
-            if stored is not None and stored.version >= snapshot.version:
-                await conn.rollback()  # undo the touch: a stale save changes nothing
-                return False
-            if stored is None:
-                await conn.execute(
-                    insert(states).values(
-                        conversation_id=conversation_id,
-                        version=snapshot.version,
-                        head=head,
-                        message_count=len(state.messages),
-                        created_at=now,
-                        updated_at=now,
+            if exists
+            else None
+        )
+        lease = (
+            None
+            if found is None or found.owner is None
+            else LeaseRow(
+                owner=found.owner,
+                token=found.token,
+                expires_at=to_utc(found.expires_at),
+                released=found.released,
+            )
+        )
+        fence(conversation_id, lease, token, now, exists=exists)
+        stored = None if found is None or found.version is None else found
+        if stored is not None and stored.version >= snapshot.version:
+            raise _Stale
+        if stored is None:
+            conn.execute(
+                insert(states).values(
+                    conversation_id=conversation_id,
+                    version=snapshot.version,
+                    head=head,
+                    message_count=len(state.messages),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            start = 0
+        else:
+            conn.execute(
+                update(states)
+                .where(states.c.conversation_id == conversation_id)
+                .values(
+                    version=snapshot.version,
+                    head=head,
+                    message_count=len(state.messages),
+                    updated_at=now,
+                )
+            )
+            delta = is_delta(snapshot, stored.version, stored.message_count)
+            start = snapshot.unchanged_prefix if delta else 0
+            if stored.message_count > start:
+                conn.execute(
+                    sql_delete(rows).where(
+                        rows.c.conversation_id == conversation_id, rows.c.position >= start
                     )
                 )
-                start = 0
-            else:
-                await conn.execute(
-                    update(states)
-                    .where(states.c.conversation_id == conversation_id)
-                    .values(
-                        version=snapshot.version,
-                        head=head,
-                        message_count=len(state.messages),
-                        updated_at=now,
-                    )
-                )
-                delta = is_delta(snapshot, stored.version, stored.message_count)
-                start = snapshot.unchanged_prefix if delta else 0
-                if stored.message_count > start:
-                    await conn.execute(
-                        sql_delete(rows).where(
-                            rows.c.conversation_id == conversation_id, rows.c.position >= start
-                        )
-                    )
-            new_rows = self._in(encode_messages(state, start))
-            if new_rows:
-                await conn.execute(
-                    insert(rows),
-                    [
-                        {"conversation_id": conversation_id, "position": start + i, "message": m}
-                        for i, m in enumerate(new_rows)
-                    ],
-                )
-        return True
+        new_rows = self._in(encode_messages(state, start))
+        if new_rows:
+            conn.execute(
+                insert(rows),
+                [
+                    {"conversation_id": conversation_id, "position": start + i, "message": m}
+                    for i, m in enumerate(new_rows)
+                ],
+            )
 
     async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
         """The stored state and its version; None when missing or in another scope.
