@@ -84,6 +84,13 @@ class SagentsError(Exception):
     """Root of every error sagents raises on purpose."""
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: values from outside (a stored state, a
+    request) go into error messages, and a megabyte value must not become a megabyte message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ConfigurationError(SagentsError):
     """An object was built with invalid configuration; fix the calling code."""
 

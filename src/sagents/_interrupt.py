@@ -51,22 +51,37 @@ class ActionRequest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ActionRequest:
+        """Rebuild a request from its JSON form; every field is checked, nothing coerced.
+
+        Raises:
+            StateError: the data is malformed.
+        """
         if not isinstance(data, Mapping):
             raise StateError(f"an action request must be an object, got {type(data).__name__}")
-        try:
-            allowed = tuple(data.get("allowed_decisions", ALL_DECISIONS))
-            if any(a not in ALL_DECISIONS for a in allowed):
-                raise StateError(f"unknown decision type in {allowed!r}")
-            request = cls(
-                tool_call_id=str(data["tool_call_id"]),
-                name=str(data["name"]),
-                arguments=dict(data["arguments"]),
-                allowed_decisions=allowed,
-                description=data.get("description"),
+        unknown = set(data) - _REQUEST_KEYS
+        if unknown:
+            raise StateError(f"unknown action request field(s): {_names(unknown)}")
+        for key in ("tool_call_id", "name"):
+            if not isinstance(data.get(key), str):
+                raise StateError(f"an action request needs {key!r} as a string")
+        arguments = data.get("arguments")
+        if not isinstance(arguments, dict):
+            raise StateError("an action request needs 'arguments' as an object")
+        allowed = data.get("allowed_decisions", ALL_DECISIONS)
+        if not isinstance(allowed, list | tuple) or any(a not in ALL_DECISIONS for a in allowed):
+            raise StateError(
+                f"action request 'allowed_decisions' must list some of {', '.join(ALL_DECISIONS)}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"malformed action request {data!r}: {exc}") from None
-        return request
+        description = data.get("description")
+        if not isinstance(description, str | None):
+            raise StateError("action request 'description' must be a string or null")
+        return cls(
+            tool_call_id=data["tool_call_id"],
+            name=data["name"],
+            arguments=dict(arguments),
+            allowed_decisions=tuple(allowed),
+            description=description,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +114,12 @@ class Interrupt:
         """
         if not isinstance(data, Mapping):
             raise StateError(f"an interrupt must be an object, got {type(data).__name__}")
+        unknown = set(data) - {"kind", "action_requests", "data"}
+        if unknown:
+            raise StateError(f"unknown interrupt field(s): {_names(unknown)}")
+        kind = data.get("kind", "human_approval")
+        if not isinstance(kind, str):
+            raise StateError("interrupt 'kind' must be a string")
         requests = data.get("action_requests")
         if not isinstance(requests, list):
             raise StateError("an interrupt needs a list 'action_requests'")
@@ -107,7 +128,7 @@ class Interrupt:
             raise StateError("interrupt 'data' must be an object")
         return cls(
             action_requests=tuple(ActionRequest.from_dict(r) for r in requests),
-            kind=str(data.get("kind", "human_approval")),
+            kind=kind,
             data=dict(extra),
         )
 
@@ -136,6 +157,31 @@ class Reject:
 
 
 Decision: TypeAlias = Approve | Edit | Reject
+
+_REQUEST_KEYS = frozenset({"tool_call_id", "name", "arguments", "allowed_decisions", "description"})
+_TYPES: dict[type, str] = {Approve: "approve", Edit: "edit", Reject: "reject"}
+
+
+def _names(keys: set[Any]) -> str:
+    # Keys come from outside: a megabyte key must not become a megabyte message.
+    shown = sorted(repr(k)[:40] for k in keys)[:5]
+    return ", ".join(shown) + (" ..." if len(keys) > 5 else "")
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is JSON a store keeps as given: finite numbers, string keys, no sets,
+    bytes or objects, nested at most 100 levels."""
+    if depth > 100:
+        return False
+    if value is None or isinstance(value, bool | str):
+        return True
+    if isinstance(value, int | float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, list):
+        return all(_is_json(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _parse_one(index: int, raw: Decision | Mapping[str, Any]) -> Decision:
@@ -171,8 +217,20 @@ def _parse_one(index: int, raw: Decision | Mapping[str, Any]) -> Decision:
         raise InvalidDecision(
             f"decision {index}: expected Approve/Edit/Reject or a dict, got {type(raw).__name__}"
         )
+    if decision.type != _TYPES[type(decision)]:
+        # The run applies a decision by its class: its type must say the same, or the policy
+        # (allowed decisions) would be checked against one thing and another done.
+        raise InvalidDecision(
+            f"decision {index}: a {type(decision).__name__} must have type "
+            f"{_TYPES[type(decision)]!r}, not {decision.type!r}"
+        )
     if isinstance(decision, Edit) and not isinstance(decision.arguments, dict):
         raise InvalidDecision(f"decision {index}: an edit needs 'arguments' as an object")
+    if isinstance(decision, Edit) and not _is_json(decision.arguments):
+        raise InvalidDecision(
+            f"decision {index}: edited arguments must be JSON (string keys, finite numbers, "
+            "no sets or bytes, at most 100 levels deep)"
+        )
     if isinstance(decision, Reject) and not isinstance(decision.message, str | None):
         raise InvalidDecision(f"decision {index}: a reject 'message' must be a string")
     return decision

@@ -79,4 +79,4 @@ def message_from_json(data: Mapping[str, Any], where: str = "message") -> BaseMe
             return cls(**fields)
         return messages_from_dict([dict(data)])[0]
     except Exception as exc:
-        raise StateError(f"{where}: not a valid message: {exc}") from None
+        raise StateError(f"{where}: not a valid message: {str(exc)[:200]}") from None

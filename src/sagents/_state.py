@@ -19,7 +19,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from sagents._errors import StateError, UnsupportedStateVersion
+from sagents._errors import StateError, UnsupportedStateVersion, shown
 from sagents._interrupt import Interrupt
 from sagents._messages import message_from_json, message_to_json
 from sagents._todo import Todo
@@ -144,7 +144,9 @@ class State:
             raise StateError(f"a state must be a dict, got {type(data).__name__}")
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise StateError(f"state 'version' must be a positive integer, got {version!r}")
+            raise StateError(
+                f"state 'version' must be a positive integer, got {shown(version)}"
+            )
         if version > STATE_VERSION:
             raise UnsupportedStateVersion(
                 f"state version {version} was written by a newer sagents (this one reads up to "
@@ -152,7 +154,8 @@ class State:
             )
         unknown = set(data) - _KEYS
         if unknown:
-            raise StateError(f"unknown state field(s): {', '.join(sorted(unknown))}")
+            names = ", ".join(sorted(shown(k, 40) for k in unknown)[:5])
+            raise StateError(f"unknown state field(s): {names}")
         agent_id = data.get("agent_id")
         if agent_id is not None and not isinstance(agent_id, str):
             raise StateError("state 'agent_id' must be a string or null")
@@ -165,15 +168,24 @@ class State:
         return cls(
             messages=[message_from_json(m, f"messages[{i}]") for i, m in enumerate(messages)],
             todos=[_todo(i, t) for i, t in enumerate(todos)],
-            metadata=copy.deepcopy(dict(metadata)),
+            metadata=_copy(dict(metadata), "metadata"),
             interrupt=None
             if raw_interrupt is None
-            else Interrupt.from_dict(copy.deepcopy(raw_interrupt)),
+            else Interrupt.from_dict(_copy(raw_interrupt, "interrupt")),
             agent_id=agent_id,
         )
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(State))
+
+
+def _copy(value: Any, what: str) -> Any:
+    # deepcopy recurses: JSON nested a few hundred levels (which parsers accept) would raise
+    # RecursionError from the depths of copy.py instead of saying what is wrong.
+    try:
+        return copy.deepcopy(value)
+    except RecursionError:
+        raise StateError(f"state {what!r} is nested too deeply to be a state") from None
 
 
 def _list(data: Mapping[str, Any], key: str) -> Iterable[Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sagents._errors import StateError
+from sagents._errors import StateError, shown
 
 __all__ = ["Todo", "TodoStatus"]
 
@@ -43,7 +43,7 @@ class Todo:
             status = TodoStatus(self.status)
         except ValueError:
             allowed = ", ".join(s.value for s in TodoStatus)
-            raise StateError(f"Todo.status {self.status!r} is not one of: {allowed}") from None
+            raise StateError(f"Todo.status {shown(self.status)} is not one of: {allowed}") from None
         object.__setattr__(self, "status", status)
 
     def to_dict(self) -> dict[str, str]:
@@ -61,7 +61,8 @@ class Todo:
             raise StateError(f"a todo must be an object, got {type(data).__name__}")
         unknown = set(data) - {"id", "content", "status"}
         if unknown:
-            raise StateError(f"unknown todo field(s): {', '.join(sorted(unknown))}")
+            names = ", ".join(sorted(shown(k, 40) for k in unknown)[:5])
+            raise StateError(f"unknown todo field(s): {names}")
         if "content" not in data:
             raise StateError("a todo needs 'content'")
         todo_id = data.get("id")

@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from langchain_core.tools import BaseTool
@@ -55,6 +55,7 @@ __all__ = [
     "cancel_requests",
     "contain_tool",
     "contained",
+    "contained_call",
     "describe",
     "log_contained",
     "reraise_cancellation",
@@ -93,6 +94,12 @@ async def contained(awaitable: Awaitable[_R]) -> _R:
         return await awaitable
     except _UNCONTAINED as exc:
         raise BaseExceptionRaised(exc) from exc
+
+
+async def contained_call(make: Callable[[], Awaitable[_R]]) -> _R:
+    """:func:`contained` of ``make()``, called inside the task: a task cancelled before its
+    first step then leaves no coroutine that was never awaited."""
+    return await contained(make())
 
 
 def cancel_requests() -> int:

@@ -15,6 +15,7 @@ the awaiting task (see ``_containment.py``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from sagents.events import LLMDeltas, LLMError, ToolCallIdentified
 from sagents.execution._containment import (
     BaseExceptionRaised,
     cancel_requests,
-    contained,
+    contained_call,
     describe,
     log_contained,
     reraise_cancellation,
@@ -140,15 +141,18 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
                     _metadata(run, attempt, names[model_index]),
                 )
             try:
-                asking = (
-                    _stream(run, model, messages, config)
-                    if agent.stream
-                    else _invoke(model, messages, config)
-                )
                 # In a task of its own whose body is contained: a sync model runs in a worker
                 # thread, and what it raises there is thrown into the awaiting task, where a
                 # GeneratorExit would tear down the whole run and SystemExit end the process.
-                message = await asyncio.get_running_loop().create_task(contained(asking))
+                # The call is made inside the task: a task cancelled before its first step
+                # must not leave a coroutine that was never awaited.
+                message = await asyncio.get_running_loop().create_task(
+                    contained_call(
+                        functools.partial(_stream, run, model, messages, config)
+                        if agent.stream
+                        else functools.partial(_invoke, model, messages, config)
+                    )
+                )
             except BaseException as exc:  # a failed attempt, whatever it raised
                 reraise_cancellation(exc, since)
                 if isinstance(exc, BaseExceptionRaised):

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sagents.execution._tool_context import ToolResume
     from sagents.execution._tools import ToolOutcome
 
-__all__ = ["Run", "dismiss_interrupt"]
+__all__ = ["Run", "answer_pending_calls", "dismiss_interrupt"]
 
 _START = telemetry.EXECUTION_START
 _STOP = telemetry.EXECUTION_STOP
@@ -209,6 +209,15 @@ def dismiss_interrupt(
     """
     if state.interrupt is None:
         return state, []
+    return answer_pending_calls(state.replace(interrupt=None), reason)
+
+
+def answer_pending_calls(state: State, reason: str) -> tuple[State, list[ToolMessage]]:
+    """Answer every tool call of the last AI message that has no result with an error result
+    ``"Not run: <reason>"``: a history where a call has no result is refused by providers.
+
+    Returns the new state and the results it added.
+    """
     results = [
         ToolMessage(
             content=f"Not run: {reason}",
@@ -218,4 +227,6 @@ def dismiss_interrupt(
         )
         for call in state.pending_tool_calls()
     ]
-    return state.replace(interrupt=None).append(*results), results
+    if not results:
+        return state, []
+    return state.append(*results), results

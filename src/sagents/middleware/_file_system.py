@@ -161,6 +161,11 @@ def _line_ending_variants(old: str, new: str, content: str) -> list[tuple[str, s
     return [(o, n) for o, n in variants if o != old]
 
 
+#: Longest pattern find_in_file runs, in characters.
+_MAX_PATTERN_CHARS = 2_000
+#: Memory RE2 may use for one compiled pattern (its default is 8 MB).
+_RE2_MAX_MEM = 8 << 20
+
 _RE2_SYNTAX = (
     "find_in_file uses RE2 syntax, which is Python's without backreferences (\\1) and "
     "lookaround ((?=...), (?!...), (?<=...), (?<!...)), since those cannot run in linear time; "
@@ -175,9 +180,23 @@ def _compile(pattern: str, case_sensitive: bool) -> Any:
         FileSystemError: the pattern is invalid, uses what RE2 cannot run (backreferences,
             lookaround), or is too large.
     """
+    if len(pattern) > _MAX_PATTERN_CHARS:
+        # Matching costs the pattern's size times the text's, in a thread no tool timeout
+        # can stop: a long pattern is refused rather than run.
+        raise FileSystemError(
+            f"the pattern is {len(pattern)} characters long; the limit is {_MAX_PATTERN_CHARS}. "
+            "Search for a shorter, distinctive piece of the text"
+        )
+    try:
+        pattern.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FileSystemError(
+            "the pattern contains a lone surrogate (an invalid Unicode character); remove it"
+        ) from None
     options = re2.Options()
     options.case_sensitive = case_sensitive
     options.log_errors = False  # the error is raised to the caller, not printed to stderr
+    options.max_mem = _RE2_MAX_MEM
     try:
         return re2.compile(pattern, options)
     except re2.error as exc:

@@ -105,16 +105,20 @@ class Recorder:
     """The save channels of one agent server (see the module docstring)."""
 
     __slots__ = (
+        "_display_failures",
         "_display_log",
         "_host",
+        "_in_flight",
         "_interval_handle",
         "_lease",
+        "_live",
         "_ownership",
         "_pending",
         "_persist_next",
         "_persisted",
         "_reconcile",
         "_restart",
+        "_resume",
         "_save_failed",
         "_save_waiters",
         "_saved_version",
@@ -135,6 +139,7 @@ class Recorder:
         *,
         ownership: Ownership | None = None,
         restart: bool = False,
+        display_log: Sequence[_DisplayOperation] = (),
     ) -> None:
         self._host = host
         self._restart = restart
@@ -159,7 +164,11 @@ class Recorder:
         self._saver: SerialWorker | None = None  # made by the first save
         # Display operations not written yet, in order: a list is an append of rows (of
         # messages, with the state version each entered), a function any other operation.
-        self._display_log: list[_DisplayOperation] = []
+        self._display_log: list[_DisplayOperation] = list(display_log)
+        self._in_flight: _DisplayOperation | None = None
+        self._display_failures = 0
+        self._live = False
+        self._resume = False
         self._reconcile = restart  # display rows may be ahead of storage: settle them at start
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lease: Lease | None = None
@@ -242,10 +251,20 @@ class Recorder:
                 self.adopt(stored)
                 return stored
         # Storage is behind the state this server starts from (its save was lost with a
-        # crash): store it now, whole, rather than at the next lifecycle point.
+        # crash): store it as soon as the server runs, whole, rather than at the next
+        # lifecycle point.
         self._persisted = _NOTHING_PERSISTED
-        self.checkpoint("resume")
+        self._resume = True
         return None
+
+    def go_live(self) -> None:
+        """The server is registered: write what the start queued."""
+        self._live = True
+        if self._resume:
+            self._resume = False
+            self.checkpoint("resume")
+        if self._display_log:
+            self._flush_soon()
 
     def _settle_display(self) -> None:
         """After an unclean end, queue the reconciliation of the display rows with the state
@@ -298,7 +317,10 @@ class Recorder:
         return self._saver is not None and self._saver.busy
 
     async def drain(self, timeout: float | None) -> bool:
-        """Wait for every queued save; False if ``timeout`` expired first."""
+        """Wait for every queued save (and for display operations a failure left behind);
+        False if ``timeout`` expired first."""
+        if self._display_log:
+            self._flush_soon()
         if self._saver is None:
             return True
         return await self._saver.drain(timeout)
@@ -444,11 +466,14 @@ class Recorder:
         if self._display_log:
             # The rows of this state's messages are written first: a stored message always has
             # its rows (they may be ahead after a kill, which the next start reconciles, never
-            # behind). A display failure is reported and does not hold the state back.
+            # behind). If they cannot be written, the state waits for them: this save fails,
+            # is reported, and the next trigger retries both.
             try:
                 await self._flush_display()
-            except Exception as exc:
-                self._report_error("display_messages", exc)
+            except BaseException:
+                if self._persist_next is None:
+                    self._persist_next = pending
+                raise
         snapshot = StateSnapshot(
             state=state,
             version=version,
@@ -531,7 +556,8 @@ class Recorder:
 
     def _append_display(self, messages: Sequence[BaseMessage], version: int) -> None:
         log = self._display_log
-        if log and isinstance(log[-1], list):  # the last operation is an append: these join it
+        if log and isinstance(log[-1], list) and log[-1] is not self._in_flight:
+            # The last operation is an append, not being written yet: these join it.
             log[-1].extend((message, version) for message in messages)
             self._flush_soon()
         else:
@@ -542,7 +568,9 @@ class Recorder:
         store: DisplayMessagePersistence,
         conversation_id: str,
         batch: list[tuple[BaseMessage, int]],
-    ) -> None:
+    ) -> Callable[[DisplayMessagePersistence, str], Awaitable[None]] | None:
+        """Append the rows of ``batch``; what remains to do (status updates of calls whose row
+        an earlier batch wrote) is returned, to be done as an operation of its own."""
         scope = self.options.scope
         rows = [
             row
@@ -560,10 +588,18 @@ class Recorder:
         saved = await store.append_display_messages(scope, conversation_id, rows)
         for row in saved:
             self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
-        for tool_call_id, status in finished.items():  # calls whose row an earlier batch wrote
-            self._updated(
-                await store.update_tool_call_status(scope, conversation_id, tool_call_id, status)
-            )
+        if not finished:
+            return None
+
+        async def statuses(store: DisplayMessagePersistence, conversation_id: str) -> None:
+            for tool_call_id, status in finished.items():  # calls an earlier batch wrote
+                self._updated(
+                    await store.update_tool_call_status(
+                        scope, conversation_id, tool_call_id, status
+                    )
+                )
+
+        return statuses
 
     def tool_calls_interrupted(self, interrupt: Interrupt) -> None:
         """The calls of ``interrupt`` wait for a human: their rows say so."""
@@ -605,30 +641,58 @@ class Recorder:
         self._flush_soon()
 
     def _flush_soon(self) -> None:
-        self._worker().submit("display_messages", self._flush_display, coalesce=True)
+        # Not before the server is registered: a watch attached at registration must see every
+        # display event (a start's reconciliation included).
+        if self._live:
+            self._worker().submit("display_messages", self._flush_display, coalesce=True)
 
     async def _flush_display(self) -> None:
         """Write the display operations logged so far, in order (consecutive appends as one).
 
         Only those: operations logged meanwhile wait for the next flush, so a busy agent cannot
-        keep one flush going while the state save waits behind it.
+        keep one flush going while the state save waits behind it. An operation that fails
+        stays first in the log and is retried by the next flush (the next display operation,
+        state save or drain), up to three times, then dropped with an error: one that can
+        never be written must not hold back every row after it. One cut short (a crash, a
+        kill) stays too, and the restarted server writes it.
         """
         store = self.options.display_message_persistence
         conversation_id = self.options.conversation_id
         log = self._display_log
-        for _ in range(len(log)):
-            if not log or store is None or conversation_id is None:
-                break
-            operation = log.pop(0)
+        budget = len(log)
+        while budget > 0 and log and store is not None and conversation_id is not None:
+            operation = self._in_flight = log[0]
             try:
                 if isinstance(operation, list):
-                    await self._append_rows(store, conversation_id, operation)
+                    follow_up = await self._append_rows(store, conversation_id, operation)
                 else:
                     await operation(store, conversation_id)
+                    follow_up = None
             except Exception:
-                if log:
-                    self._flush_soon()  # the rest is written by the next flush, in order
+                self._display_failures += 1
+                if self._display_failures >= _DISPLAY_ATTEMPTS:
+                    log.pop(0)
+                    self._display_failures = 0
+                    _log.error(
+                        "agent %r: a display operation failed %d times and was dropped",
+                        self._host.agent_id,
+                        _DISPLAY_ATTEMPTS,
+                    )
                 raise
+            finally:
+                self._in_flight = None
+            self._display_failures = 0
+            if follow_up is None:
+                log.pop(0)
+                budget -= 1
+            else:
+                log[0] = follow_up  # the rows are written: only their statuses remain
+
+    def unwritten_display(self) -> list[_DisplayOperation]:
+        """Take the display operations not written yet (a crashed server hands them to the
+        one that replaces it)."""
+        log, self._display_log = self._display_log, []
+        return log
 
     def _updated(self, row: DisplayMessage | None) -> None:
         if row is not None:
@@ -659,6 +723,9 @@ class Recorder:
             {**host.telemetry_metadata(), "operation": operation, "error": repr(error)},
         )
 
+
+#: How many times a display operation is tried before it is dropped.
+_DISPLAY_ATTEMPTS = 3
 
 #: An operation of the display log: rows to append, or a write of its own.
 _DisplayOperation: TypeAlias = (

@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from langchain_core.messages import BaseMessage
 
 from sagents import telemetry
-from sagents._errors import AgentNotRunning, InvalidTransition, RunError, StateConflict
+from sagents._errors import (
+    AgentNotRunning,
+    InvalidDecision,
+    InvalidTransition,
+    RunError,
+    StateConflict,
+)
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
@@ -48,7 +54,7 @@ from sagents.execution._containment import (
 from sagents.execution._middleware import Middleware
 from sagents.execution._middleware_context import MiddlewareContext, set_middleware_context
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
-from sagents.execution._run import Run, dismiss_interrupt
+from sagents.execution._run import Run, answer_pending_calls, dismiss_interrupt
 from sagents.runtime._context import apply_context
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
@@ -66,6 +72,10 @@ if TYPE_CHECKING:
 
         def keep(self, state: State, version: int) -> None:
             """The state a restart after a crash resumes from."""
+            ...
+
+        def keep_display(self, operations: list[Any]) -> None:
+            """Display operations a crashed server could not write, for its restart."""
             ...
 
 
@@ -150,6 +160,7 @@ class AgentServer:
         version: int | None = None,
         restart: bool = False,
         ownership: Ownership | None = None,
+        display_log: Sequence[Any] = (),
     ) -> None:
         agent_id = agent.agent_id
         self.agent = agent
@@ -186,6 +197,7 @@ class AgentServer:
             options.state_version if version is None else version,
             ownership=ownership,
             restart=restart,
+            display_log=display_log,
         )
         self._last_result: Any = None
         self._viewers: ViewerWatch | None = None
@@ -263,6 +275,7 @@ class AgentServer:
         """Registered: arm the timers, report the start, process what is waiting."""
         self._live = True
         self._arm_inactivity()
+        self._recorder.go_live()
         self._recorder.arm_interval()
         if self._viewers is not None:
             self._viewers.agent_status_changed(self.status)
@@ -403,6 +416,9 @@ class AgentServer:
             # lifecycle points produced (the restart resumes from it), a kill gives up.
             drain = self.options.shutdown_timeout if reason == "crash" else 0.0
             await self._recorder.aclose(drain=drain)
+            if reason == "crash" and self._unit is not None:
+                # What the drain could not write, the restarted server does.
+                self._unit.keep_display(self._recorder.unwritten_display())
         finally:
             # Even if cancelled meanwhile: subscribers, the unit and waiters must hear of it.
             self._ended_now(reason)
@@ -727,6 +743,11 @@ class AgentServer:
                 recorder.checkpoint("interrupted")
             case Failed(error=error):
                 self._last_result = None
+                # A failure after the model asked for tools leaves calls without results, which
+                # providers refuse from then on: each gets an error result.
+                answered, results = answer_pending_calls(self.state, f"the run failed: {error}")
+                if results:
+                    self._set_state(answered, results)
                 self._set_status(Status.ERROR, str(error))
                 recorder.checkpoint("error")
         if self._queued:
@@ -835,6 +856,8 @@ class AgentServer:
                 f"agent {self.agent_id!r} is {self.status.value}, not interrupted: "
                 "nothing to resume"
             )
+        if decisions is None:  # to a Run, None means "not a resume"
+            raise InvalidDecision("decisions must be a list with one decision per pending call")
         interrupt = self.state.interrupt
         self._start(decisions)  # raises InvalidDecision with nothing changed
         if interrupt is not None and self._run is not None and self._run.decisions:

@@ -88,6 +88,7 @@ class AgentUnit:
     """The unit of one running agent id: its server, restarts and sub-agents (not public)."""
 
     __slots__ = (
+        "_display_log",
         "_done",
         "_restarts",
         "_sup_ready",
@@ -133,6 +134,7 @@ class AgentUnit:
         self._restarts: deque[float] | None = None
         self._task: asyncio.Task[None] | None = None  # a restart or an ending in progress
         self._done: list[asyncio.Future[None]] | None = None
+        self._display_log: list[Any] | None = None  # a crashed server's unwritten rows
         self.stopping = False
         self.ended = False
 
@@ -154,7 +156,17 @@ class AgentUnit:
             version=self.version,
             restart=restart,
             ownership=self.runtime.ownership,
+            display_log=self._take_display(),
         )
+
+    def keep_display(self, operations: list[Any]) -> None:
+        """Called by a crashed server: display operations it could not write, for the next."""
+        if operations:
+            self._display_log = operations
+
+    def _take_display(self) -> list[Any]:
+        log, self._display_log = self._display_log, None
+        return log or []
 
     def keep(self, state: State, version: int) -> None:
         """Called by the server at each lifecycle point: what a restart resumes from."""
