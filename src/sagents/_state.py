@@ -144,9 +144,7 @@ class State:
             raise StateError(f"a state must be a dict, got {type(data).__name__}")
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise StateError(
-                f"state 'version' must be a positive integer, got {shown(version)}"
-            )
+            raise StateError(f"state 'version' must be a positive integer, got {shown(version)}")
         if version > STATE_VERSION:
             raise UnsupportedStateVersion(
                 f"state version {version} was written by a newer sagents (this one reads up to "
