@@ -42,7 +42,7 @@ def crash(runtime: Runtime, agent_id: str = "agent-1") -> None:
     def boom() -> None:
         raise RuntimeError("bug in the server")
 
-    server._post(boom)
+    server.post(boom)
 
 
 async def next_server(runtime: Runtime, previous: Any, agent_id: str = "agent-1") -> Any:
