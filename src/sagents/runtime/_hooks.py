@@ -44,12 +44,8 @@ class HooksHost(Protocol):
     agent: Agent
     agent_id: str
     state: State
-
-    @property
-    def services(self) -> Mapping[str, Any]: ...
-
-    @property
-    def recorder(self) -> Recorder: ...
+    services: Mapping[str, Any]
+    recorder: Recorder
 
     def emit(self, event: Event) -> None: ...
 

@@ -28,22 +28,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.messages import BaseMessage
 
-from sagents._errors import RunError
+from sagents._errors import InvalidTransition, RunError
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
 from sagents.execution._agent import Agent
 from sagents.execution._containment import describe
-from sagents.execution._middleware_context import MiddlewareContext
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
-from sagents.execution._run import Run
+from sagents.execution._run import Run, dismiss_interrupt
 from sagents.execution._sink import EventSink
+from sagents.runtime._hooks import middleware_named
 from sagents.runtime._options import AgentOptions
 
 if TYPE_CHECKING:
+    from sagents.runtime._hooks import MiddlewareHooks
     from sagents.runtime._recorder import Recorder
 
-__all__ = ["RUNTIME_KEY", "Runner", "RunnerHost"]
+__all__ = ["RUNTIME_KEY", "Runner", "RunnerHost", "initial_status"]
 
 _log = logging.getLogger("sagents.server")
 
@@ -60,26 +61,16 @@ class RunnerHost(EventSink, Protocol):
     state: State
     status: Status
     last_result: Any
+    recorder: Recorder
+    services: Mapping[str, Any]
+    #: The context runs start in (a copy each).
+    context: contextvars.Context | None
 
-    @property
-    def recorder(self) -> Recorder: ...
-
-    @property
-    def services(self) -> Mapping[str, Any]: ...
-
-    def run_context(self) -> contextvars.Context | None:
-        """The context a new run's task starts in."""
-        ...
-
-    def run_metadata(self) -> Mapping[str, Any]: ...
-
-    def middleware_context(self) -> MiddlewareContext: ...
+    def hooks(self) -> MiddlewareHooks: ...
 
     def set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None: ...
 
     def set_status(self, status: Status, data: Any = None) -> None: ...
-
-    def dismiss_interrupt(self, *, announce: bool = True) -> None: ...
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue the server's own message (the run task reports through the mailbox)."""
@@ -93,14 +84,8 @@ class RunnerHost(EventSink, Protocol):
         """A run began (the inactivity deadline stops counting)."""
         ...
 
-    def runs_settled(self, runner: Runner) -> None:
-        """A run ended and its outcome is handled (the deadline counts again; a runner with
-        nothing left to do can be forgotten)."""
-        ...
-
-    async def deliver_deferred(self, key: str, message: Any) -> None:
-        """Hand ``message`` to middleware ``key``'s ``handle_message`` hook (a failure is
-        logged: the run that deferred it is over)."""
+    def run_ended(self) -> None:
+        """A run ended and its outcome is handled (the deadline counts again)."""
         ...
 
 
@@ -119,41 +104,104 @@ class Runner:
 
     @property
     def at_rest(self) -> bool:
-        """Whether nothing is running, queued or deferred (the server may forget the runner)."""
+        """Whether nothing is running, queued or deferred (the server then forgets the runner
+        at the end of its mailbox burst)."""
         return self.run is None and not self._queued and not self._deferred
 
     @property
     def queued_count(self) -> int:
         return len(self._queued)
 
-    # -- what the server's commands ask ----------------------------------------------------------
+    # -- commands (each one a message in the server's mailbox) -----------------------------------
 
-    def start(self, decisions: Sequence[Decision | Mapping[str, Any]] | None = None) -> Run:
-        """Start a run asked for by the user (``decisions`` resume an interrupt).
+    def add_message(self, message: BaseMessage, run: bool) -> None:
+        """Append ``message`` and, with ``run``, start a run (L7). During a run it is queued
+        for the next turn; it dismisses a pending approval (L7b)."""
+        host = self._host
+        if host.status is Status.RUNNING:
+            if isinstance(self._queued, list):
+                self._queued.append(message)
+            else:
+                self._queued = [message]
+            return
+        if host.status is Status.INTERRUPTED:
+            self._dismiss_interrupt()
+        host.set_state(host.state.append(message), (message,))
+        if run:
+            self._launch()
+            self._follow_ups = 0
 
-        Raises:
-            InvalidDecision: the decisions do not fit; nothing changed.
-        """
-        run = self._launch(decisions)
+    def execute(self) -> None:
+        """Start a run (L2)."""
+        host = self._host
+        if host.status is Status.RUNNING:
+            raise InvalidTransition(f"agent {host.agent_id!r} is already running")
+        if host.status is Status.INTERRUPTED:
+            raise InvalidTransition(
+                f"agent {host.agent_id!r} is waiting for approval: resume it with decisions"
+            )
+        self._launch()
         self._follow_ups = 0
-        return run
 
-    def queue(self, message: BaseMessage) -> None:
-        """``message`` arrived during the run: it runs next (L7)."""
-        if isinstance(self._queued, list):
-            self._queued.append(message)
-        else:
-            self._queued = [message]
+    def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
+        """Continue an interrupted run with the user's decisions (L4)."""
+        host = self._host
+        if host.status is not Status.INTERRUPTED:
+            raise InvalidTransition(
+                f"agent {host.agent_id!r} is {host.status.value}, not interrupted: "
+                "nothing to resume"
+            )
+        interrupt = host.state.interrupt
+        run = self._launch(decisions)  # raises InvalidDecision with nothing changed
+        if interrupt is not None and run.decisions:
+            host.recorder.decisions_recorded(interrupt, run.decisions)
+        self._follow_ups = 0
 
-    def defer(self, key: str, message: Any) -> None:
-        """A message for middleware ``key`` arrived during the run: handled right after it."""
-        if isinstance(self._deferred, list):
+    async def send_to_middleware(self, key: str, message: Any) -> None:
+        """Hand ``message`` to middleware ``key`` — right after the run in progress, which owns
+        the state until it ends (X20)."""
+        host = self._host
+        mw = middleware_named(host.agent, key)
+        if host.status is not Status.RUNNING:
+            await host.hooks().deliver(mw, message)
+        elif isinstance(self._deferred, list):
             self._deferred.append((key, message))
         else:
             self._deferred = [(key, message)]
 
+    async def cancel_run(self) -> None:
+        """Cancel the run in progress (L5)."""
+        host = self._host
+        if host.status is not Status.RUNNING or self.task is None:
+            raise InvalidTransition(
+                f"agent {host.agent_id!r} is {host.status.value}: there is no run to cancel"
+            )
+        await self.cancel()
+
+    async def pause(self) -> None:
+        """Infrastructure pause (L8): stop any run, mark the state paused, save it.
+
+        The mark is persisted with the state, so a server restarted from it (on this node or
+        another) starts ``paused`` and ``execute()`` continues the conversation.
+        """
+        host = self._host
+        if host.status is Status.INTERRUPTED:
+            raise InvalidTransition(
+                f"agent {host.agent_id!r} is waiting for approval, which already survives a "
+                "restart: there is nothing to pause"
+            )
+        await self.cancel(Status.PAUSED)
+        host.set_state(host.state.with_metadata(RUNTIME_KEY, {"paused": True}))
+        if host.status is not Status.PAUSED:
+            host.set_status(Status.PAUSED)
+        host.recorder.checkpoint("paused")
+        host.recorder.auto_save("auto_save.pause", force=True)
+        await host.recorder.drain(host.options.shutdown_timeout)
+
+    # -- cancelling ------------------------------------------------------------------------------
+
     async def cancel(self, status: Status = Status.CANCELLED) -> None:
-        """Cancel the run in progress; the agent's status becomes ``status``."""
+        """Cancel the run in progress, if any; the agent's status becomes ``status``."""
         run, task = self.run, self.task
         if task is None:
             return
@@ -199,8 +247,8 @@ class Runner:
             sink=host,
             decisions=decisions,
             services=host.services,
-            metadata=host.run_metadata(),
-            middleware_context=host.middleware_context(),
+            metadata={"conversation_id": host.options.conversation_id, **host.options.metadata},
+            middleware_context=host.hooks().context,
         )
         if run.state is not host.state:
             host.set_state(run.state)
@@ -209,7 +257,7 @@ class Runner:
             host.set_status(Status.RUNNING)
         host.run_started()
         self.task = asyncio.get_running_loop().create_task(
-            self._drive(run), context=host.run_context()
+            self._drive(run), context=None if host.context is None else host.context.copy()
         )
         return run
 
@@ -251,7 +299,7 @@ class Runner:
         auto_save = host.options.auto_save
         if host.status is not Status.RUNNING and auto_save is not None and auto_save.on_idle:
             host.recorder.auto_save("auto_save.on_idle")
-        host.runs_settled(self)
+        host.run_ended()
 
     def _follows_up(self) -> bool:
         return bool(self._queued) and self._follow_ups < self._host.options.max_follow_ups
@@ -282,7 +330,7 @@ class Runner:
         messages, self._queued = self._queued, ()
         follow_up = self._follow_ups < host.options.max_follow_ups
         if host.status is Status.INTERRUPTED:
-            host.dismiss_interrupt(announce=not follow_up)
+            self._dismiss_interrupt(announce=not follow_up)
         host.set_state(host.state.append(*messages), messages)
         if not follow_up:
             _log.warning(
@@ -300,7 +348,15 @@ class Runner:
     async def _deliver_deferred(self) -> None:
         deferred, self._deferred = self._deferred, ()
         for key, message in deferred:
-            await self._host.deliver_deferred(key, message)
+            await self._host.hooks().deliver_deferred(key, message)
+
+    def _dismiss_interrupt(self, *, announce: bool = True) -> None:
+        # A new message dismisses a pending approval: its calls are answered as not run (L7b).
+        host = self._host
+        state, results = dismiss_interrupt(host.state)
+        host.set_state(state, results)
+        if announce:
+            host.set_status(Status.IDLE)
 
     def _cancelled_elsewhere(self, run: Run) -> None:
         """A run task ended cancelled: if nothing handled that (cancel() and stops do), the run
@@ -320,7 +376,17 @@ class Runner:
         host.set_status(status)
         host.recorder.checkpoint(status.value)
         host.touch()
-        host.runs_settled(self)
+        host.run_ended()
+
+
+def initial_status(state: State) -> Status:
+    """The status of an agent that starts from ``state``: waiting for approval, paused by an
+    infrastructure pause (the mark is persisted with the state, L8), or idle."""
+    if state.interrupt is not None:
+        return Status.INTERRUPTED
+    mark = state.metadata.get(RUNTIME_KEY)
+    paused = isinstance(mark, dict) and bool(mark.get("paused"))
+    return Status.PAUSED if paused else Status.IDLE
 
 
 def _unpaused(state: State) -> State:

@@ -1,26 +1,23 @@
 """``AgentServer``: the actor that runs one agent (rules L1–L8, L14, L20–L26, L40–L49).
 
 One server per agent id: a mailbox and a status. Every command (add a message, execute, resume,
-cancel, stop, replace the state) is a message processed in order by the server's
-:class:`Mailbox`, so commands never interleave halfway; reads (status, state, info) are answered
-directly because they change nothing. The behaviour lives in collaborators: the loop that talks
-to the model is :class:`~sagents.execution.Run`, started and seen to its status by the
-:class:`Runner`; events go through the :class:`Publisher`, every save through the
-:class:`Recorder`, viewers through a :class:`ViewerWatch`, the idle deadline through an
-:class:`InactivityTimer`. An idle agent has only the server, its recorder and its timer: the
-mailbox, the runner and the publisher exist while they have something to do.
+cancel, stop, replace the state) is a message its :class:`Mailbox` processes in order, so
+commands never interleave halfway; reads (status, state, info) are answered directly because
+they change nothing. The behaviour lives in collaborators: runs are the :class:`Runner`'s (and
+the model loop :class:`~sagents.execution.Run`'s), events go through the :class:`Publisher`,
+saves through the :class:`Recorder`, middleware hooks through :class:`MiddlewareHooks`, viewers
+through a :class:`ViewerWatch`, the idle deadline through an :class:`InactivityTimer`. An idle
+agent has only the server, its recorder and its timer; the others exist while they have work.
 
 Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`, is a line of phases::
 
-    STARTING --started()--> LIVE --(graceful stop processed)--> CLOSED --> ENDING --> ENDED
-        \\-------------------- shutdown(graceful=False), a crash -------------^
+    STARTING --started()--> LIVE --graceful wind-down--> CLOSED --> ENDING --> ENDED
+        `------------- shutdown(graceful=False), a crash, a failed start ---^
 
-Every ending goes through :meth:`AgentServer.shutdown` (or its task-free twin
-:meth:`~AgentServer.shutdown_nowait`, for a server with nothing to wait for) and then the one
-``_end``: leave the registry, close subscriptions, tell the unit. A graceful shutdown first winds
-down inside the mailbox, after the commands already queued (the run is cancelled, queued
-messages are kept, the state is saved); a crash ends from the mailbox; a server whose start
-failed ends silently (it never existed for anyone).
+Every ending goes through :meth:`AgentServer.shutdown` (or :meth:`~AgentServer.shutdown_nowait`,
+its task-free twin for a server with nothing to wait for) and the one ``_end``. A graceful
+shutdown first winds down in the mailbox, after the commands already queued: the run is
+cancelled, its queued messages kept, the state saved. A server whose start failed ends silently.
 """
 
 from __future__ import annotations
@@ -46,10 +43,8 @@ from sagents._status import Status
 from sagents.events import AgentShutdown, Event, SaveRefused, StateRestored, StatusChanged
 from sagents.execution._agent import Agent
 from sagents.execution._containment import contained
-from sagents.execution._middleware_context import MiddlewareContext
-from sagents.execution._run import Run, dismiss_interrupt
 from sagents.runtime._context import apply_context
-from sagents.runtime._hooks import MiddlewareHooks, middleware_named
+from sagents.runtime._hooks import MiddlewareHooks
 from sagents.runtime._inactivity import InactivityTimer
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._mailbox import Mailbox
@@ -57,7 +52,7 @@ from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
 from sagents.runtime._publisher import Publisher, Subscription
 from sagents.runtime._recorder import Recorder
-from sagents.runtime._runner import RUNTIME_KEY, Runner
+from sagents.runtime._runner import Runner, initial_status
 
 if TYPE_CHECKING:
     from sagents.runtime._ownership import Ownership
@@ -72,7 +67,7 @@ if TYPE_CHECKING:
             ...
 
 
-__all__ = ["RUNTIME_KEY", "AgentServer"]
+__all__ = ["AgentServer"]
 
 _log = logging.getLogger("sagents.server")
 
@@ -95,14 +90,11 @@ _INSTANCES = itertools.count(1)
 class AgentServer:
     """The actor behind an :class:`~sagents.runtime.AgentHandle`; not used directly.
 
-    Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`: :meth:`start` (synchronous;
-    says whether :meth:`initialise` must run the async part), registration, :meth:`started`, then
-    messages until :meth:`shutdown` or a crash, after which the unit is told through
-    ``server_ended``.
+    Started by its unit: :meth:`start`, :meth:`initialise` if that says so, registration,
+    :meth:`started`; it tells the unit how it ended through ``server_ended``.
     """
 
     __slots__ = (
-        "_context",
         "_end_waiters",
         "_hooks",
         "_inactivity",
@@ -110,18 +102,19 @@ class AgentServer:
         "_mailbox",
         "_phase",
         "_publisher",
-        "_recorder",
         "_runner",
-        "_services",
         "_started_at",
         "_task_context",
         "_unit",
         "_viewers",
         "agent",
         "agent_id",
+        "context",
         "instance",
         "last_result",
         "options",
+        "recorder",
+        "services",
         "shutdown_reason",
         "state",
         "status",
@@ -146,15 +139,16 @@ class AgentServer:
         self.instance = next(_INSTANCES)
         self.options = options
         self.state = state if state.agent_id == agent_id else _with_agent_id(state, agent_id)
-        self.status = _initial_status(self.state)
+        self.status = initial_status(self.state)
         self._phase = _STARTING
         self._unit = unit
-        self._services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
-        self._context = options.context if context is None else context
+        self.services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
+        #: The context runs start in (a copy each); ``update_context()`` replaces it.
+        self.context = options.context if context is None else context
         self._task_context: contextvars.Context | None = None
         self._loop = asyncio.get_running_loop()
         self._started_at = self._loop.time()
-        self._recorder = Recorder(
+        self.recorder = Recorder(
             self,
             options,
             self.state,
@@ -190,14 +184,6 @@ class AgentServer:
         return self.status is Status.RUNNING
 
     @property
-    def recorder(self) -> Recorder:
-        return self._recorder
-
-    @property
-    def services(self) -> Mapping[str, Any]:
-        return self._services
-
-    @property
     def publisher(self) -> Publisher:
         """The server's event fan-out, made on first use (an idle agent nobody watches has
         none)."""
@@ -220,7 +206,7 @@ class AgentServer:
         for subscriber in self.options.initial_subscribers:
             subscriber.attach(self.publisher)
         presence = self.options.presence
-        if (presence is not None and presence.enabled) or self._recorder.needs_claim:
+        if (presence is not None and presence.enabled) or self.recorder.needs_claim:
             return True
         return any(mw.overrides("on_server_start") for mw in self.agent.middleware_instances)
 
@@ -242,12 +228,12 @@ class AgentServer:
             raise
 
     async def _initialise(self) -> None:
-        stored = await self._recorder.claim()
+        stored = await self.recorder.claim()
         if stored is not None:
             # Storage is ahead of the state this server was given (a crash restart, or another
             # process saved between the load and the lease): it continues from storage.
             self.state = _with_agent_id(stored.state, self.agent_id)
-            self.status = _initial_status(self.state)
+            self.status = initial_status(self.state)
         presence = self.options.presence
         if presence is not None and presence.enabled:
             self._viewers = ViewerWatch(presence, on_no_viewers=self._no_viewers)
@@ -262,7 +248,7 @@ class AgentServer:
         if timeout is not None:
             self._inactivity = InactivityTimer(self, timeout, since=self._started_at)
             self._inactivity.arm()
-        self._recorder.arm_interval()
+        self.recorder.arm_interval()
         if self._viewers is not None:
             self._viewers.agent_status_changed(self.status)
         if telemetry.has_handlers(telemetry.AGENT_START):
@@ -283,7 +269,7 @@ class AgentServer:
         context = self._task_context
         if context is None:
             context = self._task_context = (
-                contextvars.copy_context() if self._context is None else self._context.copy()
+                contextvars.copy_context() if self.context is None else self.context.copy()
             )
         return context
 
@@ -328,7 +314,7 @@ class AgentServer:
             and (self._runner is None or self._runner.task is None)
             and self._viewers is None
             and self._hooks is None
-            and self._recorder.quiet
+            and self.recorder.quiet
         )
 
     async def _wind_down(self, reason: str) -> None:
@@ -337,9 +323,9 @@ class AgentServer:
         self.shutdown_reason = reason
         if self._runner is not None:
             await self._runner.stop()
-        self._recorder.checkpoint(f"shutdown ({reason})")
-        self._recorder.auto_save(f"auto_save.shutdown ({reason})", force=True)
-        if not await self._recorder.drain(self.options.shutdown_timeout):
+        self.recorder.checkpoint(f"shutdown ({reason})")
+        self.recorder.auto_save(f"auto_save.shutdown ({reason})", force=True)
+        if not await self.recorder.drain(self.options.shutdown_timeout):
             _log.error("agent %r: saves did not finish within shutdown_timeout", self.agent_id)
         self._phase = _CLOSED
 
@@ -357,6 +343,8 @@ class AgentServer:
 
     def mailbox_empty(self) -> None:
         self._mailbox = None
+        if self._runner is not None and self._runner.at_rest:
+            self._runner = None  # an idle agent carries no runner
 
     async def _end(self, reason: str) -> None:
         """The one ending of every server: release what it holds, then announce it (see
@@ -375,7 +363,7 @@ class AgentServer:
                 await self._hooks.aclose()  # what the hooks spawned
             # A graceful stop drained its saves already; a crash still saves what its last
             # lifecycle points produced (the restart resumes from it), a kill gives up.
-            await self._recorder.aclose(
+            await self.recorder.aclose(
                 drain=self.options.shutdown_timeout if reason == "crash" else 0.0
             )
         except Exception:
@@ -401,7 +389,7 @@ class AgentServer:
         self._phase = _ENDING
         if self._inactivity is not None:
             self._inactivity.disarm()
-        self._recorder.close_timers()
+        self.recorder.close_timers()
         return True
 
     def _ended(self, reason: str, why: str, *, announce: bool) -> None:
@@ -410,11 +398,12 @@ class AgentServer:
         self._flush(why)
         publisher = self._publisher
         if publisher is not None:  # else nobody ever subscribed: nobody can see a final event
-            publisher.close(
-                AgentShutdown(reason=reason, metadata=self._shutdown_metadata())
-                if announce
-                else None
-            )
+            metadata = {
+                "conversation_id": self.options.conversation_id,
+                "status": self.status.value,
+                "message_count": len(self.state.messages),
+            }
+            publisher.close(AgentShutdown(reason=reason, metadata=metadata) if announce else None)
         self._phase = _ENDED
         waiters, self._end_waiters = self._end_waiters, None
         for waiter in waiters or ():
@@ -445,13 +434,6 @@ class AgentServer:
             self._end_waiters = []
         self._end_waiters.append(waiter)
         await waiter
-
-    def _shutdown_metadata(self) -> dict[str, Any]:
-        return {
-            "conversation_id": self.options.conversation_id,
-            "status": self.status.value,
-            "message_count": len(self.state.messages),
-        }
 
     def telemetry_metadata(self) -> dict[str, Any]:
         """The metadata of this agent's telemetry events."""
@@ -537,20 +519,13 @@ class AgentServer:
 
     def set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None:
         self.state = state
-        self._recorder.changed(state, new_messages)
+        self.recorder.changed(state, new_messages)
 
     def set_status(self, status: Status, data: Any = None) -> None:
         self.status = status
         self.publisher.publish(StatusChanged(status=status, data=data))
         if self._viewers is not None:
             self._viewers.agent_status_changed(status)
-
-    def dismiss_interrupt(self, *, announce: bool = True) -> None:
-        """Answer the pending approval's calls as not run (a new message dismissed it)."""
-        state, results = dismiss_interrupt(self.state)
-        self.set_state(state, results)
-        if announce:
-            self.set_status(Status.IDLE)
 
     # EventSink of the runs
     @property
@@ -588,42 +563,23 @@ class AgentServer:
             self._hooks = MiddlewareHooks(self)
         return self._hooks
 
-    def middleware_context(self) -> MiddlewareContext:
-        """What this agent's middleware get from ``get_middleware_context()``."""
-        return self.hooks().context
-
-    async def deliver_deferred(self, key: str, message: Any) -> None:
-        await self.hooks().deliver_deferred(key, message)
-
     # -- runs (RunnerHost) -----------------------------------------------------------------------
 
     def _runs(self) -> Runner:
+        # Resolved inside the mailbox (never by a caller before its message is processed): an
+        # idle runner is forgotten at the end of each burst.
         runner = self._runner
         if runner is None:
             runner = self._runner = Runner(self)
         return runner
 
-    def _start_run(self, decisions: Sequence[Decision | Mapping[str, Any]] | None = None) -> Run:
-        runner = self._runner or Runner(self)
-        run = runner.start(decisions)  # raises InvalidDecision with nothing changed
-        self._runner = runner
-        return run
-
-    def run_context(self) -> contextvars.Context | None:
-        return None if self._context is None else self._context.copy()
-
-    def run_metadata(self) -> dict[str, Any]:
-        return {"conversation_id": self.options.conversation_id, **self.options.metadata}
-
     def run_started(self) -> None:
         if self._inactivity is not None:
             self._inactivity.disarm()
 
-    def runs_settled(self, runner: Runner) -> None:
+    def run_ended(self) -> None:
         if self._inactivity is not None:
             self._inactivity.arm()
-        if runner.at_rest and self._runner is runner:
-            self._runner = None  # an idle agent carries no runner
 
     # -- commands (run inside the mailbox) -------------------------------------------------------
 
@@ -631,76 +587,28 @@ class AgentServer:
         if not isinstance(message, BaseMessage):
             raise TypeError(f"add_message takes a langchain message, got {type(message).__name__}")
         self.touch()
-        if self.status is Status.RUNNING:
-            self._runs().queue(message)
-            return
-        if self.status is Status.INTERRUPTED:
-            self.dismiss_interrupt()
-        self.set_state(self.state.append(message), (message,))
-        if run:
-            self._start_run()
-
-    async def do_send_to_middleware(self, key: str, message: Any) -> None:
-        mw = middleware_named(self.agent, key)
-        if self.status is Status.RUNNING:
-            # The run owns the state until it ends; the message is handled right after.
-            self._runs().defer(key, message)
-            return
-        await self.hooks().deliver(mw, message)
-
-    def do_update_context(self, context: contextvars.Context) -> None:
-        self._context = context
-        apply_context(context)
+        self._runs().add_message(message, run)
 
     def do_execute(self) -> None:
         self.touch()
-        if self.status is Status.RUNNING:
-            raise InvalidTransition(f"agent {self.agent_id!r} is already running")
-        if self.status is Status.INTERRUPTED:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is waiting for approval: resume it with decisions"
-            )
-        self._start_run()
+        self._runs().execute()
 
     def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         self.touch()
-        if self.status is not Status.INTERRUPTED:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is {self.status.value}, not interrupted: "
-                "nothing to resume"
-            )
-        interrupt = self.state.interrupt
-        run = self._start_run(decisions)
-        if interrupt is not None and run.decisions:
-            self._recorder.decisions_recorded(interrupt, run.decisions)
+        self._runs().resume(decisions)
 
     async def do_cancel(self) -> None:
-        runner = self._runner
-        if self.status is not Status.RUNNING or runner is None or runner.task is None:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is {self.status.value}: there is no run to cancel"
-            )
-        await runner.cancel()
+        await self._runs().cancel_run()
 
     async def do_pause(self) -> None:
-        """Infrastructure pause (L8): stop any run, mark the state paused, save it.
+        await self._runs().pause()
 
-        The mark is persisted with the state, so a server restarted from it (on this node or
-        another) starts ``paused`` and ``execute()`` continues the conversation.
-        """
-        if self.status is Status.INTERRUPTED:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is waiting for approval, which already survives a "
-                "restart: there is nothing to pause"
-            )
-        if self._runner is not None:
-            await self._runner.cancel(Status.PAUSED)
-        self.set_state(self.state.with_metadata(RUNTIME_KEY, {"paused": True}))
-        if self.status is not Status.PAUSED:
-            self.set_status(Status.PAUSED)
-        self._recorder.checkpoint("paused")
-        self._recorder.auto_save("auto_save.pause", force=True)
-        await self._recorder.drain(self.options.shutdown_timeout)
+    async def do_send_to_middleware(self, key: str, message: Any) -> None:
+        await self._runs().send_to_middleware(key, message)
+
+    def do_update_context(self, context: contextvars.Context) -> None:
+        self.context = context
+        apply_context(context)
 
     def do_replace_state(self, state: State, agent: Agent | None) -> None:
         if self.status is Status.RUNNING:
@@ -758,11 +666,3 @@ def _with_agent_id(state: State, agent_id: str) -> State:
 
 
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))
-
-
-def _initial_status(state: State) -> Status:
-    if state.interrupt is not None:
-        return Status.INTERRUPTED
-    mark = state.metadata.get(RUNTIME_KEY)
-    paused = isinstance(mark, dict) and bool(mark.get("paused"))
-    return Status.PAUSED if paused else Status.IDLE
