@@ -151,15 +151,17 @@ class Recorder:
             _NOTHING_PERSISTED if version is None or restart else (state.messages, version)
         )
         self._persist_next: tuple[State, int] | None = None
-        # Lifecycle points asked to be saved, not known durable yet (see caught_up).
-        self._pending: deque[int] = deque()
-        self._save_waiters: list[asyncio.Future[None]] = []
+        # Lifecycle points asked to be saved, not known durable yet (see caught_up). This and
+        # the two containers below are made on first use: most idle agents never need them,
+        # and a fleet of idle agents pays for every object (an empty deque is 600 bytes).
+        self._pending: deque[int] | None = None
+        self._save_waiters: list[asyncio.Future[None]] | None = None
         self._save_failed = False
         self._stored_title = title_of(state)  # the title the conversation row holds
         self._saver: SerialWorker | None = None  # made by the first save
         # Display operations not written yet, in order: a list is an append of rows (of
         # messages, with the state version each entered), a function any other operation.
-        self._display_log: list[_DisplayOperation] = []
+        self._display_log: list[_DisplayOperation] | None = None
         self._reconcile = restart  # display rows may be ahead of storage: settle them at start
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lease: Lease | None = None
@@ -374,6 +376,8 @@ class Recorder:
         if persistence is None or self.fenced is not None or version == self._persisted[1]:
             return
         self._persist_next = (state, version)
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(version)
         self._worker().submit("agent_persistence.save", self._persist, coalesce=True)
 
@@ -394,6 +398,8 @@ class Recorder:
             async with asyncio.timeout(self.options.shutdown_timeout):
                 while self._unsaved() > 1 and self.fenced is None:
                     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    if self._save_waiters is None:
+                        self._save_waiters = []
                     self._save_waiters.append(waiter)
                     await waiter
                     if self._save_failed:
@@ -410,14 +416,16 @@ class Recorder:
     def _unsaved(self) -> int:
         durable = self._persisted[1]
         pending = self._pending
+        if pending is None:
+            return 0
         while pending and durable is not None and pending[0] <= durable:
             pending.popleft()
         return len(pending)
 
     def _saved(self, *, failed: bool) -> None:
         self._save_failed = failed
-        waiters, self._save_waiters = self._save_waiters, []
-        for waiter in waiters:
+        waiters, self._save_waiters = self._save_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -601,6 +609,8 @@ class Recorder:
             or self.fenced is not None
         ):
             return
+        if self._display_log is None:
+            self._display_log = []
         self._display_log.append(operation)
         self._flush_soon()
 
@@ -616,7 +626,7 @@ class Recorder:
         store = self.options.display_message_persistence
         conversation_id = self.options.conversation_id
         log = self._display_log
-        for _ in range(len(log)):
+        for _ in range(0 if log is None else len(log)):
             if not log or store is None or conversation_id is None:
                 break
             operation = log.pop(0)
