@@ -73,7 +73,7 @@ async def test_a_run_task_cancelled_by_someone_else_does_not_wedge_the_agent(
     await handle.execute()
     await asyncio.sleep(1)
     server: Any = runtime._registry.get("agent-1")
-    server._run_task.cancel()  # not through cancel(): e.g. a library cancelling tasks it found
+    server._runner.task.cancel()  # not through cancel(): e.g. a library cancelling tasks it found
     await until_status(events, Status.CANCELLED)
     await handle.add_message("go on")
     await until_status(events, Status.IDLE)

@@ -42,7 +42,7 @@ def crash(runtime: Runtime, agent_id: str = "agent-1") -> None:
     def boom() -> None:
         raise RuntimeError("bug in the server")
 
-    server._post(boom)
+    server.post(boom)
 
 
 async def next_server(runtime: Runtime, previous: Any, agent_id: str = "agent-1") -> Any:
@@ -202,7 +202,7 @@ async def test_a_lease_taken_over_while_stalled_stops_the_agent(runtime: Runtime
     )
     await turn(handle, "one")
     # This process stalled past the expiry and another one took the conversation over.
-    await store.release_lease("team", "c1", runtime._registry.get("agent-1")._recorder._lease)
+    await store.release_lease("team", "c1", runtime._registry.get("agent-1").recorder._lease)
     await store.acquire_lease("team", "c1", "another-host:1:x", 30.0)
     await asyncio.sleep(1.5)  # the next renewal finds the lease gone
     seen = [event async for event in events]

@@ -159,7 +159,7 @@ async def test_a_crash_is_isolated_restarts_the_server_and_reaches_subscribers(
         def boom() -> None:
             raise RuntimeError("bug in the server")
 
-        server._post(boom)
+        server.post(boom)
         shutdown = [e async for e in victim][-1]
         assert isinstance(shutdown, AgentShutdown)
         assert shutdown.reason == "crash"  # L16
@@ -189,7 +189,7 @@ async def test_a_server_crashing_in_a_loop_gives_up_without_touching_others() ->
             def boom() -> None:
                 raise RuntimeError("again")
 
-            server._post(boom)
+            server.post(boom)
             await server.wait_ended()
             await asyncio.sleep(0.1)
         assert runtime.list_running_agents() == ["bystander"]

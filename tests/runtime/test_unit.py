@@ -31,7 +31,7 @@ def crash(runtime: Runtime, agent_id: str) -> None:
     def boom() -> None:
         raise RuntimeError("bug in the server")
 
-    server._post(boom)
+    server.post(boom)
 
 
 async def drain(events: PendingSubscription) -> list[Event]:

@@ -105,7 +105,7 @@ async def test_a_crash_restart_resumes_from_the_stored_state_and_its_next_turn_i
         def boom() -> None:
             raise RuntimeError("bug in the server")
 
-        crashed._post(boom)
+        crashed.post(boom)
         for _ in range(3000):
             server = runtime._registry.get(session.agent_id)
             if server is not None and server is not crashed:

@@ -141,48 +141,9 @@ class Agent:
     callbacks: tuple[BaseCallbackHandler, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.agent_id, str) or not self.agent_id.strip():
-            raise InvalidAgent("agent_id", "must be a non-empty string")
-        if not isinstance(self.model, BaseChatModel):
-            raise InvalidAgent(
-                "model", f"must be a langchain BaseChatModel, got {type(self.model).__name__}"
-            )
-        if not isinstance(self.max_runs, int) or self.max_runs < 1:
-            raise InvalidAgent("max_runs", f"must be a positive integer, got {self.max_runs!r}")
-        if self.tool_timeout is not None and not self.tool_timeout > 0:
-            raise InvalidAgent("tool_timeout", "must be a positive number of seconds or None")
-        if not isinstance(self.base_system_prompt, str):
-            raise InvalidAgent("base_system_prompt", "must be a string")
-        for i, fallback in enumerate(self.fallback_models):
-            if not isinstance(fallback, BaseChatModel):
-                raise InvalidAgent("fallback_models", f"[{i}] is not a langchain BaseChatModel")
-
-        middleware = tuple(_instantiate(m, i) for i, m in enumerate(self.middleware))
-        keys: set[str] = set()
-        for mw in middleware:
-            if mw.key in keys:
-                raise InvalidMiddleware(f"two middleware use the metadata key {mw.key!r}")
-            keys.add(mw.key)
-            try:
-                mw.validate()
-            except SagentsError:
-                raise
-            except Exception as exc:
-                raise InvalidMiddleware(f"{mw.name} failed validation: {exc}") from exc
-
-        tools: dict[str, BaseTool] = {}
-        sources = [(mw.name, t) for mw in middleware for t in mw.tools()]
-        sources += [("tools", as_tool(t)) for t in self.tools]
-        for source, tool in sources:
-            if tool.name in tools:
-                raise InvalidAgent("tools", f"duplicate tool name {tool.name!r} (from {source})")
-            tools[tool.name] = tool
-        for mw in middleware:
-            mw.check_tools(frozenset(tools))
-        if self.until_tool is not None and self.until_tool not in tools:
-            raise InvalidAgent(
-                "until_tool", f"{self.until_tool!r} is not one of the tools: {sorted(tools)}"
-            )
+        self._check_fields()
+        middleware = self._checked_middleware()
+        tools = self._checked_tools(middleware)
 
         prompts = [self.base_system_prompt] if self.base_system_prompt else []
         prompts += [p for mw in middleware if (p := mw.system_prompt())]
@@ -210,6 +171,56 @@ class Agent:
         set_(self, "callbacks", tuple(cb for mw in middleware for cb in mw.callbacks()))
         if not isinstance(self.mode, Mode):
             raise InvalidAgent("mode", f"must be a sagents Mode, got {type(self.mode).__name__}")
+
+    def _check_fields(self) -> None:
+        if not isinstance(self.agent_id, str) or not self.agent_id.strip():
+            raise InvalidAgent("agent_id", "must be a non-empty string")
+        if not isinstance(self.model, BaseChatModel):
+            raise InvalidAgent(
+                "model", f"must be a langchain BaseChatModel, got {type(self.model).__name__}"
+            )
+        if not isinstance(self.max_runs, int) or self.max_runs < 1:
+            raise InvalidAgent("max_runs", f"must be a positive integer, got {self.max_runs!r}")
+        if self.tool_timeout is not None and not self.tool_timeout > 0:
+            raise InvalidAgent("tool_timeout", "must be a positive number of seconds or None")
+        if not isinstance(self.base_system_prompt, str):
+            raise InvalidAgent("base_system_prompt", "must be a string")
+        for i, fallback in enumerate(self.fallback_models):
+            if not isinstance(fallback, BaseChatModel):
+                raise InvalidAgent("fallback_models", f"[{i}] is not a langchain BaseChatModel")
+
+    def _checked_middleware(self) -> tuple[Middleware, ...]:
+        """The middleware, instantiated and validated (their metadata keys are unique)."""
+        middleware = tuple(_instantiate(m, i) for i, m in enumerate(self.middleware))
+        keys: set[str] = set()
+        for mw in middleware:
+            if mw.key in keys:
+                raise InvalidMiddleware(f"two middleware use the metadata key {mw.key!r}")
+            keys.add(mw.key)
+            try:
+                mw.validate()
+            except SagentsError:
+                raise
+            except Exception as exc:
+                raise InvalidMiddleware(f"{mw.name} failed validation: {exc}") from exc
+        return middleware
+
+    def _checked_tools(self, middleware: tuple[Middleware, ...]) -> dict[str, BaseTool]:
+        """Every tool by name: the middleware's, then the agent's own (names are unique)."""
+        tools: dict[str, BaseTool] = {}
+        sources = [(mw.name, t) for mw in middleware for t in mw.tools()]
+        sources += [("tools", as_tool(t)) for t in self.tools]
+        for source, tool in sources:
+            if tool.name in tools:
+                raise InvalidAgent("tools", f"duplicate tool name {tool.name!r} (from {source})")
+            tools[tool.name] = tool
+        for mw in middleware:
+            mw.check_tools(frozenset(tools))
+        if self.until_tool is not None and self.until_tool not in tools:
+            raise InvalidAgent(
+                "until_tool", f"{self.until_tool!r} is not one of the tools: {sorted(tools)}"
+            )
+        return tools
 
     @property
     def middleware_instances(self) -> tuple[Middleware, ...]:

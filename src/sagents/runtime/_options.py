@@ -165,6 +165,17 @@ class AgentOptions:
     context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
+        # Checked in the order the fields are documented, one concern at a time.
+        self._check_times()
+        self._check_persistence()
+        self._check_runtime()
+        subscribers = self.initial_subscribers
+        if type(subscribers) is not tuple:
+            object.__setattr__(self, "initial_subscribers", tuple(subscribers))
+        # A copy the caller cannot change later; the (usual) empty one is shared.
+        object.__setattr__(self, "metadata", dict(self.metadata) if self.metadata else _NO_METADATA)
+
+    def _check_times(self) -> None:
         set_ = object.__setattr__
         set_(
             self,
@@ -179,6 +190,8 @@ class AgentOptions:
             "shutdown_timeout",
             _seconds("shutdown_timeout", self.shutdown_timeout, allow_none=False),
         )
+
+    def _check_persistence(self) -> None:
         if self.auto_save is not None and not isinstance(self.auto_save, AutoSave):
             raise InvalidOption("auto_save must be an AutoSave(callback, interval, on_idle)")
         if self.conversation_id is not None and not isinstance(self.conversation_id, str):
@@ -209,6 +222,8 @@ class AgentOptions:
             or self.state_version < 0
         ):
             raise InvalidOption("state_version must be a non-negative integer or None")
+
+    def _check_runtime(self) -> None:
         if self.presence is not None:
             from sagents.runtime._presence import PresenceTracking
 
@@ -233,10 +248,6 @@ class AgentOptions:
             raise InvalidOption("metadata must be a dict")
         if self.context is not None and not isinstance(self.context, contextvars.Context):
             raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
-        if type(subscribers) is not tuple:
-            set_(self, "initial_subscribers", tuple(subscribers))
-        # A copy the caller cannot change later; the (usual) empty one is shared.
-        set_(self, "metadata", dict(self.metadata) if self.metadata else _NO_METADATA)
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, object]) -> AgentOptions:

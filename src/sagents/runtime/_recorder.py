@@ -156,15 +156,17 @@ class Recorder:
             _NOTHING_PERSISTED if version is None or restart else (state.messages, version)
         )
         self._persist_next: tuple[State, int] | None = None
-        # Lifecycle points asked to be saved, not known durable yet (see caught_up).
-        self._pending: deque[int] = deque()
-        self._save_waiters: list[asyncio.Future[None]] = []
+        # Lifecycle points asked to be saved, not known durable yet (see caught_up). This and
+        # the two containers below are made on first use: most idle agents never need them,
+        # and a fleet of idle agents pays for every object (an empty deque is 600 bytes).
+        self._pending: deque[int] | None = None
+        self._save_waiters: list[asyncio.Future[None]] | None = None
         self._save_failed = False
         self._stored_title = title_of(state)  # the title the conversation row holds
         self._saver: SerialWorker | None = None  # made by the first save
         # Display operations not written yet, in order: a list is an append of rows (of
         # messages, with the state version each entered), a function any other operation.
-        self._display_log: list[_DisplayOperation] = list(display_log)
+        self._display_log: list[_DisplayOperation] | None = list(display_log) or None
         self._in_flight: _DisplayOperation | None = None
         self._display_failures = 0
         self._live = False
@@ -396,6 +398,8 @@ class Recorder:
         if persistence is None or self.fenced is not None or version == self._persisted[1]:
             return
         self._persist_next = (state, version)
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(version)
         self._worker().submit("agent_persistence.save", self._persist, coalesce=True)
 
@@ -416,6 +420,8 @@ class Recorder:
             async with asyncio.timeout(self.options.shutdown_timeout):
                 while self._unsaved() > 1 and self.fenced is None:
                     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    if self._save_waiters is None:
+                        self._save_waiters = []
                     self._save_waiters.append(waiter)
                     await waiter
                     if self._save_failed:
@@ -432,14 +438,16 @@ class Recorder:
     def _unsaved(self) -> int:
         durable = self._persisted[1]
         pending = self._pending
+        if pending is None:
+            return 0
         while pending and durable is not None and pending[0] <= durable:
             pending.popleft()
         return len(pending)
 
     def _saved(self, *, failed: bool) -> None:
         self._save_failed = failed
-        waiters, self._save_waiters = self._save_waiters, []
-        for waiter in waiters:
+        waiters, self._save_waiters = self._save_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -637,6 +645,8 @@ class Recorder:
             or self.fenced is not None
         ):
             return
+        if self._display_log is None:
+            self._display_log = []
         self._display_log.append(operation)
         self._flush_soon()
 
@@ -659,7 +669,7 @@ class Recorder:
         store = self.options.display_message_persistence
         conversation_id = self.options.conversation_id
         log = self._display_log
-        budget = len(log)
+        budget = 0 if log is None else len(log)
         while budget > 0 and log and store is not None and conversation_id is not None:
             operation = self._in_flight = log[0]
             try:
@@ -691,8 +701,8 @@ class Recorder:
     def unwritten_display(self) -> list[_DisplayOperation]:
         """Take the display operations not written yet (a crashed server hands them to the
         one that replaces it)."""
-        log, self._display_log = self._display_log, []
-        return log
+        log, self._display_log = self._display_log, None
+        return log or []
 
     def _updated(self, row: DisplayMessage | None) -> None:
         if row is not None:

@@ -258,6 +258,28 @@ class Runtime(AsyncResource):
         initial_state: State | Mapping[str, Any] | None,
         options: StartOptions,
     ) -> AgentHandle:
+        unit = self._new_unit(parent, agent, initial_state, options)
+        await self._check_id_free(unit)
+        server: AgentServer | None = None
+        if unit.options.filesystem_scope is None:
+            server = unit.new_server()
+            if not await _start(server):
+                # The common case, synchronous: nothing was awaited, so nothing can have
+                # interleaved since the checks.
+                self._registry.register(unit.agent_id, server)
+                self._adopt(unit, server)
+                return AgentHandle(self, unit.agent_id)
+        await self._start_slowly(unit, server)
+        return AgentHandle(self, unit.agent_id)
+
+    def _new_unit(
+        self,
+        parent: AgentUnit | None,
+        agent: Agent,
+        initial_state: State | Mapping[str, Any] | None,
+        options: StartOptions,
+    ) -> AgentUnit:
+        """The unit of a start, from validated arguments (nothing is registered yet)."""
         if not isinstance(agent, Agent):
             raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
         context = options.pop("context", None)
@@ -272,13 +294,18 @@ class Runtime(AsyncResource):
             context = capture_context()
         elif not isinstance(context, contextvars.Context):
             raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
-        agent_id = agent.agent_id
         if initial_state is None:
-            state = State(agent_id=agent_id)
+            state = State(agent_id=agent.agent_id)
         elif isinstance(initial_state, State):
             state = initial_state
         else:
             state = State.from_dict(initial_state)
+        return AgentUnit(self._unit_host, parent, agent, state, opts, context)
+
+    async def _check_id_free(self, unit: AgentUnit) -> None:
+        """Raise unless ``unit``'s agent id can start now; a server still on its way out is
+        waited for (without awaiting otherwise)."""
+        agent_id, parent = unit.agent_id, unit.parent
         if not self._registry.available:
             raise RegistryUnavailable("the runtime is not running; start it before agents")
         existing = self._registry.get(agent_id)
@@ -294,34 +321,18 @@ class Runtime(AsyncResource):
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
             )
-        unit = AgentUnit(self._unit_host, parent, agent, state, opts, context)
-        scope = opts.filesystem_scope
-        server: AgentServer | None = None
-        if scope is None:
-            server = unit.new_server()
-            if not await _start(server):
-                # The common case: nothing was awaited, so nothing can have interleaved.
-                self._registry.register(agent_id, server)
-                self._adopt(unit, server)
-                return AgentHandle(self, agent_id)
+
+    async def _start_slowly(self, unit: AgentUnit, server: AgentServer | None) -> None:
+        """The start that awaits: a filesystem scope to bring up, then ``server`` (made here
+        when None) to initialise; the id is reserved meanwhile. On failure nothing is left."""
+        agent_id, scope = unit.agent_id, unit.options.filesystem_scope
         self._starting.add(agent_id)
         try:
             if scope is not None:
-                await self._acquire_filesystem(scope, opts)
+                await self._acquire_filesystem(scope, unit.options)
             try:
-                if server is None:
-                    server = unit.new_server()
-                    if await _start(server):
-                        await server.initialise()  # on failure, nothing of it is left
-                else:
-                    await server.initialise()
-                try:
-                    if parent is not None and (parent.ended or parent.stopping):
-                        raise AgentNotRunning(f"agent {parent.agent_id!r} stopped meanwhile")
-                    self._registry.register(agent_id, server)
-                except BaseException:
-                    await server.abort()
-                    raise
+                server = await self._initialised(unit, server)
+                await self._register(unit, server)
             except BaseException:
                 if scope is not None:
                     self._release_filesystem(scope)
@@ -329,7 +340,26 @@ class Runtime(AsyncResource):
             self._adopt(unit, server)
         finally:
             self._starting.discard(agent_id)
-        return AgentHandle(self, agent_id)
+
+    @staticmethod
+    async def _initialised(unit: AgentUnit, server: AgentServer | None) -> AgentServer:
+        if server is None:
+            server = unit.new_server()
+            if not await _start(server):
+                return server
+        await server.initialise()  # on failure, nothing of it is left
+        return server
+
+    async def _register(self, unit: AgentUnit, server: AgentServer) -> None:
+        """Register a server started slowly: anything may have happened meanwhile."""
+        parent = unit.parent
+        try:
+            if parent is not None and (parent.ended or parent.stopping):
+                raise AgentNotRunning(f"agent {parent.agent_id!r} stopped meanwhile")
+            self._registry.register(unit.agent_id, server)
+        except BaseException:
+            await server.shutdown("start failed", graceful=False)
+            raise
 
     def _options(self, options: Mapping[str, object]) -> AgentOptions:
         """Validated options; equal plain ones (numbers, strings) are built once and shared."""
@@ -500,7 +530,7 @@ class Runtime(AsyncResource):
         if not isinstance(reason, str) or not reason:
             raise InvalidOption("stop(reason=...) must be a non-empty string")
         server = self._server(agent_id)
-        await server.stop(reason)  # if it is already stopping, this waits for it
+        await server.shutdown(reason, graceful=True)  # if it is already ending, waits for it
         unit = server._unit
         if isinstance(unit, AgentUnit):
             await unit.close(children_first=False)  # its sub-agents, a restart in progress
@@ -529,7 +559,7 @@ async def _start(server: AgentServer) -> bool:
     try:
         return server.start()
     except BaseException:
-        await server.abort()
+        await server.shutdown("start failed", graceful=False)
         raise
 
 

@@ -1,19 +1,23 @@
 """``AgentServer``: the actor that runs one agent (rules L1–L8, L14, L20–L26, L40–L49).
 
-One server per agent id, with one mailbox and one status. Every command (add a message, execute,
-resume, cancel, stop, replace the state) is a message processed in order by the server's own
-task, so commands never interleave halfway; reads (status, state, info) are answered directly
-because they change nothing. The server is deliberately small: the loop that talks to the model
-is :class:`~sagents.execution.Run`, events go through the :class:`Publisher`, every save through
-the :class:`Recorder`, viewers through a :class:`ViewerWatch`.
+One server per agent id: a mailbox and a status. Every command (add a message, execute, resume,
+cancel, stop, replace the state) is a message its :class:`Mailbox` processes in order, so
+commands never interleave halfway; reads (status, state, info) are answered directly because
+they change nothing. The behaviour lives in collaborators: runs are the :class:`Runner`'s (and
+the model loop :class:`~sagents.execution.Run`'s), events go through the :class:`Publisher`,
+saves through the :class:`Recorder`, middleware hooks through :class:`MiddlewareHooks`, viewers
+through a :class:`ViewerWatch`, the idle deadline through an :class:`InactivityTimer`. An idle
+agent has only the server, its recorder and its timer; the others exist while they have work.
 
-A run is a separate task owned by the server, so the mailbox stays responsive while the model
-streams (``cancel()`` is processed at once). When the run ends it posts its result back to the
-mailbox, where the status changes; messages that arrived meanwhile are queued and run next as one
-follow-up turn (L7).
+Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`, is a line of phases::
 
-Timers are deadlines: activity only records the time (O(1), no timer-handle churn, L26), and the
-single inactivity handle re-arms itself lazily when it fires early.
+    STARTING --started()--> LIVE --graceful wind-down--> CLOSED --> ENDING --> ENDED
+        `------------- shutdown(graceful=False), a crash, a failed start ---^
+
+Every ending goes through :meth:`AgentServer.shutdown` (or :meth:`~AgentServer.shutdown_nowait`,
+its task-free twin for a server with nothing to wait for) and the one ``_end``. A graceful
+shutdown first winds down in the mailbox, after the commands already queued: the run is
+cancelled, its queued messages kept, the state saved. A server whose start failed ends silently.
 """
 
 from __future__ import annotations
@@ -25,42 +29,30 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.messages import BaseMessage
 
 from sagents import telemetry
-from sagents._errors import (
-    AgentNotRunning,
-    InvalidDecision,
-    InvalidTransition,
-    RunError,
-    StateConflict,
-)
+from sagents._errors import AgentNotRunning, InvalidTransition, StateConflict
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
 from sagents.events import AgentShutdown, Event, SaveRefused, StateRestored, StatusChanged
 from sagents.execution._agent import Agent
-from sagents.execution._containment import (
-    cancel_requests,
-    contained,
-    describe,
-    reraise_cancellation,
-)
-from sagents.execution._middleware import Middleware
-from sagents.execution._middleware_context import MiddlewareContext, set_middleware_context
-from sagents.execution._result import Done, Failed, Interrupted, RunResult
-from sagents.execution._run import Run, answer_pending_calls, dismiss_interrupt
+from sagents.execution._containment import contained
 from sagents.runtime._context import apply_context
+from sagents.runtime._hooks import MiddlewareHooks
+from sagents.runtime._inactivity import InactivityTimer
 from sagents.runtime._info import AgentInfo
+from sagents.runtime._mailbox import Mailbox
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
 from sagents.runtime._publisher import Publisher, Subscription
-from sagents.runtime._recorder import Recorder, common_prefix
+from sagents.runtime._recorder import Recorder
+from sagents.runtime._runner import Runner, initial_status
 
 if TYPE_CHECKING:
     from sagents.runtime._ownership import Ownership
@@ -86,20 +78,14 @@ _log = logging.getLogger("sagents.server")
 # Presence never ends these (L31): a run in progress, a pending approval, a node drain (L8).
 _KEEP_WITH_NO_VIEWERS = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.PAUSED})
 
-
 _NO_SERVICES: Mapping[str, Any] = MappingProxyType({})
-# The inactivity timer only posts a message (which runs in the server's context): one shared,
-# empty context spares a copy of the caller's per timer handle.
-_TIMER_CONTEXT = contextvars.Context()
 
-#: A mailbox message: the function to run, its arguments, and the caller's future (None for an
-#: internal message, whose failure is a crash).
-_Message: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
-
-
-class _Stop(Exception):
-    """Ends the mailbox loop after a graceful stop."""
-
+# The phases of a server's life (see the module docstring), in order.
+_STARTING = 0  # built; start-up may still await (claim, presence, hooks); messages wait
+_LIVE = 1  # registered: messages are processed
+_CLOSED = 2  # a graceful stop was processed: no more messages, the ending follows at once
+_ENDING = 3  # releasing what it holds
+_ENDED = 4  # gone: unregistered, subscriptions closed, waiters released
 
 #: Numbers server instances (``AgentInfo.instance``).
 _INSTANCES = itertools.count(1)
@@ -108,41 +94,31 @@ _INSTANCES = itertools.count(1)
 class AgentServer:
     """The actor behind an :class:`~sagents.runtime.AgentHandle`; not used directly.
 
-    Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`: :meth:`start` (synchronous;
-    says whether :meth:`initialise` must run the async part), registration, :meth:`started`, then
-    messages until a stop or a crash, after which the unit is told through ``server_ended``.
+    Started by its unit: :meth:`start`, :meth:`initialise` if that says so, registration,
+    :meth:`started`; it tells the unit how it ended through ``server_ended``.
     """
 
     __slots__ = (
-        "_context",
-        "_deferred",
         "_end_waiters",
-        "_ended",
-        "_follow_ups",
-        "_inactivity_handle",
-        "_last_activity",
-        "_last_result",
-        "_live",
+        "_hooks",
+        "_inactivity",
         "_loop",
         "_mailbox",
-        "_middleware_context",
+        "_phase",
         "_publisher",
-        "_queued",
-        "_recorder",
-        "_run",
-        "_run_meta",
-        "_run_task",
-        "_services",
+        "_runner",
         "_started_at",
-        "_task",
         "_task_context",
         "_unit",
         "_viewers",
         "agent",
         "agent_id",
-        "closed",
+        "context",
         "instance",
+        "last_result",
         "options",
+        "recorder",
+        "services",
         "shutdown_reason",
         "state",
         "status",
@@ -168,29 +144,16 @@ class AgentServer:
         self.instance = next(_INSTANCES)
         self.options = options
         self.state = state if state.agent_id == agent_id else _with_agent_id(state, agent_id)
-        self.status = _initial_status(self.state)
-        self._publisher: Publisher | None = None  # made by the first subscriber or event
+        self.status = initial_status(self.state)
+        self._phase = _STARTING
         self._unit = unit
-        self._services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
-        self._run_meta: dict[str, Any] | None = None
-        loop = self._loop = asyncio.get_running_loop()
-        # The mailbox exists while messages wait; the task draining it exists while it is not
-        # empty (see _enqueue). An idle server has neither.
-        self._mailbox: deque[_Message] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
+        #: The context runs start in (a copy each); ``update_context()`` replaces it.
+        self.context = options.context if context is None else context
         self._task_context: contextvars.Context | None = None
-        self._live = False  # registered and started: messages may be processed
-        self.closed = False
-        self._ended = False
-        self._end_waiters: list[asyncio.Future[None]] | None = None
-        self._run: Run | None = None
-        self._run_task: asyncio.Task[RunResult] | None = None
-        self._queued: list[BaseMessage] | tuple[()] = ()
-        self._deferred: list[tuple[str, Any]] | tuple[()] = ()
-        self._follow_ups = 0
-        self._started_at = self._last_activity = loop.time()
-        self._inactivity_handle: asyncio.TimerHandle | None = None
-        self._recorder = Recorder(
+        self._loop = asyncio.get_running_loop()
+        self._started_at = self._loop.time()
+        self.recorder = Recorder(
             self,
             options,
             self.state,
@@ -199,11 +162,32 @@ class AgentServer:
             restart=restart,
             display_log=display_log,
         )
-        self._last_result: Any = None
-        self._viewers: ViewerWatch | None = None
-        self._middleware_context: MiddlewareContext | None = None
-        self._context = options.context if context is None else context
+        # Made when they have something to do (see the module docstring).
+        self._mailbox: Mailbox | None = None  # while messages wait
+        self._runner: Runner | None = None  # while a run is in progress or awaited
+        self._inactivity: InactivityTimer | None = None  # once live, with a timeout
+        self._publisher: Publisher | None = None  # by the first subscriber or event
+        self._viewers: ViewerWatch | None = None  # with presence tracking
+        self._hooks: MiddlewareHooks | None = None  # for middleware hooks and runs
+        self._end_waiters: list[asyncio.Future[None]] | None = None
+        #: The ``until_tool`` result of the last completed run (None without one).
+        self.last_result: Any = None
         self.shutdown_reason: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server takes no more messages (it is ending or has ended)."""
+        return self._phase >= _CLOSED
+
+    @property
+    def ended(self) -> bool:
+        """Whether the server has ended (after its ``AgentShutdown``)."""
+        return self._phase == _ENDED
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress."""
+        return self.status is Status.RUNNING
 
     @property
     def publisher(self) -> Publisher:
@@ -216,11 +200,11 @@ class AgentServer:
                 replay_size=self.options.replay_size,
                 queue_size=self.options.queue_size,
             )
-            if self._ended:
+            if self._phase == _ENDED:
                 publisher.close()  # as if it had been closed with the server
         return publisher
 
-    # -- lifecycle (driven by the unit) ---------------------------------------------------------
+    # -- starting (driven by the unit) -----------------------------------------------------------
 
     def start(self) -> bool:
         """The synchronous part of starting; True if :meth:`initialise` must run next (presence
@@ -228,7 +212,7 @@ class AgentServer:
         for subscriber in self.options.initial_subscribers:
             subscriber.attach(self.publisher)
         presence = self.options.presence
-        if (presence is not None and presence.enabled) or self._recorder.needs_claim:
+        if (presence is not None and presence.enabled) or self.recorder.needs_claim:
             return True
         return any(mw.overrides("on_server_start") for mw in self.agent.middleware_instances)
 
@@ -242,200 +226,201 @@ class AgentServer:
         """
         # contained(): a hook's SystemExit must fail this start, not leave the task (asyncio
         # would re-raise it out of the event loop, ending every agent of the process).
-        task = self._loop.create_task(contained(self._initialise()), context=self._own_context())
-        self._task = task  # messages posted by hooks wait for started()
+        task = self._loop.create_task(contained(self._initialise()), context=self.own_context())
         try:
             await task
         except BaseException:
-            await self.abort()
+            await self.shutdown("start failed", graceful=False)
             raise
-        finally:
-            if self._task is task:
-                self._task = None
 
     async def _initialise(self) -> None:
-        stored = await self._recorder.claim()
+        stored = await self.recorder.claim()
         if stored is not None:
             # Storage is ahead of the state this server was given (a crash restart, or another
             # process saved between the load and the lease): it continues from storage.
             self.state = _with_agent_id(stored.state, self.agent_id)
-            self.status = _initial_status(self.state)
+            self.status = initial_status(self.state)
         presence = self.options.presence
         if presence is not None and presence.enabled:
             self._viewers = ViewerWatch(presence, on_no_viewers=self._no_viewers)
             await self._viewers.start()
-        for mw in self.agent.middleware_instances:
-            if mw.overrides("on_server_start"):
-                set_middleware_context(self.middleware_context())
-                changed = await mw.on_server_start(self.state)
-                if changed is not None:
-                    self._set_state_from_hook(changed)
+        if any(mw.overrides("on_server_start") for mw in self.agent.middleware_instances):
+            await self.hooks().server_started()
 
     def started(self) -> None:
         """Registered: arm the timers, report the start, process what is waiting."""
-        self._live = True
-        self._arm_inactivity()
-        self._recorder.go_live()
-        self._recorder.arm_interval()
+        self._phase = _LIVE
+        timeout = self.options.inactivity_timeout
+        if timeout is not None:
+            self._inactivity = InactivityTimer(self, timeout, since=self._started_at)
+            self._inactivity.arm()
+        self.recorder.go_live()
+        self.recorder.arm_interval()
         if self._viewers is not None:
             self._viewers.agent_status_changed(self.status)
         if telemetry.has_handlers(telemetry.AGENT_START):
             # In the server's context, as if the server's own task reported it.
-            self._own_context().run(
+            self.own_context().run(
                 telemetry.execute,
                 telemetry.AGENT_START,
                 {"system_time": time.time(), "duration": self._loop.time() - self._started_at},
                 self.telemetry_metadata(),
             )
-        if self._mailbox and self._task is None:
-            self._task = self._loop.create_task(self._drain(), context=self._own_context())
+        if self._mailbox is not None:
+            self._mailbox.start()  # what start-up hooks posted
 
-    async def abort(self) -> None:
-        """Undo a start that failed before registration: close what was opened, silently."""
-        self.closed = True
-        try:
-            if self._viewers is not None:
-                await self._viewers.aclose()
-            if self._middleware_context is not None:
-                await self._middleware_context.aclose()  # what the hooks spawned
-            await self._recorder.aclose()
-        except Exception:
-            _log.exception("agent %r: cleaning up a failed start raised", self.agent_id)
-        self._flush_mailbox("it failed to start")
-        self.publisher.close()
-        self._mark_ended()
-
-    async def stop(self, reason: str = "shutdown") -> None:
-        """Stop gracefully (a final save, ``AgentShutdown``); return once it has ended."""
-        if not self.closed and not self.stop_now(reason):
-            with contextlib.suppress(AgentNotRunning):
-                await self.call(self.do_stop, reason)
-        await self.wait_ended()
-
-    def stop_now(self, reason: str) -> bool:
-        """Stop at once if a graceful stop has nothing to wait for (see :meth:`_quiet`);
-        False, with nothing done, otherwise."""
-        if self.closed or not self._quiet():
-            return False
-        self._own_context().run(self._stop_now, reason)
-        return True
-
-    async def kill(self) -> None:
-        """End at once: cancel whatever the server is doing (a graceful stop took too long)."""
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-        if not self.closed:
-            await self._end(self.shutdown_reason or "shutdown")
-        await self.wait_ended()
-
-    def _own_context(self) -> contextvars.Context:
-        # The context every message, hook and timer of this server runs in (the server's
-        # "task" context): a copy of the start context, kept across message bursts so that
-        # update_context() and hooks' context variables persist as in one long-lived task.
+    def own_context(self) -> contextvars.Context:
+        """The context every message, hook and timer of this server runs in (the server's
+        "task" context): a copy of the start context, kept across message bursts so that
+        update_context() and hooks' context variables persist as in one long-lived task."""
         context = self._task_context
         if context is None:
             context = self._task_context = (
-                contextvars.copy_context() if self._context is None else self._context.copy()
+                contextvars.copy_context() if self.context is None else self.context.copy()
             )
         return context
 
-    async def _drain(self) -> None:
-        """Process the mailbox until it is empty, then end (one task per burst)."""
-        try:
-            stopped = await self._process_mailbox()
-        except asyncio.CancelledError:
-            # Cancelled by kill() (a stop that took too long) or the loop closing.
-            await self._end(self.shutdown_reason or "shutdown")
-            raise
-        except BaseException as exc:
-            _log.error("agent server %r crashed", self.agent_id, exc_info=exc)
-            await self._end("crash")
-            return  # the unit restarts the server; the error is logged, never re-raised
-        if stopped:
-            await self._end(self.shutdown_reason or "manual")
+    # -- ending: one path ------------------------------------------------------------------------
 
-    async def _process_mailbox(self) -> bool:
-        """One message at a time, in order; True once stopped, False once the mailbox is empty."""
-        mailbox = self._mailbox
-        while mailbox:
-            fn, args, future = mailbox.popleft()
-            if future is not None and future.cancelled():
-                continue
-            try:
-                result = fn(*args)
-                if asyncio.iscoroutine(result):
-                    result = await result
-            except _Stop:
-                if future is not None and not future.done():
-                    future.set_result(None)
-                return True
-            except _StopRequest as request:
-                try:
-                    await self.do_stop(request.reason)
-                except _Stop:
-                    return True
-            except Exception as exc:
-                if future is None:
-                    raise  # an internal message failed: that is a crash
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            except BaseException:
-                # Killed (a stop that took too long) while handling it: its caller must not
-                # wait forever.
-                if future is not None and not future.done():
-                    future.set_exception(
-                        AgentNotRunning(f"agent {self.agent_id!r} was stopped during this call")
-                    )
-                raise
-            if future is not None and not future.done():
-                future.set_result(result)
-        # Empty: no await between the check above and here, so a message posted from now on
-        # finds no task and starts the next one.
+    async def shutdown(self, reason: str, *, graceful: bool) -> None:
+        """End the server; return once it has ended (left the registry, subscriptions closed).
+
+        Args:
+            reason: the ``AgentShutdown.reason`` subscribers get.
+            graceful: wind down first, in the mailbox after the commands already queued:
+                cancel the run (keeping the messages queued for it), save, wait for the saves
+                within ``shutdown_timeout``. Otherwise cancel whatever the server is doing (a
+                graceful shutdown that took too long) and end now, dropping unsaved work. A
+                server whose start failed, never registered, always ends silently.
+        """
+        if graceful:
+            if not self.closed and not self.shutdown_nowait(reason):
+                with contextlib.suppress(AgentNotRunning):  # it ended meanwhile
+                    await self.call(self._wind_down, reason)
+        else:
+            if self._mailbox is not None:
+                await self._mailbox.cancel()  # the cancelled burst ends the server itself
+            await self._end(self.shutdown_reason or reason)
+        await self.wait_ended()
+
+    def shutdown_nowait(self, reason: str) -> bool:
+        """A graceful :meth:`shutdown` at once, without a task, when it has nothing to wait
+        for (see :meth:`_quiet`); False, with nothing done, otherwise."""
+        if not self._quiet():
+            return False
+        self.own_context().run(self._end_quietly, reason)
+        return True
+
+    def _quiet(self) -> bool:
+        """Whether a graceful shutdown has nothing to wait for: no message or run in progress,
+        no save to make or finish, no presence, no hook resources. The usual idle agent, which
+        then stops without a task (an inactivity expiry of a million agents allocates none)."""
+        return (
+            self._phase == _LIVE
+            and self._mailbox is None
+            and (self._runner is None or self._runner.task is None)
+            and self._viewers is None
+            and self._hooks is None
+            and self.recorder.quiet
+        )
+
+    async def _wind_down(self, reason: str) -> None:
+        """The graceful part of a shutdown, as a message: after it the mailbox takes nothing
+        more and the server ends."""
+        self.shutdown_reason = reason
+        if self._runner is not None:
+            await self._runner.stop()
+        self.recorder.checkpoint(f"shutdown ({reason})")
+        self.recorder.auto_save(f"auto_save.shutdown ({reason})", force=True)
+        if not await self.recorder.drain(self.options.shutdown_timeout):
+            _log.error("agent %r: saves did not finish within shutdown_timeout", self.agent_id)
+        self._phase = _CLOSED
+
+    async def mailbox_ended(self, error: BaseException | None) -> None:
+        """The mailbox's burst ends the server: after a graceful wind-down, a crash (one of its
+        own messages failed) or a cancellation."""
+        if error is None:
+            reason = self.shutdown_reason or "manual"
+        elif isinstance(error, asyncio.CancelledError):
+            reason = self.shutdown_reason or "shutdown"
+        else:
+            _log.error("agent server %r crashed", self.agent_id, exc_info=error)
+            reason = "crash"  # the unit restarts the server; the error is logged, not raised
+        await self._end(reason)
+
+    def mailbox_empty(self) -> None:
         self._mailbox = None
-        self._task = None
-        return False
+        if self._runner is not None and self._runner.at_rest:
+            self._runner = None  # an idle agent carries no runner
 
     async def _end(self, reason: str) -> None:
-        """Leave the registry and close every subscription; runs exactly once."""
-        if self.closed:
+        """The one ending of every server: release what it holds, then announce it (see
+        :meth:`_ended`). Runs once."""
+        went_live = self._phase != _STARTING
+        if not self._close():
             return
-        self._close()
+        why = f"stopped ({reason})" if went_live else "failed to start"
         try:
-            if self._run_task is not None and not self._run_task.done():
-                self._run_task.cancel()
-                await asyncio.gather(self._run_task, return_exceptions=True)
+            if self._runner is not None:
+                await self._runner.abandon()
             if self._viewers is not None:
                 await self._viewers.aclose()
-            self._flush_mailbox(f"stopped ({reason})")
-            if self._middleware_context is not None:
-                await self._middleware_context.aclose()
+            self._flush(why)
+            if self._hooks is not None:
+                await self._hooks.aclose()  # what the hooks spawned
             # A graceful stop drained its saves already; a crash still saves what its last
             # lifecycle points produced (the restart resumes from it), a kill gives up.
-            drain = self.options.shutdown_timeout if reason == "crash" else 0.0
-            await self._recorder.aclose(drain=drain)
+            await self.recorder.aclose(
+                drain=self.options.shutdown_timeout if reason == "crash" else 0.0
+            )
             if reason == "crash" and self._unit is not None:
                 # What the drain could not write, the restarted server does.
-                self._unit.keep_display(self._recorder.unwritten_display())
+                self._unit.keep_display(self.recorder.unwritten_display())
+        except Exception:
+            if went_live:
+                raise
+            # The start's own failure is what its caller sees.
+            _log.exception("agent %r: cleaning up a failed start raised", self.agent_id)
         finally:
             # Even if cancelled meanwhile: subscribers, the unit and waiters must hear of it.
-            self._ended_now(reason)
+            self._ended(reason, why, announce=went_live)
 
-    def _close(self) -> None:
-        self.closed = True
-        if self._inactivity_handle is not None:
-            self._inactivity_handle.cancel()
-            self._inactivity_handle = None
-        self._recorder.close_timers()
+    def _end_quietly(self, reason: str) -> None:
+        """:meth:`_wind_down` and :meth:`_end` for a :meth:`_quiet` server, where neither
+        would await."""
+        self.shutdown_reason = reason
+        self._close()
+        self._ended(reason, f"stopped ({reason})", announce=True)
 
-    def _ended_now(self, reason: str) -> None:
-        self._flush_mailbox(f"stopped ({reason})")
+    def _close(self) -> bool:
+        """Take no more messages and stop the timers; False if the ending had begun."""
+        if self._phase >= _ENDING:
+            return False
+        self._phase = _ENDING
+        if self._inactivity is not None:
+            self._inactivity.disarm()
+        self.recorder.close_timers()
+        return True
+
+    def _ended(self, reason: str, why: str, *, announce: bool) -> None:
+        """Gone: fail the calls still waiting, close subscriptions (with ``AgentShutdown`` if
+        the server was ever live), release waiters, tell the unit and telemetry."""
+        self._flush(why)
         publisher = self._publisher
         if publisher is not None:  # else nobody ever subscribed: nobody can see a final event
-            publisher.close(AgentShutdown(reason=reason, metadata=self._shutdown_metadata()))
-        self._mark_ended()
+            metadata = {
+                "conversation_id": self.options.conversation_id,
+                "status": self.status.value,
+                "message_count": len(self.state.messages),
+            }
+            publisher.close(AgentShutdown(reason=reason, metadata=metadata) if announce else None)
+        self._phase = _ENDED
+        waiters, self._end_waiters = self._end_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+        if not announce:
+            return
         if self._unit is not None:
             self._unit.server_ended(self, reason)
         event = telemetry.AGENT_CRASH if reason == "crash" else telemetry.AGENT_STOP
@@ -446,46 +431,19 @@ class AgentServer:
                 {**self.telemetry_metadata(), "reason": reason},
             )
 
-    def _quiet(self) -> bool:
-        """Whether a graceful stop has nothing to wait for: no message or run in progress, no
-        save to make or finish, no presence, no hook resources. The usual idle agent, which
-        then stops without a task (an inactivity expiry of a million agents allocates none)."""
-        return (
-            self._live
-            and self._task is None
-            and not self._mailbox
-            and self._run_task is None
-            and self._viewers is None
-            and self._middleware_context is None
-            and self._recorder.quiet
-        )
+    def _flush(self, why: str) -> None:
+        if self._mailbox is not None:
+            self._mailbox.flush(why)  # kept: a kill may still have its task to cancel
 
-    def _stop_now(self, reason: str) -> None:
-        """``do_stop`` and ``_end`` for a :meth:`_quiet` server, where neither would await."""
-        self.shutdown_reason = reason
-        self._close()
-        self._ended_now(reason)
-
-    def _flush_mailbox(self, why: str) -> None:
-        mailbox, self._mailbox = self._mailbox, None
-        while mailbox:
-            _, _, future = mailbox.popleft()
-            if future is not None and not future.done():
-                future.set_exception(AgentNotRunning(f"agent {self.agent_id!r} {why}"))
-
-    def _mark_ended(self) -> None:
-        self._ended = True
-        waiters, self._end_waiters = self._end_waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _shutdown_metadata(self) -> dict[str, Any]:
-        return {
-            "conversation_id": self.options.conversation_id,
-            "status": self.status.value,
-            "message_count": len(self.state.messages),
-        }
+    async def wait_ended(self) -> None:
+        """Return once the server has left the registry and closed its subscriptions."""
+        if self._phase == _ENDED:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._end_waiters is None:
+            self._end_waiters = []
+        self._end_waiters.append(waiter)
+        await waiter
 
     def telemetry_metadata(self) -> dict[str, Any]:
         """The metadata of this agent's telemetry events."""
@@ -496,21 +454,18 @@ class AgentServer:
             **self.options.metadata,
         }
 
-    # -- the mailbox -------------------------------------------------------------------------
+    # -- the mailbox -----------------------------------------------------------------------------
 
-    def _enqueue(self, message: _Message) -> None:
+    def _enqueue(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Any) -> None:
         mailbox = self._mailbox
         if mailbox is None:
-            mailbox = self._mailbox = deque()
-        mailbox.append(message)
-        if self._task is None and self._live:
-            self._task = self._loop.create_task(self._drain(), context=self._own_context())
+            mailbox = self._mailbox = Mailbox(self)
+        mailbox.put((fn, args, future), start=self._phase == _LIVE)
 
-    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue an internal message (no reply)."""
-        if self.closed:
-            return
-        self._enqueue((fn, args, None))
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue the server's own message (no reply; its failure is a crash)."""
+        if not self.closed:
+            self._enqueue(fn, args, None)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in the mailbox and return its result.
@@ -521,67 +476,48 @@ class AgentServer:
         if self.closed:
             raise AgentNotRunning(f"agent {self.agent_id!r} is not running; start it again")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._enqueue((fn, args, future))
+        self._enqueue(fn, args, future)
         return await future
 
-    # -- activity and timers (L20–L26) ---------------------------------------------------------
+    # -- activity (L20–L26) ----------------------------------------------------------------------
 
     def touch(self) -> None:
         """Record activity: the inactivity deadline moves to now + timeout (O(1))."""
-        self._last_activity = self._loop.time()
-        if self._inactivity_handle is None:
-            self._arm_inactivity()
-
-    def _arm_inactivity(self) -> None:
-        timeout = self.options.inactivity_timeout
-        if timeout is None or self.closed or self.status is Status.RUNNING:
-            return
-        self._inactivity_handle = self._loop.call_at(
-            self._last_activity + timeout, self, context=_TIMER_CONTEXT
-        )
-
-    def __call__(self) -> None:
-        # The inactivity timer's callback is the server itself: a bound method per armed timer
-        # would be one more object per idle agent (and for the garbage collector to visit).
-        self._inactivity_due()
-
-    def _inactivity_due(self) -> None:
-        self._inactivity_handle = None
-        timeout = self.options.inactivity_timeout
-        if timeout is None or self.closed or self.status is Status.RUNNING:
-            return  # a run is activity; the timer restarts when it ends (L22)
-        if self._loop.time() >= self._last_activity + timeout:
-            if not self.stop_now("inactivity"):
-                self._post(self._stop_if_inactive)
-        else:
-            self._arm_inactivity()
-
-    def _stop_if_inactive(self) -> None:
-        timeout = self.options.inactivity_timeout
-        if timeout is None or self.status is Status.RUNNING:
-            return
-        if self._loop.time() < self._last_activity + timeout:
-            self._arm_inactivity()  # activity arrived while this message waited
-            return
-        raise _StopRequest("inactivity")
+        if self._inactivity is not None:
+            self._inactivity.touch()
 
     def inactivity_remaining(self) -> float | None:
-        timeout = self.options.inactivity_timeout
-        if timeout is None or self.status is Status.RUNNING:
+        timer = self._inactivity
+        if timer is None or self.status is Status.RUNNING:
             return None
-        return max(0.0, self._last_activity + timeout - self._loop.time())
+        return timer.remaining()
 
-    # -- presence (L30–L36) ----------------------------------------------------------------
+    def inactive(self) -> None:
+        """The inactivity deadline passed: stop (through the mailbox if it is busy)."""
+        if not self.shutdown_nowait("inactivity"):
+            self.post(self._stop_if_inactive)
+
+    async def _stop_if_inactive(self) -> None:
+        timer = self._inactivity
+        if timer is None or self.status is Status.RUNNING:
+            return
+        if not timer.expired():
+            timer.arm()  # activity arrived while this message waited
+            return
+        await self._wind_down("inactivity")
+
+    # -- presence (L30–L36) ----------------------------------------------------------------------
 
     def _no_viewers(self) -> None:
-        self._post(self._stop_if_no_viewers)
+        self.post(self._stop_if_no_viewers)
 
     async def _stop_if_no_viewers(self) -> None:
         viewers = self._viewers
         if viewers is None:
             return
         if viewers.viewer_count == 0 and self.status not in _KEEP_WITH_NO_VIEWERS:
-            raise _StopRequest("no_viewers")
+            await self._wind_down("no_viewers")
+            return
         # Someone came back while the notice waited in the mailbox. A watch fires once, so a
         # fresh one takes over; it starts a new grace period when the condition holds again.
         await viewers.aclose()
@@ -589,73 +525,19 @@ class AgentServer:
         self._viewers.agent_status_changed(self.status)
         await self._viewers.start()
 
-    # -- state, events, saving ---------------------------------------------------------------
+    # -- state, status, events -------------------------------------------------------------------
 
-    def _set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None:
+    def set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None:
         self.state = state
-        self._recorder.changed(state, new_messages)
+        self.recorder.changed(state, new_messages)
 
-    def _set_state_from_hook(self, state: State) -> None:
-        """A state a middleware hook returned: messages it appended are new messages like any
-        other (saved one by one, shown to the user)."""
-        old, new = self.state.messages, state.messages
-        appended: Sequence[BaseMessage] = ()
-        if len(new) > len(old) and common_prefix(old, new) == len(old):
-            appended = new[len(old) :]
-        self._set_state(state, appended)
-
-    def _set_status(self, status: Status, data: Any = None) -> None:
+    def set_status(self, status: Status, data: Any = None) -> None:
         self.status = status
         self.publisher.publish(StatusChanged(status=status, data=data))
         if self._viewers is not None:
             self._viewers.agent_status_changed(status)
 
-    def save_refused(self, conflict: StateConflict) -> None:
-        """Storage refused a save (the recorder is fenced): say so, then stop — work done from
-        now on could never be saved."""
-        if self.closed:
-            return
-        self._own_context().run(self._report_refusal, conflict)
-
-    def _report_refusal(self, conflict: StateConflict) -> None:
-        self.publisher.publish(SaveRefused(reason=conflict.reason, error=str(conflict)))
-        self._set_status(Status.ERROR, str(conflict))
-        self._post(self._stop_refused)
-
-    def _stop_refused(self) -> None:
-        raise _StopRequest("save_refused")
-
-    def checkpointed(self, state: State, version: int) -> None:
-        if self._unit is not None:
-            self._unit.keep(state, version)
-
-    def middleware_context(self) -> MiddlewareContext:
-        """What this agent's middleware get from ``get_middleware_context()`` (made on first
-        use: most agents never need one outside a run)."""
-        if self._middleware_context is None:
-            self._middleware_context = MiddlewareContext(
-                self.agent_id,
-                services=self._services,
-                emit=self.emit,
-                send=lambda key, message: self._post(self._middleware_message, key, message),
-                # Through the mailbox: a hook asks before it returns the state to save.
-                persist=lambda point: self._post(self._recorder.checkpoint, point),
-            )
-        return self._middleware_context
-
-    async def _middleware_message(self, key: str, message: Any) -> None:
-        # Sent by a middleware's background work: a failure is logged, never a crash.
-        since = cancel_requests()
-        try:
-            await self.do_send_to_middleware(key, message)
-        except BaseException as exc:
-            reraise_cancellation(exc, since)  # a kill of the server is not the hook's failure
-            _log.error(
-                "agent %r: message to middleware %r failed", self.agent_id, key, exc_info=exc
-            )
-
-    # EventSink for runs --------------------------------------------------------------------
-
+    # EventSink of the runs
     @property
     def debug(self) -> bool:
         return self._publisher is not None and self._publisher.wants_debug()
@@ -664,286 +546,79 @@ class AgentServer:
         self.publisher.publish(event)
 
     def state_changed(self, state: State, new_messages: Sequence[BaseMessage]) -> None:
-        self._set_state(state, new_messages)
+        self.set_state(state, new_messages)
 
-    # -- commands (run inside the mailbox) ---------------------------------------------------
+    # -- what the recorder reports (RecorderHost) ------------------------------------------------
 
-    def _start(self, decisions: Sequence[Decision | Mapping[str, Any]] | None = None) -> None:
-        run = Run(  # validates the decisions before anything changes
-            self.agent,
-            self._unpaused(self.state),
-            sink=self,
-            decisions=decisions,
-            services=self._services,
-            metadata=self._run_metadata(),
-            middleware_context=self.middleware_context(),
-        )
-        if run.state is not self.state:
-            self._set_state(run.state)
-        self._run = run
-        if self.status is not Status.RUNNING:  # a follow-up run continues the running one
-            self._set_status(Status.RUNNING)
-        if self._inactivity_handle is not None:
-            self._inactivity_handle.cancel()
-            self._inactivity_handle = None
-        self._run_task = self._loop.create_task(
-            self._drive(run), context=None if self._context is None else self._context.copy()
-        )
+    def save_refused(self, conflict: StateConflict) -> None:
+        """Storage refused a save (the recorder is fenced): say so, then stop — work done from
+        now on could never be saved."""
+        if not self.closed:
+            self.own_context().run(self._report_refusal, conflict)
 
-    @staticmethod
-    def _unpaused(state: State) -> State:
-        # A run continues a paused agent (L8): the persisted mark goes.
-        if RUNTIME_KEY not in state.metadata:
-            return state
-        return state.replace(metadata={k: v for k, v in state.metadata.items() if k != RUNTIME_KEY})
+    def _report_refusal(self, conflict: StateConflict) -> None:
+        self.publisher.publish(SaveRefused(reason=conflict.reason, error=str(conflict)))
+        self.set_status(Status.ERROR, str(conflict))
+        self.post(self._wind_down, "save_refused")
 
-    async def _drive(self, run: Run) -> RunResult:
-        try:
-            await self._recorder.caught_up()  # the durability bound: never two turns unsaved
-            result: RunResult = await run.execute()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Cancelled. By cancel() or a stop, which handle it themselves; by anyone else
-                # too, and then this message is what ends the run (the agent must not stay
-                # "running" with no run).
-                self._post(self._run_cancelled, run)
-                raise
-            result = _crashed(run, asyncio.CancelledError("raised inside the run"))
-        except BaseException as exc:
-            # The loop turns step failures into results; this is a failure around it. Whatever
-            # it is (SystemExit from a tool included), it ends this run, never the process and
-            # never with the run task gone and the agent "running" forever.
-            result = _crashed(run, exc)
-        self._post(self._finish, run, result)
-        return result  # also kept on the task, for a stop that overtakes the message
+    def checkpointed(self, state: State, version: int) -> None:
+        if self._unit is not None:
+            self._unit.keep(state, version)
 
-    async def _finish(self, run: Run, result: RunResult) -> None:
-        if run is not self._run:
-            return  # a cancelled run's late result
-        self._run = None
-        self._run_task = None
-        self._last_activity = self._loop.time()
-        # Handled before the status changes, so whoever sees the new status sees their effect.
-        await self._deliver_deferred()
-        follow_up = bool(self._queued) and self._follow_ups < self.options.max_follow_ups
-        recorder = self._recorder
-        match result:
-            case Done(value=value):
-                self._last_result = value
-                recorder.checkpoint("idle")
-                if not follow_up:
-                    # A run that continues with queued messages never says idle in between:
-                    # a UI treats idle as "done" and would re-enable its input (L7).
-                    self._set_status(Status.IDLE, value)
-            case Interrupted(interrupt=interrupt):
-                self._last_result = None
-                self._set_status(Status.INTERRUPTED, interrupt)
-                recorder.tool_calls_interrupted(interrupt)
-                recorder.checkpoint("interrupted")
-            case Failed(error=error):
-                self._last_result = None
-                # A failure after the model asked for tools leaves calls without results, which
-                # providers refuse from then on: each gets an error result.
-                answered, results = answer_pending_calls(self.state, f"the run failed: {error}")
-                if results:
-                    self._set_state(answered, results)
-                self._set_status(Status.ERROR, str(error))
-                recorder.checkpoint("error")
-        if self._queued:
-            self._run_queued()
-        auto_save = self.options.auto_save
-        if self.status is not Status.RUNNING and auto_save is not None and auto_save.on_idle:
-            recorder.auto_save("auto_save.on_idle")
-        self._arm_inactivity()
+    # -- middleware -----------------------------------------------------------------------------
 
-    def _run_queued(self) -> None:
-        messages, self._queued = self._queued, ()
-        follow_up = self._follow_ups < self.options.max_follow_ups
-        if self.status is Status.INTERRUPTED:
-            self._dismiss_interrupt(announce=not follow_up)
-        self._set_state(self.state.append(*messages), messages)
-        if not follow_up:
-            _log.warning(
-                "agent %r reached max_follow_ups=%d; queued messages were added without a run",
-                self.agent_id,
-                self.options.max_follow_ups,
-            )
-            if self.status is Status.RUNNING:  # the ended run said nothing yet
-                self._set_status(Status.IDLE)
-            self._recorder.checkpoint("idle")
-            return
-        self._follow_ups += 1
-        self._start()
+    def hooks(self) -> MiddlewareHooks:
+        """The agent's middleware hooks outside runs, made on first use."""
+        if self._hooks is None:
+            self._hooks = MiddlewareHooks(self)
+        return self._hooks
 
-    def _dismiss_interrupt(self, *, announce: bool = True) -> None:
-        state, results = dismiss_interrupt(self.state)
-        self._set_state(state, results)
-        if announce:
-            self._set_status(Status.IDLE)
+    # -- runs (RunnerHost) -----------------------------------------------------------------------
+
+    def _runs(self) -> Runner:
+        # Resolved inside the mailbox (never by a caller before its message is processed): an
+        # idle runner is forgotten at the end of each burst.
+        runner = self._runner
+        if runner is None:
+            runner = self._runner = Runner(self)
+        return runner
+
+    def run_started(self) -> None:
+        if self._inactivity is not None:
+            self._inactivity.disarm()
+
+    def run_ended(self) -> None:
+        if self._inactivity is not None:
+            self._inactivity.arm()
+
+    # -- commands (run inside the mailbox) -------------------------------------------------------
 
     def do_add_message(self, message: BaseMessage, run: bool) -> None:
         if not isinstance(message, BaseMessage):
             raise TypeError(f"add_message takes a langchain message, got {type(message).__name__}")
         self.touch()
-        if self.status is Status.RUNNING:
-            if isinstance(self._queued, list):
-                self._queued.append(message)
-            else:
-                self._queued = [message]
-            return
-        if self.status is Status.INTERRUPTED:
-            self._dismiss_interrupt()
-        self._set_state(self.state.append(message), (message,))
-        if run:
-            self._follow_ups = 0
-            self._start()
-
-    async def do_send_to_middleware(self, key: str, message: Any) -> None:
-        middleware = {mw.key: mw for mw in self.agent.middleware_instances}
-        if key not in middleware:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} has no middleware with key {key!r}; "
-                f"keys: {sorted(middleware)}"
-            )
-        if self.status is Status.RUNNING:
-            # The run owns the state until it ends; the message is handled right after.
-            if isinstance(self._deferred, list):
-                self._deferred.append((key, message))
-            else:
-                self._deferred = [(key, message)]
-            return
-        await self._handle_middleware_message(middleware[key], message)
-
-    async def _handle_middleware_message(self, mw: Middleware, message: Any) -> None:
-        set_middleware_context(self.middleware_context())
-        changed = await mw.handle_message(message, self.state)
-        if changed is not None:
-            self._set_state_from_hook(changed)
-
-    async def _deliver_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, ()
-        if not deferred:
-            return
-        middleware = {mw.key: mw for mw in self.agent.middleware_instances}
-        for key, message in deferred:
-            since = cancel_requests()
-            try:
-                await self._handle_middleware_message(middleware[key], message)
-            except BaseException as exc:
-                reraise_cancellation(exc, since)
-                _log.error("agent %r: %s.handle_message failed", self.agent_id, key, exc_info=exc)
-
-    def do_update_context(self, context: contextvars.Context) -> None:
-        self._context = context
-        apply_context(context)
+        self._runs().add_message(message, run)
 
     def do_execute(self) -> None:
         self.touch()
-        if self.status is Status.RUNNING:
-            raise InvalidTransition(f"agent {self.agent_id!r} is already running")
-        if self.status is Status.INTERRUPTED:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is waiting for approval: resume it with decisions"
-            )
-        self._follow_ups = 0
-        self._start()
+        self._runs().execute()
 
     def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         self.touch()
-        if self.status is not Status.INTERRUPTED:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is {self.status.value}, not interrupted: "
-                "nothing to resume"
-            )
-        if decisions is None:  # to a Run, None means "not a resume"
-            raise InvalidDecision("decisions must be a list with one decision per pending call")
-        interrupt = self.state.interrupt
-        self._start(decisions)  # raises InvalidDecision with nothing changed
-        if interrupt is not None and self._run is not None and self._run.decisions:
-            self._recorder.decisions_recorded(interrupt, self._run.decisions)
-        self._follow_ups = 0
+        self._runs().resume(decisions)
 
     async def do_cancel(self) -> None:
-        task = self._run_task
-        if self.status is not Status.RUNNING or task is None:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is {self.status.value}: there is no run to cancel"
-            )
-        await self._cancel_run(task)
-
-    async def _cancel_run(
-        self, task: asyncio.Task[RunResult], status: Status = Status.CANCELLED
-    ) -> None:
-        run = self._run
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if run is not self._run or not task.cancelled():
-            # The run finished before the cancel reached it: its result, already posted to the
-            # mailbox, decides the status.
-            return
-        self._cancelled(status)
-
-    def _run_cancelled(self, run: Run) -> None:
-        """A run task ended cancelled: if nothing handled that (cancel() and stops do), the run
-        ends as cancelled."""
-        if run is self._run:
-            self._cancelled(Status.CANCELLED)
-
-    def _cancelled(self, status: Status) -> None:
-        self._run = None
-        self._run_task = None
-        if self._queued:
-            # Sent during the run, so they precede anything sent later: keep them, in order,
-            # without starting a run the user just cancelled (L5, L7).
-            messages, self._queued = self._queued, ()
-            self._set_state(self.state.append(*messages), messages)
-        self._set_status(status)
-        self._recorder.checkpoint(status.value)
-        self.touch()
-
-    async def _finish_now(self, run: Run, task: asyncio.Task[RunResult]) -> None:
-        """Report how a run ended when it finished before a stop could cancel it: its result
-        message waits in the mailbox behind the stop and would never be processed."""
-        # The stop keeps queued messages, but must not start a follow-up run for them.
-        queued, self._queued = self._queued, ()
-        await self._finish(run, task.result())  # the late mailbox message then finds no run
-        self._queued = queued
+        await self._runs().cancel_run()
 
     async def do_pause(self) -> None:
-        """Infrastructure pause (L8): stop any run, mark the state paused, save it.
+        await self._runs().pause()
 
-        The mark is persisted with the state, so a server restarted from it (on this node or
-        another) starts ``paused`` and ``execute()`` continues the conversation.
-        """
-        if self.status is Status.INTERRUPTED:
-            raise InvalidTransition(
-                f"agent {self.agent_id!r} is waiting for approval, which already survives a "
-                "restart: there is nothing to pause"
-            )
-        if self._run_task is not None:
-            await self._cancel_run(self._run_task, Status.PAUSED)
-        self._set_state(self.state.with_metadata(RUNTIME_KEY, {"paused": True}))
-        if self.status is not Status.PAUSED:
-            self._set_status(Status.PAUSED)
-        self._recorder.checkpoint("paused")
-        self._recorder.auto_save("auto_save.pause", force=True)
-        await self._recorder.drain(self.options.shutdown_timeout)
+    async def do_send_to_middleware(self, key: str, message: Any) -> None:
+        await self._runs().send_to_middleware(key, message)
 
-    async def do_stop(self, reason: str) -> None:
-        self.shutdown_reason = reason
-        if self._run_task is not None:
-            await self._cancel_run(self._run_task)
-            if self._run is not None and self._run_task is not None:
-                await self._finish_now(self._run, self._run_task)
-        if self._queued:
-            messages, self._queued = self._queued, ()
-            self._set_state(self.state.append(*messages), messages)
-        self._recorder.checkpoint(f"shutdown ({reason})")
-        self._recorder.auto_save(f"auto_save.shutdown ({reason})", force=True)
-        if not await self._recorder.drain(self.options.shutdown_timeout):
-            _log.error("agent %r: saves did not finish within shutdown_timeout", self.agent_id)
-        raise _Stop
+    def do_update_context(self, context: contextvars.Context) -> None:
+        self.context = context
+        apply_context(context)
 
     def do_replace_state(self, state: State, agent: Agent | None) -> None:
         if self.status is Status.RUNNING:
@@ -953,14 +628,14 @@ class AgentServer:
                 raise InvalidTransition("update_agent_and_state cannot change the agent_id")
             self.agent = agent
         state = state.replace(agent_id=self.agent_id)
-        self._set_state(state)
+        self.set_state(state)
         self.touch()
         self.publisher.publish(StateRestored(state=state))
         status = Status.INTERRUPTED if state.interrupt is not None else Status.IDLE
         if status is not self.status:
-            self._set_status(status, state.interrupt)
+            self.set_status(status, state.interrupt)
 
-    # -- reads (answered directly) -----------------------------------------------------------
+    # -- reads (answered directly) ---------------------------------------------------------------
 
     def info(self) -> AgentInfo:
         return AgentInfo(
@@ -973,7 +648,7 @@ class AgentServer:
             subscriber_count=self.subscriber_count,
             viewer_count=0 if self._viewers is None else self._viewers.viewer_count,
             inactivity_remaining=self.inactivity_remaining(),
-            queued_messages=len(self._queued),
+            queued_messages=0 if self._runner is None else self._runner.queued_count,
             todo_count=len(self.state.todos),
             metadata=dict(self.options.metadata),
             scope=self.options.scope,
@@ -989,39 +664,6 @@ class AgentServer:
             raise AgentNotRunning(f"agent {self.agent_id!r} is not running")
         return self.publisher.subscribe(channel, after_seq=after_seq)  # type: ignore[arg-type]
 
-    async def wait_ended(self) -> None:
-        """Return once the server has left the registry and closed its subscriptions."""
-        if self._ended:
-            return
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        if self._end_waiters is None:
-            self._end_waiters = []
-        self._end_waiters.append(waiter)
-        await waiter
-
-    @property
-    def ended(self) -> bool:
-        """Whether the server has ended (after its ``AgentShutdown``)."""
-        return self._ended
-
-    @property
-    def last_result(self) -> Any:
-        """The ``until_tool`` result of the last completed run (None without one)."""
-        return self._last_result
-
-    def _run_metadata(self) -> dict[str, Any]:
-        meta = self._run_meta
-        if meta is None:
-            meta = self._run_meta = {
-                "conversation_id": self.options.conversation_id,
-                **self.options.metadata,
-            }
-        return meta
-
-
-#: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
-RUNTIME_KEY = "sagents.runtime"
-
 
 def _with_agent_id(state: State, agent_id: str) -> State:
     # State.replace would validate and copy every message again; the fields are already valid
@@ -1034,29 +676,3 @@ def _with_agent_id(state: State, agent_id: str) -> State:
 
 
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))
-
-
-def _is_paused(state: State) -> bool:
-    mark = state.metadata.get(RUNTIME_KEY)
-    return isinstance(mark, dict) and bool(mark.get("paused"))
-
-
-def _initial_status(state: State) -> Status:
-    if state.interrupt is not None:
-        return Status.INTERRUPTED
-    return Status.PAUSED if _is_paused(state) else Status.IDLE
-
-
-class _StopRequest(Exception):
-    """Raised by an internal message to turn it into a graceful stop with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _crashed(run: Run, exc: BaseException) -> Failed:
-    error = RunError(f"the run crashed: {describe(exc)}")
-    error.__cause__ = exc
-    _log.error("agent %r: the run crashed", run.agent.agent_id, exc_info=exc)
-    return Failed(state=run.state, error=error)

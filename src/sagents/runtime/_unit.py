@@ -218,15 +218,14 @@ class AgentUnit:
                         await server.initialise()  # on failure, nothing of it is left
                 except Exception:
                     _log.exception("agent %r failed to restart", self.agent_id)
-                    if not server.ended:
-                        await server.abort()
+                    await server.shutdown("start failed", graceful=False)  # if not done yet
                     continue  # a failed restart is another crash (counted next round)
                 try:
                     runtime.register(self.agent_id, server)
                 except SagentsError as exc:
                     # The id was taken meanwhile or the runtime is stopping: nothing to restart.
                     _log.warning("agent %r was not restarted: %s", self.agent_id, exc)
-                    await server.abort()
+                    await server.shutdown("start failed", graceful=False)
                     return
                 self.adopt(server)
                 return
@@ -269,7 +268,7 @@ class AgentUnit:
         ):
             return False
         self.stopping = True  # so that server_ended leaves the ending to us
-        if not server.stop_now("shutdown"):
+        if not server.shutdown_nowait("shutdown"):
             self.stopping = False
             return False
         self._finish()
@@ -371,14 +370,14 @@ class AgentUnit:
 
 
 async def _stop(server: AgentServer) -> None:
-    """Stop ``server`` gracefully within its shutdown timeout (+1 s), then kill it."""
+    """Stop ``server`` gracefully within its shutdown timeout (+1 s), else at once."""
     try:
         async with asyncio.timeout(server.options.shutdown_timeout + 1.0):
-            await server.stop()
+            await server.shutdown("shutdown", graceful=True)
     except TimeoutError:
         _log.warning(
             "agent %r did not stop within %s s; cancelling it",
             server.agent_id,
             server.options.shutdown_timeout + 1.0,
         )
-        await server.kill()
+        await server.shutdown("shutdown", graceful=False)
