@@ -55,6 +55,11 @@ class State:
         todos = [t if isinstance(t, Todo) else Todo.from_dict(t) for t in self.todos]
         if not isinstance(self.metadata, Mapping):
             raise StateError("State.metadata must be a dict")
+        if _too_deep(self.metadata):
+            raise StateError(
+                f"State.metadata is nested more than {MAX_DEPTH} levels deep; a state must be "
+                "storable as JSON, and copyable: flatten it"
+            )
         if self.interrupt is not None and not isinstance(self.interrupt, Interrupt):
             raise StateError("State.interrupt must be an Interrupt or None")
         object.__setattr__(self, "messages", messages)
@@ -175,6 +180,25 @@ class State:
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(State))
+
+
+#: The deepest nesting of metadata a state holds (JSON stores and copy.deepcopy need a bound).
+MAX_DEPTH = 100
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests dicts and lists more than :data:`MAX_DEPTH` levels (iterative:
+    the check itself must not recurse)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def _copy(value: Any, what: str) -> Any:

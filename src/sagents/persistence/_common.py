@@ -175,3 +175,5 @@ def json_copy(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise StateError(f"{what} cannot be stored as JSON: {exc}") from None
+    except RecursionError:
+        raise StateError(f"{what} is nested too deeply to be stored as JSON") from None

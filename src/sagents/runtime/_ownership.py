@@ -86,14 +86,24 @@ class Ownership:
         return lease
 
     async def release(
-        self, store: ConversationLeases, scope: Scope, conversation_id: str, lease: Lease
+        self,
+        store: ConversationLeases,
+        scope: Scope,
+        conversation_id: str,
+        lease: Lease,
+        *,
+        clean: bool = True,
     ) -> None:
         """Stop renewing the lease and let it expire now (a failure is logged: it expires by
-        itself after its ttl)."""
+        itself after its ttl). Not ``clean`` (the agent ended with something unsaved): it is
+        only no longer renewed, so that whoever takes it next sees it recovered and reconciles
+        what the agent left behind."""
         held = self._held.get(id(store))
         if held is not None:
             held.lost.pop(conversation_id, None)
             held.ttls.pop(conversation_id, None)
+        if not clean:
+            return
         try:
             await store.release_lease(scope, conversation_id, lease)
         except Exception as exc:

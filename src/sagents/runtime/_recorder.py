@@ -329,7 +329,7 @@ class Recorder:
 
     async def aclose(self, *, drain: float | None = 0.0) -> None:
         """End: finish queued saves within ``drain`` seconds (None: no limit; 0: drop them),
-        then give the lease back."""
+        then give the lease back (or, if something is left unsaved, let it expire)."""
         self.close_timers()
         saver = self._saver
         if saver is not None:
@@ -345,7 +345,12 @@ class Recorder:
         conversation_id = self.options.conversation_id
         if lease is not None and leases is not None and conversation_id is not None:
             assert self._ownership is not None
-            await self._ownership.release(leases, self.options.scope, conversation_id, lease)
+            # An end that left something unsaved is not a clean one: the lease is not marked
+            # released (only no longer renewed), so the next start knows to reconcile.
+            clean = not (self._unsaved() or self._display_log or self._persist_next)
+            await self._ownership.release(
+                leases, self.options.scope, conversation_id, lease, clean=clean
+            )
 
     # -- timers --------------------------------------------------------------------------------
 
