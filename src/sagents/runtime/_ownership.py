@@ -120,6 +120,9 @@ class Ownership:
                 await asyncio.sleep(min(held.ttls.values()) / 3)
                 if not held.ttls:
                     break
+                # Only leases held when the statement is issued can be judged by its answer: one
+                # taken meanwhile may have committed after the statement read the rows.
+                asked = set(held.lost)
                 try:
                     kept = await held.store.renew_leases(self.owner_id, max(held.ttls.values()))
                 except Exception as exc:
@@ -130,7 +133,7 @@ class Ownership:
                         {"operation": "renew_leases", "error": repr(exc)},
                     )
                     continue
-                for conversation_id in [c for c in held.lost if c not in kept]:
+                for conversation_id in [c for c in asked if c not in kept and c in held.lost]:
                     _log.error(
                         "conversation %r was taken over by another process; its agent stops",
                         conversation_id,

@@ -347,7 +347,11 @@ class Recorder:
             assert self._ownership is not None
             # An end that left something unsaved is not a clean one: the lease is not marked
             # released (only no longer renewed), so the next start knows to reconcile.
-            clean = not (self._unsaved() or self._display_log or self._persist_next)
+            clean = (
+                self.fenced is None
+                and self.version == self._persisted[1]
+                and not (self._unsaved() or self._display_log or self._persist_next)
+            )
             await self._ownership.release(
                 leases, self.options.scope, conversation_id, lease, clean=clean
             )
@@ -501,6 +505,8 @@ class Recorder:
         except StateConflict as conflict:
             self._refuse(conflict)
             return
+        if not written and await self._already_stored(state, version):
+            written = True  # an earlier attempt was stored, its acknowledgement lost
         if not written:
             self._refuse(
                 StateConflict(
@@ -529,6 +535,23 @@ class Recorder:
                     "message_count": len(state.messages),
                 },
             )
+
+    async def _already_stored(self, state: State, version: int) -> bool:
+        """Whether storage holds exactly this version of this state: a retried save whose
+        first attempt was written but reported failed (the connection dropped after the
+        commit) is refused as not newer, and must not be taken for a stale writer."""
+        stored = await self._load()
+        return stored is not None and stored.version == version and stored.state == state
+
+    async def _load(self) -> StoredState | None:
+        persistence = self.options.agent_persistence
+        conversation_id = self.options.conversation_id
+        if persistence is None or conversation_id is None:
+            return None
+        loaded: StoredState | None = await persistence.load_state(
+            self.options.scope, conversation_id
+        )
+        return loaded
 
     def _refuse(self, conflict: StateConflict) -> None:
         if self.fenced is not None:
