@@ -105,6 +105,7 @@ class Recorder:
     """The save channels of one agent server (see the module docstring)."""
 
     __slots__ = (
+        "_display_dropped",
         "_display_failures",
         "_display_log",
         "_host",
@@ -169,6 +170,7 @@ class Recorder:
         self._display_log: list[_DisplayOperation] | None = list(display_log) or None
         self._in_flight: _DisplayOperation | None = None
         self._display_failures = 0
+        self._display_dropped = False
         self._live = False
         self._resume = False
         self._reconcile = restart  # display rows may be ahead of storage: settle them at start
@@ -349,6 +351,7 @@ class Recorder:
             # released (only no longer renewed), so the next start knows to reconcile.
             clean = (
                 self.fenced is None
+                and not self._display_dropped
                 and self.version == self._persisted[1]
                 and not (self._unsaved() or self._display_log or self._persist_next)
             )
@@ -711,6 +714,7 @@ class Recorder:
                 if self._display_failures >= _DISPLAY_ATTEMPTS:
                     log.pop(0)
                     self._display_failures = 0
+                    self._display_dropped = True  # the end is not clean: the next start settles
                     _log.error(
                         "agent %r: a display operation failed %d times and was dropped",
                         self._host.agent_id,
