@@ -39,6 +39,7 @@ ROUNDS = int(os.environ.get("SAGENTS_KILL_ROUNDS", "10"))
 SEED = int(os.environ.get("SAGENTS_KILL_SEED", "16"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(max(120, ROUNDS * 15))
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_seeded_kills_under_load_lose_nothing_beyond_the_bound(
