@@ -223,6 +223,8 @@ class Sample:
     #: ``sys.getallocatedblocks()``: memory blocks the interpreter has allocated and not freed.
     #: Flat blocks under a rising RSS point at the allocator (fragmentation), not at live objects.
     allocated_blocks: int
+    #: Wall seconds spent in the cyclic collector so far.
+    gc_seconds: float
 
 
 class TurnFailed(Exception):
@@ -320,6 +322,7 @@ class Soak:
             ),
             loop_lag_ms=round(lag * 1e3, 2),
             allocated_blocks=sys.getallocatedblocks(),
+            gc_seconds=round(sum(self.gc_pauses.seconds), 3),
         )
         self.samples.append(sample)
         return sample
@@ -491,6 +494,19 @@ def summarize(soak: Soak, drained: dict[str, Any]) -> dict[str, Any]:
     head = [s for s in steady if s.t <= warmup + third]
     tail = [s for s in steady if s.t >= end - third]
     rss_percent = 100 * rss_slope / rss_mean
+    # Allocators settle: RSS follows the peak of the live heap and steps up during the first
+    # minutes before it levels off, which a fit over the whole window reads as growth. Growth
+    # that continues shows in the second half as well; the verdict reads that half.
+    late = [s for s in steady if s.t >= (warmup + end) / 2]
+    late_slope = _slope_per_hour([(s.t, s.rss_bytes / 2**20) for s in late])
+    late_percent = 100 * late_slope / rss_mean
+    blocks_mean = statistics.fmean(s.allocated_blocks for s in steady)
+
+    def gc_share(part: list[Sample]) -> float | None:
+        if len(part) < 2 or part[-1].t == part[0].t:
+            return None
+        return (part[-1].gc_seconds - part[0].gc_seconds) / (part[-1].t - part[0].t)
+
     return {
         "seconds": end,
         "warmup_seconds": warmup,
@@ -501,11 +517,16 @@ def summarize(soak: Soak, drained: dict[str, Any]) -> dict[str, Any]:
         "rss_mib_max": max(s.rss_bytes for s in samples) / 2**20,
         "rss_slope_mib_per_hour": rss_slope,
         "rss_slope_percent_per_hour": rss_percent,
+        "rss_slope_second_half_mib_per_hour": late_slope,
+        "rss_slope_second_half_percent_per_hour": late_percent,
         "allocated_blocks_first_after_warmup": steady[0].allocated_blocks,
         "allocated_blocks_last": samples[-1].allocated_blocks,
         "allocated_blocks_slope_percent_per_hour": 100
         * _slope_per_hour([(s.t, s.allocated_blocks) for s in steady])
-        / statistics.fmean(s.allocated_blocks for s in steady),
+        / blocks_mean,
+        "allocated_blocks_slope_second_half_percent_per_hour": 100
+        * _slope_per_hour([(s.t, s.allocated_blocks) for s in late])
+        / blocks_mean,
         "tasks_min_after_warmup": min(s.tasks for s in steady),
         "tasks_max_after_warmup": max(s.tasks for s in steady),
         "runtime_tasks_min_after_warmup": min(s.runtime_tasks for s in steady),
@@ -540,7 +561,9 @@ def summarize(soak: Soak, drained: dict[str, Any]) -> dict[str, Any]:
         "agent_crashes": c.crashes,
         "persistence_errors": c.persistence_errors,
         "after_drain": drained,
-        "flat_rss": rss_percent <= FLAT_RSS_PERCENT_PER_HOUR,
+        "gc_share_of_wall_first_third": gc_share(head),
+        "gc_share_of_wall_last_third": gc_share(tail),
+        "flat_rss": late_percent <= FLAT_RSS_PERCENT_PER_HOUR,
         "bounded_tasks": tasks_bounded,
     }
 
@@ -558,13 +581,15 @@ def render_summary(summary: dict[str, Any], args: argparse.Namespace) -> str:
         + (f"; tracemalloc on ({args.tracemalloc} frames)" if args.tracemalloc else ""),
         f"RSS minute 1:         {_mib(s['rss_mib_minute_1'])}",
         f"RSS last minute:      {_mib(s['rss_mib_last_minute'])} (max {s['rss_mib_max']:,.1f})",
-        f"RSS slope:            {s['rss_slope_mib_per_hour']:+,.1f} MiB/h = "
-        f"{s['rss_slope_percent_per_hour']:+.2f}% of {s['rss_mib_mean_after_warmup']:,.1f} MiB "
-        f"per hour (flat: <= {FLAT_RSS_PERCENT_PER_HOUR:g}%) -> "
-        + ("FLAT" if s["flat_rss"] else "GROWING"),
+        f"RSS slope:            {s['rss_slope_mib_per_hour']:+,.1f} MiB/h after the warm-up "
+        f"({s['rss_slope_percent_per_hour']:+.2f}% of {s['rss_mib_mean_after_warmup']:,.1f} MiB "
+        f"per hour); over its second half {s['rss_slope_second_half_mib_per_hour']:+,.1f} MiB/h "
+        f"({s['rss_slope_second_half_percent_per_hour']:+.2f}%/h; flat: <= "
+        f"{FLAT_RSS_PERCENT_PER_HOUR:g}%) -> " + ("FLAT" if s["flat_rss"] else "GROWING"),
         f"allocated blocks:     {s['allocated_blocks_first_after_warmup']:,} after warm-up, "
         f"{s['allocated_blocks_last']:,} at the end (slope "
-        f"{s['allocated_blocks_slope_percent_per_hour']:+.2f}% per hour)",
+        f"{s['allocated_blocks_slope_percent_per_hour']:+.2f}%/h, second half "
+        f"{s['allocated_blocks_slope_second_half_percent_per_hour']:+.2f}%/h)",
         f"tasks after warm-up:  {s['tasks_min_after_warmup']}–{s['tasks_max_after_warmup']} "
         f"(runtime's: {s['runtime_tasks_min_after_warmup']}–"
         f"{s['runtime_tasks_max_after_warmup']}; max first third "
@@ -593,7 +618,8 @@ def render_summary(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"{s['agent_crashes']}, persistence errors {s['persistence_errors']}, "
         f"expired under a visit {s['expired_under_visit']}",
         f"event loop lateness:  max {s['loop_lag_ms_max']:,.0f} ms",
-        "cyclic GC:            "
+        f"cyclic GC:            {_share(s['gc_share_of_wall_first_third'])} of the wall time in "
+        f"the first third, {_share(s['gc_share_of_wall_last_third'])} in the last; "
         + ", ".join(
             f"gen {g}: {n:,} in {t:.1f} s (longest {1e3 * m:,.0f} ms)"
             for g, (n, t, m) in enumerate(
@@ -610,6 +636,10 @@ def render_summary(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"RSS {d['rss_mib']:,.1f} MiB ({d['rss_mib_after_gc']:,.1f} after gc.collect())",
     ]
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
 
 
 def _ms(value: float | None) -> str:
@@ -638,8 +668,10 @@ def plot(
     fig, (ax_rss, ax_heap, ax_tasks, ax_rate) = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     title = (
         f"Soak: {args.agents:,} conversations ({args.db} store, inactivity {args.inactivity:g} s, "
-        f"{args.concurrency} in flight)\nRSS slope {summary['rss_slope_mib_per_hour']:+,.1f} MiB/h "
-        f"({summary['rss_slope_percent_per_hour']:+.2f}%/h), runtime tasks "
+        f"{args.concurrency} in flight)\nRSS slope after warm-up "
+        f"{summary['rss_slope_mib_per_hour']:+,.1f} MiB/h "
+        f"({summary['rss_slope_percent_per_hour']:+.2f}%/h; second half "
+        f"{summary['rss_slope_second_half_percent_per_hour']:+.2f}%/h), runtime tasks "
         f"{summary['runtime_tasks_min_after_warmup']}–{summary['runtime_tasks_max_after_warmup']}"
         f" after warm-up, {summary['turns']:,} turns, {summary['restores']:,} restores, "
         f"{summary['errors']} errors"

@@ -43,6 +43,7 @@ __all__ = [
     "ConversationFiles",
     "FileStore",
     "FileStoreUser",
+    "IndexedFileStore",
     "MemoryFileStore",
     "normalize_path",
 ]
@@ -345,7 +346,47 @@ class _Index:
         return sorted(path for path in self._files if path.startswith(prefix))
 
 
-class MemoryFileStore(AsyncResource):
+class IndexedFileStore(AsyncResource):
+    """What every shipped store shares: the files in an in-memory index (reads are answered
+    from it), and a life of its own (``new`` until loaded, ``open``, ``closed``).
+
+    Subclasses set ``_index`` and ``_state`` and implement the writes, which is where they
+    differ: in memory only, debounced to disk, or written through to a persistence.
+    """
+
+    _index: _Index
+    _state: str  # "new" -> "open" -> "closed"
+
+    @property
+    def max_file_size(self) -> int:
+        """The largest file accepted, in UTF-8 bytes."""
+        return self._index.max_file_size
+
+    def _check_open(self) -> None:
+        if self._state == "new":
+            raise FileSystemError(
+                f"the store was not loaded; create it with {type(self).__name__}.open()"
+            )
+        if self._state == "closed":
+            raise FileSystemError("the file store is closed")
+
+    async def read(self, path: str) -> str:
+        """See :meth:`FileStore.read`."""
+        self._check_open()
+        return self._index.get(normalize_path(path))
+
+    async def exists(self, path: str) -> bool:
+        """See :meth:`FileStore.exists`."""
+        self._check_open()
+        return self._index.contains(normalize_path(path))
+
+    async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
+        """See :meth:`FileStore.list`."""
+        self._check_open()
+        return self._index.listing(normalize_path(prefix_dir, directory=True))
+
+
+class MemoryFileStore(IndexedFileStore):
     """A :class:`FileStore` held in memory only; its files vanish with it.
 
     Args:
@@ -358,21 +399,7 @@ class MemoryFileStore(AsyncResource):
 
     def __init__(self, *, max_file_size: int = 1_000_000, max_files: int = 10_000) -> None:
         self._index = _Index(max_file_size=max_file_size, max_files=max_files)
-        self._closed = False
-
-    @property
-    def max_file_size(self) -> int:
-        """The largest file accepted, in UTF-8 bytes."""
-        return self._index.max_file_size
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise FileSystemError("the file store is closed")
-
-    async def read(self, path: str) -> str:
-        """See :meth:`FileStore.read`."""
-        self._check_open()
-        return self._index.get(normalize_path(path))
+        self._state = "open"
 
     async def write(self, path: str, content: str) -> None:
         """See :meth:`FileStore.write`."""
@@ -389,20 +416,10 @@ class MemoryFileStore(AsyncResource):
         self._check_open()
         self._index.move(normalize_path(src), normalize_path(dst))
 
-    async def exists(self, path: str) -> bool:
-        """See :meth:`FileStore.exists`."""
-        self._check_open()
-        return self._index.contains(normalize_path(path))
-
-    async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
-        """See :meth:`FileStore.list`."""
-        self._check_open()
-        return self._index.listing(normalize_path(prefix_dir, directory=True))
-
     async def flush(self) -> None:
         """Nothing to flush: the memory is the store."""
         self._check_open()
 
     async def aclose(self) -> None:
         """Close the store; later calls raise ``FileSystemError``. Idempotent."""
-        self._closed = True
+        self._state = "closed"

@@ -32,8 +32,7 @@ import threading
 from collections.abc import Callable
 
 from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
-from sagents._files import _Index, _refuse, normalize_path
-from sagents._resource import AsyncResource
+from sagents._files import IndexedFileStore, _Index, _refuse, normalize_path
 
 __all__ = ["DiskFileStore"]
 
@@ -55,7 +54,7 @@ _DEFAULT_NAME_MAX = 255
 _Batch = dict[str, tuple[int, str | None]]
 
 
-class DiskFileStore(AsyncResource):
+class DiskFileStore(IndexedFileStore):
     """A :class:`FileStore` persisted as ordinary files under a base directory.
 
     Open it with ``await DiskFileStore.open(base_dir)`` (calling the class directly gives a store
@@ -140,11 +139,6 @@ class DiskFileStore(AsyncResource):
     def base_dir(self) -> str:
         """The resolved base directory."""
         return self._base
-
-    @property
-    def max_file_size(self) -> int:
-        """The largest file accepted, in UTF-8 bytes."""
-        return self._index.max_file_size
 
     def disk_path(self, path: str) -> str:
         """The file on disk that holds the virtual ``path``.
@@ -257,27 +251,6 @@ class DiskFileStore(AsyncResource):
         self._index.put(virtual, content)
 
     # -- the store -----------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._state == "new":
-            raise FileSystemError("the store was not loaded; create it with DiskFileStore.open()")
-        if self._state == "closed":
-            raise FileSystemError("the file store is closed")
-
-    async def read(self, path: str) -> str:
-        """See :meth:`FileStore.read`."""
-        self._check_open()
-        return self._index.get(normalize_path(path))
-
-    async def exists(self, path: str) -> bool:
-        """See :meth:`FileStore.exists`."""
-        self._check_open()
-        return self._index.contains(normalize_path(path))
-
-    async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
-        """See :meth:`FileStore.list`."""
-        self._check_open()
-        return self._index.listing(normalize_path(prefix_dir, directory=True))
 
     async def write(self, path: str, content: str) -> None:
         """See :meth:`FileStore.write`; also refuses a path the disk could not hold.

@@ -24,13 +24,11 @@ touched.
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from sagents._errors import FileSystemError, PathNotAllowed
-from sagents._files import _Index, normalize_path
-from sagents._resource import AsyncResource
+from sagents._files import IndexedFileStore, _Index, normalize_path
 from sagents.persistence._protocols import Scope
 
 __all__ = ["FilePersistence", "PersistedFileStore", "check_file_changes"]
@@ -93,7 +91,7 @@ def check_file_changes(changes: Mapping[str, str | None]) -> dict[str, bytes | N
     return encoded
 
 
-class PersistedFileStore(AsyncResource):
+class PersistedFileStore(IndexedFileStore):
     """The files of one conversation, written through to a :class:`FilePersistence`.
 
     Open it with ``await PersistedFileStore.open(persistence, scope, conversation_id)``. Reads
@@ -164,34 +162,6 @@ class PersistedFileStore(AsyncResource):
     def conversation_id(self) -> str:
         """The conversation whose files these are."""
         return self._conversation_id
-
-    @property
-    def max_file_size(self) -> int:
-        """The largest file accepted, in UTF-8 bytes."""
-        return self._index.max_file_size
-
-    def _check_open(self) -> None:
-        if self._state == "new":
-            raise FileSystemError(
-                "the store was not loaded; create it with PersistedFileStore.open()"
-            )
-        if self._state == "closed":
-            raise FileSystemError("the file store is closed")
-
-    async def read(self, path: str) -> str:
-        """See :meth:`FileStore.read`."""
-        self._check_open()
-        return self._index.get(normalize_path(path))
-
-    async def exists(self, path: str) -> bool:
-        """See :meth:`FileStore.exists`."""
-        self._check_open()
-        return self._index.contains(normalize_path(path))
-
-    async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
-        """See :meth:`FileStore.list`."""
-        self._check_open()
-        return self._index.listing(normalize_path(prefix_dir, directory=True))
 
     async def write(self, path: str, content: str) -> None:
         """See :meth:`FileStore.write`; stored before it returns.
