@@ -15,10 +15,15 @@ conversation, restores an expired one from the store, or finds it running), then
 time in between. Between visits a conversation usually outlives its inactivity timeout, so the
 runtime keeps starting, restoring, running and expiring agents for the whole run.
 
-Every ``--sample`` seconds the script records the process RSS (``/proc/self/statm``), the asyncio
-tasks (all of them, and the runtime's: all minus the driver's own), the running agents
-(``runtime.agent_count()``), the store's size, the event loop's lateness and the counters. It
-writes ``soak-<stamp>.json`` and ``soak-<stamp>.png`` into ``--out`` and prints a summary.
+Every ``--sample`` seconds the script records the process RSS (``/proc/self/statm``), the
+interpreter's allocated memory blocks (``sys.getallocatedblocks()``: the live heap, which RSS
+follows with the allocator's lag), the asyncio tasks (all of them, and the runtime's: all minus
+the driver's own), the running agents (``runtime.agent_count()``), the store's size, the process
+CPU time, the time spent in the cyclic collector, the event loop's lateness and the counters.
+It writes ``soak-<stamp>.json`` and ``soak-<stamp>.png`` into ``--out`` and prints a summary.
+After the load the agents are left to expire, and the script reports what is left (agents,
+units, tasks by name). ``--diagnose`` adds object counts by type before the load, after the
+warm-up and after that drain, and ``--tracemalloc N`` the allocations that grew.
 
 Choices:
 
@@ -27,20 +32,22 @@ Choices:
   bytes to report RSS net of it would be a guess (``sys.getsizeof`` misses allocator overhead and
   sharing); instead a conversation that has reached ``--reset-after`` turns is deleted with
   ``Session.delete`` at the end of a visit (its next visit starts it afresh), the way a user
-  starts a new chat, which exercises deletion too. At about 150 turns/s over 10,000
-  conversations a conversation is visited about once a minute, so an empty store would take
-  most of a 10-minute run to fill up to its cap; the store is therefore **pre-filled** before the
-  clock starts: each conversation gets the number of turns drawn from the long-run distribution
-  of this visit pattern (a Markov chain over 0 … reset-after − 1 stored turns), copied from a
-  template conversation run through the runtime (its state rows and display rows). The store's
-  size is sampled and plotted next to the RSS to show that it stays level.
+  starts a new chat, which exercises deletion too. At 100–250 turns/s over 10,000 conversations
+  a conversation is visited every minute or two, so an empty store would take most of a
+  10-minute run to fill up to its cap; the store is therefore **pre-filled** before the clock
+  starts: each conversation gets the number of turns drawn from the long-run distribution of
+  this visit pattern (a Markov chain over 0 … reset-after − 1 stored turns), copied from a
+  template conversation run through the runtime (its state rows, display rows and a released
+  lease). The store's size is sampled and plotted to show that it stays level.
+* **The tool is made once** (see :class:`SoakFactory`); ``--plain-tool`` measures the path where
+  ``Agent`` wraps a function for every conversation.
 * **No ``gc.collect()`` before samples** unless ``--gc`` is given (the summary says which): the
   RSS is what a service would see, collector and allocator behaviour included.
 * **Flat** means, after the warm-up (``--warmup``, default one minute): the least-squares RSS
-  slope is at most ``FLAT_RSS_PERCENT_PER_HOUR`` of the mean RSS per hour, and the runtime's task
-  count stays bounded (its maximum over the last third of the run is at most 1.25× that of the
-  first third, plus 10). After the run the agents are left to expire and the script checks that
-  none, and no runtime task, is left.
+  slope over the second half of the rest of the run is at most ``FLAT_RSS_PERCENT_PER_HOUR`` of
+  the mean RSS per hour (the slope over the whole of it is reported too: the allocator's
+  settling in the first minutes weighs on it), and the runtime's task count stays bounded (its
+  maximum over the last third of the run is at most 1.25× that of the first third, plus 10).
 """
 
 from __future__ import annotations

@@ -144,12 +144,6 @@ async def _start(runtime: Runtime, config: SessionConfig, conversation_id: str) 
             await asyncio.sleep(0.05)  # the stalled owner's lease expires
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="display writes are not fenced by the lease (SqlPersistence.append_display_messages "
-    "takes no token; Recorder._persist_latest flushes rows before the refused save): a "
-    "stalled owner's rows land after the takeover's reconciliation and stay",
-)
 @pytest.mark.timeout(60)
 async def test_a_stalled_owner_writes_no_display_rows_after_a_takeover(tmp_path: Path) -> None:
     store = StalledRenewals(sqlite_url(tmp_path / "sagents.db"))

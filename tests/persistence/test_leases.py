@@ -12,7 +12,7 @@ from langchain_core.messages import HumanMessage
 from sagents import ConversationOwnedElsewhere, StateConflict
 from sagents._errors import ConversationNotFound
 from sagents._state import State
-from sagents.persistence import ConversationLeases, StateSnapshot
+from sagents.persistence import ConversationLeases, DisplayMessage, StateSnapshot
 from tests.persistence.conftest import Store
 
 ALICE, BOB = "alice", "bob"
@@ -149,3 +149,15 @@ async def test_renewal_extends_every_lease_of_an_owner_and_reports_what_it_holds
 async def test_a_bad_ttl_is_refused(store: Store, ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl"):
         await store.acquire_lease(ALICE, "c", "worker-a", ttl)
+
+
+async def test_display_rows_of_a_fenced_writer_are_refused(store: Store) -> None:
+    old = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    row = DisplayMessage(conversation_id="c", type="user", content={"text": "late"})
+    assert await store.append_display_messages(ALICE, "c", [row], lease_token=old.token)
+    new = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    with pytest.raises(StateConflict) as refused:
+        await store.append_display_messages(ALICE, "c", [row], lease_token=old.token)
+    assert refused.value.reason == "owned_elsewhere"
+    assert await store.append_display_messages(ALICE, "c", [row], lease_token=new.token)
+    assert len(await store.list_display_messages(ALICE, "c")) == 2

@@ -291,7 +291,12 @@ class MemoryPersistence:
     # -- DisplayMessagePersistence -----------------------------------------------------------
 
     async def append_display_messages(
-        self, scope: Scope, conversation_id: str, messages: Sequence[DisplayMessage]
+        self,
+        scope: Scope,
+        conversation_id: str,
+        messages: Sequence[DisplayMessage],
+        *,
+        lease_token: int | None = None,
     ) -> list[DisplayMessage]:
         """Append in order with sequences after the last one; creates the conversation if new.
 
@@ -312,6 +317,15 @@ class MemoryPersistence:
                     content=json_copy(message.content, f"messages[{i}].content"),
                     metadata=json_copy(message.metadata, f"messages[{i}].metadata"),
                 )
+            )
+        if lease_token is not None:
+            existing = self._find(scope, conversation_id)
+            fence(
+                conversation_id,
+                None if existing is None else existing.lease,
+                lease_token,
+                self._clock.now(),
+                exists=existing is not None,
             )
         record = self._find_or_create(scope, conversation_id)
         now = self._clock.now()

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import inspect
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
@@ -58,6 +60,7 @@ from sagents.persistence._protocols import (
     DisplayMessagePersistence,
     DisplayReconciliation,
     Lease,
+    Scope,
     StateSnapshot,
     StoredState,
     ToolCallStatus,
@@ -624,7 +627,16 @@ class Recorder:
         for i, row in enumerate(rows):
             if row.type == "tool_call" and row.tool_call_id in finished:
                 rows[i] = dataclasses.replace(row, status=finished.pop(row.tool_call_id))
-        saved = await store.append_display_messages(scope, conversation_id, rows)
+        lease = self._lease
+        if lease is not None and _takes_lease_token(type(store)):
+            # Our stores take the lease's token on display writes too: a writer that lost the
+            # conversation writes no rows after the new owner reconciled them.
+            fenced = cast(_FencedDisplay, store)
+            saved = await fenced.append_display_messages(
+                scope, conversation_id, rows, lease_token=lease.token
+            )
+        else:
+            saved = await store.append_display_messages(scope, conversation_id, rows)
         for row in saved:
             self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
         if not finished:
@@ -709,6 +721,10 @@ class Recorder:
                 else:
                     await operation(store, conversation_id)
                     follow_up = None
+            except StateConflict as conflict:
+                log.clear()  # nothing of this writer's may be written any more
+                self._refuse(conflict)
+                return
             except Exception:
                 self._display_failures += 1
                 if self._display_failures >= _DISPLAY_ATTEMPTS:
@@ -764,6 +780,30 @@ class Recorder:
             {"system_time": time.time()},
             {**host.telemetry_metadata(), "operation": operation, "error": repr(error)},
         )
+
+
+@functools.cache
+def _takes_lease_token(store: type[DisplayMessagePersistence]) -> bool:
+    """Whether a display store's ``append_display_messages`` takes ``lease_token`` (both shipped
+    stores do; a subclass that overrides it without, or another store, is written unfenced)."""
+    try:
+        parameters = inspect.signature(store.append_display_messages).parameters
+    except (TypeError, ValueError):
+        return False
+    return "lease_token" in parameters
+
+
+class _FencedDisplay(Protocol):
+    """A display store that also takes the writer's lease token (both shipped stores)."""
+
+    async def append_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        messages: Sequence[DisplayMessage],
+        *,
+        lease_token: int | None = None,
+    ) -> list[DisplayMessage]: ...
 
 
 #: How many times a display operation is tried before it is dropped.

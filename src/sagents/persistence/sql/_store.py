@@ -735,7 +735,12 @@ class SqlPersistence:
     # -- DisplayMessagePersistence -----------------------------------------------------------
 
     async def append_display_messages(
-        self, scope: Scope, conversation_id: str, messages: Sequence[DisplayMessage]
+        self,
+        scope: Scope,
+        conversation_id: str,
+        messages: Sequence[DisplayMessage],
+        *,
+        lease_token: int | None = None,
     ) -> list[DisplayMessage]:
         """Append in order with sequences after the last one; creates the conversation if new.
 
@@ -760,7 +765,24 @@ class SqlPersistence:
         action = f"append display messages to conversation {conversation_id!r}"
         async with self._write(action) as conn:
             now = self._clock.now()
-            await self._lock_conversation(conn, scope, conversation_id, {"updated_at": now}, now)
+            exists = await self._lock_conversation(
+                conn,
+                scope,
+                conversation_id,
+                {"updated_at": now},
+                now,
+                create=lease_token is None,
+            )
+            if lease_token is not None:
+                # A writer under a lease: the rows are refused, like its state saves, once
+                # another process took the conversation over (or it was deleted).
+                fence(
+                    conversation_id,
+                    await self._lease_row(conn, conversation_id) if exists else None,
+                    lease_token,
+                    now,
+                    exists=exists,
+                )
             last = (
                 await conn.execute(
                     select(func.max(display.c.sequence)).where(
