@@ -56,6 +56,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import gc
@@ -106,6 +107,48 @@ def rss_bytes() -> int:
     """The process's resident set size now (Linux: ``/proc/self/statm``)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * _PAGE
+
+
+class _MallInfo2(ctypes.Structure):
+    # The layout of glibc's struct mallinfo2.
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@functools.cache
+def _mallinfo2() -> Any:
+    try:
+        function = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return None
+    function.restype = _MallInfo2
+    return function
+
+
+def malloc_bytes() -> tuple[int, int]:
+    """glibc malloc's bytes in use (mmapped chunks included) and free inside its heaps, summed
+    over its arenas; (-1, -1) without glibc. Python's small objects live in pymalloc's own
+    arenas and are not in these; larger blocks (dict tables, long lists and strings, C
+    extensions' buffers) are. Free bytes that grow while those in use do not is fragmentation.
+    """
+    function = _mallinfo2()
+    if function is None:
+        return -1, -1
+    info = function()
+    return info.uordblks + info.hblkhd, info.fordblks
 
 
 # -- the agents -------------------------------------------------------------------------------
@@ -232,6 +275,9 @@ class Sample:
     allocated_blocks: int
     #: Wall seconds spent in the cyclic collector so far.
     gc_seconds: float
+    #: See :func:`malloc_bytes`.
+    malloc_in_use_bytes: int
+    malloc_free_bytes: int
 
 
 class TurnFailed(Exception):
@@ -307,6 +353,7 @@ class Soak:
         if self.args.gc:
             gc.collect()
         rss = rss_bytes()
+        in_use, free = malloc_bytes()
         tasks = asyncio.all_tasks()
         ours = len(self.workers & tasks) + 1  # the workers and the task sampling
         c = self.counters
@@ -330,6 +377,8 @@ class Soak:
             loop_lag_ms=round(lag * 1e3, 2),
             allocated_blocks=sys.getallocatedblocks(),
             gc_seconds=round(sum(self.gc_pauses.seconds), 3),
+            malloc_in_use_bytes=in_use,
+            malloc_free_bytes=free,
         )
         self.samples.append(sample)
         return sample
@@ -534,6 +583,10 @@ def summarize(soak: Soak, drained: dict[str, Any]) -> dict[str, Any]:
         "allocated_blocks_slope_second_half_percent_per_hour": 100
         * _slope_per_hour([(s.t, s.allocated_blocks) for s in late])
         / blocks_mean,
+        "malloc_mib_in_use_first_after_warmup": steady[0].malloc_in_use_bytes / 2**20,
+        "malloc_mib_in_use_last": samples[-1].malloc_in_use_bytes / 2**20,
+        "malloc_mib_free_first_after_warmup": steady[0].malloc_free_bytes / 2**20,
+        "malloc_mib_free_last": samples[-1].malloc_free_bytes / 2**20,
         "tasks_min_after_warmup": min(s.tasks for s in steady),
         "tasks_max_after_warmup": max(s.tasks for s in steady),
         "runtime_tasks_min_after_warmup": min(s.runtime_tasks for s in steady),
@@ -597,6 +650,10 @@ def render_summary(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"{s['allocated_blocks_last']:,} at the end (slope "
         f"{s['allocated_blocks_slope_percent_per_hour']:+.2f}%/h, second half "
         f"{s['allocated_blocks_slope_second_half_percent_per_hour']:+.2f}%/h)",
+        f"glibc malloc:         in use {s['malloc_mib_in_use_first_after_warmup']:,.1f} → "
+        f"{s['malloc_mib_in_use_last']:,.1f} MiB, free in its heaps "
+        f"{s['malloc_mib_free_first_after_warmup']:,.1f} → {s['malloc_mib_free_last']:,.1f} MiB "
+        "(after warm-up → end)",
         f"tasks after warm-up:  {s['tasks_min_after_warmup']}–{s['tasks_max_after_warmup']} "
         f"(runtime's: {s['runtime_tasks_min_after_warmup']}–"
         f"{s['runtime_tasks_max_after_warmup']}; max first third "
@@ -701,7 +758,22 @@ def plot(
             color="#d62",
             label="fit after warm-up",
         )
-    ax_rss.set_ylabel("RSS MiB")
+    if samples[0].malloc_in_use_bytes >= 0:
+        ax_rss.plot(
+            minutes,
+            [s.malloc_in_use_bytes / 2**20 for s in samples],
+            color="#2a2",
+            lw=0.8,
+            label="glibc malloc: in use",
+        )
+        ax_rss.plot(
+            minutes,
+            [s.malloc_free_bytes / 2**20 for s in samples],
+            color="#a2a",
+            lw=0.8,
+            label="glibc malloc: free in its heaps",
+        )
+    ax_rss.set_ylabel("MiB")
     ax_rss.set_ylim(bottom=0)
     ax_rss.legend(loc="lower right", fontsize=8)
     ax_heap.plot(
