@@ -3,6 +3,7 @@
     python -m bench.soak --agents 10000 --minutes 10 --out docs/soak/
     python -m bench.soak --minutes 2 --db sqlite          # SqlPersistence on a temporary file
     python -m bench.soak --minutes 5 --diagnose           # + objects by type (--tracemalloc 8)
+    python -m bench.soak --replot docs/soak/soak-<stamp>.json   # draw a result's plot again
 
 Not run in CI. One :class:`~sagents.Runtime`, one :class:`~sagents.SessionConfig` whose agent and
 display persistence is one store, a short real-time inactivity timeout, and a scripted
@@ -276,8 +277,8 @@ class Sample:
     #: Wall seconds spent in the cyclic collector so far.
     gc_seconds: float
     #: See :func:`malloc_bytes`.
-    malloc_in_use_bytes: int
-    malloc_free_bytes: int
+    malloc_in_use_bytes: int = -1  # -1: not measured (no glibc, or an older result file)
+    malloc_free_bytes: int = -1
 
 
 class TurnFailed(Exception):
@@ -732,13 +733,14 @@ def plot(
     fig, (ax_rss, ax_heap, ax_tasks, ax_rate) = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     title = (
         f"Soak: {args.agents:,} conversations ({args.db} store, inactivity {args.inactivity:g} s, "
-        f"{args.concurrency} in flight)\nRSS slope after warm-up "
-        f"{summary['rss_slope_mib_per_hour']:+,.1f} MiB/h "
-        f"({summary['rss_slope_percent_per_hour']:+.2f}%/h; second half "
-        f"{summary['rss_slope_second_half_percent_per_hour']:+.2f}%/h), runtime tasks "
-        f"{summary['runtime_tasks_min_after_warmup']}–{summary['runtime_tasks_max_after_warmup']}"
-        f" after warm-up, {summary['turns']:,} turns, {summary['restores']:,} restores, "
-        f"{summary['errors']} errors"
+        f"{args.concurrency} in flight, {summary['seconds'] / 60:.0f} min)\n"
+        f"RSS slope after the warm-up {summary['rss_slope_mib_per_hour']:+,.1f} MiB/h "
+        f"({summary['rss_slope_percent_per_hour']:+.1f}%/h), over its second half "
+        f"{summary['rss_slope_second_half_mib_per_hour']:+,.1f} MiB/h "
+        f"({summary['rss_slope_second_half_percent_per_hour']:+.1f}%/h)\n"
+        f"runtime tasks {summary['runtime_tasks_min_after_warmup']}–"
+        f"{summary['runtime_tasks_max_after_warmup']} after the warm-up; {summary['turns']:,} "
+        f"turns, {summary['restores']:,} restores, {summary['errors']} errors"
     )
     fig.suptitle(title, fontsize=10)
     for ax in (ax_rss, ax_heap, ax_tasks, ax_rate):
@@ -1028,6 +1030,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="objects by type before the load, after the warm-up and after the drain",
     )
     parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only draw the plot of these result files again",
+    )
+    parser.add_argument(
         "--tracemalloc",
         type=int,
         default=0,
@@ -1043,8 +1052,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def replot(data: Path) -> Path:
+    """Draw the plot of a result file again (``--replot soak-<stamp>.json``); return its path."""
+    result = json.loads(data.read_text())
+    args = argparse.Namespace(**result["args"])
+    samples = [Sample(**s) for s in result["samples"]]
+    picture = data.with_suffix(".png")
+    plot(samples, args, result["summary"], picture)
+    return picture
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.replot:
+        for data in args.replot:
+            print(f"wrote {replot(data)}")
+        return
     result = asyncio.run(soak(args))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

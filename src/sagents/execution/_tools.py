@@ -177,7 +177,6 @@ async def invoke_tool(
     if tool is None:
         available = ", ".join(sorted(known)) or "none"
         return _error(call, f"unknown tool {name!r}; available tools: {available}")
-    set_tool_context(context)
     started = time.perf_counter()
     # Payloads only when someone listens: one tool call per turn is the common case.
     if telemetry.has_handlers(_START):
@@ -189,6 +188,10 @@ async def invoke_tool(
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
+            # Set inside the deadline: its timer copies the context it is made in, and a
+            # cancelled timer stays scheduled until its deadline, keeping whatever that copy
+            # holds (the tool context reaches the whole agent) alive for up to the timeout.
+            set_tool_context(context)
             if callbacks:
                 result = await tool.ainvoke(
                     {**call, "type": "tool_call"}, config={"callbacks": list(callbacks)}
