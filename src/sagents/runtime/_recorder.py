@@ -242,7 +242,7 @@ class Recorder:
             # Its previous holder died without releasing it: what it stored may need settling.
             self._reconcile = self._reconcile or self._lease.recovered
         elif self._restart:
-            stored = await persistence.load_state(scope, conversation_id)
+            stored = await self._load()
             stored_version = None if stored is None else stored.version
         else:
             return None
@@ -253,7 +253,7 @@ class Recorder:
             return None  # a new conversation: nothing stored, nothing to store yet
         if stored_version is not None and stored_version >= self.version:
             if stored is None:
-                stored = await persistence.load_state(scope, conversation_id)
+                stored = await self._load()
             if stored is not None:
                 self.adopt(stored)
                 return stored
