@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = {
     "W1": ALL_SYSTEMS,
     "W2": ("raw", "langgraph-memory", "sagents"),
-    "W3": tuple(s for s in ALL_SYSTEMS if s not in ("raw", "langgraph")),
+    "W3": tuple(s for s in ALL_SYSTEMS if s not in ("raw", "raw-actor", "langgraph")),
     "W4": ALL_SYSTEMS,
     "W5": ("langgraph-sqlite", "sagents-sqlite", "sagents-postgres"),
     "W6": ("sagents",),

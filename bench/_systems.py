@@ -4,6 +4,10 @@ Every system runs the same :class:`~bench._model.FakeToolModel` and the same ``e
 
 - ``raw``: a plain asyncio loop calling the langchain-core model and tool directly, the floor
   for anything built on langchain-core;
+- ``raw-actor``: the same turn run by the least an asyncio actor needs (a mailbox task per
+  conversation, the run in a task of its own so that it can be cancelled, and each message and
+  status change sent to a subscriber queue that the caller reads until ``idle``): the floor of
+  any runtime with one server per conversation and a live event stream;
 - ``langgraph``, ``langgraph-memory``, ``langgraph-sqlite``: ``langchain.agents.create_agent``
   with no checkpointer (the caller carries the history), ``InMemorySaver``, ``AsyncSqliteSaver``;
 - ``sagents``, ``sagents-sqlite``, ``sagents-postgres``: one agent server per conversation with
@@ -40,6 +44,7 @@ __all__ = [
 
 ALL_SYSTEMS = (
     "raw",
+    "raw-actor",
     "langgraph",
     "langgraph-memory",
     "langgraph-sqlite",
@@ -129,6 +134,67 @@ class RawSystem:
 
     async def conversation(self, cid: str, *, stream: bool, hitl: bool = False) -> Conversation:
         return RawConversation(self.model, stream)
+
+
+class RawActorConversation:
+    """:class:`RawConversation` behind a mailbox task, with events to a subscriber queue."""
+
+    def __init__(self, model: Any, stream: bool) -> None:
+        import asyncio
+
+        self.raw = RawConversation(model, stream)
+        self.mailbox: asyncio.Queue[tuple[str, asyncio.Future[None]]] = asyncio.Queue()
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.run: asyncio.Task[None] | None = None
+        self.server = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        while True:
+            text, done = await self.mailbox.get()
+            message = HumanMessage(text)
+            self.raw.messages.append(message)
+            self.events.put_nowait(("message", message))
+            self.run = asyncio.get_running_loop().create_task(self._run())
+            done.set_result(None)
+
+    async def _run(self) -> None:
+        raw, events = self.raw, self.events
+        events.put_nowait(("status", "running"))
+        while True:
+            reply = await raw._call()
+            raw.messages.append(reply)
+            events.put_nowait(("message", reply))
+            if not reply.tool_calls:
+                break
+            for call in reply.tool_calls:
+                result = await echo.ainvoke(call)
+                raw.messages.append(result)
+                events.put_nowait(("message", result))
+        events.put_nowait(("status", "idle"))
+
+    async def turn(self, text: str) -> None:
+        import asyncio
+
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.mailbox.put_nowait((text, done))
+        await done
+        while await self.events.get() != ("status", "idle"):
+            pass
+
+    async def hitl_cycle(self, text: str) -> None:
+        raise NotImplementedError("raw-actor measures plain turns only")
+
+    async def aclose(self) -> None:
+        self.server.cancel()
+
+
+class RawActorSystem(RawSystem):
+    name = "raw-actor"
+
+    async def conversation(self, cid: str, *, stream: bool, hitl: bool = False) -> Conversation:
+        return RawActorConversation(self.model, stream)
 
 
 # -- langgraph -------------------------------------------------------------------------------
@@ -282,6 +348,8 @@ async def open_system(name: str, model: BaseChatModel) -> AsyncIterator[Any]:
         path = Path(folder)
         if name == "raw":
             yield RawSystem(model)
+        elif name == "raw-actor":
+            yield RawActorSystem(model)
         elif name == "langgraph":
             yield LangGraphSystem(name, model, None)
         elif name == "langgraph-memory":

@@ -222,7 +222,7 @@ class ConversationNotFound(PersistenceError):
     """No conversation with that id exists in the caller's scope.
 
     Raised by writes that cannot create it: a conversation id that belongs to another scope is
-    reported as not found (S4). Use a new conversation id.
+    reported as not found. Use a new conversation id.
     """
 
 

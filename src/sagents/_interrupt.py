@@ -1,4 +1,4 @@
-"""Interrupts and the human decisions that answer them (rules L4, X24).
+"""Interrupts and the human decisions that answer them.
 
 An :class:`Interrupt` is plain data kept in ``State.interrupt``, so it is persisted with the state
 and survives a restart: the approval a user gives tomorrow resumes the run paused today.

@@ -1,4 +1,4 @@
-"""``State``: the runtime data of one agent (rules X2, X3, X21).
+"""``State``: the runtime data of one agent.
 
 A state is an immutable value: every step of a run builds a new one with :meth:`State.replace`
 instead of mutating lists in place. That is what lets a cancelled or failed run hand back "the
@@ -81,14 +81,18 @@ class State:
                 raise StateError(
                     f"State.messages[{i}] is a {type(message).__name__}, not a langchain message"
                 )
+        return self._shared(messages=[*self.messages, *messages])
+
+    def _shared(self, **valid: Any) -> State:
+        """A copy sharing this state's fields, with ``valid`` ones replaced, unchecked: for
+        values known to be valid (the fields are immutable once checked)."""
         new = object.__new__(State)
         for name in _FIELD_NAMES:
-            object.__setattr__(new, name, getattr(self, name))
-        object.__setattr__(new, "messages", [*self.messages, *messages])
+            object.__setattr__(new, name, valid[name] if name in valid else getattr(self, name))
         return new
 
     def with_metadata(self, key: str, value: Any) -> State:
-        """A copy with ``metadata[key] = value`` (middleware keep their state this way, X21)."""
+        """A copy with ``metadata[key] = value`` (middleware keep their state this way)."""
         return dataclasses.replace(self, metadata={**self.metadata, key: value})
 
     def pending_tool_calls(self) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The status of an agent: one value at a time (rule L1)."""
+"""The status of an agent: one value at a time."""
 
 from __future__ import annotations
 

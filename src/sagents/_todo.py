@@ -1,4 +1,4 @@
-"""Todos: the agent's visible plan, kept in ``State.todos`` (rule X22)."""
+"""Todos: the agent's visible plan, kept in ``State.todos``."""
 
 from __future__ import annotations
 

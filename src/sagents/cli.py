@@ -9,7 +9,7 @@ Subcommands:
   scripted model unless ``--model`` names a real one) and print its URL.
 * ``sagents setup PACKAGE.MODULE [--owner-type T] [--owner-field F] [--table-prefix P]
   [--factory NAME] [--coordinator NAME] [--force] [--dir ROOT]``: write a coordinator, its
-  factory, router, persistence wiring, tables, migration and test into an app (S20–S22).
+  factory, router, persistence wiring, tables, migration and test into an app.
 
 Each subcommand is a function taking the parsed arguments and returning an exit status, and
 imports what it needs when it runs, so that a command that does not touch a database never

@@ -10,7 +10,7 @@ Each event is a frozen dataclass you can ``match`` on::
 
 Every event carries ``agent_id`` and ``seq``, a per-agent number that increases by one for every
 event the agent's server publishes (the execution loop emits events with ``seq=0`` and the server
-stamps them), so a reconnecting client can say which events it already has (E40).
+stamps them), so a reconnecting client can say which events it already has.
 
 ``event.to_json()`` / :func:`from_json` give the stable JSON form used by web clients:
 ``{"type": "status_changed", "agent_id": ..., "seq": ..., <fields>}``. Messages use

@@ -1,4 +1,4 @@
-"""OpenTelemetry bridge: sagents' telemetry events as spans and metrics (L72).
+"""OpenTelemetry bridge: sagents' telemetry events as spans and metrics.
 
 An optional dependency (``pip install sagents[otel]``); ``import sagents`` never imports it::
 

@@ -1,4 +1,4 @@
-"""Telemetry: named events with measurements, in the style of Erlang's ``:telemetry`` (L70, L71).
+"""Telemetry: named events with measurements, in the style of Erlang's ``:telemetry``.
 
 Events are tuples of strings such as ``("sagents", "agent", "start")``. A handler is a plain
 function ``handler(event, measurements, metadata, config)``, attached under a unique id::

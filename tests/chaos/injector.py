@@ -46,7 +46,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 
 from sagents import PersistenceFailed
 from sagents.execution import Fail, Middleware, Reply, ScriptedChatModel, ToolCall
-from sagents.persistence import MemoryPersistence, StateSnapshot
+from sagents.persistence import Lease, MemoryPersistence, StateSnapshot
 
 __all__ = [
     "CURRENT",
@@ -417,7 +417,8 @@ class ChaosStore(MemoryPersistence):
     """``MemoryPersistence`` whose state saves and display appends fail or stall on demand.
 
     Each write consults the plan of the conversation's agent (registered with
-    :meth:`register`); reads, leases and every other call behave as the memory store does.
+    :meth:`register`); reads, leases and every other call behave as the memory store does (the
+    leases it hands out are noted, for :meth:`unreleased_leases`).
 
     Args:
         stall: how long a stalled write hangs before it completes (past ``shutdown_timeout``).
@@ -433,6 +434,8 @@ class ChaosStore(MemoryPersistence):
         self._trouble: dict[str, float] = {}
         self._failed_in_a_row: Counter[str] = Counter()  # display appends
         self._dropped: set[str] = set()
+        # Per conversation, its latest lease as handed out: scope, token, whether released.
+        self._leases: dict[str, tuple[Any, int, bool]] = {}
 
     def register(self, conversation_id: str, plan: Plan) -> None:
         self._plans[conversation_id] = plan
@@ -462,6 +465,23 @@ class ChaosStore(MemoryPersistence):
         """Whether a state save of the conversation failed, or one of its writes stalled (the
         state save waits behind it), at ``moment`` or later."""
         return self._trouble.get(conversation_id, -1.0) >= moment
+
+    def unreleased_leases(self) -> list[str]:
+        """The conversations whose latest lease was never released (as the memory store
+        releases one: the call names its scope and its token)."""
+        return [cid for cid, (_, _, released) in self._leases.items() if not released]
+
+    async def acquire_lease(
+        self, scope: Any, conversation_id: str, owner: str, ttl: float, *, create: bool = True
+    ) -> Lease:
+        lease = await super().acquire_lease(scope, conversation_id, owner, ttl, create=create)
+        self._leases[conversation_id] = (scope, lease.token, False)
+        return lease
+
+    async def release_lease(self, scope: Any, conversation_id: str, lease: Lease) -> None:
+        await super().release_lease(scope, conversation_id, lease)
+        if self._leases.get(conversation_id, (None, None, None))[:2] == (scope, lease.token):
+            self._leases[conversation_id] = (scope, lease.token, True)
 
     async def save_state(self, scope: Any, conversation_id: str, snapshot: StateSnapshot) -> bool:
         fault = self._draw(conversation_id, Site.SAVE)

@@ -73,6 +73,7 @@ from sagents import (
 from sagents.events import AgentShutdown, Event, SubscriptionOverflow
 from sagents.execution import RetryPolicy
 from sagents.runtime import AgentHandle, Runtime, Subscription, Watch
+from sagents.testing import crash_agent
 
 from .conftest import ChaosConfig, Invariant, Report
 from .injector import (
@@ -399,16 +400,8 @@ class _Round:
         leftover = asyncio.all_tasks() - tasks_before
         for task in leftover:
             self.violate(Invariant.LEAKED, f"task left after shutdown: {task!r:.200}")
-        registry = runtime._registry
-        leaks = {
-            "registry entries": list(registry._entries),
-            "registry watchers": list(registry._watchers),
-            "units": list(runtime._units),
-            "unit tasks": list(runtime._unit_tasks),
-            "held leases": list(runtime._ownership._held),
-            "filesystem servers": list(runtime._fs_servers),
-        }
-        for what, left in leaks.items():
+        # Registered agents, watches, units, unit tasks, leases held, filesystem servers.
+        for what, left in runtime.inventory().items():
             if left:
                 self.violate(Invariant.LEAKED, f"{len(left)} {what} left: {left[:5]!r:.200}")
         # A lease is left to expire only after an end that left something unsaved (the next
@@ -419,11 +412,7 @@ class _Round:
             for a in self.actors
             if a.unsaved_end or self.chaos.store.display_dropped(a.conversation.conversation_id)
         }
-        held = [
-            cid
-            for cid, record in self.chaos.store._records.items()
-            if record.lease is not None and not record.lease.released and cid not in unclean
-        ]
+        held = [cid for cid in self.chaos.store.unreleased_leases() if cid not in unclean]
         if held:
             self.violate(Invariant.LEAKED, f"{len(held)} lease(s) never released: {held[:5]}")
 
@@ -629,17 +618,13 @@ class _Actor:
     async def _crash(self) -> bool:
         """Crash the server the way a bug in it would; True if it was restarted."""
         runtime = self.round.runtime
-        server = runtime._registry.get(self.agent_id)
-        if server is None or server.closed:
+        info = runtime.agent_info_nowait(self.agent_id)
+        if info is None:
             self.broken = True
             self.violate(Invariant.UNFINISHED, "not running when its crash was due")
             return False
-        old = server.instance
-
-        def bug() -> None:
-            raise RuntimeError("injected: a bug in the agent server")
-
-        server.post(bug)
+        old = info.instance
+        crash_agent(runtime, self.agent_id)
         self.plan.note(Fault.SERVER_CRASH)
         self.crashed += 1
         self.expected_shutdowns.append("crash")
@@ -647,10 +632,10 @@ class _Actor:
         deadline = loop.time() + self.round.config.settle_within
         restarted = False
         while loop.time() < deadline:
-            if runtime._units.get(self.agent_id) is None:
-                break
-            current = runtime._registry.get(self.agent_id)
-            if current is not None and current.instance != old and not current.closed:
+            if self.agent_id not in runtime.inventory()["units"]:
+                break  # its unit gave up
+            current = runtime.agent_info_nowait(self.agent_id)
+            if current is not None and current.instance != old:
                 restarted = True
                 break
             await asyncio.sleep(0.05)

@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from sagents import Agent, PersistenceFailed, Status
+from sagents import Agent, ConversationOwnedElsewhere, PersistenceFailed, Status
 from sagents.events import AgentShutdown, DisplayMessageUpdated, Event, SaveRefused
 from sagents.execution import Middleware, Reply, ScriptedChatModel, ToolCall
 from sagents.persistence import DisplayMessage, MemoryPersistence
 from sagents.runtime import PendingSubscription, Runtime
+from sagents.testing import crash_agent
 
 pytestmark = pytest.mark.looptime
 
@@ -66,15 +67,13 @@ def require(condition: object, what: str) -> None:
         raise RuntimeError(f"the reproduction no longer sets up its case: {what}")
 
 
-def crash(runtime: Runtime) -> Any:
-    server = runtime._registry.get("agent-1")
-    require(server is not None, "the agent runs")
-
-    def bug() -> None:
-        raise RuntimeError("bug in the server")
-
-    server.post(bug)
-    return server
+def crash(runtime: Runtime) -> int:
+    """Crash the agent's server; the instance number of the crashed one."""
+    info = runtime.agent_info_nowait("agent-1")
+    require(info is not None, "the agent runs")
+    assert info is not None
+    crash_agent(runtime, "agent-1")
+    return info.instance
 
 
 async def user_rows(store: MemoryPersistence) -> list[Any]:
@@ -134,8 +133,8 @@ async def test_display_rows_a_crash_cancelled_are_written_after_the_restart(
     await settle(handle)
     previous = crash(runtime)
     await asyncio.sleep(10.0)  # the crash drains its saves for 5 s, then restarts
-    current = runtime._registry.get("agent-1")
-    require(current is not None and current is not previous, "the server was restarted")
+    current = runtime.agent_info_nowait("agent-1")
+    require(current is not None and current.instance != previous, "the server was restarted")
     await handle.add_message("two")
     await settle(handle)
     stored = await store.load_state("team", "c1")
@@ -338,6 +337,12 @@ async def test_a_save_whose_ack_was_lost_is_not_refused_when_retried(runtime: Ru
     await handle.stop()  # the failed save is retried by the stop's final save
     seen = [event async for event in events]
     assert not [e for e in seen if isinstance(e, SaveRefused)]
-    record = store._records["c1"]
-    assert record.lease is not None
-    assert record.lease.released  # a clean end: the next start need not wait for it to expire
+    # A clean end released the lease: the next start need not wait for it to expire, and
+    # recovers nothing (the agent held one: the next token is not the first).
+    try:
+        taken = await store.acquire_lease("team", "c1", "another-host:1:x", 30.0, create=False)
+    except ConversationOwnedElsewhere:
+        taken = None
+    assert taken is not None, "the lease is still held"
+    assert taken.token > 1
+    assert not taken.recovered

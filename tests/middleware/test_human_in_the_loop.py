@@ -740,8 +740,11 @@ def test_a_misspelled_tool_name_is_refused_when_the_agent_is_built() -> None:
         )
 
 
-def test_allowed_decisions_come_out_in_canonical_order() -> None:
+async def test_allowed_decisions_come_out_in_canonical_order() -> None:
     middleware = HumanInTheLoop(
         interrupt_on={"send_email": {"allowed_decisions": {"reject", "approve"}}}
     )
-    assert middleware._policies["send_email"][0] == ("approve", "reject")
+    call = {"name": "send_email", "args": {}, "id": "call-1"}
+    interrupt = await middleware.after_model(State(messages=[AIMessage("", tool_calls=[call])]))
+    assert isinstance(interrupt, Interrupt)
+    assert interrupt.action_requests[0].allowed_decisions == ("approve", "reject")

@@ -435,17 +435,17 @@ async def test_stopping_the_parent_stops_its_sub_agents(runtime: Runtime) -> Non
 
 async def test_sub_agent_activity_reaches_the_parents_debug_channel(runtime: Runtime) -> None:
     agent = parent([Reply(tool_calls=[task("q", "researcher")]), Reply(text="done")], researcher())
-    debug = PendingSubscription(channel="debug")
     main = PendingSubscription()
     handle = await runtime.start_agent(
-        agent, State(messages=[HumanMessage("go")]), initial_subscribers=[debug, main]
+        agent, State(messages=[HumanMessage("go")]), initial_subscribers=[main]
     )
-    await handle.execute()
-    await until_status(main, Status.IDLE)
     activity: list[SubAgentActivity] = []
-    while (event := debug._subscription.get_nowait()) is not None:  # type: ignore[union-attr]
-        if isinstance(event, SubAgentActivity):
-            activity.append(event)
+    async with handle.subscribe("debug") as debug:  # before the run: it sees all of it
+        await handle.execute()
+        await until_status(main, Status.IDLE)
+        while (event := debug.get_nowait()) is not None:
+            if isinstance(event, SubAgentActivity):
+                activity.append(event)
     kinds = [a.activity for a in activity]
     assert kinds[0] == "started"
     assert kinds[-1] == "completed"

@@ -133,8 +133,7 @@ async def test_empty_topics_hold_no_memory() -> None:
     await presence.untrack(TOPIC, "alice", ref)
     unsubscribe()
     unsubscribe()  # idempotent
-    assert presence._topics == {}
-    assert presence._subscribers == {}
+    assert presence.topics() == []
 
 
 async def test_a_connection_is_removed_when_its_task_ends() -> None:
@@ -147,7 +146,7 @@ async def test_a_connection_is_removed_when_its_task_ends() -> None:
     await asyncio.create_task(visit())
     await settle()
     assert await presence.count(TOPIC) == 0
-    assert presence._topics == {}
+    assert presence.topics() == []
 
 
 async def test_a_connection_is_removed_when_its_task_is_cancelled() -> None:
@@ -592,7 +591,7 @@ async def test_aclose_cancels_the_timer_and_unsubscribes() -> None:
     await f.watch.aclose()
     await f.watch.aclose()  # idempotent
     assert f.watch.grace_remaining is None
-    assert f.presence._subscribers == {}
+    assert f.presence.topics() == []
     await asyncio.sleep(100)
     f.watch.agent_status_changed(Status.IDLE)
     await asyncio.sleep(100)
@@ -614,7 +613,7 @@ async def test_grace_period_zero_fires_on_the_next_loop_iteration() -> None:
 async def test_disabled_tracking_never_fires() -> None:
     f = make_watch(enabled=False)
     await f.watch.start()
-    assert f.presence._subscribers == {}
+    assert f.presence.topics() == []
     await asyncio.sleep(3600)
     f.watch.agent_status_changed(Status.IDLE)
     await asyncio.sleep(3600)
@@ -698,7 +697,7 @@ async def test_a_failing_start_read_is_raised_and_leaves_no_subscription() -> No
     watch = ViewerWatch(PresenceTracking(presence=presence, topic=TOPIC), lambda: None)
     with pytest.raises(ConnectionError):
         await watch.start()
-    assert presence._subscribers == {}
+    assert presence.topics() == []
 
 
 # --- the decision table as a property ----------------------------------------------------------

@@ -25,8 +25,9 @@ from sagents.events import (
 )
 from sagents.execution import Middleware, Reply, ToolCall, get_middleware_context
 from sagents.middleware import HumanInTheLoop
-from sagents.persistence import MemoryPersistence, StateSnapshot
+from sagents.persistence import Lease, MemoryPersistence, StateSnapshot
 from sagents.runtime import PendingSubscription, Runtime
+from sagents.testing import crash_agent
 
 from .conftest import make_agent, until_status, user
 
@@ -35,23 +36,32 @@ pytestmark = pytest.mark.looptime
 CONVERSATION = {"conversation_id": "c1", "scope": "team"}
 
 
-def crash(runtime: Runtime, agent_id: str = "agent-1") -> None:
-    server = runtime._registry.get(agent_id)
-    assert server is not None
-
-    def boom() -> None:
-        raise RuntimeError("bug in the server")
-
-    server.post(boom)
-
-
-async def next_server(runtime: Runtime, previous: Any, agent_id: str = "agent-1") -> Any:
+async def crash_and_restart(runtime: Runtime, agent_id: str = "agent-1") -> State:
+    """Crash the agent's server; the state its restarted server starts from."""
+    crashed = runtime.agent_info_nowait(agent_id)
+    assert crashed is not None
+    crash_agent(runtime, agent_id)
     for _ in range(100):
-        server = runtime._registry.get(agent_id)
-        if server is not None and server is not previous:
-            return server
+        info = runtime.agent_info_nowait(agent_id)
+        if info is not None and info.instance != crashed.instance:
+            return await runtime.agent(agent_id).get_state()
         await asyncio.sleep(0.01)
     raise AssertionError("the server was not restarted")
+
+
+class LeaseLog(MemoryPersistence):
+    """A memory store that keeps the leases it hands out, e.g. the one its agent holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leases: list[Lease] = []
+
+    async def acquire_lease(
+        self, scope: Any, conversation_id: str, owner: str, ttl: float, *, create: bool = True
+    ) -> Lease:
+        lease = await super().acquire_lease(scope, conversation_id, owner, ttl, create=create)
+        self.leases.append(lease)
+        return lease
 
 
 def counting(messages: list[BaseMessage]) -> Reply:
@@ -77,10 +87,8 @@ async def test_crash_restart_resumes_from_the_stored_state_and_keeps_saving(
     stored = await store.load_state("team", "c1")
     assert stored is not None
     assert len(stored.state.messages) == 6
-    crashed = runtime._registry.get("agent-1")
-    crash(runtime)
-    restarted = await next_server(runtime, crashed)
-    assert restarted.state.messages == stored.state.messages  # not the 0 it started with
+    restarted = await crash_and_restart(runtime)
+    assert restarted.messages == stored.state.messages  # not the 0 it started with
     await turn(handle, "after the crash")
     await asyncio.sleep(0.1)
     after = await store.load_state("team", "c1")
@@ -96,10 +104,8 @@ async def test_crash_restart_without_persistence_resumes_from_the_last_completed
     handle = await runtime.start_agent(make_agent(responder=counting))
     await turn(handle, "one")
     await turn(handle, "two")
-    crashed = runtime._registry.get("agent-1")
-    crash(runtime)
-    restarted = await next_server(runtime, crashed)
-    assert [m.content for m in restarted.state.messages] == ["one", "answer 1", "two", "answer 2"]
+    restarted = await crash_and_restart(runtime)
+    assert [m.content for m in restarted.messages] == ["one", "answer 1", "two", "answer 2"]
 
 
 async def test_crash_restart_stores_a_state_whose_save_the_crash_lost(
@@ -124,10 +130,8 @@ async def test_crash_restart_stores_a_state_whose_save_the_crash_lost(
     await asyncio.sleep(0.1)
     store.save_state = saved  # type: ignore[method-assign]
     assert blocked
-    crashed = runtime._registry.get("agent-1")
-    crash(runtime)
-    restarted = await next_server(runtime, crashed)
-    assert len(restarted.state.messages) == 4
+    restarted = await crash_and_restart(runtime)
+    assert len(restarted.messages) == 4
     await asyncio.sleep(0.1)
     stored = await store.load_state("team", "c1")
     assert stored is not None
@@ -191,7 +195,7 @@ async def test_a_second_runtime_cannot_start_a_conversation_the_first_owns() -> 
 
 
 async def test_a_lease_taken_over_while_stalled_stops_the_agent(runtime: Runtime) -> None:
-    store = MemoryPersistence()
+    store = LeaseLog()
     events = PendingSubscription()
     handle = await runtime.start_agent(
         make_agent(responder=counting),
@@ -202,7 +206,9 @@ async def test_a_lease_taken_over_while_stalled_stops_the_agent(runtime: Runtime
     )
     await turn(handle, "one")
     # This process stalled past the expiry and another one took the conversation over.
-    await store.release_lease("team", "c1", runtime._registry.get("agent-1").recorder._lease)
+    held = store.leases[-1]
+    assert held.owner == runtime.owner_id
+    await store.release_lease("team", "c1", held)
     await store.acquire_lease("team", "c1", "another-host:1:x", 30.0)
     await asyncio.sleep(1.5)  # the next renewal finds the lease gone
     seen = [event async for event in events]

@@ -19,6 +19,7 @@ from sagents import (
 from sagents.events import AgentShutdown, StatusChanged
 from sagents.execution import Reply
 from sagents.runtime import AgentInfo, AutoSave, PendingSubscription, Runtime
+from sagents.testing import crash_agent
 
 from .conftest import make_agent, until_status, user
 
@@ -153,13 +154,7 @@ async def test_a_crash_is_isolated_restarts_the_server_and_reaches_subscribers(
     await runtime.start_agent(make_agent(agent_id="victim"), user(), initial_subscribers=[victim])
     bystander = await runtime.start_agent(make_agent(agent_id="bystander"), user())
     async with runtime.watch("victim") as watch:
-        server = runtime._registry.get("victim")
-        assert server is not None
-
-        def boom() -> None:
-            raise RuntimeError("bug in the server")
-
-        server.post(boom)
+        crash_agent(runtime, "victim")
         shutdown = [e async for e in victim][-1]
         assert isinstance(shutdown, AgentShutdown)
         assert shutdown.reason == "crash"  # L16
@@ -183,14 +178,10 @@ async def test_a_server_crashing_in_a_loop_gives_up_without_touching_others() ->
         bystander = await runtime.start_agent(make_agent(agent_id="bystander"))
         await runtime.start_agent(make_agent(agent_id="victim"))
         for _ in range(3):
-            server = runtime._registry.get("victim")
-            assert server is not None
-
-            def boom() -> None:
-                raise RuntimeError("again")
-
-            server.post(boom)
-            await server.wait_ended()
+            async with runtime.agent("victim").subscribe() as events:
+                crash_agent(runtime, "victim")
+                async for _ in events:  # it ends with the server
+                    pass
             await asyncio.sleep(0.1)
         assert runtime.list_running_agents() == ["bystander"]
         assert await bystander.get_status() is Status.IDLE

@@ -18,20 +18,11 @@ from sagents import AgentNotRunning, InvalidOption, State, Status
 from sagents.events import AgentShutdown, Event
 from sagents.execution import Middleware, Reply
 from sagents.runtime import AutoSave, PendingSubscription, Runtime
+from sagents.testing import crash_agent
 
 from .conftest import make_agent, until_status, user
 
 pytestmark = pytest.mark.looptime
-
-
-def crash(runtime: Runtime, agent_id: str) -> None:
-    server = runtime._registry.get(agent_id)
-    assert server is not None
-
-    def boom() -> None:
-        raise RuntimeError("bug in the server")
-
-    server.post(boom)
 
 
 async def drain(events: PendingSubscription) -> list[Event]:
@@ -73,7 +64,7 @@ async def test_an_inactivity_expiry_of_many_agents_leaves_nothing_behind(
     assert runtime.agent_count() == 500
     await asyncio.sleep(2)
     assert runtime.agent_count() == 0
-    assert runtime._units == {}
+    assert runtime.inventory()["units"] == []
     assert asyncio.all_tasks() == before
     last = (await drain(watched))[-1]
     assert isinstance(last, AgentShutdown)
@@ -89,7 +80,7 @@ async def test_a_crash_restarts_the_server_and_ends_its_sub_agents(runtime: Runt
         "parent", make_agent(agent_id="child"), user(), initial_subscribers=[child_events]
     )
     supervisor = await runtime.sub_agents("parent")
-    crash(runtime, "parent")
+    crash_agent(runtime, "parent")
     last = (await drain(child_events))[-1]
     assert isinstance(last, AgentShutdown)
     assert last.reason == "shutdown"  # ended with its parent (rest_for_one)
@@ -104,7 +95,7 @@ async def test_a_crash_restarts_the_server_and_ends_its_sub_agents(runtime: Runt
 async def test_a_crashing_sub_agent_never_reaches_its_parent(runtime: Runtime) -> None:
     parent = await runtime.start_agent(make_agent(agent_id="parent"), user())
     await runtime.start_sub_agent("parent", make_agent(agent_id="child"), user())
-    crash(runtime, "child")
+    crash_agent(runtime, "child")
     for _ in range(10):
         await asyncio.sleep(0.01)
     assert sorted(runtime.list_running_agents()) == ["child", "parent"]
@@ -122,7 +113,7 @@ async def test_stopping_the_parent_ends_its_sub_agents_and_frees_both_ids(
     await runtime.stop("parent")
     assert runtime.list_running_agents() == []
     assert isinstance((await drain(child_events))[-1], AgentShutdown)
-    assert runtime._units == {}
+    assert runtime.inventory()["units"] == []
     with pytest.raises(AgentNotRunning):
         await runtime.start_sub_agent("parent", make_agent(agent_id="child"))
     await runtime.start_agent(make_agent(agent_id="parent"), user())  # at once (L40)
@@ -136,7 +127,7 @@ async def test_an_agent_stopping_by_itself_ends_its_sub_agents(runtime: Runtime)
     )
     await asyncio.sleep(6)
     assert runtime.list_running_agents() == []
-    assert runtime._units == {}
+    assert runtime.inventory()["units"] == []
 
 
 async def test_shutdown_stops_sub_agents_before_their_parent_and_saves() -> None:
@@ -155,7 +146,7 @@ async def test_shutdown_stops_sub_agents_before_their_parent_and_saves() -> None
             "parent", make_agent(agent_id="child"), user(), auto_save=AutoSave(callback=save)
         )
     assert order == ["child", "parent"]  # L54
-    assert runtime._units == {}
+    assert runtime.inventory()["units"] == []
 
 
 class Stuck(Middleware):
@@ -204,7 +195,7 @@ async def test_a_restart_starts_from_the_initial_state_and_context(runtime: Runt
     finally:
         request_id.reset(token)
     await handle.add_message("more", run=False)
-    crash(runtime, "agent-1")
+    crash_agent(runtime, "agent-1")
     for _ in range(10):
         await asyncio.sleep(0.01)
     assert seen == ["req-1", "req-1"]
@@ -219,7 +210,7 @@ async def test_equal_start_options_are_shared_but_each_agent_keeps_its_own(
     c = await runtime.start_agent(
         make_agent(agent_id="c"), inactivity_timeout=20, metadata={"tenant": "t1"}
     )
-    assert runtime._registry.get("a").options is runtime._registry.get("b").options  # type: ignore[union-attr]
+    assert await a.options() is await b.options()
     assert (await a.info()).inactivity_remaining == (await b.info()).inactivity_remaining == 10
     info = await c.info()
     assert info.inactivity_remaining == 20
@@ -240,7 +231,7 @@ async def test_a_failing_on_server_start_fails_the_start_and_leaves_nothing(
             make_agent(middleware=[Broken()]), user(), initial_subscribers=[events]
         )
     assert runtime.list_running_agents() == []
-    assert runtime._units == {}
+    assert runtime.inventory()["units"] == []
     assert await drain(events) == []  # ended, never left hanging
     assert asyncio.all_tasks() == before
     await runtime.start_agent(make_agent(), user())
@@ -250,13 +241,13 @@ async def test_many_crashes_give_up_and_reply_to_waiting_callers() -> None:
     async with Runtime(max_restarts=1, max_seconds=60.0) as runtime:
         handle = await runtime.start_agent(make_agent(), user())
         for _ in range(2):
-            server = runtime._registry.get("agent-1")
-            assert server is not None
-            crash(runtime, "agent-1")
-            await server.wait_ended()
+            async with handle.subscribe() as events:
+                crash_agent(runtime, "agent-1")
+                async for _ in events:  # it ends with the server
+                    pass
             await asyncio.sleep(0.01)
         assert runtime.list_running_agents() == []
-        assert runtime._units == {}
+        assert runtime.inventory()["units"] == []
         with pytest.raises(AgentNotRunning):
             await handle.execute()
         restarted = await runtime.start_agent(make_agent(), user())  # a new unit, a new budget

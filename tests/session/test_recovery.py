@@ -25,6 +25,7 @@ from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
 from sagents.middleware import HumanInTheLoop
 from sagents.persistence import DisplayMessage, StateSnapshot
 from sagents.session import FactoryConfig
+from sagents.testing import crash_agent
 from tests.persistence.conftest import Store
 
 
@@ -99,20 +100,16 @@ async def test_a_crash_restart_resumes_from_the_stored_state_and_its_next_turn_i
         await settled(store, "c", 6)
         stored = await store.load_state("u", "c")
         assert stored is not None
-        crashed = runtime._registry.get(session.agent_id)
+        crashed = runtime.agent_info_nowait(session.agent_id)
         assert crashed is not None
-
-        def boom() -> None:
-            raise RuntimeError("bug in the server")
-
-        crashed.post(boom)
+        crash_agent(runtime, session.agent_id)
         for _ in range(3000):
-            server = runtime._registry.get(session.agent_id)
-            if server is not None and server is not crashed:
+            restarted = runtime.agent_info_nowait(session.agent_id)
+            if restarted is not None and restarted.instance != crashed.instance:
                 break
             await asyncio.sleep(0.01)
-        assert server is not None
-        assert server.state.messages == stored.state.messages
+        assert restarted is not None
+        assert (await session.handle.get_state()).messages == stored.state.messages
         async with session.handle.subscribe() as events:
             await session.handle.add_message("after the crash")
             await until(events, Status.IDLE)

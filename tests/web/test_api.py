@@ -223,7 +223,8 @@ async def test_message_approval_and_files_over_http(demo: Demo) -> None:
 
 
 async def test_cancel_a_running_agent(start_demo: StartDemo) -> None:
-    demo = await start_demo(model_delay=0.2)
+    # A chunk a minute: the run is still going when the cancel arrives, however slow the machine.
+    demo = await start_demo(model_delay=60.0)
     async with demo.client() as client:
         conversation = await create(client)
         async with demo.socket(client, conversation) as ws:

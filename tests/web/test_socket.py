@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, cast
 
 import httpx
@@ -201,22 +202,31 @@ async def test_closing_the_last_tab_shuts_the_agent_down_and_a_message_restores_
 async def test_inactivity_shuts_the_agent_down_even_with_a_tab_open(
     start_demo: StartDemo,
 ) -> None:
-    demo = await start_demo(inactivity_timeout=0.5)
+    # The server runs on real time, so the test never acts while the timeout counts: it waits
+    # for each shutdown (the bounds are generous), and what the server does between a start and
+    # the message that follows it takes far less than the timeout, however loaded the machine.
+    demo = await start_demo(inactivity_timeout=2.0)
+
+    async def until_stopped_for_inactivity(ws: ClientConnection) -> None:
+        shutdown = await next_frame(ws, is_event("agent_shutdown"), timeout=30)
+        assert shutdown["event"]["reason"] == "inactivity"
+        detached = await next_frame(ws, lambda f: f["type"] == "detached", timeout=30)
+        assert detached["status"] == "not_running"
+
     async with demo.client() as client:
         conversation = await create(client)
         async with demo.socket(client, conversation) as ws:
             await ws.send(json.dumps({"type": "send", "text": "Sleepy"}))
-            await next_frame(ws, is_status("interrupted"))
+            await next_frame(ws, is_status("interrupted"), timeout=30)
+            await until_stopped_for_inactivity(ws)  # waiting for approval counts as inactive
+            # The decision restarts it from its saved state; once the run is over, it stops again.
             await ws.send(json.dumps({"type": "decide", "decisions": [{"type": "approve"}]}))
-            await next_frame(ws, is_status("idle"))
-            shutdown = await next_frame(ws, is_event("agent_shutdown"))
-            assert shutdown["event"]["reason"] == "inactivity"
-            assert (await next_frame(ws, lambda f: f["type"] == "detached"))["status"] == (
-                "not_running"
-            )
+            await next_frame(ws, lambda f: f["type"] == "attached", timeout=30)
+            await next_frame(ws, is_status("idle"), timeout=30)
+            await until_stopped_for_inactivity(ws)
             await ws.send(json.dumps({"type": "send", "text": "Awake"}))
-            await next_frame(ws, lambda f: f["type"] == "attached")
-            await next_frame(ws, is_status("running"))
+            await next_frame(ws, lambda f: f["type"] == "attached", timeout=30)
+            await next_frame(ws, is_status("running"), timeout=30)
 
 
 async def test_a_socket_from_another_origin_is_refused(demo: Demo) -> None:
@@ -396,13 +406,26 @@ class _StubServices:
 
 
 class _Socket:
-    """A socket whose client left: Starlette raises on every send, as uvicorn tells it to."""
+    """A socket whose client left: Starlette raises on every send, as uvicorn tells it to.
 
-    def __init__(self, client: WebSocketState, application: WebSocketState) -> None:
+    It receives the ``incoming`` text frames (which came in before the client left), then the
+    disconnect."""
+
+    def __init__(
+        self, client: WebSocketState, application: WebSocketState, incoming: Sequence[str] = ()
+    ) -> None:
         self.client_state = client
         self.application_state = application
+        self.incoming = list(incoming)
+        self.replies: list[dict[str, Any]] = []  # what the server tried to send
+
+    async def receive(self) -> dict[str, Any]:
+        if self.incoming:
+            return {"type": "websocket.receive", "text": self.incoming.pop(0)}
+        return {"type": "websocket.disconnect", "code": 1006}
 
     async def send_text(self, text: str) -> None:
+        self.replies.append(json.loads(text))
         self.application_state = WebSocketState.DISCONNECTED
         raise WebSocketDisconnect(1006)
 
@@ -436,17 +459,28 @@ async def test_a_client_that_left_is_logged_once_at_debug_and_a_bug_with_its_tra
 
 
 @pytest.mark.parametrize(
-    "frame",
-    [PingFrame(type="ping", ref="p"), SendFrame(type="send", text="longer than five")],
+    ("frame", "reply"),
+    [
+        (PingFrame(type="ping", ref="p"), {"type": "pong", "ref": "p"}),
+        (
+            SendFrame(type="send", text="longer than five"),
+            {"type": "error", "code": "invalid", "message": "text: at most 5 characters"},
+        ),
+    ],
     ids=["pong", "error frame"],
 )
 async def test_defect_a_reply_to_a_client_that_left_is_logged_once_at_debug(
-    caplog: pytest.LogCaptureFixture, frame: PingFrame | SendFrame
+    caplog: pytest.LogCaptureFixture, frame: PingFrame | SendFrame, reply: dict[str, Any]
 ) -> None:
     # The reader handles a frame that came in just before the client left: its reply fails.
     # (These replies used to be inside the action's "except Exception", logged as a failure.)
-    connection = connection_on(_Socket(WebSocketState.CONNECTED, WebSocketState.CONNECTED))
+    socket = _Socket(
+        WebSocketState.CONNECTED, WebSocketState.CONNECTED, incoming=[frame.model_dump_json()]
+    )
+    connection = connection_on(socket)
     with caplog.at_level(logging.DEBUG, logger="sagents.web"):
-        await connection.guarded(connection._act(frame))
+        await connection.guarded(connection.read())
+    # The action's own reply (not a refusal of the frame) is what failed.
+    assert [{k: r[k] for k in reply} for r in socket.replies] == [reply]
     assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.DEBUG, None)]
     assert "the client left" in caplog.records[0].getMessage()

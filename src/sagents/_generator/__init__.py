@@ -1,4 +1,4 @@
-"""The generator behind ``sagents setup`` (rules S20–S22).
+"""The generator behind ``sagents setup``.
 
 ``sagents setup PACKAGE.MODULE`` writes into a user's project the code that wires sagents to
 their app: a coordinator, a factory and its settings, a router, the persistence wiring, the

@@ -1,6 +1,6 @@
 """Plan the files of ``sagents setup``, then write them, all or nothing.
 
-Two steps, so that a refusal leaves the project untouched (S21): :func:`plan_setup` renders
+Two steps, so that a refusal leaves the project untouched: :func:`plan_setup` renders
 every file in memory and notes which already exist; :func:`write_setup` refuses the whole plan
 if any of them exists (unless ``force``), and only then creates folders and writes files.
 
@@ -8,7 +8,7 @@ Layout of what is written, for ``sagents setup myapp.conversations``::
 
     myapp/__init__.py                      only if missing; never overwritten
     myapp/conversations/__init__.py        the package map; re-exports the coordinator
-    myapp/conversations/coordinator.py     the Coordinator (S16) over sagents.Session
+    myapp/conversations/coordinator.py     the Coordinator over sagents.Session
     myapp/conversations/factory.py         the Factory: builds a conversation's Agent
     myapp/conversations/factory_config.py  its settings: model, prompt, approvals
     myapp/conversations/router.py          the FactoryRouter (one factory by default)

@@ -1,7 +1,7 @@
-"""``Agent``: the immutable configuration of an agent (rules X1, X4).
+"""``Agent``: the immutable configuration of an agent.
 
 An agent is code, never data: model, prompt, middleware and tools are given here and are never
-read back from storage (L13). Everything derivable (the full system prompt, the tool table, the
+read back from storage. Everything derivable (the full system prompt, the tool table, the
 model bound to the tools, which middleware hooks exist) is computed once at construction, so a run
 does no per-turn setup, and every mistake surfaces here with the offending field named.
 """

@@ -2,7 +2,7 @@
 
 It is a stateless ``responder`` (the next reply is derived from the conversation so far), so one
 model instance serves any number of conversations at once, as the web demo needs. For each user
-message it walks the same path, exercising the three core middleware (X17):
+message it walks the same path, exercising the three core middleware:
 
 1. plan three todos (``write_todos``);
 2. save notes with ``write_file`` — protected by HumanInTheLoop in the demo, so the run pauses;

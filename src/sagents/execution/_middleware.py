@@ -1,4 +1,4 @@
-"""The middleware protocol (rules X20, X21, X29).
+"""The middleware protocol.
 
 A middleware adds to an agent without touching the loop: a piece of system prompt, tools, and
 hooks around each model call. Every hook is optional: subclass :class:`Middleware` and override
@@ -62,7 +62,7 @@ class Middleware:
         """
 
     def system_prompt(self) -> str | None:
-        """Text appended to the agent's system prompt, in middleware order (X4)."""
+        """Text appended to the agent's system prompt, in middleware order."""
         return None
 
     def tools(self) -> Sequence[BaseTool]:

@@ -1,4 +1,4 @@
-"""Modes: an execution pipeline as an explicit sequence of steps (rule X11).
+"""Modes: an execution pipeline as an explicit sequence of steps.
 
 A step is ``async def step(run: Run) -> RunResult | None``: it reads and commits ``run.state``
 and returns None to hand over to the next step, or a result to end the run. A mode runs its steps

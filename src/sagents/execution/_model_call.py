@@ -1,7 +1,7 @@
-"""One model call: streaming, retries with backoff, fallback models (rules X10, X14, X15, X16).
+"""One model call: streaming, retries with backoff, fallback models.
 
 A half-streamed reply lives only in a local accumulator until the stream completes, so a cancel
-or a failure mid-stream can never leave a partial message in the state (L5).
+or a failure mid-stream can never leave a partial message in the state.
 
 Streaming works with any ``BaseChatModel``, including the many integrations that implement only
 ``_generate`` or ``_agenerate``: for those (and for ``disable_streaming``) langchain-core's

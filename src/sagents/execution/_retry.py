@@ -1,4 +1,4 @@
-"""When and how a failed model call is tried again (rule X15)."""
+"""When and how a failed model call is tried again."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 The agent server wraps exactly this object. ``run.state`` is always the last *consistent* state:
 steps only replace it through :meth:`Run.commit`. When the run is cancelled (plain asyncio
-cancellation, X14), the tool calls it had started are settled before the ``CancelledError``
+cancellation), the tool calls it had started are settled before the ``CancelledError``
 propagates: finished tools keep their results, the others get a "cancelled" error result, so the
-history stays valid for the next model call and nothing complete is lost (L5, L42). Every other
+history stays valid for the next model call and nothing complete is lost. Every other
 way a run can end — any failure, of any exception type — is a :class:`Failed` result, so a host
 awaiting :meth:`Run.execute` always learns how the run ended unless it cancelled it itself.
 """
@@ -203,7 +203,7 @@ class Run:
 def dismiss_interrupt(
     state: State, reason: str = "not approved: the user sent a new message"
 ) -> tuple[State, list[ToolMessage]]:
-    """Drop a pending interrupt, answering each pending call with ``reason`` (rule L7b).
+    """Drop a pending interrupt, answering each pending call with ``reason``.
 
     Returns the new state and the tool results it added (so they can be saved as new messages).
     """

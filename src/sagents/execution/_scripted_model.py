@@ -1,4 +1,4 @@
-"""An offline chat model that follows a script, for demos and tests (spec X17).
+"""An offline chat model that follows a script, for demos and tests.
 
 :class:`ScriptedChatModel` is a real langchain-core ``BaseChatModel``, not a stub the loop has to
 special-case: ``ainvoke``, ``astream``, ``astream_events``, callbacks and ``bind_tools`` all go

@@ -27,7 +27,7 @@ class EventSink(Protocol):
 
     @property
     def debug(self) -> bool:
-        """Whether debug-channel events are wanted (they are not even built otherwise, E4)."""
+        """Whether debug-channel events are wanted (they are not even built otherwise)."""
         ...
 
     def emit(self, event: Event) -> None:

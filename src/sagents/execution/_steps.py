@@ -1,4 +1,4 @@
-"""The steps of the execution loop (rules X10–X13).
+"""The steps of the execution loop.
 
 Each step is a small async function of the :class:`~sagents.execution.Run`; see ``_mode.py`` for
 how they are sequenced. Steps commit states through ``run.commit`` (which reports them to the

@@ -2,7 +2,7 @@
 
 A tool call never raises into the loop: an unknown tool, invalid arguments, a tool that raises or
 one that outlives its timeout all become an error ``ToolMessage`` (``status="error"``) the model
-reads on its next turn (rule X12). "Raises" means anything, ``BaseException`` included: a tool
+reads on its next turn. "Raises" means anything, ``BaseException`` included: a tool
 calling ``sys.exit()`` or raising a ``CancelledError`` of its own fails that call, not the process
 or the run (see ``_containment.py``). Only a cancellation of the run propagates.
 """

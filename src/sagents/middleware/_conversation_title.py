@@ -1,4 +1,4 @@
-"""``ConversationTitle``: name the conversation after its first user message (rule X28).
+"""``ConversationTitle``: name the conversation after its first user message.
 
 When a model call is about to happen, the state has no title yet and holds a user message, the
 middleware spawns a background task (owned by the agent server) that asks a cheap model for a

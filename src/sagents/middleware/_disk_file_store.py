@@ -1,4 +1,4 @@
-"""``DiskFileStore``: the FileSystem's files persisted under a base directory (rule X23).
+"""``DiskFileStore``: the FileSystem's files persisted under a base directory.
 
 It keeps the same in-memory index as :class:`~sagents.middleware.MemoryFileStore` (loaded from
 the base directory when opened) and writes changes back after a short *debounce*, so tools answer

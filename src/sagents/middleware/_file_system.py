@@ -1,4 +1,4 @@
-"""The FileSystem middleware: a virtual filesystem the model works in through tools (rule X23).
+"""The FileSystem middleware: a virtual filesystem the model works in through tools.
 
 The model gets eight tools (``ls``, ``read_file``, ``write_file``, ``edit_file``,
 ``find_in_file``, ``edit_lines``, ``move_file``, ``delete_file``) over a :class:`FileStore`. The

@@ -1,4 +1,4 @@
-"""``HumanInTheLoop``: pause before protected tool calls run (rules L4, X24).
+"""``HumanInTheLoop``: pause before protected tool calls run.
 
 After each model call, if the reply calls protected tools, the middleware returns an
 :class:`~sagents.Interrupt` listing every protected call of the turn (parallel calls each get their

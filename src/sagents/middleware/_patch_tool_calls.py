@@ -1,4 +1,4 @@
-"""``PatchToolCalls``: answer dangling tool calls before the model sees the history (rule X27).
+"""``PatchToolCalls``: answer dangling tool calls before the model sees the history.
 
 Providers reject a history in which an assistant message asks for tools and the next non-tool
 message arrives without a result for each call (OpenAI answers 400, Anthropic too). sagents never

@@ -1,4 +1,4 @@
-"""SubAgent (X25): a ``task`` tool that delegates work to sub-agents with their own history.
+"""SubAgent: a ``task`` tool that delegates work to sub-agents with their own history.
 
 Each ``task`` call builds a sub-agent (from a named :class:`SubAgentSpec`, a pre-built agent, or
 the ``general-purpose`` agent, which is the parent minus this middleware) and runs it to its

@@ -1,4 +1,4 @@
-"""``Summarization``: keep a long history under a token budget (rule X26).
+"""``Summarization``: keep a long history under a token budget.
 
 Before each model call, when the history counts more than ``threshold`` tokens, the older
 messages are replaced by one summary written by ``model``, and the last ``messages_to_keep``

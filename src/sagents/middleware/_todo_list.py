@@ -1,4 +1,4 @@
-"""``TodoList``: the agent keeps a visible plan with the ``write_todos`` tool (rule X22).
+"""``TodoList``: the agent keeps a visible plan with the ``write_todos`` tool.
 
 Todos live in ``State.todos`` (not in metadata) because every UI shows them. The tool validates
 the whole list before anything changes, and its change is applied by the loop after the turn

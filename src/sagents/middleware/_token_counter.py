@@ -1,4 +1,4 @@
-"""Counting the tokens of a history, for :class:`~sagents.middleware.Summarization` (rule X26).
+"""Counting the tokens of a history, for :class:`~sagents.middleware.Summarization`.
 
 A provider's own counter is exact but not always usable: langchain-core's *default*
 ``get_num_tokens_from_messages`` needs ``transformers`` (it warns, then fails without it), and a

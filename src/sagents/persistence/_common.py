@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
+import orjson
+
 from sagents._errors import StateError
 from sagents._messages import message_to_json
 from sagents._state import State
@@ -33,6 +35,7 @@ __all__ = [
     "is_ahead",
     "is_delta",
     "json_copy",
+    "loads",
     "new_id",
     "to_utc",
 ]
@@ -50,6 +53,20 @@ def encode_head(state: State) -> dict[str, Any]:
 def encode_messages(state: State, start: int = 0) -> list[dict[str, Any]]:
     """``state.messages[start:]`` in their stored JSON form (only those are serialised)."""
     return [message_to_json(m) for m in state.messages[start:]]
+
+
+def loads(text: str) -> Any:
+    """Decode JSON text that sagents stored: with orjson (about ten times faster than ``json``
+    on a long conversation's rows), or ``json`` for what orjson refuses and ``json.dumps``
+    wrote (integers beyond 64 bits, lone surrogates).
+
+    Raises:
+        ValueError: ``text`` is not JSON.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def decode_state(head: Mapping[str, Any], messages: Sequence[Any]) -> State:

@@ -1,4 +1,4 @@
-"""A conversation's files, kept by the conversation's persistence (rules X23, S1).
+"""A conversation's files, kept by the conversation's persistence.
 
 A conversation refers to the files its agent wrote ("see /plan.md"), so they must last exactly as
 long as its messages: an agent that shuts down for inactivity, or a process that restarts, must

@@ -3,10 +3,10 @@
 It is the reference for what the SQL adapter must do, and the contract tests run both against
 the same expectations:
 
-* **Scope** (S4): every record remembers the scope that created it; a caller from another scope
+* **Scope**: every record remembers the scope that created it; a caller from another scope
   sees exactly what it would see for an unknown id (None, ``[]``, False), and a write to it raises
   :class:`ConversationNotFound` rather than touching another tenant's data.
-* **Versions** (S5): a snapshot whose version is not newer than the stored one is ignored.
+* **Versions**: a snapshot whose version is not newer than the stored one is ignored.
 * **Deltas**: messages are kept as a list of encoded rows plus a small head (todos, metadata,
   interrupt), and a snapshot built on the stored version replaces only the rows after its
   unchanged prefix, exactly as the SQL adapter does with table rows.
@@ -173,7 +173,7 @@ class MemoryPersistence:
         )
         stored_version = None if existing is None else existing.version
         if stored_version is not None and stored_version >= snapshot.version:
-            return False  # stale (S5)
+            return False  # stale
         state = snapshot.state
         # Encode everything before touching the record, so a bad state changes nothing.
         head = json_copy(encode_head(state), "the state's todos, metadata or interrupt")

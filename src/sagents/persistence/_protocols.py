@@ -1,4 +1,4 @@
-"""What persistence adapters implement (rules S1, S1b, S2, S4, S5).
+"""What persistence adapters implement.
 
 Two protocols, kept apart because they store different things:
 
@@ -13,10 +13,10 @@ Two protocols, kept apart because they store different things:
 
 Every call takes the caller's ``scope`` (the tenant: a user id, an account id, or None for a
 single-tenant app). An adapter filters every query by it: a wrong-scope caller gets "not found",
-never another tenant's data (S4). The scope is runtime data of the caller and is never written
+never another tenant's data. The scope is runtime data of the caller and is never written
 into the state.
 
-Versions make saves safe to race (S5): a snapshot carries a version that increases with every
+Versions make saves safe to race: a snapshot carries a version that increases with every
 state change; an adapter ignores (returns False for) a snapshot whose version is not newer than
 the stored one, so a stale writer can never overwrite a newer state.
 
@@ -118,7 +118,7 @@ class Lease:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conversation:
-    """A conversation row: who owns it, its title, whether approval is pending (S1b)."""
+    """A conversation row: who owns it, its title, whether approval is pending."""
 
     id: str
     scope: Scope
@@ -181,7 +181,7 @@ class AgentPersistence(Protocol):
     async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
         """Store ``snapshot`` atomically; False when it is stale (a newer version is stored).
 
-        A crash mid-save leaves the previous snapshot readable (S5).
+        A crash mid-save leaves the previous snapshot readable.
         """
         ...
 

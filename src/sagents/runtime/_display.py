@@ -1,4 +1,4 @@
-"""From what the model sees to what the user sees: display messages (rule S2).
+"""From what the model sees to what the user sees: display messages.
 
 The state holds langchain messages for the model; a chat UI wants rows: the user's text, the
 assistant's text, each tool call with a live status, each tool result, the model's thinking.

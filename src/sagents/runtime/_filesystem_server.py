@@ -1,10 +1,10 @@
-"""Filesystem servers: one file store per filesystem scope (rules L50, L53).
+"""Filesystem servers: one file store per filesystem scope.
 
 Agents of one scope share their files: the runtime runs one :class:`FileSystemServer` per scope
 under its own ``filesystems`` supervisor, started when the first agent of that scope starts and
 stopped when the last one ends. A server owns its store and closes it when it stops, which for a
 :class:`~sagents.middleware.DiskFileStore` flushes pending writes. A crashed server is restarted
-alone and builds a fresh store through its factory, so a durable scope reloads its files (L53).
+alone and builds a fresh store through its factory, so a durable scope reloads its files.
 
 Which scope an agent gets:
 

@@ -21,6 +21,7 @@ from sagents.events import Channel
 from sagents.execution._agent import Agent
 from sagents.runtime._context import capture_context
 from sagents.runtime._info import AgentInfo
+from sagents.runtime._options import AgentOptions
 from sagents.runtime._publisher import Subscription
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ __all__ = ["AgentHandle"]
 
 
 class AgentHandle:
-    """Talk to one running agent. All calls are async; see the spec table for each."""
+    """Talk to one running agent. All calls are async (docs/runtime.md lists them)."""
 
     __slots__ = ("_runtime", "agent_id")
 
@@ -51,10 +52,10 @@ class AgentHandle:
         return server
 
     async def add_message(self, message: BaseMessage | str, *, run: bool = True) -> None:
-        """Append a message and, by default, run (L7). A string becomes a ``HumanMessage``.
+        """Append a message and, by default, run. A string becomes a ``HumanMessage``.
 
         While a run is in progress the message is queued and runs next; while interrupted it
-        dismisses the pending approval (L7b).
+        dismisses the pending approval.
         """
         if isinstance(message, str):
             message = HumanMessage(message)
@@ -62,7 +63,7 @@ class AgentHandle:
         await server.call(server.do_add_message, message, run)
 
     async def execute(self) -> None:
-        """Start a run (L2).
+        """Start a run.
 
         Raises:
             InvalidTransition: already running, or interrupted (use :meth:`resume`).
@@ -71,7 +72,7 @@ class AgentHandle:
         await server.call(server.do_execute)
 
     async def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
-        """Continue an interrupted run with one decision per pending call (L4).
+        """Continue an interrupted run with one decision per pending call.
 
         Raises:
             InvalidTransition: the agent is not interrupted.
@@ -81,7 +82,7 @@ class AgentHandle:
         await server.call(server.do_resume, decisions)
 
     async def cancel(self) -> None:
-        """Cancel the run in progress (L5).
+        """Cancel the run in progress.
 
         Raises:
             InvalidTransition: nothing is running.
@@ -90,7 +91,7 @@ class AgentHandle:
         await server.call(server.do_cancel)
 
     async def pause(self) -> None:
-        """Pause for infrastructure (a node drain, L8): any run stops, the state is saved with a
+        """Pause for infrastructure (a node drain): any run stops, the state is saved with a
         ``paused`` mark, and ``execute()`` — here or after a restart from that state —
         continues.
 
@@ -101,12 +102,12 @@ class AgentHandle:
         await server.call(server.do_pause)
 
     async def stop(self, reason: str = "manual") -> None:
-        """Stop gracefully (save, ``AgentShutdown(reason)``); returns once it has left (L40)."""
+        """Stop gracefully (save, ``AgentShutdown(reason)``); returns once it has left."""
         await self._runtime.stop(self.agent_id, reason=reason)
 
     async def send_to_middleware(self, key: str, message: Any) -> None:
         """Deliver ``message`` to the middleware with metadata key ``key`` (its
-        ``handle_message`` hook, X20); while a run is in progress it is handled right after.
+        ``handle_message`` hook); while a run is in progress it is handled right after.
 
         Raises:
             InvalidTransition: the agent has no middleware with that key.
@@ -125,17 +126,17 @@ class AgentHandle:
         await server.call(server.do_update_context, context)
 
     async def touch(self) -> None:
-        """Count as activity: push the inactivity deadline back (L21)."""
+        """Count as activity: push the inactivity deadline back."""
         self._server().touch()
 
     async def get_state(self) -> State:
-        """The current state (an immutable snapshot); counts as activity (L21)."""
+        """The current state (an immutable snapshot); counts as activity."""
         server = self._server()
         server.touch()
         return server.state
 
     async def export_state(self) -> dict[str, Any]:
-        """``get_state().to_dict()``: versioned JSON (L45); counts as activity."""
+        """``get_state().to_dict()``: versioned JSON; counts as activity."""
         return (await self.get_state()).to_dict()
 
     async def get_status(self) -> Status:
@@ -143,6 +144,11 @@ class AgentHandle:
 
     async def info(self) -> AgentInfo:
         return self._server().info()
+
+    async def options(self) -> AgentOptions:
+        """The validated options the agent's server runs with. Agents started with equal plain
+        options (numbers, strings, None) may share one instance."""
+        return self._server().options
 
     async def last_result(self) -> Any:
         """The structured result of the last completed run: what its ``until_tool`` returned
@@ -153,7 +159,7 @@ class AgentHandle:
     def subscribe(self, channel: Channel = "main", *, after_seq: int | None = None) -> Subscription:
         """Subscribe to this server's events (an async context manager and async iterator).
 
-        ``after_seq`` replays buffered events after that sequence number (E40).
+        ``after_seq`` replays buffered events after that sequence number.
         """
         return self._server().subscribe(channel, after_seq)
 

@@ -1,4 +1,4 @@
-"""``MiddlewareHooks``: an agent server's middleware outside its runs (rules X20, L49).
+"""``MiddlewareHooks``: an agent server's middleware outside its runs.
 
 Inside a run, middleware hooks are the execution loop's business. Outside one, the server calls
 them itself: ``on_server_start`` when it starts, ``handle_message`` for a message sent to a

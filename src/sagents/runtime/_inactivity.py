@@ -1,4 +1,4 @@
-"""``InactivityTimer``: the deadline after which an idle agent stops by itself (rules L20–L26).
+"""``InactivityTimer``: the deadline after which an idle agent stops by itself.
 
 The timer is a deadline, not a countdown restarted by every call: activity only records the time
 (:meth:`InactivityTimer.touch`, O(1) and allocation-free, which matters because every handle
@@ -90,7 +90,7 @@ class InactivityTimer:
         self._handle = None
         owner = self._owner
         if owner.closed or owner.running:
-            return  # a run is activity; the timer is armed again when it ends (L22)
+            return  # a run is activity; the timer is armed again when it ends
         if self.expired():
             owner.inactive()
         else:

@@ -1,4 +1,4 @@
-"""``AgentInfo``: a frozen snapshot of one agent server for health checks (rules L25, L61)."""
+"""``AgentInfo``: a frozen snapshot of one agent server for health checks."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class AgentInfo:
         subscriber_count: live subscriptions (main and debug channels).
         viewer_count: viewers on its presence topic (0 without presence tracking).
         inactivity_remaining: seconds before an inactivity shutdown; None when disabled or while
-            a run is in progress (a run never times out, L22).
-        queued_messages: messages waiting for the current run to finish (L7).
+            a run is in progress (a run never times out).
+        queued_messages: messages waiting for the current run to finish.
         todo_count: todos in its state.
         metadata: the ``metadata`` start option.
         scope: the tenant the agent serves (the ``scope`` start option).

@@ -1,7 +1,7 @@
-"""Start options of an agent server (rule L12), validated before anything starts.
+"""Start options of an agent server, validated before anything starts.
 
 ``runtime.start_agent(agent, initial_state, **options)`` takes keyword options so call sites read
-like the seed's ``start_link`` keyword lists, and turns them into one frozen :class:`AgentOptions`
+like Sagents' ``start_link`` keyword lists, and turns them into one frozen :class:`AgentOptions`
 at once: an unknown option, a wrong type or a nonsensical value raises :class:`InvalidOption`
 naming it, before any task exists.
 """
@@ -53,7 +53,7 @@ def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AutoSave:
-    """Save the state through ``callback`` (rule L46).
+    """Save the state through ``callback``.
 
     Args:
         callback: ``async (agent_id, state_dict) -> None``.
@@ -112,14 +112,14 @@ class AgentOptions:
     """Everything ``start_agent`` accepts besides the agent and its initial state.
 
     Attributes:
-        inactivity_timeout: seconds without activity before the server shuts down (L20);
+        inactivity_timeout: seconds without activity before the server shuts down;
             None (or ``math.inf``) disables it.
-        presence: a ``PresenceTracking`` for viewer-based shutdown (L30).
+        presence: a ``PresenceTracking`` for viewer-based shutdown.
         auto_save: an :class:`AutoSave`.
         conversation_id: the conversation this agent serves (metadata, message saving).
-        save_new_message: ``async (conversation_id, message)`` awaited for each new message (L14).
+        save_new_message: ``async (conversation_id, message)`` awaited for each new message.
         agent_persistence: an ``AgentPersistence``; the server saves the state through it at
-            the lifecycle points of S1b (run completed, error, interrupt, cancel, pause,
+            its lifecycle points (run completed, error, interrupt, cancel, pause,
             shutdown), as deltas. Needs ``conversation_id``.
         display_message_persistence: a ``DisplayMessagePersistence`` (sessions).
         lease_ttl: with an ``agent_persistence`` that has ownership leases
@@ -129,14 +129,14 @@ class AgentOptions:
             shutdown) or expired (``lease_ttl`` seconds after a crash). None: take no lease.
         create_conversation: whether starting may create a conversation that does not exist
             in storage (False: a deleted conversation cannot be brought back by a start).
-        scope: the tenant (e.g. a user id) passed to the persistence adapters (S4).
+        scope: the tenant (e.g. a user id) passed to the persistence adapters.
         state_version: the stored version ``initial_state`` was loaded with, so the first save
             builds on it instead of rewriting everything.
-        filesystem_scope: the key of the filesystem server shared by this agent (L50).
-        initial_subscribers: subscriptions attached before the first event (L82).
-        max_follow_ups: automatic follow-up runs for queued messages before stopping (L7).
-        replay_size: main-channel events kept for reconnecting subscribers (E40).
-        queue_size: per-subscriber queue bound (L84).
+        filesystem_scope: the key of the filesystem server shared by this agent.
+        initial_subscribers: subscriptions attached before the first event.
+        max_follow_ups: automatic follow-up runs for queued messages before stopping.
+        replay_size: main-channel events kept for reconnecting subscribers.
+        queue_size: per-subscriber queue bound.
         shutdown_timeout: seconds a graceful stop may take (final save) before it is forced.
         metadata: free-form data reported in telemetry and ``AgentInfo``.
         context: the ``contextvars`` the agent's runs, tools and hooks see (request ids, tenant,

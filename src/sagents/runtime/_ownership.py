@@ -145,6 +145,10 @@ class Ownership:
             if not held.ttls:
                 self._held.pop(id(held.store), None)
 
+    def held(self) -> list[tuple[str, ...]]:
+        """Per store with leases held or still renewed: the conversation ids held there."""
+        return [tuple(sorted(held.ttls)) for held in self._held.values()]
+
     async def aclose(self) -> None:
         """Stop renewing (the runtime's agents have released their leases by then)."""
         self._closed = True

@@ -1,4 +1,4 @@
-"""Presence: who is viewing a topic, and shutting an idle agent down when nobody is (L30–L36).
+"""Presence: who is viewing a topic, and shutting an idle agent down when nobody is.
 
 A *viewer* is one connection (a browser tab, a websocket) tracked on a *topic* under a *key*,
 usually the user id. As in ``Phoenix.Presence``, viewers are counted per key: the same user in two
@@ -9,7 +9,7 @@ worker processes later, which is why the protocol's methods are ``async``.
 
 :class:`ViewerWatch` is the piece the agent server uses. It knows nothing about the server: it is
 told the agent's status and hears the viewer count, and calls ``on_no_viewers`` once the agent
-has been *idle-like* with zero viewers for a continuous ``grace_period`` (the seed's table):
+has been *idle-like* with zero viewers for a continuous ``grace_period``:
 
 ======================================  =======  ==============================
 status                                  viewers  action
@@ -22,8 +22,8 @@ status                                  viewers  action
 ======================================  =======  ==============================
 
 ``cancelled`` and ``error`` count as idle because the agent is doing nothing and waits for the
-next message exactly as an idle one does (L2 lets both start a new run). ``paused`` is kept: a
-paused run is pending work whose lifetime belongs to the drain that paused it (L8), not to the
+next message exactly as an idle one does (both can start a new run). ``paused`` is kept: a
+paused run is pending work whose lifetime belongs to the drain that paused it, not to the
 viewers.
 
 Invariants:
@@ -31,7 +31,7 @@ Invariants:
 - ``count(topic)`` is the number of distinct keys with at least one live connection; a topic with
   no connections and no subscribers holds no memory.
 - A connection tracked inside an asyncio task is removed when that task ends, however it ends
-  (return, exception, cancellation), so a viewer whose connection dies disappears (L35).
+  (return, exception, cancellation), so a viewer whose connection dies disappears.
 - Subscribers hear every change of the distinct-key count; one that raises is logged and never
   breaks ``track``/``untrack`` (observers never break the observed).
 - ``ViewerWatch`` calls ``on_no_viewers`` at most once, exactly ``grace_period`` seconds after the
@@ -287,6 +287,12 @@ class LocalPresence:
         """Same as :meth:`count`, without awaiting."""
         return len(self._topics.get(topic, ()))
 
+    def topics(self) -> builtins.list[str]:
+        """The topics this presence holds anything for (a tracked connection or a subscriber),
+        sorted. A topic is forgotten with its last connection and its last subscriber, so a
+        presence keeps no memory for the topics it no longer serves."""
+        return sorted(self._topics.keys() | self._subscribers.keys())
+
     def subscribe(self, topic: str, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call ``callback(count)`` synchronously whenever ``topic``'s viewer count changes.
 
@@ -333,13 +339,13 @@ def _current_task() -> asyncio.Task[Any] | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PresenceTracking:
-    """Start option: shut the agent down when nobody has viewed it for a while (L30–L36).
+    """Start option: shut the agent down when nobody has viewed it for a while.
 
     Attributes:
         presence: where viewers are tracked (e.g. a :class:`LocalPresence` shared by the app).
         topic: the topic viewers of this agent are tracked on, e.g. ``"conversation:123"``.
         grace_period: seconds the agent must stay idle with no viewers before it shuts down;
-            it absorbs page reloads (L36: 5 s by default).
+            it absorbs page reloads (5 s by default).
         enabled: set False to keep the option in configuration while switching it off.
 
     Raises:
@@ -403,7 +409,7 @@ class ViewerWatch(AsyncResource):
     Args:
         tracking: the presence option of the agent.
         on_no_viewers: what to do when the grace period expires.
-        status: the agent's status when the watch starts (a new server is idle, L1).
+        status: the agent's status when the watch starts (a new server is idle).
     """
 
     __slots__ = (
@@ -496,7 +502,7 @@ class ViewerWatch(AsyncResource):
         """Tell the watch the agent's new status (cheap and idempotent: call it on every change).
 
         Leaving the idle-like statuses cancels a running grace period; entering one with no
-        viewers starts a fresh one (L34). Moving between idle-like statuses keeps it running.
+        viewers starts a fresh one. Moving between idle-like statuses keeps it running.
         """
         self._status = Status(status)
         self._evaluate()

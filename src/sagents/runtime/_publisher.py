@@ -1,4 +1,4 @@
-"""The publisher: one agent's fan-out of events to its subscribers (E1–E4, E40, L83, L84).
+"""The publisher: one agent's fan-out of events to its subscribers.
 
 The agent server owns one :class:`Publisher`. Everything the agent emits goes through
 :meth:`Publisher.publish`, which stamps the event with the agent id and the next sequence number and
@@ -14,19 +14,19 @@ Invariants:
 
 - ``seq`` starts at 1 and grows by one for *every* published event; ``main`` and ``debug`` share
   the counter, so the order across channels is total. Nothing else consumes a number.
-- Each subscriber receives its channel's events in publication order, with no gaps (E1), until it
-  overflows. Debug events reach only ``debug`` subscribers (E4); while there are none,
+- Each subscriber receives its channel's events in publication order, with no gaps, until it
+  overflows. Debug events reach only ``debug`` subscribers; while there are none,
   :meth:`Publisher.wants_debug` is false and the execution loop does not even build them.
 - :meth:`Publisher.publish` never awaits, never blocks and never raises because of a subscriber.
   Memory per subscriber is bounded by its ``queue_size`` (plus, right after a replay, at most
   ``replay_size`` references to buffered events).
 - A subscriber that holds ``queue_size`` undelivered events when the next one arrives is detached
-  at once (L84). It keeps what it had queued, then receives one :class:`SubscriptionOverflow`, then
+  at once. It keeps what it had queued, then receives one :class:`SubscriptionOverflow`, then
   its iterator ends. It is never silently skipped, and others never notice.
-- :meth:`Publisher.close` publishes the final event (E3: ``AgentShutdown`` is the last one), then
+- :meth:`Publisher.close` publishes the final event (``AgentShutdown`` is the last one), then
   ends every subscription; each still receives what was already queued.
 - A subscription that is closed, leaves its ``async with``, or is garbage-collected is detached
-  from the publisher (L83).
+  from the publisher.
 
 Overflow markers do not consume a sequence number. ``SubscriptionOverflow.seq`` is *the seq to
 resume after*: reconnecting with ``after_seq=marker.seq`` replays exactly the first event that was
@@ -53,8 +53,8 @@ Choices:
   woken only for a consumer that is waiting. No locks are needed because everything runs on the
   event loop (the publisher is not thread-safe) and ``publish`` contains no ``await``.
 - A subscriber that falls behind is *detached*, not made to drop old or new events: dropping would
-  break E1 silently, while a detached subscriber knows exactly where it stopped and can fetch the
-  rest from the replay buffer with ``after_seq``.
+  break in-order, gap-free delivery silently, while a detached subscriber knows exactly where it
+  stopped and can fetch the rest from the replay buffer with ``after_seq``.
 - ``publish`` iterates over a tuple of subscribers rebuilt lazily after the set changed, so
   detaching one in the middle of a fan-out (its overflow, or a garbage-collected subscription's
   finalizer running at an arbitrary allocation) never mutates what is being iterated.
@@ -142,9 +142,9 @@ class Publisher:
 
     Args:
         agent_id: stamped on every published event.
-        replay_size: how many recent ``main`` events are kept for ``subscribe(after_seq=...)``
-            (E40); 0 disables replay.
-        queue_size: default bound of a subscriber's queue of undelivered events (L84).
+        replay_size: how many recent ``main`` events are kept for ``subscribe(after_seq=...)``;
+            0 disables replay.
+        queue_size: default bound of a subscriber's queue of undelivered events.
 
     Raises:
         ConfigurationError: ``replay_size`` is negative or ``queue_size`` is less than 1.
@@ -229,14 +229,14 @@ class Publisher:
 
     def wants_debug(self) -> bool:
         """Whether any ``debug`` subscriber is attached, i.e. whether debug events are worth
-        building (E4)."""
+        building."""
         return bool(self._debug)
 
     def publish(self, event: _E) -> _E:
         """Stamp ``event`` with the agent id and the next ``seq`` and deliver it.
 
         ``main`` events also enter the replay buffer. Never awaits, never blocks, and never raises
-        because of a subscriber: one that has fallen behind is detached (L84).
+        because of a subscriber: one that has fallen behind is detached.
 
         Args:
             event: the event to publish; its ``agent_id`` and ``seq`` are replaced.
@@ -246,7 +246,7 @@ class Publisher:
 
         Raises:
             RuntimeError: the publisher is closed (a server bug: nothing may follow the final
-                event, E3).
+                event).
         """
         if self._closed:
             raise RuntimeError(
@@ -302,8 +302,8 @@ class Publisher:
 
         Args:
             channel: ``"main"`` or ``"debug"``.
-            after_seq: ``main`` only. First replay the buffered events with ``seq > after_seq``
-                (E40). If some of the events after ``after_seq`` were already evicted, a
+            after_seq: ``main`` only. First replay the buffered events with ``seq > after_seq``.
+                If some of the events after ``after_seq`` were already evicted, a
                 :class:`SubscriptionOverflow` saying how many comes first. It filters the replay
                 only: live events are all delivered, whatever their ``seq``.
             queue_size: bound of this subscriber's queue; defaults to the publisher's.
@@ -343,7 +343,7 @@ class Publisher:
     def close(self, final: Event | None = None) -> None:
         """Publish ``final`` (if given) and end every subscription.
 
-        Each subscriber still receives everything already queued, then its iterator stops (E3).
+        Each subscriber still receives everything already queued, then its iterator stops.
         Closing again does nothing.
 
         Args:
@@ -572,14 +572,14 @@ class Subscription(AsyncResource):
                     sub.waiter = None
 
     async def aclose(self) -> None:
-        """Detach from the publisher (L83) and end iteration at once, discarding what is queued.
+        """Detach from the publisher and end iteration at once, discarding what is queued.
 
         Idempotent. A task waiting in ``__anext__`` wakes and stops.
         """
         self._close()
 
     def __del__(self) -> None:
-        # Safety net for a subscription dropped without ``aclose`` (L83). It must not raise, and
+        # Safety net for a subscription dropped without ``aclose``. It must not raise, and
         # ``_sub`` is unset if ``__init__`` never ran.
         sub: _Subscriber | None = getattr(self, "_sub", None)
         if sub is not None and sub.attached:

@@ -1,4 +1,4 @@
-"""``Recorder``: everything an agent server saves, off its hot path (rules L14, L46–L49, S1b, S2).
+"""``Recorder``: everything an agent server saves, off its hot path.
 
 The agent server is a mailbox and a status; saving is this collaborator's job. The server tells
 it three kinds of things — the state changed (with the messages that entered it), a lifecycle
@@ -8,10 +8,10 @@ or decided — and the recorder turns them into the four save channels an agent 
 * ``save_new_message``: the application's callback, awaited for each new message, in order.
 * ``auto_save``: the application's state callback, on idle, on an interval (only when the state
   changed since the last save) and at shutdown.
-* **display messages** (S2): the rows a chat UI shows, appended as messages enter the state, and
+* **display messages**: the rows a chat UI shows, appended as messages enter the state, and
   each tool call's row updated as it runs, is interrupted or is decided; every append is
   broadcast as ``DisplayMessageSaved`` and every update as ``DisplayMessageUpdated``.
-* **agent persistence** (S1b): the state at each lifecycle point, as a delta on what storage
+* **agent persistence**: the state at each lifecycle point, as a delta on what storage
   holds, with the conversation's title copied to its row when it changed.
 
 All of it runs in one :class:`SerialWorker` per agent, so saves never overlap or reorder and the
@@ -400,7 +400,7 @@ class Recorder:
                 saver.submit("save_new_message", _bind(save_message, conversation_id, message))
 
     def checkpoint(self, point: str) -> None:
-        """A lifecycle point (S1b): keep the state for restarts and save it through the agent
+        """A lifecycle point: keep the state for restarts and save it through the agent
         persistence, as a delta.
 
         The snapshot is the state *at this point*, not whatever the state has become when the
@@ -594,7 +594,7 @@ class Recorder:
 
         self._worker().submit(operation, save, coalesce=True)
 
-    # Display messages (S2): appended in order, updated rows broadcast.
+    # Display messages: appended in order, updated rows broadcast.
 
     def _append_display(self, messages: Sequence[BaseMessage], version: int) -> None:
         log = self._display_log

@@ -1,15 +1,15 @@
-"""The registry: which agent ids run in this runtime (rules L10, L55, L60–L63, L81).
+"""The registry: which agent ids run in this runtime.
 
 A plain dict owned by one :class:`~sagents.Runtime` (two runtimes never share one), so lookups,
-counts and listings are O(1) or one pass over the keys and never message an agent (L63).
+counts and listings are O(1) or one pass over the keys and never message an agent.
 
 While the runtime is starting or shutting down the registry is *unavailable*: lookups raise
 :class:`RegistryUnavailable` rather than answering "not running", because a caller that reads
-"not running" would start a duplicate agent somewhere else (L55).
+"not running" would start a duplicate agent somewhere else.
 
 The registry also holds *watchers*: callbacks waiting for an agent id to be registered, which is
 how a durable ``runtime.watch`` subscription attaches to an agent that starts later, before that
-agent publishes its first event (L81, L82).
+agent publishes its first event.
 """
 
 from __future__ import annotations
@@ -94,6 +94,14 @@ class Registry(Generic[T]):
 
     def entries(self) -> Iterator[T]:
         return iter(list(self._entries.values()))
+
+    def registered(self) -> list[str]:
+        """The registered ids; unlike :meth:`ids`, also while the runtime is not running."""
+        return list(self._entries)
+
+    def watched(self) -> list[str]:
+        """The ids that watchers wait on."""
+        return list(self._watchers)
 
     def count(self) -> int:
         self._check()

@@ -1,4 +1,4 @@
-"""``Runner``: an agent server's runs, from their start to the status they end in (rules L2–L8).
+"""``Runner``: an agent server's runs, from their start to the status they end in.
 
 A run is a separate task owned by the server, so the mailbox stays responsive while the model
 streams (``cancel()`` is processed at once). When the run ends its task posts the result back to
@@ -7,11 +7,11 @@ races the mailbox. While a run is in progress:
 
 - messages that arrive are **queued** and run next as one follow-up turn, without an ``idle`` in
   between (a UI treats idle as "done"); past ``max_follow_ups`` chained turns they are only
-  added to the state (L7);
+  added to the state;
 - middleware messages are **deferred**: the run owns the state until it ends, so each is handled
   right after it, before the status changes (whoever sees the new status sees their effect);
 - a cancel settles the run (its finished tools keep their results) and keeps the queued
-  messages, in order, without starting the run the user just cancelled (L5).
+  messages, in order, without starting the run the user just cancelled.
 
 The runner is made when a run starts and forgotten once nothing is left to do (no run, nothing
 queued or deferred), so an idle agent carries none: what it keeps between runs (the last
@@ -115,8 +115,8 @@ class Runner:
     # -- commands (each one a message in the server's mailbox) -----------------------------------
 
     def add_message(self, message: BaseMessage, run: bool) -> None:
-        """Append ``message`` and, with ``run``, start a run (L7). During a run it is queued
-        for the next turn; it dismisses a pending approval (L7b)."""
+        """Append ``message`` and, with ``run``, start a run. During a run it is queued
+        for the next turn; it dismisses a pending approval."""
         host = self._host
         if host.status is Status.RUNNING:
             if isinstance(self._queued, list):
@@ -132,7 +132,7 @@ class Runner:
             self._follow_ups = 0
 
     def execute(self) -> None:
-        """Start a run (L2)."""
+        """Start a run."""
         host = self._host
         if host.status is Status.RUNNING:
             raise InvalidTransition(f"agent {host.agent_id!r} is already running")
@@ -144,7 +144,7 @@ class Runner:
         self._follow_ups = 0
 
     def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
-        """Continue an interrupted run with the user's decisions (L4)."""
+        """Continue an interrupted run with the user's decisions."""
         host = self._host
         if host.status is not Status.INTERRUPTED:
             raise InvalidTransition(
@@ -161,7 +161,7 @@ class Runner:
 
     async def send_to_middleware(self, key: str, message: Any) -> None:
         """Hand ``message`` to middleware ``key`` — right after the run in progress, which owns
-        the state until it ends (X20)."""
+        the state until it ends."""
         host = self._host
         mw = middleware_named(host.agent, key)
         if host.status is not Status.RUNNING:
@@ -172,7 +172,7 @@ class Runner:
             self._deferred = [(key, message)]
 
     async def cancel_run(self) -> None:
-        """Cancel the run in progress (L5)."""
+        """Cancel the run in progress."""
         host = self._host
         if host.status is not Status.RUNNING or self.task is None:
             raise InvalidTransition(
@@ -181,7 +181,7 @@ class Runner:
         await self.cancel()
 
     async def pause(self) -> None:
-        """Infrastructure pause (L8): stop any run, mark the state paused, save it.
+        """Infrastructure pause: stop any run, mark the state paused, save it.
 
         The mark is persisted with the state, so a server restarted from it (on this node or
         another) starts ``paused`` and ``execute()`` continues the conversation.
@@ -315,7 +315,7 @@ class Runner:
                 recorder.checkpoint("idle")
                 if not follow_up:
                     # A run that continues with queued messages never says idle in between:
-                    # a UI treats idle as "done" and would re-enable its input (L7).
+                    # a UI treats idle as "done" and would re-enable its input.
                     host.set_status(Status.IDLE, value)
             case Interrupted(interrupt=interrupt):
                 host.last_result = None
@@ -358,7 +358,7 @@ class Runner:
             await self._host.hooks().deliver_deferred(key, message)
 
     def _dismiss_interrupt(self, *, announce: bool = True) -> None:
-        # A new message dismisses a pending approval: its calls are answered as not run (L7b).
+        # A new message dismisses a pending approval: its calls are answered as not run.
         host = self._host
         state, results = dismiss_interrupt(host.state)
         host.set_state(state, results)
@@ -377,7 +377,7 @@ class Runner:
         self.task = None
         if self._queued:
             # Sent during the run, so they precede anything sent later: keep them, in order,
-            # without starting a run the user just cancelled (L5, L7).
+            # without starting a run the user just cancelled.
             messages, self._queued = self._queued, ()
             host.set_state(host.state.append(*messages), messages)
         host.set_status(status)
@@ -388,7 +388,7 @@ class Runner:
 
 def initial_status(state: State) -> Status:
     """The status of an agent that starts from ``state``: waiting for approval, paused by an
-    infrastructure pause (the mark is persisted with the state, L8), or idle."""
+    infrastructure pause (the mark is persisted with the state), or idle."""
     if state.interrupt is not None:
         return Status.INTERRUPTED
     mark = state.metadata.get(RUNTIME_KEY)
@@ -397,7 +397,7 @@ def initial_status(state: State) -> Status:
 
 
 def _unpaused(state: State) -> State:
-    # A run continues a paused agent (L8): the persisted mark goes.
+    # A run continues a paused agent: the persisted mark goes.
     if RUNTIME_KEY not in state.metadata:
         return state
     return state.replace(metadata={k: v for k, v in state.metadata.items() if k != RUNTIME_KEY})

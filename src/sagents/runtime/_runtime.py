@@ -1,11 +1,11 @@
-"""``Runtime``: the root of the supervision tree and the registry (rules L10–L16, L50–L63).
+"""``Runtime``: the root of the supervision tree and the registry.
 
 An application starts one runtime (e.g. in a FastAPI lifespan)::
 
     async with Runtime() as runtime:
         handle = await runtime.start_agent(agent, initial_state=state, inactivity_timeout=600)
 
-The tree mirrors the seed's::
+The tree mirrors Sagents' supervision tree::
 
     Runtime
     ├── filesystems supervisor (one_for_one)
@@ -20,7 +20,7 @@ guarantees (restart intensity, rest_for_one, isolation): a fleet of idle agents 
 per agent. Starting an agent that needs no async initialisation (no presence tracking, no
 ``on_server_start`` hook, no new filesystem scope) is synchronous: build, register, return.
 
-Agents stop before the filesystems they use (reverse dependency order, L54).
+Agents stop before the filesystems they use (reverse dependency order).
 
 Everything is owned by the runtime instance, so two runtimes can live in one process (one per
 test). ``stop`` ends the whole unit, so the agent id can be started again at once.
@@ -153,10 +153,10 @@ class Runtime(AsyncResource):
         self._registry.available = True
 
     async def shutdown(self) -> None:
-        """Stop every agent gracefully (saving where configured), then the tree (L54)."""
+        """Stop every agent gracefully (saving where configured), then the tree."""
         if not self._started:
             return
-        self._registry.available = False  # lookups now raise RegistryUnavailable (L55)
+        self._registry.available = False  # lookups now raise RegistryUnavailable
         self._started = False
         try:
             # Latest first. Quiet idle agents (nothing to save or wait for) stop at once; the
@@ -200,7 +200,7 @@ class Runtime(AsyncResource):
         return self._ownership.owner_id
 
     def ready(self) -> bool:
-        """Whether this runtime can host and route agents now (readiness probes, L56)."""
+        """Whether this runtime can host and route agents now (readiness probes)."""
         return self._started and self._registry.available and self._filesystems.running
 
     # -- starting ----------------------------------------------------------------------------
@@ -211,12 +211,12 @@ class Runtime(AsyncResource):
         initial_state: State | Mapping[str, Any] | None = None,
         **options: Unpack[StartOptions],
     ) -> AgentHandle:
-        """Start a server for ``agent``; returns once it is registered (L10).
+        """Start a server for ``agent``; returns once it is registered.
 
         Args:
-            agent: the agent configuration (from code, never from storage, L13).
-            initial_state: a ``State`` or an ``export_state()`` dict to restore (L13).
-            **options: see :class:`~sagents.runtime.AgentOptions` (L12).
+            agent: the agent configuration (from code, never from storage).
+            initial_state: a ``State`` or an ``export_state()`` dict to restore.
+            **options: see :class:`~sagents.runtime.AgentOptions`.
 
         Raises:
             AgentAlreadyRunning: a server already runs this agent id.
@@ -237,7 +237,7 @@ class Runtime(AsyncResource):
 
         The sub-agent is an agent like any other (registered, observable, stoppable) whose
         unit belongs to its parent's: stopping or restarting the parent ends it, and its crash
-        never reaches the parent (L11, L53). Unless ``filesystem_scope`` is given, it shares
+        never reaches the parent. Unless ``filesystem_scope`` is given, it shares
         its parent's, so both see the same files.
 
         Raises:
@@ -394,7 +394,7 @@ class Runtime(AsyncResource):
         return services
 
     async def sub_agents(self, agent_id: str) -> Supervisor:
-        """The supervisor of ``agent_id``'s sub-agents, started on first use (L11, L53).
+        """The supervisor of ``agent_id``'s sub-agents, started on first use.
 
         It belongs to the agent's unit, after the server (rest_for_one): a crash of the server
         ends its sub-agents, a crash of a sub-agent never reaches the server, and stopping the
@@ -423,7 +423,7 @@ class Runtime(AsyncResource):
             except Exception:
                 _log.exception("ending the filesystem server %r failed", scope)
 
-    # -- filesystem servers (L50, L53) --------------------------------------------------------
+    # -- filesystem servers -------------------------------------------------------------------
 
     async def _acquire_filesystem(self, scope: Hashable, options: AgentOptions) -> None:
         self._fs_users[scope] += 1
@@ -468,7 +468,7 @@ class Runtime(AsyncResource):
             raise SagentsError(f"no filesystem server runs for scope {scope!r}")
         return server.store
 
-    # -- lookups (L55, L60–L63) ---------------------------------------------------------------
+    # -- lookups ------------------------------------------------------------------------------
 
     def agent(self, agent_id: str) -> AgentHandle:
         """A handle for a running agent.
@@ -489,7 +489,7 @@ class Runtime(AsyncResource):
         return server
 
     async def get_status(self, agent_id: str) -> Status | None:
-        """The agent's status, or None when it is not running (L60)."""
+        """The agent's status, or None when it is not running."""
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.status
 
@@ -504,12 +504,12 @@ class Runtime(AsyncResource):
         return None if server is None or server.closed else server.info()
 
     async def agent_info(self, agent_id: str) -> AgentInfo | None:
-        """A snapshot of the agent, or None when it is not running (L61)."""
+        """A snapshot of the agent, or None when it is not running."""
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.info()
 
     def list_running_agents(self) -> list[str]:
-        """Ids of the running agents (no agent is messaged, L63)."""
+        """Ids of the running agents (no agent is messaged)."""
         return self._registry.ids()
 
     def agent_count(self) -> int:
@@ -519,10 +519,36 @@ class Runtime(AsyncResource):
         """Running agent ids matching a ``*`` glob, e.g. ``"conversation-*"``."""
         return self._registry.matching(pattern)
 
+    def inventory(self) -> dict[str, list[Hashable]]:
+        """What this runtime holds now, by kind: a read-only probe for leak checks (tests,
+        diagnostics). Never raises, also while the runtime starts or stops.
+
+        - ``agents``: ids of the registered agent servers;
+        - ``units``: ids of the agent units (a unit restarting its crashed server is listed
+          here while its agent is not registered);
+        - ``watches``: agent ids that :meth:`watch` subscriptions wait on;
+        - ``unit_tasks``: the restarts and endings of units in progress (their tasks);
+        - ``leases``: per persistence store the runtime renews leases in, the conversation ids
+          it holds there;
+        - ``filesystems``: the scopes with a filesystem server.
+
+        An agent that has ended (stopped, expired, given up after crashes) and whose unit has
+        finished ending leaves nothing in ``agents``, ``units`` or ``unit_tasks``; after
+        :meth:`shutdown` every list is empty, once the watches are closed.
+        """
+        return {
+            "agents": list(self._registry.registered()),
+            "units": list(self._units),
+            "watches": list(self._registry.watched()),
+            "unit_tasks": list(self._unit_tasks),
+            "leases": list(self._ownership.held()),
+            "filesystems": list(self._fs_servers),
+        }
+
     # -- commands ------------------------------------------------------------------------------
 
     async def stop(self, agent_id: str, reason: str = "manual") -> None:
-        """Stop the agent gracefully; returns once its whole unit is gone (L40–L43).
+        """Stop the agent gracefully; returns once its whole unit is gone.
 
         Raises:
             AgentNotRunning: it is not running.
@@ -536,7 +562,7 @@ class Runtime(AsyncResource):
             await unit.close(children_first=False)  # its sub-agents, a restart in progress
 
     async def cancel(self, agent_id: str) -> None:
-        """Cancel the agent's run (L5).
+        """Cancel the agent's run.
 
         Raises:
             AgentNotRunning: it is not running.
@@ -546,11 +572,11 @@ class Runtime(AsyncResource):
         await server.call(server.do_cancel)
 
     async def export_state(self, agent_id: str) -> dict[str, Any]:
-        """The agent's state as versioned JSON (L45); counts as activity."""
+        """The agent's state as versioned JSON; counts as activity."""
         return await AgentHandle(self, agent_id).export_state()
 
     def watch(self, agent_id: str, channel: Channel = "main") -> Watch:
-        """A durable subscription: pending until the agent runs, kept across restarts (L81)."""
+        """A durable subscription: pending until the agent runs, kept across restarts."""
         return Watch(self._registry, agent_id, channel)
 
 

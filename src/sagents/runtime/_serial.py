@@ -1,8 +1,8 @@
-"""One agent's background saves, run one at a time, off the agent's hot path (L14, L47–L49).
+"""One agent's background saves, run one at a time, off the agent's hot path.
 
 Saving must never block the agent (it keeps accepting messages and streaming events while a
-slow database write is in flight, L49), yet two saves of one agent must never overlap or land out
-of order (L48). A :class:`SerialWorker` gives both: jobs are queued synchronously and run in
+slow database write is in flight), yet two saves of one agent must never overlap or land out
+of order. A :class:`SerialWorker` gives both: jobs are queued synchronously and run in
 order by one worker task that exists only while there is work, so an idle agent costs no task.
 
 Jobs come in two kinds. Ordered jobs (saving each new message) all run, in submission order.
@@ -11,7 +11,7 @@ identical one is still queued is a no-op, because the job reads the newest state
 so a save can only ever write a state at least as new as the previous one.
 
 A failing job is reported through ``on_error`` and never stops the worker: the next trigger
-retries (L47).
+retries.
 """
 
 from __future__ import annotations

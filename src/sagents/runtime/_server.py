@@ -1,4 +1,4 @@
-"""``AgentServer``: the actor that runs one agent (rules L1–L8, L14, L20–L26, L40–L49).
+"""``AgentServer``: the actor that runs one agent (docs/runtime.md).
 
 One server per agent id: a mailbox and a status. Every command (add a message, execute, resume,
 cancel, stop, replace the state) is a message its :class:`Mailbox` processes in order, so
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import itertools
 import logging
 import time
@@ -75,7 +74,7 @@ __all__ = ["AgentServer"]
 
 _log = logging.getLogger("sagents.server")
 
-# Presence never ends these (L31): a run in progress, a pending approval, a node drain (L8).
+# Presence never ends these: a run in progress, a pending approval, a node drain.
 _KEEP_WITH_NO_VIEWERS = frozenset({Status.RUNNING, Status.INTERRUPTED, Status.PAUSED})
 
 _NO_SERVICES: Mapping[str, Any] = MappingProxyType({})
@@ -143,7 +142,7 @@ class AgentServer:
         self.agent_id = agent_id
         self.instance = next(_INSTANCES)
         self.options = options
-        self.state = state if state.agent_id == agent_id else _with_agent_id(state, agent_id)
+        self.state = state if state.agent_id == agent_id else state._shared(agent_id=agent_id)
         self.status = initial_status(self.state)
         self._phase = _STARTING
         self._unit = unit
@@ -238,7 +237,7 @@ class AgentServer:
         if stored is not None:
             # Storage is ahead of the state this server was given (a crash restart, or another
             # process saved between the load and the lease): it continues from storage.
-            self.state = _with_agent_id(stored.state, self.agent_id)
+            self.state = stored.state._shared(agent_id=self.agent_id)
             self.status = initial_status(self.state)
         presence = self.options.presence
         if presence is not None and presence.enabled:
@@ -479,7 +478,7 @@ class AgentServer:
         self._enqueue(fn, args, future)
         return await future
 
-    # -- activity (L20–L26) ----------------------------------------------------------------------
+    # -- activity ------------------------------------------------------------------------------
 
     def touch(self) -> None:
         """Record activity: the inactivity deadline moves to now + timeout (O(1))."""
@@ -506,7 +505,7 @@ class AgentServer:
             return
         await self._wind_down("inactivity")
 
-    # -- presence (L30–L36) ----------------------------------------------------------------------
+    # -- presence ------------------------------------------------------------------------------
 
     def _no_viewers(self) -> None:
         self.post(self._stop_if_no_viewers)
@@ -663,16 +662,3 @@ class AgentServer:
         if self.closed:
             raise AgentNotRunning(f"agent {self.agent_id!r} is not running")
         return self.publisher.subscribe(channel, after_seq=after_seq)  # type: ignore[arg-type]
-
-
-def _with_agent_id(state: State, agent_id: str) -> State:
-    # State.replace would validate and copy every message again; the fields are already valid
-    # and immutable, so the copy shares them (as State.append does).
-    new = object.__new__(State)
-    for name in _STATE_FIELDS:
-        object.__setattr__(new, name, getattr(state, name))
-    object.__setattr__(new, "agent_id", agent_id)
-    return new
-
-
-_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))

@@ -1,4 +1,4 @@
-"""Supervisors: restart what crashed, stop everything in order (rules L50–L54).
+"""Supervisors: restart what crashed, stop everything in order.
 
 A :class:`Supervisor` runs an ordered list of children — each described by a :class:`ChildSpec`
 whose ``start`` builds a *fresh* :class:`Child` for every incarnation — and applies OTP's rules
@@ -24,7 +24,7 @@ Invariants:
   acknowledgement, anyio's ``task_status.started``); starting returns only then. A child that
   raises or returns before that has failed to start, and nothing of it is left running.
 - **Order is dependency order.** Children keep the position at which they were added; restarts
-  happen in that order and shutdown in its reverse (L54).
+  happen in that order and shutdown in its reverse.
 - Restart intensity is measured on the running loop's ``loop.time()``, so virtual time works.
 
 The obvious alternative to the mailbox is to let callers mutate the children under a lock. The

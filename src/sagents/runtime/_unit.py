@@ -1,4 +1,4 @@
-"""``AgentUnit``: one agent's supervision unit, without a task of its own (rules L11, L50–L54).
+"""``AgentUnit``: one agent's supervision unit, without a task of its own.
 
 The unit is what OTP would build as a ``rest_for_one`` supervisor holding the agent server and
 the supervisor of its sub-agents. A fleet of mostly idle agents cannot afford a supervisor task
@@ -11,12 +11,12 @@ do (a restart, ending sub-agents). The guarantees are those of the supervisor it
   the server reports to its unit, and with persistence from whatever storage holds if that is
   newer: a crash never forks a conversation back to its initial state. Restarts are counted on
   the loop clock and more than ``max_restarts`` within ``max_seconds`` make the unit give up
-  (the agent then stops; nothing else is touched, L16).
+  (the agent then stops; nothing else is touched).
 - **rest_for_one**: a crash or a stop of the server ends its sub-agents (the units started with
   ``start_sub_agent`` and the ``sub_agents()`` supervisor); a sub-agent's crash never reaches the
-  parent (L53).
+  parent.
 - **stop ends the whole unit**, so the agent id can be started again at once; a runtime shutdown
-  stops sub-agents first, then the server (reverse dependency order, L54).
+  stops sub-agents first, then the server (reverse dependency order).
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ class AgentUnit:
     async def close(self, *, children_first: bool) -> None:
         """End the whole unit gracefully: sub-agents and server (saving where configured).
 
-        ``children_first`` is the shutdown order (L54); a ``stop`` ends the server first.
+        ``children_first`` is the shutdown order; a ``stop`` ends the server first.
         """
         if self.stopping:
             await self.wait_ended()

@@ -1,4 +1,4 @@
-"""Durable subscriptions: ``runtime.watch(agent_id)`` (rules L81, L82, E3).
+"""Durable subscriptions: ``runtime.watch(agent_id)``.
 
 A plain subscription ends with its server (``AgentShutdown`` is its last event). A watch spans
 server instances: it is *pending* while the agent is not running, attaches to each new instance
@@ -87,11 +87,11 @@ class Watch(AsyncResource):
 
 
 class PendingSubscription(AsyncResource):
-    """A subscription to the *next* server started with it in ``initial_subscribers`` (L82).
+    """A subscription to the *next* server started with it in ``initial_subscribers``.
 
     ``start_agent(..., initial_subscribers=[events])`` attaches it before the server publishes
     anything, so the caller sees the whole boot; iterating before that waits. It ends with that
-    server instance (E3).
+    server instance.
     """
 
     def __init__(self, channel: Channel = "main") -> None:

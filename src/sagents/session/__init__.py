@@ -1,4 +1,4 @@
-"""The session layer: conversations that outlive processes (rules S10–S17)."""
+"""The session layer: conversations that outlive processes."""
 
 from sagents._public import publish as _publish
 from sagents.session._config import SessionConfig, conversation_agent_id

@@ -1,4 +1,4 @@
-"""``SessionConfig``: what a Coordinator declares once (rule S13)."""
+"""``SessionConfig``: what a Coordinator declares once."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Factories: how an application builds the agent of a conversation (rules S10, S11).
+"""Factories: how an application builds the agent of a conversation.
 
-The agent configuration always comes from code (L13): on every start, including a restore, the
+The agent configuration always comes from code: on every start, including a restore, the
 session asks a factory to build the :class:`~sagents.Agent` for the conversation; storage only
 ever provides the state.
 """
@@ -20,7 +20,7 @@ __all__ = ["Factory", "FactoryConfig", "SessionOptions"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FactoryConfig:
-    """What a factory needs to build one conversation's agent (S10).
+    """What a factory needs to build one conversation's agent.
 
     Attributes:
         conversation_id: the conversation.
@@ -39,7 +39,7 @@ class FactoryConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionOptions:
-    """What a factory returns besides the agent (S11).
+    """What a factory returns besides the agent.
 
     Attributes:
         fresh_state: the state of a brand-new conversation (used only when nothing is stored).

@@ -1,4 +1,4 @@
-"""Factory routers: which factory builds a conversation (rule S12).
+"""Factory routers: which factory builds a conversation.
 
 The router is consulted on every start, restores included, so a conversation is always rebuilt by
 the factory it was created with (route on something stored with the conversation, not on the

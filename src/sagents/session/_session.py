@@ -1,4 +1,4 @@
-"""``Session``: start, restore, resume and stop conversation agents (rules S14–S17).
+"""``Session``: start, restore, resume and stop conversation agents.
 
 The whole start pipeline of a conversation, in one place: router → factory → persisted state (or
 the factory's fresh state) → ``runtime.start_agent``. Every operation is **idempotent and
@@ -6,7 +6,7 @@ race-free**: calls for one conversation are serialised by a lock per agent id in
 so fifty concurrent ``start`` calls build exactly one agent and the others return it.
 
 ``RegistryUnavailable`` from the runtime propagates unchanged: it means "retry shortly" (a web
-layer maps it to HTTP 503), never "not running" (S17).
+layer maps it to HTTP 503), never "not running".
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ _ANY_SCOPE = _AnyScope()
 
 
 def _running_in(runtime: Runtime, agent_id: str, scope: Scope) -> bool:
-    """Whether the agent runs; a caller of another scope is told it does not exist (S4)."""
+    """Whether the agent runs; a caller of another scope is told it does not exist."""
     info = runtime.agent_info_nowait(agent_id)
     if info is None:
         return False
@@ -120,7 +120,7 @@ class Session:
         request_opts: Mapping[str, Any] | None = None,
         initial_subscribers: Sequence[InitialSubscriber] = (),
     ) -> Session:
-        """Start the conversation's agent, or return it if it runs (S14).
+        """Start the conversation's agent, or return it if it runs.
 
         Raises:
             RegistryUnavailable: the runtime is starting or stopping; retry.
@@ -154,7 +154,7 @@ class Session:
         request_opts: Mapping[str, Any] | None = None,
         channel: str = "main",
     ) -> Session:
-        """The action path (S15): make sure the agent runs and the caller is subscribed.
+        """The action path: make sure the agent runs and the caller is subscribed.
 
         When this call starts the agent, the returned ``events`` are attached through
         ``initial_subscribers`` and see its whole boot; when it already runs, ``events`` is a
@@ -200,7 +200,7 @@ class Session:
         scope: Scope = None,
         request_opts: Mapping[str, Any] | None = None,
     ) -> Session:
-        """Resume an interrupted conversation (S15b).
+        """Resume an interrupted conversation.
 
         If its agent shut down while waiting (inactivity), it is restarted from the persisted
         state — the interrupt is durable — and the decisions are applied at once.
@@ -227,7 +227,7 @@ class Session:
     ) -> bool:
         """Stop the conversation's agent gracefully; False when it was not running.
 
-        With ``scope``, a caller of another scope gets ``ConversationNotFound`` (S4); without
+        With ``scope``, a caller of another scope gets ``ConversationNotFound``; without
         it (trusted server code), any agent of the conversation is stopped.
         """
         agent_id = config.agent_id_for(conversation_id)

@@ -1,4 +1,4 @@
-"""The REST API of the demo: conversations, messages, approvals, files (issue rules 2 and 4).
+"""The REST API of the demo: conversations, messages, approvals, files.
 
 Every route acts for the caller's identity (the signed cookie); a conversation of another
 identity is indistinguishable from one that does not exist (404). Errors are JSON

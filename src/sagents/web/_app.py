@@ -1,4 +1,4 @@
-"""The demo application: :func:`create_app` builds it, :func:`serve` runs it (issue rules 1, 6).
+"""The demo application: :func:`create_app` builds it, :func:`serve` runs it.
 
 ``create_app`` wires the pieces — :class:`~sagents.web._services.WebServices` started and
 closed by the lifespan, the middleware (outermost first: cross-origin writes to the API are

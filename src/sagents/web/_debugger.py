@@ -25,10 +25,10 @@ Following uses ``runtime.watch``, so it survives restarts of the agent, and afte
 ``subscription_overflow`` (a slow browser) it re-attaches and carries on.
 
 Choices: the agent list is read with ``agent_info_nowait`` and never counts as activity, so
-watching the page does not keep idle agents alive; reading an agent's state does (L21), so the
+watching the page does not keep idle agents alive; reading an agent's state does, so the
 page reads it only when you pick an agent or its status changes, and otherwise updates it from
 ``agent_state_update`` debug events. The debugger's own subscriptions show in
-``subscriber_count`` and, while it follows an agent, the loop builds debug events (E4).
+``subscriber_count`` and, while it follows an agent, the loop builds debug events.
 """
 
 from __future__ import annotations

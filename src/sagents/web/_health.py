@@ -1,4 +1,4 @@
-"""Health probes (issue rule 6): ``/health/alive`` and ``/health/ready``.
+"""Health probes: ``/health/alive`` and ``/health/ready``.
 
 *Alive* answers as long as the process serves requests (a failing liveness probe means "restart
 me"). *Ready* means "send me traffic": the runtime is started and can host agents, and no

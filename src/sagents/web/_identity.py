@@ -1,7 +1,7 @@
-"""Per-browser identity: a random id in a cookie signed with HMAC-SHA256 (issue rule 4).
+"""Per-browser identity: a random id in a cookie signed with HMAC-SHA256.
 
 The demo has no accounts, yet every conversation must belong to someone so that another
-browser cannot read it (S4). The first request of a browser gets a fresh random id; the cookie
+browser cannot read it. The first request of a browser gets a fresh random id; the cookie
 carries ``<id>.<signature>`` and the signature is checked on every request and websocket, so an
 id cannot be forged or guessed. The id is the *scope* handed to persistence and sessions.
 

@@ -7,7 +7,7 @@ instance built from a :class:`~sagents.web.WebConfig`: a :class:`~sagents.Runtim
 :class:`~sagents.persistence.sql.SqlPersistence`, a :class:`~sagents.LocalPresence` and the
 :class:`~sagents.SessionConfig` that ties them to the demo factory.
 
-Lifecycle (issue rule 6): :meth:`start` upgrades the schema and starts the runtime;
+Lifecycle: :meth:`start` upgrades the schema and starts the runtime;
 :meth:`begin_drain` flips readiness and refuses new work; :meth:`aclose` lets running agents
 finish (up to ``drain_timeout``), then stops every agent gracefully (each saves its state) and
 closes the database.

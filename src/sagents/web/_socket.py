@@ -1,4 +1,4 @@
-"""The conversation websocket: live events out, actions in (issue rules 2–4).
+"""The conversation websocket: live events out, actions in.
 
 ``/ws/conversations/{id}?after_seq=N&instance=T`` — one socket per open tab.
 

@@ -1,4 +1,4 @@
-"""SQL persistence (S3): SQLite by default, PostgreSQL with the same code, Alembic migrations.
+"""SQL persistence: SQLite by default, PostgreSQL with the same code, Alembic migrations.
 
 Import this sub-namespace explicitly; ``import sagents`` never imports SQLAlchemy::
 

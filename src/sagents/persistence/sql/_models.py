@@ -1,9 +1,9 @@
-"""The SQL schema (S3): its tables behind a configurable name prefix.
+"""The SQL schema: its tables behind a configurable name prefix.
 
 * ``conversations``: one row per conversation: its scope (the tenant), title, metadata, the
   pending-approval flag and timestamps. Every other row hangs off it and is deleted with it.
 * ``agent_states``: the state *head* of a conversation (todos, metadata, interrupt, agent id,
-  state format version), the snapshot version (S5) and how many message rows belong to it.
+  state format version), the snapshot version and how many message rows belong to it.
 * ``agent_messages``: the state's messages, one row per message keyed by position. Saves are
   deltas: a new turn inserts its new rows and leaves the history alone, so a conversation costs
   about the size of its messages, not one copy of its history per step.

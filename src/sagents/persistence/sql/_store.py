@@ -1,14 +1,14 @@
-"""``SqlPersistence``: agent states, display messages and conversations in SQL (S3-S6).
+"""``SqlPersistence``: agent states, display messages and conversations in SQL.
 
 One implementation for SQLite (the embedded default) and PostgreSQL, on SQLAlchemy 2 Core with
 an async engine (aiosqlite, asyncpg).
 
 Invariants:
 
-* **Scope** (S4): every statement filters on the conversation's scope. A caller from another
+* **Scope**: every statement filters on the conversation's scope. A caller from another
   scope reads nothing (None, ``[]``, False), and a write to a conversation id owned by another
   scope raises :class:`ConversationNotFound`; no statement ever changes another tenant's rows.
-* **Atomic, ordered saves** (S5): a save is one transaction. It first locks the conversation row
+* **Atomic, ordered saves**: a save is one transaction. It first locks the conversation row
   (an ``UPDATE`` of it, which takes the row lock on PostgreSQL; on SQLite every write
   transaction starts with ``BEGIN IMMEDIATE`` and so holds the database's write lock), then reads
   the stored version *after* the lock is held, so two racing saves cannot both believe they are
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -53,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
-from sagents._errors import ConversationExists, ConversationNotFound, PersistenceFailed, StateError
+from sagents._errors import ConversationExists, ConversationNotFound, StateError
 from sagents.persistence._common import (
     MonotonicClock,
     check_display_messages,
@@ -63,9 +62,8 @@ from sagents.persistence._common import (
     check_target,
     decode_state,
     encode_head,
-    encode_messages,
-    is_delta,
     json_copy,
+    loads,
     new_id,
     to_utc,
 )
@@ -88,6 +86,12 @@ from sagents.persistence.sql._engine import (
     translated,
 )
 from sagents.persistence.sql._models import DEFAULT_TABLE_PREFIX, SqlTables, build_tables
+from sagents.persistence.sql._save import (
+    CoreStatements,
+    SqliteSaver,
+    lock_conversation,
+    save,
+)
 from sagents.persistence.sql._text import escape, unescape
 
 __all__ = ["SqlPersistence"]
@@ -95,12 +99,6 @@ __all__ = ["SqlPersistence"]
 
 class _Stale(Exception):
     """Raised inside a save's transaction to roll it back: a newer version is stored."""
-
-
-def _not_found(conversation_id: str) -> ConversationNotFound:
-    return ConversationNotFound(
-        f"no conversation {conversation_id!r} in this scope; use a new conversation id"
-    )
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -196,8 +194,10 @@ class SqlPersistence:
         # SQLite's busy handler (which polls with sleeps of up to 100 ms), keeps concurrent
         # writes of one process prompt; other processes still wait on the busy timeout.
         self._write_lock = asyncio.Lock() if dialect == "sqlite" else None
-        # On a SQLite file, saves run whole in a thread on a synchronous twin of the engine.
+        # On a SQLite file, saves run whole in a thread, through the driver, on a synchronous
+        # twin of the engine (see _save.py).
         self._twin = sqlite_writer_twin(engine) if dialect == "sqlite" else None
+        self._saver = None if self._twin is None else SqliteSaver(self._twin, self._tables)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -227,6 +227,8 @@ class SqlPersistence:
     async def aclose(self) -> None:
         """Close the connections of an engine this store created (a no-op for a passed one)."""
         with translated("close the database connections"):
+            if self._saver is not None:
+                self._saver.close()
             if self._twin is not None:
                 self._twin.dispose()
             if self._owns_engine:
@@ -288,57 +290,9 @@ class SqlPersistence:
         *,
         create: bool = True,
     ) -> bool:
-        """Lock the conversation row, creating it in ``scope`` if it does not exist and
-        ``create`` allows; False when it does not exist (and was not created).
-
-        ``touch`` holds the columns to set (``updated_at``...); the UPDATE that sets them is
-        what takes the lock, so the common case costs one statement. With nothing to set, the
-        UPDATE sets the id to itself: a lock that changes nothing (not even the list order).
-
-        Raises:
-            ConversationNotFound: it exists in another scope.
-        """
-        conversations = self._tables.conversations
-        for _ in range(3):
-            updated = conn.execute(
-                update(conversations)
-                .where(
-                    conversations.c.id == conversation_id, _scope_is(conversations.c.scope, scope)
-                )
-                .values(**(touch or {"id": conversations.c.id}))
-            )
-            if updated.rowcount == 1:
-                return True
-            owner = (
-                conn.execute(
-                    select(conversations.c.scope).where(conversations.c.id == conversation_id)
-                )
-            ).first()
-            if owner is not None:
-                if owner.scope != scope:
-                    raise _not_found(conversation_id)
-                # Ours, but created by a transaction that committed after our UPDATE looked
-                # (PostgreSQL, read committed): the next UPDATE sees and locks it.
-                continue
-            if not create:
-                return False
-            values = {
-                "id": conversation_id,
-                "scope": scope,
-                "title": None,
-                "metadata": {},
-                "interrupted": False,
-                "created_at": now,
-                "updated_at": now,
-                **touch,
-            }
-            created = conn.execute(self._insert_if_absent(conversations).values(**values))
-            if created.rowcount == 1:
-                return True
-            # Created concurrently by another transaction, now committed: lock it (or refuse).
-        raise PersistenceFailed(
-            f"conversation {conversation_id!r} kept appearing and disappearing; retry the save"
-        )
+        """:func:`~sagents.persistence.sql._save.lock_conversation` on ``conn``."""
+        statements = CoreStatements(conn, self._tables, self._insert_if_absent)
+        return lock_conversation(statements, scope, conversation_id, touch, now, create=create)
 
     def _lease_row_now(self, conn: Connection, conversation_id: str) -> LeaseRow | None:
         leases = self._tables.leases
@@ -397,32 +351,19 @@ class SqlPersistence:
             PersistenceFailed: the database failed; nothing was written.
         """
         check_target(scope, conversation_id)
-        state = snapshot.state
-        head = self._in(encode_head(state))
-        action = f"save the state of conversation {conversation_id!r}"
+        head = self._in(encode_head(snapshot.state))
+        if self._saver is not None:
+            await self._ready()
+            async with self._write_lock or contextlib.nullcontext():
+                return await asyncio.to_thread(
+                    self._saver.save, scope, conversation_id, snapshot, head, self._clock.now()
+                )
         try:
-            if self._twin is not None:
-                await self._ready()
-                async with self._write_lock or contextlib.nullcontext():
-                    with translated(action):
-                        await asyncio.to_thread(
-                            self._save_on_twin, scope, conversation_id, snapshot, head
-                        )
-            else:
-                async with self._write(action) as conn:
-                    await conn.run_sync(
-                        lambda sync: self._save_now(sync, scope, conversation_id, snapshot, head)
-                    )
+            async with self._write(f"save the state of conversation {conversation_id!r}") as conn:
+                await conn.run_sync(self._save_now, scope, conversation_id, snapshot, head)
         except _Stale:
             return False
         return True
-
-    def _save_on_twin(
-        self, scope: Scope, conversation_id: str, snapshot: StateSnapshot, head: Any
-    ) -> None:
-        assert self._twin is not None
-        with self._twin.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin() as conn:
-            self._save_now(conn, scope, conversation_id, snapshot, head)
 
     def _save_now(
         self,
@@ -432,99 +373,10 @@ class SqlPersistence:
         snapshot: StateSnapshot,
         head: Any,
     ) -> None:
-        """The statements of a save, in the caller's transaction.
-
-        Raises:
-            _Stale: a newer version is stored (the transaction must roll back: nothing is
-                written, not even the touch of the conversation row).
-        """
-        tables = self._tables
-        states, rows = tables.agent_states, tables.agent_messages
-        state = snapshot.state
-        token = snapshot.lease_token
+        statements = CoreStatements(conn, self._tables, self._insert_if_absent)
         now = self._clock.now()
-        touch = {"updated_at": now, "interrupted": state.interrupt is not None}
-        # With a lease, the conversation exists since the lease was taken: a missing row was
-        # deleted meanwhile, and a save must not bring it back.
-        exists = self._lock_conversation_now(
-            conn, scope, conversation_id, touch, now, create=token is None
-        )
-        leases, conversations = tables.leases, tables.conversations
-        # The stored version and the lease in one statement (a save is on every turn's path).
-        found = (
-            conn.execute(
-                select(
-                    states.c.version,
-                    states.c.message_count,
-                    leases.c.owner,
-                    leases.c.token,
-                    leases.c.expires_at,
-                    leases.c.released,
-                )
-                .select_from(
-                    conversations.outerjoin(
-                        states, states.c.conversation_id == conversations.c.id
-                    ).outerjoin(leases, leases.c.conversation_id == conversations.c.id)
-                )
-                .where(conversations.c.id == conversation_id)
-            ).first()
-            if exists
-            else None
-        )
-        lease = (
-            None
-            if found is None or found.owner is None
-            else LeaseRow(
-                owner=found.owner,
-                token=found.token,
-                expires_at=to_utc(found.expires_at),
-                released=found.released,
-            )
-        )
-        fence(conversation_id, lease, token, now, exists=exists)
-        stored = None if found is None or found.version is None else found
-        if stored is not None and stored.version >= snapshot.version:
-            raise _Stale
-        if stored is None:
-            conn.execute(
-                insert(states).values(
-                    conversation_id=conversation_id,
-                    version=snapshot.version,
-                    head=head,
-                    message_count=len(state.messages),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            start = 0
-        else:
-            conn.execute(
-                update(states)
-                .where(states.c.conversation_id == conversation_id)
-                .values(
-                    version=snapshot.version,
-                    head=head,
-                    message_count=len(state.messages),
-                    updated_at=now,
-                )
-            )
-            delta = is_delta(snapshot, stored.version, stored.message_count)
-            start = snapshot.unchanged_prefix if delta else 0
-            if stored.message_count > start:
-                conn.execute(
-                    sql_delete(rows).where(
-                        rows.c.conversation_id == conversation_id, rows.c.position >= start
-                    )
-                )
-        new_rows = self._in(encode_messages(state, start))
-        if new_rows:
-            conn.execute(
-                insert(rows),
-                [
-                    {"conversation_id": conversation_id, "position": start + i, "message": m}
-                    for i, m in enumerate(new_rows)
-                ],
-            )
+        if not save(statements, scope, conversation_id, snapshot, head, now, self._in):
+            raise _Stale  # rolls the transaction back: not even the touch is written
 
     async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
         """The stored state and its version; None when missing or in another scope.
@@ -553,7 +405,7 @@ class SqlPersistence:
             ).first()
             if head is None:
                 return None
-            # The rows as their JSON text, decoded below in one json.loads of the whole
+            # The rows as their JSON text, decoded below in one loads() of the whole
             # array: a thousand small decodes (and the driver's per-row processing) cost more
             # than the query.
             texts = (
@@ -565,7 +417,7 @@ class SqlPersistence:
             ).scalars()
             joined = ",".join(texts)
         try:
-            message_rows = json.loads(f"[{joined}]")
+            message_rows = loads(f"[{joined}]")
         except ValueError as exc:
             raise StateError(
                 f"the stored messages of {conversation_id!r} are not JSON: {exc}"
