@@ -8,6 +8,7 @@ from sagents import events, telemetry
 from sagents._errors import (
     AgentAlreadyRunning,
     AgentNotRunning,
+    AgentUnreachable,
     ConfigurationError,
     ConversationExists,
     ConversationNotFound,
@@ -83,6 +84,7 @@ __all__ = [
     "AgentHandle",
     "AgentInfo",
     "AgentNotRunning",
+    "AgentUnreachable",
     "Approve",
     "AutoSave",
     "ConfigurationError",

@@ -34,7 +34,8 @@ for each decision a caller has to make::
     ├── InvalidTransition             the agent's status does not allow that call now
     ├── AgentNotRunning               no server runs that agent id: start it
     ├── AgentAlreadyRunning           a server already runs that agent id: use it
-    └── RegistryUnavailable           the runtime is starting or stopping: retry, never start
+    ├── RegistryUnavailable           the runtime is starting or stopping: retry, never start
+    └── AgentUnreachable              its host did not answer (died, timed out): retry
 
 Messages say what to do next, because they end up in logs read by someone who did not write the
 call.
@@ -43,10 +44,12 @@ call.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "AgentAlreadyRunning",
     "AgentNotRunning",
+    "AgentUnreachable",
     "ChildAlreadyStarted",
     "ChildExitedBeforeReady",
     "ChildNotFound",
@@ -82,6 +85,18 @@ __all__ = [
 
 class SagentsError(Exception):
     """Root of every error sagents raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its attributes and without calling __init__ again, whatever its
+        # signature: errors cross process boundaries (a distributed backend's hosts).
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(cls: type[SagentsError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 def shown(value: object, limit: int = 80) -> str:
@@ -172,6 +187,17 @@ class AgentAlreadyRunning(SagentsError):
 
 class RegistryUnavailable(SagentsError):
     """The runtime is starting or shutting down: retry later, and never start a duplicate."""
+
+
+class AgentUnreachable(SagentsError):
+    """The process or node running the agent did not answer (it died, or the call timed out).
+
+    Retryable: whether the call took effect is unknown. The next ``Session.ensure_running``
+    restarts the agent on a live host from its persisted state once the dead host is
+    forgotten; never read this as "not running".
+    """
+
+    retryable = True
 
 
 class SupervisionError(SagentsError):

@@ -223,6 +223,18 @@ class ScriptedChatModel(BaseChatModel):
     _prompts: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    def __getstate__(self) -> dict[Any, Any]:
+        # Picklable (a distributed backend sends agents to other processes): without its lock,
+        # which the copy gets afresh.
+        state = super().__getstate__()
+        private = dict(state.get("__pydantic_private__") or {})
+        private.pop("_lock", None)
+        return {**state, "__pydantic_private__": private}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+
     @model_validator(mode="after")
     def _check_source(self) -> ScriptedChatModel:
         # ConfigurationError is not a ValueError, so pydantic lets it through unwrapped.

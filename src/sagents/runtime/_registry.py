@@ -40,6 +40,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._watchers: dict[str, list[Callable[[T], None]]] = {}
         self.available = False
+        #: Told ``(agent_id, True)`` on each registration and ``(agent_id, False)`` when it
+        #: leaves (a distributed backend's directory follows the runtime this way).
+        self.listener: Callable[[str, bool], None] | None = None
 
     def _check(self) -> None:
         if not self.available:
@@ -61,6 +64,8 @@ class Registry(Generic[T]):
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
             )
         self._entries[agent_id] = entry
+        if self.listener is not None:
+            self.listener(agent_id, True)
         for watcher in list(self._watchers.get(agent_id, ())):
             try:
                 watcher(entry)
@@ -74,6 +79,8 @@ class Registry(Generic[T]):
             if not self._entries:
                 # A dict never shrinks: once a wave of agents is gone, give its table back.
                 self._entries = {}
+            if self.listener is not None:
+                self.listener(agent_id, False)
 
     def lookup(self, agent_id: str) -> T | None:
         """The entry for ``agent_id``, or None when not running.

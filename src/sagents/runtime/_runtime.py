@@ -34,7 +34,7 @@ import contextvars
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Self, Unpack
 
 from sagents._errors import (
@@ -65,7 +65,7 @@ from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions, StartOptions
 from sagents.runtime._ownership import Ownership, default_owner_id
-from sagents.runtime._registry import Registry
+from sagents.runtime._registry import Registry, glob_pattern
 from sagents.runtime._server import AgentServer
 from sagents.runtime._supervisor import (
     ChildNotFound,
@@ -76,6 +76,9 @@ from sagents.runtime._supervisor import (
 )
 from sagents.runtime._unit import AgentUnit
 from sagents.runtime._watch import Watch
+
+if TYPE_CHECKING:
+    from sagents.runtime._backend import Backend
 
 __all__ = ["Runtime"]
 
@@ -105,6 +108,10 @@ class Runtime(AsyncResource):
         shutdown_timeout: seconds ``shutdown()`` waits for each agent to stop gracefully.
         owner_id: how this runtime names itself in the ownership leases it takes (see
             ``AgentOptions.lease_ttl``); default ``host:pid:random``, unique per runtime.
+        backend: run the agents elsewhere, e.g. ``sagents.ray.RayBackend()`` (every core of a
+            machine, or a cluster). This runtime is then its client: starts, lookups, handles,
+            subscriptions and health checks go to the backend's hosts, each of which runs an
+            in-process runtime built with the other arguments. Default: in this process.
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class Runtime(AsyncResource):
         max_seconds: float = 5.0,
         shutdown_timeout: float = 30.0,
         owner_id: str | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise ConfigurationError("Runtime: max_restarts must be an int >= 0")
@@ -140,6 +148,7 @@ class Runtime(AsyncResource):
         self._to_reap: asyncio.Queue[Hashable] = asyncio.Queue()
         self._started = False
         self._unit_host = _UnitHost(self)
+        self._backend = backend
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -147,6 +156,8 @@ class Runtime(AsyncResource):
         """Start the supervision tree; the registry is available once this returns."""
         if self._started:
             return
+        if self._backend is not None:
+            await self._backend.start(self)
         await self._filesystems.__aenter__()
         self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="sagents reaper")
         self._started = True
@@ -180,6 +191,8 @@ class Runtime(AsyncResource):
                 await asyncio.gather(*self._unit_tasks, return_exceptions=True)
             await self._ownership.aclose()
             await self._filesystems.__aexit__(None, None, None)
+            if self._backend is not None:
+                await self._backend.shutdown()
         finally:
             if self._reaper is not None:
                 self._reaper.cancel()
@@ -195,13 +208,19 @@ class Runtime(AsyncResource):
         await self.shutdown()
 
     @property
+    def backend(self) -> Backend | None:
+        """Where the agents run when not in this process (None: here)."""
+        return self._backend
+
+    @property
     def owner_id(self) -> str:
         """How this runtime names itself in ownership leases (``host:pid:random``)."""
         return self._ownership.owner_id
 
     def ready(self) -> bool:
         """Whether this runtime can host and route agents now (readiness probes)."""
-        return self._started and self._registry.available and self._filesystems.running
+        local = self._started and self._registry.available and self._filesystems.running
+        return local and (self._backend is None or self._backend.ready())
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -224,6 +243,9 @@ class Runtime(AsyncResource):
             StateError: ``initial_state`` is not a valid state.
             RegistryUnavailable: the runtime is not running.
         """
+        if self._backend is not None:
+            self._registry.lookup("")  # RegistryUnavailable unless started
+            return await self._backend.start_agent(self, agent, initial_state, options)
         return await self._start_unit(None, agent, initial_state, options)
 
     async def start_sub_agent(
@@ -244,6 +266,7 @@ class Runtime(AsyncResource):
             AgentNotRunning: the parent is not running.
             AgentAlreadyRunning: a server already runs this agent id.
         """
+        self._local_only("start_sub_agent")
         parent_server = self._server(parent_id)
         parent = self._units.get(parent_id)
         if parent is None or parent.ended or parent.stopping:
@@ -403,6 +426,7 @@ class Runtime(AsyncResource):
         Raises:
             AgentNotRunning: the agent is not running.
         """
+        self._local_only("sub_agents")
         self._server(agent_id)
         unit = self._units.get(agent_id)
         if unit is None or unit.ended or unit.stopping:
@@ -463,6 +487,7 @@ class Runtime(AsyncResource):
         Raises:
             SagentsError: no agent of that scope runs.
         """
+        self._local_only("filesystem")
         server = self._fs_servers.get(scope)
         if server is None or server.stopping:
             raise SagentsError(f"no filesystem server runs for scope {scope!r}")
@@ -479,8 +504,18 @@ class Runtime(AsyncResource):
         """
         server = self._registry.lookup(agent_id)
         if server is None or server.closed:
+            if self._backend is not None:
+                return self._backend.handle(self, agent_id)
             raise AgentNotRunning(f"agent {agent_id!r} is not running")
         return AgentHandle(self, agent_id)
+
+    def _local_only(self, what: str) -> None:
+        if self._backend is not None:
+            raise ConfigurationError(
+                f"runtime.{what} answers about agents of this process only, and this runtime "
+                "runs its agents on a backend: use the async form (e.g. await "
+                "runtime.agent_info(...)) or call it where the agent runs"
+            )
 
     def _server(self, agent_id: str) -> AgentServer:
         server = self._registry.lookup(agent_id)
@@ -490,34 +525,57 @@ class Runtime(AsyncResource):
 
     async def get_status(self, agent_id: str) -> Status | None:
         """The agent's status, or None when it is not running."""
+        if self._backend is not None:
+            info = await self.agent_info(agent_id)
+            return None if info is None else info.status
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.status
 
     def get_status_nowait(self, agent_id: str) -> Status | None:
         """:meth:`get_status` without awaiting (the registry is local)."""
+        self._local_only("get_status_nowait")
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.status
 
     def agent_info_nowait(self, agent_id: str) -> AgentInfo | None:
         """:meth:`agent_info` without awaiting."""
+        self._local_only("agent_info_nowait")
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.info()
 
     async def agent_info(self, agent_id: str) -> AgentInfo | None:
         """A snapshot of the agent, or None when it is not running."""
+        if self._backend is not None:
+            self._registry.lookup(agent_id)  # RegistryUnavailable unless started
+            return await self._backend.agent_info(agent_id)
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.info()
 
     def list_running_agents(self) -> list[str]:
-        """Ids of the running agents (no agent is messaged)."""
+        """Ids of the running agents (no agent is messaged); with a backend, of the whole
+        cluster."""
+        if self._backend is not None:
+            self._registry.ids()  # RegistryUnavailable unless started
+            return self._backend.running_agents()
         return self._registry.ids()
 
     def agent_count(self) -> int:
+        if self._backend is not None:
+            return len(self.list_running_agents())
         return self._registry.count()
 
     def list_agents_matching(self, pattern: str) -> list[str]:
         """Running agent ids matching a ``*`` glob, e.g. ``"conversation-*"``."""
+        if self._backend is not None:
+            regex = glob_pattern(pattern)
+            return [i for i in self.list_running_agents() if regex.fullmatch(i)]
         return self._registry.matching(pattern)
+
+    def follow_registry(self, listener: Callable[[str, bool], None] | None) -> None:
+        """Call ``listener(agent_id, True)`` when an agent server registers and
+        ``listener(agent_id, False)`` when it leaves, synchronously, in order (a distributed
+        backend's host keeps its directory current this way); None stops it."""
+        self._registry.listener = listener
 
     def inventory(self) -> dict[str, list[Hashable]]:
         """What this runtime holds now, by kind: a read-only probe for leak checks (tests,
@@ -555,6 +613,9 @@ class Runtime(AsyncResource):
         """
         if not isinstance(reason, str) or not reason:
             raise InvalidOption("stop(reason=...) must be a non-empty string")
+        if self._backend is not None:
+            await self.agent(agent_id).stop(reason)
+            return
         server = self._server(agent_id)
         await server.shutdown(reason, graceful=True)  # if it is already ending, waits for it
         unit = server._unit
@@ -568,15 +629,15 @@ class Runtime(AsyncResource):
             AgentNotRunning: it is not running.
             InvalidTransition: it has no run in progress.
         """
-        server = self._server(agent_id)
-        await server.call(server.do_cancel)
+        await self.agent(agent_id).cancel()
 
     async def export_state(self, agent_id: str) -> dict[str, Any]:
         """The agent's state as versioned JSON; counts as activity."""
-        return await AgentHandle(self, agent_id).export_state()
+        return await self.agent(agent_id).export_state()
 
     def watch(self, agent_id: str, channel: Channel = "main") -> Watch:
         """A durable subscription: pending until the agent runs, kept across restarts."""
+        self._local_only("watch")
         return Watch(self._registry, agent_id, channel)
 
 

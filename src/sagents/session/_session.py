@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -80,6 +81,12 @@ def _running_in(runtime: Runtime, agent_id: str, scope: Scope) -> bool:
     return True
 
 
+async def _attached(events: Any) -> None:
+    attached = getattr(events, "attached", None)
+    if attached is not None:
+        await attached()
+
+
 async def _maybe_await(value: T | Awaitable[T]) -> T:
     if inspect.isawaitable(value):
         return await cast(Awaitable[T], value)
@@ -126,6 +133,16 @@ class Session:
             RegistryUnavailable: the runtime is starting or stopping; retry.
         """
         agent_id = config.agent_id_for(conversation_id)
+        if runtime.backend is not None:
+            if initial_subscribers:
+                raise InvalidOption(
+                    "initial_subscribers cannot reach an agent on another host; use "
+                    "Session.ensure_running, whose events see the whole start"
+                )
+            kwargs = {"scope": scope, "request_opts": request_opts}
+            return await cls._on_host(
+                runtime, "start", config, agent_id, (conversation_id,), kwargs
+            )
         async with _lock(runtime, agent_id):
             if _running_in(runtime, agent_id, scope):
                 return cls(
@@ -161,6 +178,18 @@ class Session:
         fresh subscription. Close ``events`` when done.
         """
         agent_id = config.agent_id_for(conversation_id)
+        if runtime.backend is not None:
+            kwargs = {"scope": scope, "request_opts": request_opts}
+            session = await cls._on_host(
+                runtime, "start", config, agent_id, (conversation_id,), kwargs
+            )
+            # Started by this call: its whole start is still in the agent's replay buffer.
+            remote_events = session.handle.subscribe(
+                channel,  # type: ignore[arg-type]
+                after_seq=0 if session.started else None,
+            )
+            await _attached(remote_events)
+            return dataclasses.replace(session, events=remote_events)
         async with _lock(runtime, agent_id):
             if _running_in(runtime, agent_id, scope):
                 handle = runtime.agent(agent_id)
@@ -209,6 +238,11 @@ class Session:
             InvalidTransition: nothing is waiting for a decision.
             InvalidDecision: the decisions do not fit; the interrupt stays.
         """
+        if runtime.backend is not None:
+            agent_id = config.agent_id_for(conversation_id)
+            args = (conversation_id, list(decisions))
+            kwargs = {"scope": scope, "request_opts": request_opts}
+            return await cls._on_host(runtime, "resume", config, agent_id, args, kwargs)
         session = await cls.start(
             runtime, config, conversation_id, scope=scope, request_opts=request_opts
         )
@@ -231,6 +265,14 @@ class Session:
         it (trusted server code), any agent of the conversation is stopped.
         """
         agent_id = config.agent_id_for(conversation_id)
+        backend = runtime.backend
+        if backend is not None:
+            kwargs: dict[str, Any] = {"reason": reason}
+            if not isinstance(scope, _AnyScope):
+                kwargs["scope"] = scope
+            args = (conversation_id,)
+            stopped = await backend.session("stop", config, agent_id, args, kwargs, where="running")
+            return stopped is True
         async with _lock(runtime, agent_id):
             if isinstance(scope, _AnyScope):
                 if runtime.get_status_nowait(agent_id) is None:
@@ -273,6 +315,17 @@ class Session:
                 "ConversationStore (as MemoryPersistence and SqlPersistence are)"
             )
         agent_id = config.agent_id_for(conversation_id)
+        backend = runtime.backend
+        if backend is not None:
+            # Where it runs (stopped there under the lock), else on any host (the store is
+            # shared): the host deletes it as an in-process runtime would.
+            args, kwargs = (conversation_id,), {"scope": scope}
+            for where in ("running", "any"):
+                deleted = await backend.session(
+                    "delete", config, agent_id, args, kwargs, where=where
+                )
+                if deleted is not None:
+                    return deleted is True
         async with _lock(runtime, agent_id):
             if _running_in(runtime, agent_id, scope):
                 await runtime.stop(agent_id, reason="deleted")
@@ -280,8 +333,35 @@ class Session:
 
     @classmethod
     def is_running(cls, runtime: Runtime, config: SessionConfig, conversation_id: str) -> bool:
-        """Whether the conversation's agent runs in this runtime."""
-        return runtime.get_status_nowait(config.agent_id_for(conversation_id)) is not None
+        """Whether the conversation's agent runs in this runtime (or its backend's cluster)."""
+        agent_id = config.agent_id_for(conversation_id)
+        if runtime.backend is not None:
+            return runtime.backend.runs(agent_id)
+        return runtime.get_status_nowait(agent_id) is not None
+
+    @classmethod
+    async def _on_host(
+        cls,
+        runtime: Runtime,
+        method: str,
+        config: SessionConfig,
+        agent_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Session:
+        """``method`` run by the backend's host that runs (or is to run) the agent."""
+        assert runtime.backend is not None
+        result = await runtime.backend.session(
+            method, config, agent_id, args, kwargs, where="place"
+        )
+        agent_id, conversation_id, restored, started = result
+        return cls(
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            handle=runtime.agent(agent_id),
+            restored=restored,
+            started=started,
+        )
 
     # -- the pipeline ---------------------------------------------------------------------------
 

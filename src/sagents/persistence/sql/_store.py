@@ -169,10 +169,13 @@ class SqlPersistence:
         create_tables: bool = False,
     ) -> None:
         self._tables = build_tables(table_prefix)
+        self._origin: tuple[str, str, bool] | None = None  # (url, prefix, create_tables)
         if isinstance(url_or_engine, AsyncEngine):
             engine, self._owns_engine = url_or_engine, False
         else:
             engine, self._owns_engine = create_engine_for(url_or_engine), True
+            url = engine.url.render_as_string(hide_password=False)
+            self._origin = (url, table_prefix, create_tables)
         dialect = engine.dialect.name
         if dialect == "sqlite":
             configure_sqlite(engine)
@@ -198,6 +201,21 @@ class SqlPersistence:
         # twin of the engine (see _save.py).
         self._twin = sqlite_writer_twin(engine) if dialect == "sqlite" else None
         self._saver = None if self._twin is None else SqliteSaver(self._twin, self._tables)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A store built from a URL pickles as that URL: unpickled in another process (a
+        distributed backend's host), it is that process's one store of the same database and
+        table prefix, sharing its connections with every agent there.
+
+        Raises:
+            TypeError: this store was built on an engine, which cannot leave its process.
+        """
+        if self._origin is None:
+            raise TypeError(
+                "a SqlPersistence built on an engine cannot leave its process; build it from "
+                "a URL to send it to another process (e.g. the hosts of a RayBackend)"
+            )
+        return (_shared_store, self._origin)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -1000,3 +1018,15 @@ class SqlPersistence:
             ]
             if rows:
                 await conn.execute(insert(files), rows)
+
+
+#: The stores unpickled in this process, by (url, prefix): one engine per database.
+_SHARED: dict[tuple[str, str], SqlPersistence] = {}
+
+
+def _shared_store(url: str, table_prefix: str, create_tables: bool) -> SqlPersistence:
+    store = _SHARED.get((url, table_prefix))
+    if store is None:
+        store = SqlPersistence(url, table_prefix=table_prefix, create_tables=create_tables)
+        _SHARED[url, table_prefix] = store
+    return store

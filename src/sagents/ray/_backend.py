@@ -1,0 +1,408 @@
+"""``RayBackend``: a runtime's agents on the hosts of a Ray cluster.
+
+``Runtime(backend=RayBackend())`` makes the runtime a client of the cluster: each agent runs on
+one :class:`~sagents.ray._host.Host` actor (one per core by default, each holding many agents),
+the :class:`~sagents.ray._directory.Directory` keeps at most one agent per id cluster-wide, and
+handles and subscriptions route to the host that runs the agent. With no ``address`` a local
+Ray is started: the embedded way to use every core of one machine.
+
+Calls that reach no host (its process or node died, or the call timed out) raise
+:class:`~sagents.AgentUnreachable`, never a hang and never "not running"; a dead host is
+forgotten by the directory, and the next ``Session.ensure_running`` restarts its agents on a
+live host from their persisted state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import cloudpickle
+from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationError, InvalidOption
+from sagents._state import State
+from sagents.events import Channel
+from sagents.execution._agent import Agent
+from sagents.ray._directory import DIRECTORY_NAME, Directory
+from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription
+from sagents.ray._host import ConfigMissing, Host
+from sagents.runtime._handle import AgentHandle
+from sagents.runtime._info import AgentInfo
+from sagents.runtime._options import StartOptions
+from sagents.runtime._publisher import Subscription
+
+if TYPE_CHECKING:
+    from sagents.runtime._runtime import Runtime
+    from sagents.session._config import SessionConfig
+
+__all__ = ["RayBackend"]
+
+_log = logging.getLogger("sagents.ray")
+
+_PLACEMENTS = ("least_loaded", "hash")
+
+
+class RayBackend:
+    """Run a runtime's agents on a Ray cluster (see the module docstring).
+
+    Args:
+        address: the cluster (``"ray://..."``, ``"auto"``, a head's ``host:port``); None starts
+            a local Ray in this process when none is connected.
+        hosts: how many host actors the cluster should have; default one per CPU of the
+            cluster. Hosts are named, detached actors: every process using the namespace
+            shares them, and the first to start creates them.
+        namespace: the Ray namespace of the directory and the hosts (one deployment each).
+        placement: ``"least_loaded"`` (the host with the fewest agents) or ``"hash"`` (by the
+            agent id: the same host while the hosts stay).
+        host_cpus: CPUs each host reserves (1: one host per core).
+        call_timeout: seconds a call to a host may take before it raises
+            :class:`~sagents.AgentUnreachable` (None: no limit).
+        stream_window: events a subscription's host may send ahead of what the subscriber
+            has read (past it the host's own subscription overflows, as in one process).
+        stop_hosts: stop the hosts (gracefully: agents are saved) at shutdown; default when
+            this backend started Ray itself.
+        runtime_options: the hosts' in-process ``Runtime`` arguments (``max_restarts``...).
+        init_options: more ``ray.init`` arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        hosts: int | None = None,
+        namespace: str = "sagents",
+        placement: str = "least_loaded",
+        host_cpus: float = 1.0,
+        call_timeout: float | None = 30.0,
+        stream_window: int = 256,
+        stop_hosts: bool | None = None,
+        runtime_options: Mapping[str, Any] | None = None,
+        init_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if placement not in _PLACEMENTS:
+            raise ConfigurationError(
+                f"RayBackend: placement must be one of {', '.join(_PLACEMENTS)}, got {placement!r}"
+            )
+        if hosts is not None and (
+            isinstance(hosts, bool) or not isinstance(hosts, int) or hosts < 1
+        ):
+            raise ConfigurationError("RayBackend: hosts must be an int >= 1 (or None)")
+        if call_timeout is not None and not call_timeout > 0:
+            raise ConfigurationError("RayBackend: call_timeout must be > 0 (or None)")
+        if not isinstance(stream_window, int) or stream_window < 1:
+            raise ConfigurationError("RayBackend: stream_window must be an int >= 1")
+        self._address = address
+        self._host_count = hosts
+        self._namespace = namespace
+        self._placement = placement
+        self._host_cpus = host_cpus
+        self._call_timeout = call_timeout
+        self._stream_window = stream_window
+        self._stop_hosts = stop_hosts
+        self._runtime_options = dict(runtime_options or {})
+        self._init_options = dict(init_options or {})
+        self._started_ray = False
+        self._directory: Any = None
+        self._hosts: dict[str, Any] = {}  # host name -> actor handle
+        self._mirror: dict[str, str] = {}  # agent id -> host name (the directory, as known)
+        self._mirror_version = -1
+        self._mirror_task: asyncio.Task[None] | None = None
+        self._mirror_ready: asyncio.Event | None = None
+        self._mirror_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # id(config) -> (config, key, pickled): the config is kept, so its id is not reused.
+        self._configs: dict[int, tuple[SessionConfig, str, bytes]] = {}
+        self._configs_sent: set[tuple[str, str]] = set()  # (host, key)
+        self._ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, runtime: Runtime) -> None:
+        if not ray.is_initialized():
+            options = {"namespace": self._namespace, **self._init_options}
+            await asyncio.to_thread(ray.init, address=self._address, **options)
+            self._started_ray = True
+        namespace = self._namespace
+        self._directory = (
+            ray.remote(Directory)
+            .options(
+                name=DIRECTORY_NAME,
+                namespace=namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+                max_concurrency=10_000,
+            )
+            .remote(self._placement)
+        )
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        count = self._host_count or max(1, int(resources.get("CPU", 1)))
+        host_class = ray.remote(Host)
+        for index in range(count):
+            name = f"sagents-host-{index}"
+            self._hosts[name] = host_class.options(
+                name=name,
+                namespace=namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=self._host_cpus,
+                max_concurrency=100_000,
+                scheduling_strategy="SPREAD",
+            ).remote(name, self._directory, self._runtime_options)
+        await asyncio.gather(*(host.start.remote() for host in self._hosts.values()))
+        self._mirror_ready = asyncio.Event()
+        self._mirror_task = asyncio.get_running_loop().create_task(
+            self._follow_directory(), name="sagents ray directory mirror"
+        )
+        await self._mirror_ready.wait()
+        self._ready = True
+
+    async def shutdown(self) -> None:
+        self._ready = False
+        if self._mirror_task is not None:
+            self._mirror_task.cancel()
+            await asyncio.gather(self._mirror_task, return_exceptions=True)
+            self._mirror_task = None
+        stop_hosts = self._started_ray if self._stop_hosts is None else self._stop_hosts
+        if stop_hosts and self._hosts:
+            results = await asyncio.gather(
+                *(host.shutdown.remote() for host in self._hosts.values()),
+                return_exceptions=True,
+            )
+            for name, result in zip(self._hosts, results, strict=True):
+                if isinstance(result, BaseException):
+                    _log.error("stopping sagents host %s failed: %s", name, result)
+            for actor in (*self._hosts.values(), self._directory):
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+        self._hosts.clear()
+        self._mirror.clear()
+        if self._started_ray:
+            await asyncio.to_thread(ray.shutdown)
+            self._started_ray = False
+
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- the directory mirror --------------------------------------------------------------
+
+    async def _follow_directory(self) -> None:
+        assert self._mirror_ready is not None
+        while True:
+            try:
+                version, changes = await self._directory.changes.remote(self._mirror_version, 10.0)
+            except ray.exceptions.RayActorError:
+                _log.error("the sagents directory is unreachable; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                continue
+            if isinstance(changes, dict):
+                self._mirror = changes
+            else:
+                for agent_id, host in changes:
+                    if host is None:
+                        self._mirror.pop(agent_id, None)
+                    else:
+                        self._mirror[agent_id] = host
+            self._mirror_version = version
+            self._mirror_ready.set()
+            waiting, self._mirror_waiters = self._mirror_waiters, []
+            for wanted, waiter in waiting:
+                if wanted <= version:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    self._mirror_waiters.append((wanted, waiter))
+
+    async def _mirrored(self, version: int) -> None:
+        """Return once this process's mirror is at ``version`` (read-your-writes: a start or
+        stop made from here is visible here when it returns)."""
+        if version <= self._mirror_version:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._mirror_waiters.append((version, waiter))
+        await waiter
+
+    def running_agents(self) -> list[str]:
+        return list(self._mirror)
+
+    @property
+    def namespace(self) -> str:
+        """The Ray namespace of the directory and the hosts."""
+        return self._namespace
+
+    def host_of(self, agent_id: str) -> str | None:
+        """The name of the host running ``agent_id`` (None: none, as far as this process
+        knows)."""
+        return self._mirror.get(agent_id)
+
+    async def hosts(self) -> dict[str, int]:
+        """The live hosts, each with the number of agents placed or running there."""
+        hosts: dict[str, int] = await self._directory.hosts.remote()
+        return hosts
+
+    def runs(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` runs on a host, as this process knows."""
+        return agent_id in self._mirror
+
+    def _host_name(self, agent_id: str) -> str:
+        name = self._mirror.get(agent_id)
+        if name is None:
+            raise AgentNotRunning(
+                f"agent {agent_id!r} is not running on any host; start it (Session.ensure_running)"
+            )
+        return name
+
+    def _host(self, name: str) -> Any:
+        host = self._hosts.get(name)
+        if host is None:
+            host = self._hosts[name] = ray.get_actor(name, namespace=self._namespace)
+        return host
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def _await(self, host_name: str, ref: Any, what: str) -> Any:
+        """``await ref`` within the call timeout; the host's own exception as raised there."""
+        try:
+            return await asyncio.wait_for(ref, self._call_timeout)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            if isinstance(exc, ray.exceptions.ActorDiedError):
+                self._forget(host_name)
+            raise AgentUnreachable(
+                f"{what}: sagents host {host_name} did not answer ({type(exc).__name__}); it may "
+                "or may not have happened. Retry: a dead host's agents restart elsewhere on "
+                "their next Session.ensure_running"
+            ) from exc
+
+    def _forget(self, host_name: str) -> None:
+        self._hosts.pop(host_name, None)
+        for agent_id in [a for a, h in self._mirror.items() if h == host_name]:
+            del self._mirror[agent_id]
+        self._directory.forget_host.remote(host_name)
+
+    async def call_agent(
+        self, agent_id: str, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
+        name = self._host_name(agent_id)
+        what = f"agent {agent_id!r}: {method}"
+        if method == "stop":
+            version = await self._await(name, self._host(name).stop.remote(agent_id, *args), what)
+            await self._mirrored(version)
+            return None
+        ref = self._host(name).call.remote(agent_id, method, args, dict(kwargs))
+        return await self._await(name, ref, what)
+
+    async def agent_info(self, agent_id: str) -> AgentInfo | None:
+        try:
+            name = self._host_name(agent_id)
+        except AgentNotRunning:
+            return None
+        info: AgentInfo | None = await self._await(
+            name, self._host(name).agent_info.remote(agent_id), f"agent {agent_id!r}: info"
+        )
+        return info
+
+    def handle(self, runtime: Runtime, agent_id: str) -> AgentHandle:
+        self._host_name(agent_id)  # AgentNotRunning unless it runs somewhere
+        return RemoteAgentHandle(runtime, agent_id, self)
+
+    def subscribe(self, agent_id: str, channel: Channel, after_seq: int | None) -> Subscription:
+        name = self._host_name(agent_id)
+        stream = (
+            self._host(name)
+            .subscribe.options(
+                num_returns="streaming", _generator_backpressure_num_objects=self._stream_window
+            )
+            .remote(agent_id, channel, after_seq)
+        )
+        return RemoteSubscription(stream, agent_id, channel)
+
+    # -- starting --------------------------------------------------------------------------
+
+    async def start_agent(
+        self,
+        runtime: Runtime,
+        agent: Agent,
+        initial_state: State | Mapping[str, Any] | None,
+        options: StartOptions,
+    ) -> AgentHandle:
+        if not isinstance(agent, Agent):
+            raise InvalidOption(f"start_agent needs a sagents Agent, got {type(agent).__name__}")
+        if options.get("context") is not None:
+            raise InvalidOption(
+                "context: a contextvars.Context cannot leave its process, and this runtime "
+                "starts its agents on the hosts of a Ray cluster"
+            )
+        options = {key: value for key, value in options.items() if key != "context"}  # type: ignore[assignment]
+        payload = _pickled("start_agent", (agent, initial_state, options))
+        agent_id = agent.agent_id
+        name: str = await self._directory.place.remote(agent_id)
+        ref = self._host(name).start_agent.remote(payload)
+        await self._mirrored(await self._await(name, ref, f"start {agent_id!r}"))
+        return RemoteAgentHandle(runtime, agent_id, self)
+
+    async def session(
+        self,
+        method: str,
+        config: SessionConfig,
+        agent_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        where: str,
+    ) -> Any:
+        """Run ``Session.<method>(host_runtime, config, *args, **kwargs)`` on a host: the one
+        that runs ``agent_id`` (``where="running"``; None when none does), the one it runs on
+        or is placed on (``"place"``), or any (``"any"``). A resulting session comes back as
+        ``(agent_id, conversation_id, restored, started)``."""
+        if where == "place":
+            name: str = await self._directory.place.remote(agent_id)
+        elif where == "running":
+            try:
+                name = self._host_name(agent_id)
+            except AgentNotRunning:
+                return None
+        else:
+            name = next(iter(self._hosts))
+        key, pickled = self._config(config)
+        host = self._host(name)
+        send = (name, key) not in self._configs_sent
+        what = f"Session.{method}"
+        ref = host.session.remote(
+            method, key, pickled if send else None, args, dict(kwargs), agent_id
+        )
+        try:
+            result, version = await self._await(name, ref, what)
+        except ConfigMissing:  # the host restarted
+            ref = host.session.remote(method, key, pickled, args, dict(kwargs), agent_id)
+            result, version = await self._await(name, ref, what)
+        self._configs_sent.add((name, key))
+        await self._mirrored(version)
+        return result
+
+    def _config(self, config: SessionConfig) -> tuple[str, bytes]:
+        cached = self._configs.get(id(config))
+        if cached is None or cached[0] is not config:
+            pickled = _pickled("the SessionConfig", config)
+            key = hashlib.blake2b(pickled, digest_size=16).hexdigest()
+            cached = self._configs[id(config)] = (config, key, pickled)
+        return cached[1], cached[2]
+
+
+def _pickled(what: str, value: Any) -> bytes:
+    try:
+        return bytes(cloudpickle.dumps(value))  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{what} cannot be sent to a sagents host ({type(exc).__name__}: {exc}). With "
+            "RayBackend, agents, states, options and session configurations travel to the "
+            "hosts: build models and tools from picklable parts, and stores from URLs "
+            "(SqlPersistence(url) pickles as its URL)"
+        ) from exc

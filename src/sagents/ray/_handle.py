@@ -1,0 +1,212 @@
+"""Handles and subscriptions of agents that run on a host of the cluster.
+
+:class:`RemoteAgentHandle` is an :class:`~sagents.AgentHandle` whose calls go to the host that
+runs the agent (found in the backend's directory on every call, as a local handle finds its
+server in the registry, so a handle survives a restart elsewhere). :class:`RemoteSubscription`
+is a :class:`~sagents.runtime.Subscription` fed by a Ray streaming generator on that host: the
+same events, sequence numbers, replay (``after_seq``) and overflow as in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import ray
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from sagents._errors import AgentUnreachable, ConfigurationError
+from sagents._interrupt import Decision
+from sagents._state import State
+from sagents._status import Status
+from sagents.events import Channel, Event, SubscriptionOverflow
+from sagents.execution._agent import Agent
+from sagents.runtime._handle import AgentHandle
+from sagents.runtime._info import AgentInfo
+from sagents.runtime._options import AgentOptions
+from sagents.runtime._publisher import Subscription
+
+if TYPE_CHECKING:
+    from sagents.ray._backend import RayBackend
+    from sagents.runtime._runtime import Runtime
+
+__all__ = ["RemoteAgentHandle", "RemoteSubscription"]
+
+
+class RemoteAgentHandle(AgentHandle):
+    """An agent handle routed to the agent's host (see the module docstring)."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, runtime: Runtime, agent_id: str, backend: RayBackend) -> None:
+        super().__init__(runtime, agent_id)
+        self._backend = backend
+
+    def __repr__(self) -> str:
+        return f"RemoteAgentHandle({self.agent_id!r})"
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._backend.call_agent(self.agent_id, method, args, kwargs)
+
+    async def add_message(self, message: BaseMessage | str, *, run: bool = True) -> None:
+        if isinstance(message, str):
+            message = HumanMessage(message)
+        await self._call("add_message", message, run=run)
+
+    async def execute(self) -> None:
+        await self._call("execute")
+
+    async def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
+        await self._call("resume", list(decisions))
+
+    async def cancel(self) -> None:
+        await self._call("cancel")
+
+    async def pause(self) -> None:
+        await self._call("pause")
+
+    async def stop(self, reason: str = "manual") -> None:
+        await self._call("stop", reason)
+
+    async def send_to_middleware(self, key: str, message: Any) -> None:
+        await self._call("send_to_middleware", key, message)
+
+    async def update_context(self, context: contextvars.Context | None = None) -> None:
+        raise ConfigurationError(
+            "update_context: a contextvars.Context cannot leave its process, and this agent "
+            "runs on a host of the cluster; pass what tools need as messages or metadata"
+        )
+
+    async def touch(self) -> None:
+        await self._call("touch")
+
+    async def get_state(self) -> State:
+        state: State = await self._call("get_state")
+        return state
+
+    async def export_state(self) -> dict[str, Any]:
+        exported: dict[str, Any] = await self._call("export_state")
+        return exported
+
+    async def get_status(self) -> Status:
+        status: Status = await self._call("get_status")
+        return status
+
+    async def info(self) -> AgentInfo:
+        info: AgentInfo = await self._call("info")
+        return info
+
+    async def options(self) -> AgentOptions:
+        options: AgentOptions = await self._call("options")
+        return options
+
+    async def last_result(self) -> Any:
+        return await self._call("last_result")
+
+    def subscribe(self, channel: Channel = "main", *, after_seq: int | None = None) -> Subscription:
+        return self._backend.subscribe(self.agent_id, channel, after_seq)
+
+    async def restore_state(self, state: State | Mapping[str, Any]) -> None:
+        if not isinstance(state, State):
+            state = State.from_dict(state)
+        await self._call("restore_state", state)
+
+    async def update_agent_and_state(self, agent: Agent, state: State) -> None:
+        await self._call("update_agent_and_state", agent, state)
+
+    def is_running(self) -> bool:
+        return self._backend.runs(self.agent_id)
+
+
+class RemoteSubscription(Subscription):
+    """A subscription to an agent on another host (see the module docstring).
+
+    Iteration ends as a local one does (the agent's ``AgentShutdown``, an overflow, or
+    :meth:`aclose`); if the host dies meanwhile it raises :class:`AgentUnreachable`, and a new
+    subscription with ``after_seq`` set to the last ``seq`` seen resumes once the agent runs
+    again. ``get_nowait`` always returns None: events arrive only by awaiting.
+    """
+
+    __slots__ = ("_agent_id", "_attached", "_channel", "_dropped", "_ended", "_stream")
+
+    def __init__(self, stream: Any, agent_id: str, channel: Channel) -> None:
+        self._stream = stream
+        self._agent_id = agent_id
+        self._channel: Channel = channel
+        self._attached = False
+        self._ended = False
+        self._dropped = 0
+
+    def __repr__(self) -> str:
+        state = "finished" if self._ended else "attached" if self._attached else "attaching"
+        return f"<RemoteSubscription {self._agent_id!r} {self._channel} {state}>"
+
+    @property
+    def channel(self) -> Channel:
+        return self._channel
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def finished(self) -> bool:
+        return self._ended
+
+    def get_nowait(self) -> Event | None:
+        return None
+
+    async def attached(self) -> None:
+        """Return once the host has attached this subscription: every event the agent
+        publishes from now on will reach it."""
+        if not self._attached and not self._ended:
+            marker = await self._next()
+            if marker is not None:  # pragma: no cover - the host sends the marker first
+                raise RuntimeError("a sagents host sent an event before its attach marker")
+
+    async def __anext__(self) -> Event:
+        if not self._attached:
+            await self.attached()
+        event = await self._next()
+        if event is None:  # pragma: no cover - only the first item is a marker
+            raise RuntimeError("a sagents host sent a second attach marker")
+        if isinstance(event, SubscriptionOverflow):
+            self._dropped += event.dropped
+        return event
+
+    async def _next(self) -> Event | None:
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            ref = await self._stream.__anext__()
+            item: Event | None = await ref
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+        except ray.exceptions.RayTaskError as exc:
+            self._ended = True
+            cause = exc.cause
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        except ray.exceptions.RayActorError as exc:
+            self._ended = True
+            raise AgentUnreachable(
+                f"the host of agent {self._agent_id!r} stopped answering ({exc}); subscribe "
+                "again with after_seq once the agent runs again (Session.ensure_running)"
+            ) from exc
+        self._attached = True
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the stream on the host (dropping a stream would leave its producer running)."""
+        if not self._ended:
+            self._ended = True
+            ray.cancel(self._stream)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_ended", True):
+            with contextlib.suppress(Exception):  # (at interpreter shutdown)
+                ray.cancel(self._stream)

@@ -1,0 +1,198 @@
+"""``Host``: one process of the cluster running many agent servers (a Ray actor).
+
+A host is an ordinary in-process :class:`~sagents.Runtime` behind a Ray actor: supervision,
+inactivity, presence, saving and sub-agents work there exactly as in one process. One Python
+process uses one core, so a backend runs one host per core (a Ray actor per agent would cost a
+process per conversation).
+
+What the host adds: it tells the :class:`~sagents.ray._directory.Directory` which agents its
+registry holds (in order, as they come and go), runs the calls handles route to it, and streams
+subscriptions back to the subscriber's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from ray import cloudpickle
+from sagents.events import Event
+from sagents.runtime._runtime import Runtime
+from sagents.session._session import Session
+
+__all__ = ["ConfigMissing", "Host"]
+
+_log = logging.getLogger("sagents.ray")
+
+#: The handle methods a remote handle may call (nothing else is reachable through a host).
+HANDLE_METHODS = frozenset(
+    {
+        "add_message",
+        "execute",
+        "resume",
+        "cancel",
+        "pause",
+        "send_to_middleware",
+        "touch",
+        "get_state",
+        "export_state",
+        "get_status",
+        "info",
+        "options",
+        "last_result",
+        "restore_state",
+        "update_agent_and_state",
+    }
+)
+
+#: The session operations a client runs on the host that holds (or is to hold) the agent.
+SESSION_METHODS = frozenset({"start", "ensure_running", "resume", "stop", "delete"})
+
+
+class Host:
+    """An agent host (a Ray actor; see the module docstring).
+
+    Args:
+        name: the host's name in the directory (its Ray actor name).
+        directory: the directory actor.
+        runtime_options: the in-process runtime's arguments (``max_restarts``...).
+    """
+
+    def __init__(self, name: str, directory: Any, runtime_options: Mapping[str, Any]) -> None:
+        self._name = name
+        self._directory = directory
+        self._runtime = Runtime(**runtime_options)
+        self._configs: dict[str, Any] = {}
+        self._reports: dict[str, Any] = {}  # agent id -> its last report to the directory
+
+    async def start(self) -> str:
+        """Start the runtime and join the directory; the host's name."""
+        self._runtime.follow_registry(self._report)
+        await self._runtime.start()
+        await self._directory.add_host.remote(self._name)
+        return self._name
+
+    def _report(self, agent_id: str, registered: bool) -> None:
+        # Not awaited: calls from one actor to another run in the order they were made. The
+        # last one per agent is kept, so that a client can wait for its directory mirror to
+        # show it (whichever caller's start or stop made it).
+        directory = self._directory
+        report = directory.registered if registered else directory.unregistered
+        ref = self._reports[agent_id] = report.remote(agent_id, self._name)
+        if not registered:
+            asyncio.get_running_loop().create_task(self._forget_report(agent_id, ref))
+
+    async def _forget_report(self, agent_id: str, ref: Any) -> None:
+        with contextlib.suppress(Exception):
+            await ref
+        if self._reports.get(agent_id) is ref:
+            del self._reports[agent_id]
+
+    async def _synced(self, agent_id: str) -> int:
+        """The directory's version once it knows the last change of ``agent_id`` here (-1
+        when there is none to wait for)."""
+        report = self._reports.get(agent_id)
+        if report is None:
+            return -1
+        version: int = await report
+        return version
+
+    async def shutdown(self) -> None:
+        """Stop every agent gracefully (saving where configured), then the runtime."""
+        await self._runtime.shutdown()
+
+    def ping(self) -> str:
+        return self._name
+
+    def agent_count(self) -> int:
+        return self._runtime.agent_count()
+
+    # -- starting --------------------------------------------------------------------------
+
+    async def start_agent(self, payload: bytes) -> int:
+        """Start an agent from ``cloudpickle.dumps((agent, initial_state, options))``; the
+        directory's version that has it."""
+        agent, initial_state, options = cloudpickle.loads(payload)
+        try:
+            await self._runtime.start_agent(agent, initial_state, **options)
+        except BaseException:
+            self._directory.unplace.remote(agent.agent_id, self._name)
+            raise
+        return await self._synced(agent.agent_id)
+
+    async def stop(self, agent_id: str, reason: str) -> int:
+        """Stop the agent gracefully (its whole unit); the directory's version without it."""
+        await self._runtime.stop(agent_id, reason)
+        return await self._synced(agent_id)
+
+    async def session(
+        self,
+        method: str,
+        config_key: str,
+        config: bytes | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        agent_id: str,
+    ) -> tuple[Any, int]:
+        """Run ``Session.<method>(runtime, config, *args, **kwargs)`` here for ``agent_id``;
+        ``(result, version)``: a resulting session as ``(agent_id, conversation_id, restored,
+        started)``, anything else as is, and the directory's version that knows of the start
+        or stop it made (-1: none).
+
+        ``config`` (a cloudpickled ``SessionConfig``) comes with the first call for
+        ``config_key`` on this host, and is kept for the next ones.
+
+        Raises:
+            ConfigMissing: the host does not know ``config_key`` (it restarted).
+        """
+        if method not in SESSION_METHODS:
+            raise ValueError(f"not a session operation: {method!r}")
+        if config is not None:
+            self._configs[config_key] = cloudpickle.loads(config)
+        session_config = self._configs.get(config_key)
+        if session_config is None:
+            raise ConfigMissing(config_key)
+        result = await getattr(Session, method)(self._runtime, session_config, *args, **kwargs)
+        version = await self._synced(agent_id)
+        if not isinstance(result, Session):
+            return result, version
+        session = (result.agent_id, result.conversation_id, result.restored, result.started)
+        return session, version
+
+    # -- calls and streams -----------------------------------------------------------------
+
+    async def call(
+        self, agent_id: str, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """``runtime.agent(agent_id).<method>(*args, **kwargs)``."""
+        if method not in HANDLE_METHODS:
+            raise ValueError(f"not an agent handle operation: {method!r}")
+        return await getattr(self._runtime.agent(agent_id), method)(*args, **kwargs)
+
+    async def agent_info(self, agent_id: str) -> Any:
+        return await self._runtime.agent_info(agent_id)
+
+    async def subscribe(
+        self, agent_id: str, channel: str, after_seq: int | None
+    ) -> AsyncIterator[Event | None]:
+        """The agent's events from ``after_seq`` on (a Ray streaming generator). Yields None
+        first, once attached: the subscriber knows every later event will reach it."""
+        subscription = self._runtime.agent(agent_id).subscribe(
+            channel,  # type: ignore[arg-type]
+            after_seq=after_seq,
+        )
+        async with subscription:
+            yield None
+            async for event in subscription:
+                yield event
+
+
+class ConfigMissing(Exception):
+    """The host restarted and lost a session configuration: the client sends it again."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key

@@ -1,0 +1,304 @@
+"""The Ray backend on one machine: one local Ray for the module, two hosts per test.
+
+What a client of the cluster sees must be what an in-process runtime gives: handles, events
+with their sequence numbers, replay after a reconnect, sessions with durable approvals, one
+agent per id however many callers start it, and clear errors when a host is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from langchain_core.messages import HumanMessage, ToolMessage  # noqa: E402
+
+from sagents import (  # noqa: E402
+    Agent,
+    AgentAlreadyRunning,
+    AgentNotRunning,
+    AgentUnreachable,
+    ConversationOwnedElsewhere,
+    Runtime,
+    Session,
+    SessionConfig,
+    SessionOptions,
+    SingleFactoryRouter,
+    Status,
+)
+from sagents.events import AgentShutdown, Event, LLMMessage, StatusChanged  # noqa: E402
+from sagents.middleware import HumanInTheLoop  # noqa: E402
+from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
+from sagents.ray import RayBackend  # noqa: E402
+from sagents.session import FactoryConfig  # noqa: E402
+from sagents.testing import Reply, ScriptedChatModel, ToolCall  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+# Functions and classes of this module travel to the hosts by value (the hosts cannot import
+# a test module).
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+_namespaces = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray for the module (starting one costs seconds); its address."""
+    ray.init(num_cpus=2, include_dashboard=False, namespace="sagents-tests", log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def namespace(ray_cluster: str) -> str:
+    return f"sagents-test-{next(_namespaces)}"
+
+
+@pytest.fixture
+async def runtime(namespace: str) -> AsyncIterator[Runtime]:
+    backend = RayBackend(hosts=2, host_cpus=0, namespace=namespace, stop_hosts=True)
+    async with Runtime(backend=backend) as runtime:
+        yield runtime
+
+
+def delete(path: str) -> str:
+    """Delete a path."""
+    return f"deleted {path}"
+
+
+def respond(messages: list[Any]) -> Reply:
+    last = messages[-1]
+    if isinstance(last, HumanMessage) and "delete" in str(last.content):
+        return Reply(tool_calls=[ToolCall(name="delete", args={"path": "/tmp/x"})])
+    if isinstance(last, ToolMessage):
+        return Reply(text=f"done: {last.content}")
+    return Reply(text=f"echo: {last.content}")
+
+
+def echo_agent(agent_id: str) -> Agent:
+    return Agent(agent_id=agent_id, model=ScriptedChatModel(responder=respond))
+
+
+class Factory:
+    def create_agent(self, agent_id: str, config: FactoryConfig) -> tuple[Agent, SessionOptions]:
+        agent = Agent(
+            agent_id=agent_id,
+            model=ScriptedChatModel(responder=respond, record_prompts=False),
+            tools=[delete],
+            middleware=[HumanInTheLoop(interrupt_on={"delete": True})],
+        )
+        return agent, SessionOptions()
+
+
+def session_config(db: Path) -> SessionConfig:
+    store = SqlPersistence(sqlite_url(db), create_tables=True)
+    return SessionConfig(
+        factory_router=SingleFactoryRouter(Factory()),
+        agent_persistence=store,
+        display_message_persistence=store,
+        inactivity_timeout=None,
+        server_options={"lease_ttl": 1.0},
+    )
+
+
+@pytest.fixture
+async def config(tmp_path: Path) -> AsyncIterator[SessionConfig]:
+    config = session_config(tmp_path / "sagents.db")
+    yield config
+    assert isinstance(config.agent_persistence, SqlPersistence)
+    await config.agent_persistence.aclose()
+
+
+async def until_status(events: Any, *statuses: Status) -> list[Event]:
+    seen: list[Event] = []
+    async for event in events:
+        seen.append(event)
+        if isinstance(event, StatusChanged) and event.status in statuses:
+            return seen
+    raise AssertionError(f"the events ended before {statuses}: {seen}")
+
+
+async def test_an_agent_runs_on_a_host_and_streams_its_events(runtime: Runtime) -> None:
+    handle = await runtime.start_agent(echo_agent("a1"), inactivity_timeout=None)
+    assert runtime.list_running_agents() == ["a1"]
+    async with handle.subscribe() as events:
+        await handle.add_message("hi")
+        seen = await until_status(events, Status.IDLE)
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    state = await handle.get_state()
+    assert [m.content for m in state.messages] == ["hi", "echo: hi"]
+    info = await runtime.agent_info("a1")
+    assert info is not None
+    assert info.status is Status.IDLE
+    assert info.message_count == 2
+    with pytest.raises(AgentAlreadyRunning):
+        await runtime.start_agent(echo_agent("a1"))
+    await handle.stop()
+    with pytest.raises(AgentNotRunning):
+        await handle.get_state()
+    assert await runtime.agent_info("a1") is None
+
+
+async def test_a_thousand_agents_spread_over_the_hosts(runtime: Runtime) -> None:
+    ids = [f"agent-{i}" for i in range(1000)]
+    await asyncio.gather(
+        *(runtime.start_agent(echo_agent(i), inactivity_timeout=None) for i in ids)
+    )
+    backend = runtime.backend
+    assert isinstance(backend, RayBackend)
+    await _mirrored(runtime, 1000)
+    assert sorted(runtime.list_running_agents()) == sorted(ids)
+    expected = {i for i in ids if i.startswith("agent-99")}
+    assert set(runtime.list_agents_matching("agent-99*")) == expected
+    per_host = await backend.hosts()
+    assert sorted(per_host.values()) == [500, 500]
+    await runtime.agent("agent-7").add_message("hello")
+    await asyncio.gather(*(runtime.stop(i) for i in ids))
+    await _mirrored(runtime, 0)
+
+
+async def _mirrored(runtime: Runtime, count: int) -> None:
+    for _ in range(500):
+        if runtime.agent_count() == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{runtime.agent_count()} agents listed, expected {count}")
+
+
+async def test_a_subscriber_resumes_from_its_last_seq(runtime: Runtime) -> None:
+    handle = await runtime.start_agent(echo_agent("a1"), inactivity_timeout=None)
+    events = handle.subscribe()
+    await handle.add_message("one")
+    first = await until_status(events, Status.IDLE)
+    await events.aclose()
+    await handle.add_message("two")  # published while nobody listens
+    async with handle.subscribe(after_seq=first[-1].seq) as resumed:
+        second = await until_status(resumed, Status.IDLE)
+    # No gap, no duplicate: as in one process, the replay keeps a finished message whole and
+    # drops its streamed deltas (their seqs are skipped, never reused).
+    assert second[0].seq == first[-1].seq + 1
+    seqs = [e.seq for e in second]
+    assert seqs == sorted(set(seqs))
+    assert any(isinstance(e, LLMMessage) and e.message.content == "echo: two" for e in second)
+    await handle.stop()
+
+
+async def test_sessions_with_a_durable_approval(runtime: Runtime, config: SessionConfig) -> None:
+    session = await Session.ensure_running(runtime, config, "c1")
+    assert session.started
+    assert not session.restored
+    await session.handle.add_message("please delete it")
+    await until_status(session.events, Status.INTERRUPTED)
+    await session.events.aclose()
+    assert await Session.stop(runtime, config, "c1")
+    assert not Session.is_running(runtime, config, "c1")
+    # Restarted from storage (on whichever host), the approval still waits.
+    resumed = await Session.resume(runtime, config, "c1", [{"type": "approve"}])
+    assert resumed.restored
+    async with resumed.handle.subscribe(after_seq=0) as events:
+        await until_status(events, Status.IDLE)
+    state = await resumed.handle.get_state()
+    assert state.messages[-1].content == "done: deleted /tmp/x"
+    assert await Session.delete(runtime, config, "c1")
+    assert not Session.is_running(runtime, config, "c1")
+
+
+async def test_concurrent_starts_from_two_processes_give_one_agent(
+    runtime: Runtime, namespace: str, ray_cluster: str, config: SessionConfig
+) -> None:
+    store = config.agent_persistence
+    assert isinstance(store, SqlPersistence)
+    db = store.engine.url.database
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        import ray
+        sys.path.insert(0, {str(Path(__file__).parent.parent.parent)!r})
+        from tests.ray import test_backend as t
+        from sagents import Runtime, Session
+        from sagents.ray import RayBackend
+
+        async def main():
+            ray.init(address={ray_cluster!r}, namespace="sagents-tests", log_to_driver=False)
+            backend = RayBackend(hosts=2, host_cpus=0, namespace={namespace!r})
+            async with Runtime(backend=backend) as runtime:
+                config = t.session_config(__import__("pathlib").Path({db!r}))
+                sessions = await asyncio.gather(
+                    *(Session.start(runtime, config, "shared") for _ in range(10))
+                )
+                print(sum(s.started for s in sessions))
+
+        asyncio.run(main())
+        """
+    )
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    here = await asyncio.gather(*(Session.start(runtime, config, "shared") for _ in range(10)))
+    out, err = await other.communicate()
+    assert other.returncode == 0, err.decode()[-2000:]
+    started = sum(s.started for s in here) + int(out.decode().split()[-1])
+    assert started == 1
+    await _mirrored(runtime, 1)
+    assert runtime.list_running_agents() == ["conversation-shared"]
+
+
+async def test_a_dead_host_fails_calls_clearly_and_its_agents_restart_elsewhere(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    session = await Session.ensure_running(runtime, config, "c1")
+    await session.handle.add_message("hello")
+    await until_status(session.events, Status.IDLE)
+    store = config.agent_persistence
+    assert isinstance(store, SqlPersistence)
+    for _ in range(500):  # saving follows the turn (docs/persistence.md: the durability bound)
+        stored = await store.load_state(None, "c1")
+        if stored is not None and len(stored.state.messages) == 2:
+            break
+        await asyncio.sleep(0.01)
+    backend = runtime.backend
+    assert isinstance(backend, RayBackend)
+    host = backend.host_of("conversation-c1")
+    assert host is not None
+    ray.kill(ray.get_actor(host, namespace=backend.namespace))
+    with pytest.raises(AgentUnreachable):
+        await session.handle.get_state()
+    with pytest.raises((AgentUnreachable, StopAsyncIteration)):
+        await session.events.__anext__()
+    # The directory forgot the dead host: the conversation comes back elsewhere, whole, once
+    # the dead host's ownership lease has expired (lease_ttl below).
+    again = None
+    for _ in range(100):
+        try:
+            again = await Session.ensure_running(runtime, config, "c1")
+            break
+        except ConversationOwnedElsewhere:
+            await asyncio.sleep(0.1)
+    assert again is not None
+    assert again.started
+    assert again.restored
+    assert backend.host_of("conversation-c1") != host
+    state = await again.handle.get_state()
+    assert [m.content for m in state.messages] == ["hello", "echo: hello"]
+    await again.events.aclose()
+
+
+async def test_agent_shutdown_ends_a_remote_subscription(runtime: Runtime) -> None:
+    handle = await runtime.start_agent(echo_agent("a1"), inactivity_timeout=None)
+    async with handle.subscribe() as events:
+        await handle.stop()
+        last = [event async for event in events][-1]
+    assert isinstance(last, AgentShutdown)
+    assert last.reason == "manual"
