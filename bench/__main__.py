@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._report import machine_info, write_report
-from bench._systems import ALL_SYSTEMS, postgres_available
+from bench._systems import ALL_SYSTEMS, RAY_SYSTEMS, postgres_available
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ SYSTEMS = {
     "W1": ALL_SYSTEMS,
     "W2": ("raw", "langgraph-memory", "sagents"),
     "W3": tuple(s for s in ALL_SYSTEMS if s not in ("raw", "raw-actor", "langgraph")),
-    "W4": ALL_SYSTEMS,
+    "W4": ALL_SYSTEMS + RAY_SYSTEMS,
     "W5": ("langgraph-sqlite", "sagents-sqlite", "sagents-postgres"),
     "W6": ("sagents",),
     "W7": ("raw", "sagents"),
@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (CI)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--workloads", default=",".join(SYSTEMS), help="e.g. W1,W4")
-    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="e.g. raw,sagents")
+    parser.add_argument(
+        "--systems", default=",".join(ALL_SYSTEMS + RAY_SYSTEMS), help="e.g. raw,sagents"
+    )
     parser.add_argument("--reps", type=int, default=5, help="repetitions (median, min, max)")
     parser.add_argument("--w1-turns", type=int, default=50)
     parser.add_argument("--w2-conversations", type=int, default=10_000)

@@ -11,7 +11,10 @@ Every system runs the same :class:`~bench._model.FakeToolModel` and the same ``e
 - ``langgraph``, ``langgraph-memory``, ``langgraph-sqlite``: ``langchain.agents.create_agent``
   with no checkpointer (the caller carries the history), ``InMemorySaver``, ``AsyncSqliteSaver``;
 - ``sagents``, ``sagents-sqlite``, ``sagents-postgres``: one agent server per conversation with
-  no persistence, or saving through :class:`~sagents.persistence.sql.SqlPersistence`.
+  no persistence, or saving through :class:`~sagents.persistence.sql.SqlPersistence`;
+- ``sagents-ray-1``, ``sagents-ray-2``: ``sagents`` with ``RayBackend(hosts=1 or 2)`` on a
+  local Ray of this machine: the agents run on one or two host processes, the conversations
+  are driven (and their events streamed back) from the benchmark's process.
 
 A conversation is opened once and then driven turn by turn; ``turn()`` returns when the system
 is idle again (for sagents: when the subscriber the conversation holds sees ``idle``, as a web
@@ -36,11 +39,15 @@ from bench._model import echo
 
 __all__ = [
     "ALL_SYSTEMS",
+    "RAY_SYSTEMS",
     "Conversation",
     "System",
     "postgres_url",
     "open_system",
 ]
+
+#: The distributed systems (W4 only: they measure using more than one core).
+RAY_SYSTEMS = ("sagents-ray-1", "sagents-ray-2")
 
 ALL_SYSTEMS = (
     "raw",
@@ -363,6 +370,22 @@ async def open_system(name: str, model: BaseChatModel) -> AsyncIterator[Any]:
                 lg = LangGraphSystem(name, model, saver)
                 lg.db_path = path / "lg.db"
                 yield lg
+        elif name in RAY_SYSTEMS:
+            import bench._model
+            import ray
+            from sagents import Runtime
+            from sagents.ray import RayBackend
+
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.cloudpickle.register_pickle_by_value(bench._model)
+            try:
+                backend = RayBackend(
+                    hosts=int(name.rsplit("-", 1)[1]), host_cpus=0, stop_hosts=True
+                )
+                async with Runtime(backend=backend) as runtime:
+                    yield SagentsSystem(name, model, runtime, None)
+            finally:
+                ray.shutdown()
         elif name.startswith("sagents"):
             from sagents import Runtime
 

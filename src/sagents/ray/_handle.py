@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import ray
 from langchain_core.messages import BaseMessage, HumanMessage
 
+import ray
 from sagents._errors import AgentUnreachable, ConfigurationError
 from sagents._interrupt import Decision
 from sagents._state import State
@@ -126,10 +127,10 @@ class RemoteSubscription(Subscription):
     Iteration ends as a local one does (the agent's ``AgentShutdown``, an overflow, or
     :meth:`aclose`); if the host dies meanwhile it raises :class:`AgentUnreachable`, and a new
     subscription with ``after_seq`` set to the last ``seq`` seen resumes once the agent runs
-    again. ``get_nowait`` always returns None: events arrive only by awaiting.
+    again. Events travel in batches; ``get_nowait`` returns those already received.
     """
 
-    __slots__ = ("_agent_id", "_attached", "_channel", "_dropped", "_ended", "_stream")
+    __slots__ = ("_agent_id", "_attached", "_buffer", "_channel", "_dropped", "_ended", "_stream")
 
     def __init__(self, stream: Any, agent_id: str, channel: Channel) -> None:
         self._stream = stream
@@ -138,9 +139,10 @@ class RemoteSubscription(Subscription):
         self._attached = False
         self._ended = False
         self._dropped = 0
+        self._buffer: deque[Event] = deque()
 
     def __repr__(self) -> str:
-        state = "finished" if self._ended else "attached" if self._attached else "attaching"
+        state = "finished" if self.finished else "attached" if self._attached else "attaching"
         return f"<RemoteSubscription {self._agent_id!r} {self._channel} {state}>"
 
     @property
@@ -153,38 +155,38 @@ class RemoteSubscription(Subscription):
 
     @property
     def finished(self) -> bool:
-        return self._ended
+        return self._ended and not self._buffer
 
     def get_nowait(self) -> Event | None:
-        return None
+        if not self._buffer:
+            return None
+        event = self._buffer.popleft()
+        if isinstance(event, SubscriptionOverflow):
+            self._dropped += event.dropped
+        return event
 
     async def attached(self) -> None:
         """Return once the host has attached this subscription: every event the agent
         publishes from now on will reach it."""
         if not self._attached and not self._ended:
-            marker = await self._next()
-            if marker is not None:  # pragma: no cover - the host sends the marker first
-                raise RuntimeError("a sagents host sent an event before its attach marker")
+            self._buffer.extend(await self._batch())
 
     async def __anext__(self) -> Event:
-        if not self._attached:
-            await self.attached()
-        event = await self._next()
-        if event is None:  # pragma: no cover - only the first item is a marker
-            raise RuntimeError("a sagents host sent a second attach marker")
-        if isinstance(event, SubscriptionOverflow):
-            self._dropped += event.dropped
+        while not self._buffer:
+            if self._ended:
+                raise StopAsyncIteration
+            self._buffer.extend(await self._batch())
+        event = self.get_nowait()
+        assert event is not None
         return event
 
-    async def _next(self) -> Event | None:
-        if self._ended:
-            raise StopAsyncIteration
+    async def _batch(self) -> tuple[Event, ...]:
         try:
             ref = await self._stream.__anext__()
-            item: Event | None = await ref
+            batch: tuple[Event, ...] = await ref
         except StopAsyncIteration:
             self._ended = True
-            raise
+            return ()
         except ray.exceptions.RayTaskError as exc:
             self._ended = True
             cause = exc.cause
@@ -198,10 +200,11 @@ class RemoteSubscription(Subscription):
                 "again with after_seq once the agent runs again (Session.ensure_running)"
             ) from exc
         self._attached = True
-        return item
+        return batch
 
     async def aclose(self) -> None:
         """Stop the stream on the host (dropping a stream would leave its producer running)."""
+        self._buffer.clear()
         if not self._ended:
             self._ended = True
             ray.cancel(self._stream)

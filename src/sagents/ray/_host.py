@@ -48,6 +48,9 @@ HANDLE_METHODS = frozenset(
     }
 )
 
+#: The most events one streamed item of a subscription carries.
+_BATCH = 256
+
 #: The session operations a client runs on the host that holds (or is to hold) the agent.
 SESSION_METHODS = frozenset({"start", "ensure_running", "resume", "stop", "delete"})
 
@@ -177,17 +180,22 @@ class Host:
 
     async def subscribe(
         self, agent_id: str, channel: str, after_seq: int | None
-    ) -> AsyncIterator[Event | None]:
-        """The agent's events from ``after_seq`` on (a Ray streaming generator). Yields None
-        first, once attached: the subscriber knows every later event will reach it."""
+    ) -> AsyncIterator[tuple[Event, ...]]:
+        """The agent's events from ``after_seq`` on (a Ray streaming generator), in batches:
+        whatever is ready when the subscriber asks, up to ``_BATCH`` events (each streamed
+        item costs a round of Ray's machinery, so a turn's burst travels as one or two). The
+        first batch is empty: it says the subscription is attached."""
         subscription = self._runtime.agent(agent_id).subscribe(
             channel,  # type: ignore[arg-type]
             after_seq=after_seq,
         )
         async with subscription:
-            yield None
+            yield ()
             async for event in subscription:
-                yield event
+                batch = [event]
+                while len(batch) < _BATCH and (more := subscription.get_nowait()) is not None:
+                    batch.append(more)
+                yield tuple(batch)
 
 
 class ConfigMissing(Exception):
