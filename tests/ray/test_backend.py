@@ -14,13 +14,11 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from langchain_core.messages import HumanMessage, ToolMessage  # noqa: E402
 
 from sagents import (  # noqa: E402
     Agent,
@@ -35,18 +33,22 @@ from sagents import (  # noqa: E402
     SingleFactoryRouter,
     Status,
 )
-from sagents.events import AgentShutdown, Event, LLMMessage, StatusChanged  # noqa: E402
+from sagents.events import AgentShutdown, LLMMessage  # noqa: E402
 from sagents.middleware import HumanInTheLoop  # noqa: E402
 from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
 from sagents.ray import RayBackend  # noqa: E402
 from sagents.session import FactoryConfig  # noqa: E402
-from sagents.testing import Reply, ScriptedChatModel, ToolCall  # noqa: E402
+from sagents.testing import ScriptedChatModel  # noqa: E402
+from tests.runtime.conftest import until_status  # noqa: E402
+from tests.session import test_session  # noqa: E402
+from tests.session.test_session import delete, respond  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
-# Functions and classes of this module travel to the hosts by value (the hosts cannot import
-# a test module).
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+# Functions and classes of test modules travel to the hosts by value (the hosts cannot import
+# them).
+for _module in (sys.modules[__name__], test_session):
+    ray.cloudpickle.register_pickle_by_value(_module)
 
 _namespaces = itertools.count()
 
@@ -71,20 +73,6 @@ async def runtime(namespace: str) -> AsyncIterator[Runtime]:
     backend = RayBackend(hosts=2, host_cpus=0, namespace=namespace, stop_hosts=True)
     async with Runtime(backend=backend) as runtime:
         yield runtime
-
-
-def delete(path: str) -> str:
-    """Delete a path."""
-    return f"deleted {path}"
-
-
-def respond(messages: list[Any]) -> Reply:
-    last = messages[-1]
-    if isinstance(last, HumanMessage) and "delete" in str(last.content):
-        return Reply(tool_calls=[ToolCall(name="delete", args={"path": "/tmp/x"})])
-    if isinstance(last, ToolMessage):
-        return Reply(text=f"done: {last.content}")
-    return Reply(text=f"echo: {last.content}")
 
 
 def echo_agent(agent_id: str) -> Agent:
@@ -119,15 +107,6 @@ async def config(tmp_path: Path) -> AsyncIterator[SessionConfig]:
     yield config
     assert isinstance(config.agent_persistence, SqlPersistence)
     await config.agent_persistence.aclose()
-
-
-async def until_status(events: Any, *statuses: Status) -> list[Event]:
-    seen: list[Event] = []
-    async for event in events:
-        seen.append(event)
-        if isinstance(event, StatusChanged) and event.status in statuses:
-            return seen
-    raise AssertionError(f"the events ended before {statuses}: {seen}")
 
 
 async def test_an_agent_runs_on_a_host_and_streams_its_events(runtime: Runtime) -> None:

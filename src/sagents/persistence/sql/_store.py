@@ -298,20 +298,6 @@ class SqlPersistence:
             return sqlite_insert(table).on_conflict_do_nothing()
         return insert(table)  # elsewhere a duplicate raises, and becomes PersistenceFailed
 
-    def _lock_conversation_now(
-        self,
-        conn: Connection,
-        scope: Scope,
-        conversation_id: str,
-        touch: dict[str, Any],
-        now: datetime,
-        *,
-        create: bool = True,
-    ) -> bool:
-        """:func:`~sagents.persistence.sql._save.lock_conversation` on ``conn``."""
-        statements = CoreStatements(conn, self._tables, self._insert_if_absent)
-        return lock_conversation(statements, scope, conversation_id, touch, now, create=create)
-
     def _lease_row_now(self, conn: Connection, conversation_id: str) -> LeaseRow | None:
         leases = self._tables.leases
         row = (
@@ -340,10 +326,15 @@ class SqlPersistence:
         *,
         create: bool = True,
     ) -> bool:
-        """:meth:`_lock_conversation_now` on an async connection."""
+        """:func:`~sagents.persistence.sql._save.lock_conversation` on an async connection."""
         locked: bool = await conn.run_sync(
-            lambda sync: self._lock_conversation_now(
-                sync, scope, conversation_id, touch, now, create=create
+            lambda sync: lock_conversation(
+                CoreStatements(sync, self._tables, self._insert_if_absent),
+                scope,
+                conversation_id,
+                touch,
+                now,
+                create=create,
             )
         )
         return locked
