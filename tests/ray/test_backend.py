@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ from sagents import (  # noqa: E402
     SingleFactoryRouter,
     Status,
 )
-from sagents.events import AgentShutdown, LLMMessage  # noqa: E402
+from sagents.events import AgentShutdown, Event, LLMMessage, StatusChanged  # noqa: E402
 from sagents.middleware import HumanInTheLoop  # noqa: E402
 from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
 from sagents.ray import RayBackend  # noqa: E402
@@ -281,3 +282,21 @@ async def test_agent_shutdown_ends_a_remote_subscription(runtime: Runtime) -> No
         last = [event async for event in events][-1]
     assert isinstance(last, AgentShutdown)
     assert last.reason == "manual"
+
+
+async def test_a_call_made_after_subscribe_has_its_events_seen(runtime: Runtime) -> None:
+    # As in one process: subscribe() returns at once, and the events of any later call reach
+    # the subscription (its host attaches it before this process's next call runs).
+    ids = [f"a{i}" for i in range(300)]
+    handles = await asyncio.gather(
+        *(runtime.start_agent(echo_agent(i), inactivity_timeout=None) for i in ids)
+    )
+
+    async def turn(handle: Any) -> list[Event]:
+        async with handle.subscribe() as events:
+            await handle.add_message("hi")
+            return await asyncio.wait_for(until_status(events, Status.IDLE), 30)
+
+    seen = await asyncio.gather(*(turn(h) for h in handles))
+    assert all(isinstance(events[0], StatusChanged) for events in seen)
+    await asyncio.gather(*(h.stop() for h in handles))

@@ -113,6 +113,8 @@ class RayBackend:
         self._mirror_task: asyncio.Task[None] | None = None
         self._mirror_ready: asyncio.Event | None = None
         self._mirror_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # agent id -> subscriptions made here that the host has not attached yet
+        self._attaching: dict[str, list[RemoteSubscription]] = {}
         # id(config) -> (config, key, pickled): the config is kept, so its id is not reused.
         self._configs: dict[int, tuple[SessionConfig, str, bytes]] = {}
         self._configs_sent: set[tuple[str, str]] = set()  # (host, key)
@@ -290,6 +292,9 @@ class RayBackend:
     async def call_agent(
         self, agent_id: str, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Any:
+        attaching = self._attaching.pop(agent_id, None)
+        for subscription in attaching or ():
+            await subscription.attached()  # its events include this call's
         name = self._host_name(agent_id)
         what = f"agent {agent_id!r}: {method}"
         if method == "stop":
@@ -322,7 +327,17 @@ class RayBackend:
             )
             .remote(agent_id, channel, after_seq)
         )
-        return RemoteSubscription(stream, agent_id, channel)
+        subscription = RemoteSubscription(stream, agent_id, channel)
+        self._attaching.setdefault(agent_id, []).append(subscription)
+        subscription.when_attached(lambda: self._attach_done(agent_id, subscription))
+        return subscription
+
+    def _attach_done(self, agent_id: str, subscription: RemoteSubscription) -> None:
+        waiting = self._attaching.get(agent_id)
+        if waiting is not None and subscription in waiting:
+            waiting.remove(subscription)
+            if not waiting:
+                del self._attaching[agent_id]
 
     # -- starting --------------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ same events, sequence numbers, replay (``after_seq``) and overflow as in one pro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
@@ -130,19 +131,21 @@ class RemoteSubscription(Subscription):
     again. Events travel in batches; ``get_nowait`` returns those already received.
     """
 
-    __slots__ = ("_agent_id", "_attached", "_buffer", "_channel", "_dropped", "_ended", "_stream")
+    __slots__ = ("_agent_id", "_attach", "_buffer", "_channel", "_dropped", "_ended", "_stream")
 
     def __init__(self, stream: Any, agent_id: str, channel: Channel) -> None:
         self._stream = stream
         self._agent_id = agent_id
         self._channel: Channel = channel
-        self._attached = False
         self._ended = False
         self._dropped = 0
         self._buffer: deque[Event] = deque()
+        # The host's first (empty) batch says it attached; read at once, so that the backend
+        # can hold this process's next calls to the agent until then (see attached()).
+        self._attach = asyncio.get_running_loop().create_task(self._batch())
 
     def __repr__(self) -> str:
-        state = "finished" if self.finished else "attached" if self._attached else "attaching"
+        state = "finished" if self.finished else "attached" if self.is_attached else "attaching"
         return f"<RemoteSubscription {self._agent_id!r} {self._channel} {state}>"
 
     @property
@@ -165,13 +168,30 @@ class RemoteSubscription(Subscription):
             self._dropped += event.dropped
         return event
 
+    @property
+    def is_attached(self) -> bool:
+        """Whether the host has attached it (or it failed to attach: it has ended)."""
+        return self._attach.done()
+
+    def when_attached(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once attached (or failed to attach)."""
+        self._attach.add_done_callback(lambda _: callback())
+
     async def attached(self) -> None:
         """Return once the host has attached this subscription: every event the agent
-        publishes from now on will reach it."""
-        if not self._attached and not self._ended:
-            self._buffer.extend(await self._batch())
+        publishes from now on reaches it. The backend awaits this before sending this
+        process's next call to the agent, so that, as in one process, a call made after
+        ``subscribe()`` has its events seen."""
+        with contextlib.suppress(Exception):  # its failure is raised by iteration
+            await asyncio.shield(self._attach)
 
     async def __anext__(self) -> Event:
+        if not self._attach.done():
+            await asyncio.shield(self._attach)
+        if self._attach.exception() is not None:
+            error = self._attach.exception()
+            assert error is not None
+            raise error
         while not self._buffer:
             if self._ended:
                 raise StopAsyncIteration
@@ -199,12 +219,12 @@ class RemoteSubscription(Subscription):
                 f"the host of agent {self._agent_id!r} stopped answering ({exc}); subscribe "
                 "again with after_seq once the agent runs again (Session.ensure_running)"
             ) from exc
-        self._attached = True
         return batch
 
     async def aclose(self) -> None:
         """Stop the stream on the host (dropping a stream would leave its producer running)."""
         self._buffer.clear()
+        self._attach.cancel()
         if not self._ended:
             self._ended = True
             ray.cancel(self._stream)
