@@ -45,6 +45,9 @@ _log = logging.getLogger("sagents.ray")
 
 _PLACEMENTS = ("least_loaded", "hash")
 
+#: The resource only the head node of a Ray cluster has.
+_HEAD_RESOURCE = "node:__internal_head__"
+
 
 class RayBackend:
     """Run a runtime's agents on a Ray cluster (see the module docstring).
@@ -137,6 +140,9 @@ class RayBackend:
                 get_if_exists=True,
                 num_cpus=0,
                 max_concurrency=10_000,
+                # On the head node, which a cluster cannot lose anyway (Ray's own state is
+                # there): the directory outlives any worker node.
+                resources={_HEAD_RESOURCE: 0.001},
             )
             .remote(self._placement)
         )

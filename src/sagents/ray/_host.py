@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import ray
 from ray import cloudpickle
 from sagents.events import Event
 from sagents.runtime._runtime import Runtime
@@ -109,6 +110,11 @@ class Host:
 
     def ping(self) -> str:
         return self._name
+
+    def node_id(self) -> str:
+        """The Ray node this host runs on."""
+        node: str = ray.get_runtime_context().get_node_id()
+        return node
 
     def agent_count(self) -> int:
         return self._runtime.agent_count()
