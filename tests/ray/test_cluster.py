@@ -69,7 +69,9 @@ def cluster() -> Iterator[Any]:
 @pytest.fixture
 async def runtime(cluster: Any) -> AsyncIterator[Runtime]:
     # One host per node (each has one CPU), so each conversation lives on a known node.
-    backend = RayBackend(hosts=2, host_cpus=1, namespace="sagents-cluster", stop_hosts=True)
+    backend = RayBackend(
+        hosts=2, host_cpus=1, namespace="sagents-cluster", stop_hosts=True, call_timeout=5.0
+    )
     async with Runtime(backend=backend) as runtime:
         yield runtime
 
@@ -117,9 +119,17 @@ async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(
 
     cluster.remove_node(worker, allow_graceful=False)
 
+    # The node's processes may answer for a moment after their node is gone; then every call
+    # fails with AgentUnreachable, each within the call timeout, never a hang.
     lost = sessions[ids.index(on_worker[0])]
+
+    async def until_unreachable() -> None:
+        for _ in range(300):
+            await asyncio.wait_for(lost.handle.get_state(), 10)
+            await asyncio.sleep(0.1)
+
     with pytest.raises(AgentUnreachable):
-        await asyncio.wait_for(lost.handle.get_state(), 30)
+        await until_unreachable()
     # Every conversation answers again, those of the lost node restored elsewhere (once the
     # dead host's ownership leases have expired: lease_ttl is 1 s in this configuration).
     for c in ids:

@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
-from sagents._errors import ConversationExists, ConversationNotFound, StateError
+from sagents._errors import ConversationExists, ConversationNotFound, PersistenceFailed, StateError
 from sagents.persistence._common import (
     MonotonicClock,
     check_display_messages,
@@ -95,6 +95,9 @@ from sagents.persistence.sql._save import (
 from sagents.persistence.sql._text import escape, unescape
 
 __all__ = ["SqlPersistence"]
+
+#: Tries of ``create_tables``' creation, which can race another process's.
+_CREATE_ATTEMPTS = 5
 
 
 class _Stale(Exception):
@@ -268,9 +271,19 @@ class SqlPersistence:
         if not self._create_pending:
             return
         async with self._create_lock:
-            if self._create_pending:
-                await self.create_all()
-                self._create_pending = False
+            for attempt in range(_CREATE_ATTEMPTS):
+                if not self._create_pending:
+                    return
+                try:
+                    await self.create_all()
+                    self._create_pending = False
+                except PersistenceFailed:
+                    # Another process creating the same tables at the same moment (several
+                    # workers or hosts on one SQLite file): its DDL holds the lock, or made
+                    # a table this one then fails to create. The next check sees them.
+                    if attempt == _CREATE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.05 * 2**attempt)
 
     @contextlib.asynccontextmanager
     async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
