@@ -34,7 +34,14 @@ from sagents import (  # noqa: E402
     SingleFactoryRouter,
     Status,
 )
-from sagents.events import AgentShutdown, Event, LLMMessage, StatusChanged  # noqa: E402
+from sagents.events import (  # noqa: E402
+    AgentShutdown,
+    Event,
+    LLMMessage,
+    NodeTransferred,
+    NodeTransferring,
+    StatusChanged,
+)
 from sagents.middleware import HumanInTheLoop  # noqa: E402
 from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
 from sagents.ray import RayBackend  # noqa: E402
@@ -300,3 +307,42 @@ async def test_a_call_made_after_subscribe_has_its_events_seen(runtime: Runtime)
     seen = await asyncio.gather(*(turn(h) for h in handles))
     assert all(isinstance(events[0], StatusChanged) for events in seen)
     await asyncio.gather(*(h.stop() for h in handles))
+
+
+async def test_a_drained_host_s_agents_come_back_elsewhere(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    backend = runtime.backend
+    assert isinstance(backend, RayBackend)
+    sessions = [await Session.ensure_running(runtime, config, f"c{i}") for i in range(4)]
+    for session in sessions:
+        await session.handle.add_message("hello")
+        await until_status(session.events, Status.IDLE)
+    host = backend.host_of("conversation-c0")
+    assert host is not None
+    on_host = [s for s in sessions if backend.host_of(s.agent_id) == host]
+
+    moved = await backend.drain(host)
+
+    assert sorted(moved) == sorted(s.agent_id for s in on_host)
+    assert not any(backend.host_of(s.agent_id) == host for s in sessions)
+    events = [event async for event in sessions[0].events]
+    transferring = [e for e in events if isinstance(e, NodeTransferring)]
+    assert [(e.from_node, e.to_node != host) for e in transferring] == [(host, True)]
+    assert isinstance(events[-1], AgentShutdown)
+    assert events[-1].reason == "node_transfer"
+    # Its next use starts it on the host it was placed on, from storage, and says so.
+    again = await Session.ensure_running(runtime, config, "c0")
+    assert again.restored
+    assert backend.host_of("conversation-c0") == transferring[0].to_node
+    seen = []
+    async for event in again.events:
+        seen.append(event)
+        if isinstance(event, NodeTransferred):
+            break
+    assert (seen[-1].from_node, seen[-1].to_node) == (host, transferring[0].to_node)
+    state = await again.handle.get_state()
+    assert [m.content for m in state.messages] == ["hello", "echo: hello"]
+    await again.events.aclose()
+    for session in sessions[1:]:
+        await session.events.aclose()

@@ -246,6 +246,17 @@ class RayBackend:
         knows)."""
         return self._mirror.get(agent_id)
 
+    async def drain(self, host: str) -> list[str]:
+        """Move the agents of ``host`` (a name from :meth:`hosts`) to the others, e.g. before
+        its node is scaled in or redeployed: it takes no new agents, each of its agents is
+        saved and stopped (its subscribers get ``NodeTransferring``, then ``AgentShutdown``
+        with reason ``"node_transfer"``) and comes back on its new host on its next use (whose
+        server publishes ``NodeTransferred``). Returns the agents moved."""
+        ref = self._host(host).drain.remote()
+        moved, version = await self._await(host, ref, f"drain {host}", timeout=None)
+        await self._mirrored(version)
+        return list(moved)
+
     async def hosts(self) -> dict[str, int]:
         """The live hosts, each with the number of agents placed or running there."""
         hosts: dict[str, int] = await self._directory.hosts.remote()
@@ -271,10 +282,14 @@ class RayBackend:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def _await(self, host_name: str, ref: Any, what: str) -> Any:
-        """``await ref`` within the call timeout; the host's own exception as raised there."""
+    async def _await(
+        self, host_name: str, ref: Any, what: str, *, timeout: float | str | None = "call"
+    ) -> Any:
+        """``await ref`` within the call timeout (or ``timeout``); the host's own exception
+        as raised there."""
+        limit = self._call_timeout if timeout == "call" else timeout
         try:
-            return await asyncio.wait_for(ref, self._call_timeout)
+            return await asyncio.wait_for(ref, limit)  # type: ignore[arg-type]
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, BaseException):

@@ -41,6 +41,8 @@ class Directory:
         self._hosts: dict[str, int] = {}  # host name -> agents placed or running there
         self._running: dict[str, str] = {}  # agent id -> host
         self._placed: dict[str, tuple[str, float]] = {}  # agent id -> (host, deadline)
+        self._draining: set[str] = set()  # hosts that take no new agents
+        self._transfers: dict[str, str] = {}  # agent id -> the host it is leaving (drain)
         self._version = 0
         self._log: deque[tuple[int, str, str | None]] = deque(maxlen=_CHANGE_LOG)
         self._changed: asyncio.Event | None = None
@@ -49,6 +51,26 @@ class Directory:
 
     def add_host(self, host: str) -> None:
         self._hosts.setdefault(host, 0)
+        self._draining.discard(host)  # (re)started: it takes agents again
+
+    def drain(self, host: str) -> None:
+        """``host`` takes no new agents (its own leave as it stops them)."""
+        if host in self._hosts:
+            self._draining.add(host)
+
+    def transfer(self, agent_id: str, host: str) -> str:
+        """``agent_id`` leaves the draining ``host``: placed now on another host (its next
+        start goes there), which is returned; the move is remembered for that start."""
+        if agent_id in self._placed and self._placed[agent_id][0] == host:
+            del self._placed[agent_id]
+        running = self._running.pop(agent_id, None)
+        try:
+            target = self.place(agent_id)
+        finally:
+            if running is not None:
+                self._running[agent_id] = running
+        self._transfers[agent_id] = host
+        return target
 
     def hosts(self) -> dict[str, int]:
         """Host name -> number of agents placed or running there."""
@@ -57,6 +79,7 @@ class Directory:
     def forget_host(self, host: str) -> list[str]:
         """Remove a dead (or drained) host and everything it ran; the agents it ran."""
         self._hosts.pop(host, None)
+        self._draining.discard(host)
         lost = [agent_id for agent_id, on in self._running.items() if on == host]
         for agent_id in lost:
             self._set(agent_id, None)
@@ -80,15 +103,19 @@ class Directory:
         now = time.monotonic()
         placed = self._placed.get(agent_id)
         if placed is not None and placed[1] > now and placed[0] in self._hosts:
-            return placed[0]
-        if not self._hosts:
+            if placed[0] not in self._draining:
+                return placed[0]
+            del self._placed[agent_id]  # placed on a host that began to drain: place again
+            self._count(placed[0], -1)
+        hosts = [name for name in self._hosts if name not in self._draining]
+        if not hosts:
             raise RuntimeError("no sagents host is available; start the backend's hosts")
-        if pinned is not None and pinned in self._hosts:
+        if pinned is not None and pinned in hosts:
             host = pinned
         elif self._placement == "hash":
-            host = host_of_hash(agent_id, sorted(self._hosts))
+            host = host_of_hash(agent_id, sorted(hosts))
         else:
-            host = min(self._hosts, key=lambda name: (self._hosts[name], name))
+            host = min(hosts, key=lambda name: (self._hosts[name], name))
         self._placed[agent_id] = (host, now + self._placement_timeout)
         self._hosts[host] += 1
         return host
@@ -100,23 +127,24 @@ class Directory:
             del self._placed[agent_id]
             self._count(host, -1)
 
-    def registered(self, agent_id: str, host: str) -> int:
-        """``host``'s runtime registered ``agent_id``; the directory's version after it."""
+    def registered(self, agent_id: str, host: str) -> tuple[int, str | None]:
+        """``host``'s runtime registered ``agent_id``: the directory's version after it, and
+        the host a drain moved the agent from (None: it was not moved)."""
         placed = self._placed.pop(agent_id, None)
         if placed is None or placed[0] != host:
             self._count(host, +1)  # started without a placement here (e.g. a restart)
         if placed is not None and placed[0] != host:
             self._count(placed[0], -1)
         self._set(agent_id, host)
-        return self._version
+        return self._version, self._transfers.pop(agent_id, None)
 
-    def unregistered(self, agent_id: str, host: str) -> int:
-        """``agent_id`` left ``host``'s registry (stopped, expired, crashed for good); the
-        directory's version after it."""
+    def unregistered(self, agent_id: str, host: str) -> tuple[int, str | None]:
+        """``agent_id`` left ``host``'s registry (stopped, expired, crashed for good): the
+        directory's version after it (and None, as :meth:`registered` returns)."""
         if self._running.get(agent_id) == host:
             self._set(agent_id, None)
             self._count(host, -1)
-        return self._version
+        return self._version, None
 
     def lookup(self, agent_id: str) -> str | None:
         return self._running.get(agent_id)

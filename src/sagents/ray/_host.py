@@ -20,7 +20,8 @@ from typing import Any
 
 import ray
 from ray import cloudpickle
-from sagents.events import Event
+from sagents._errors import AgentNotRunning
+from sagents.events import Event, NodeTransferred, NodeTransferring
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
 
@@ -97,12 +98,36 @@ class Host:
 
     async def _synced(self, agent_id: str) -> int:
         """The directory's version once it knows the last change of ``agent_id`` here (-1
-        when there is none to wait for)."""
+        when there is none to wait for). An agent that a drain moved here announces it."""
         report = self._reports.get(agent_id)
         if report is None:
             return -1
-        version: int = await report
-        return version
+        version, moved_from = await report
+        if moved_from is not None:
+            event = NodeTransferred(from_node=moved_from, to_node=self._name)
+            with contextlib.suppress(AgentNotRunning):
+                self._runtime._server(agent_id).emit(event)
+        return int(version)
+
+    async def drain(self) -> tuple[list[str], int]:
+        """Move this host's agents away: it takes no new ones, and each agent (with its
+        sub-agents) is placed on another host, its subscribers get ``NodeTransferring``, and
+        it stops gracefully (saved) with reason ``"node_transfer"``. Its next start, on its
+        next use, is on that host, whose server then publishes ``NodeTransferred``. Returns
+        the agents moved, and the directory's version without them."""
+        await self._directory.drain.remote(self._name)
+        moved, version = [], -1
+        for agent_id in self._runtime._top_level_agents():
+            target: str = await self._directory.transfer.remote(agent_id, self._name)
+            event = NodeTransferring(from_node=self._name, to_node=target)
+            try:
+                self._runtime._server(agent_id).emit(event)
+                await self._runtime.stop(agent_id, reason="node_transfer")
+            except AgentNotRunning:
+                continue  # it stopped meanwhile
+            moved.append(agent_id)
+            version = max(version, await self._synced(agent_id))
+        return moved, version
 
     async def shutdown(self) -> None:
         """Stop every agent gracefully (saving where configured), then the runtime."""

@@ -509,6 +509,10 @@ class Runtime(AsyncResource):
             raise AgentNotRunning(f"agent {agent_id!r} is not running")
         return AgentHandle(self, agent_id)
 
+    def _top_level_agents(self) -> list[str]:
+        """The agents started by ``start_agent`` (not sub-agents), in start order."""
+        return [agent_id for agent_id, unit in self._units.items() if unit.parent is None]
+
     def _local_only(self, what: str) -> None:
         if self._backend is not None:
             raise ConfigurationError(
