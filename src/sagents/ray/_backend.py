@@ -289,7 +289,9 @@ class RayBackend:
         as raised there."""
         limit = self._call_timeout if timeout == "call" else timeout
         try:
-            return await asyncio.wait_for(ref, limit)  # type: ignore[arg-type]
+            # asyncio.timeout, not wait_for: no task per call (a call is on every turn's path).
+            async with asyncio.timeout(limit):  # type: ignore[arg-type]
+                return await ref
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, BaseException):
@@ -322,7 +324,7 @@ class RayBackend:
             version = await self._await(name, self._host(name).stop.remote(agent_id, *args), what)
             await self._mirrored(version)
             return None
-        ref = self._host(name).call.remote(agent_id, method, args, dict(kwargs))
+        ref = self._host(name).call.remote((agent_id, method, args, kwargs))
         return await self._await(name, ref, what)
 
     async def agent_info(self, agent_id: str) -> AgentInfo | None:

@@ -198,10 +198,11 @@ class Host:
 
     # -- calls and streams -----------------------------------------------------------------
 
-    async def call(
-        self, agent_id: str, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Any:
-        """``runtime.agent(agent_id).<method>(*args, **kwargs)``."""
+    async def call(self, request: tuple[str, str, tuple[Any, ...], Mapping[str, Any]]) -> Any:
+        """``runtime.agent(agent_id).<method>(*args, **kwargs)`` for ``request = (agent_id,
+        method, args, kwargs)`` (one argument: Ray serialises each argument of a call apart,
+        and a call is on every turn's path)."""
+        agent_id, method, args, kwargs = request
         if method not in HANDLE_METHODS:
             raise ValueError(f"not an agent handle operation: {method!r}")
         return await getattr(self._runtime.agent(agent_id), method)(*args, **kwargs)
