@@ -71,6 +71,22 @@ async def test_an_expired_lease_is_taken_over(store: Store) -> None:
     assert (taken.owner, taken.token) == ("worker-b", 2)
 
 
+async def test_the_leases_of_a_dead_owner_are_taken_over_at_once(store: Store) -> None:
+    # A host found dead: its live leases expire now, and a zombie of it stays fenced.
+    old = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    await store.acquire_lease(ALICE, "d", "worker-a", 30.0)
+    await store.acquire_lease(ALICE, "e", "worker-b", 30.0)
+    assert await store.expire_leases("worker-a") == 2
+    assert await store.expire_leases("worker-a") == 0
+    taken = await store.acquire_lease(ALICE, "c", "worker-c", 30.0)
+    assert (taken.owner, taken.token) == ("worker-c", old.token + 1)
+    assert taken.recovered
+    with pytest.raises(ConversationOwnedElsewhere):
+        await store.acquire_lease(ALICE, "e", "worker-c", 30.0)
+    with pytest.raises(StateConflict):
+        await store.save_state(ALICE, "c", snapshot(1, old.token))
+
+
 async def test_the_lease_reports_the_stored_state_version(store: Store) -> None:
     lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
     assert await store.save_state(ALICE, "c", snapshot(7, lease.token))

@@ -251,6 +251,21 @@ class MemoryPersistence:
                 held.add(conversation_id)
         return held
 
+    async def expire_leases(self, owner: str) -> int:
+        """Let every live lease of ``owner`` expire now, for an owner known to be gone (its
+        process or node died): its conversations can then be taken over at once rather than
+        after their ttl. Safe even if it still runs somewhere: its saves carry the old tokens
+        and are refused (fencing). Returns how many leases expired."""
+        check_owner(owner)
+        now = self._clock.now()
+        expired = 0
+        for record in self._records.values():
+            row = record.lease
+            if row is not None and row.owner == owner and row.expires_at > now:
+                record.lease = LeaseRow(owner=owner, token=row.token, expires_at=now)
+                expired += 1
+        return expired
+
     async def release_lease(self, scope: Scope, conversation_id: str, lease: Lease) -> None:
         """Let ``lease`` expire now if it is still the conversation's."""
         check_target(scope, conversation_id)

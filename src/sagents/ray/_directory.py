@@ -42,6 +42,8 @@ class Directory:
         self._running: dict[str, str] = {}  # agent id -> host
         self._placed: dict[str, tuple[str, float]] = {}  # agent id -> (host, deadline)
         self._draining: set[str] = set()  # hosts that take no new agents
+        self._owners: dict[str, str] = {}  # host -> the owner id of its runtime's leases
+        self._dead_owners: set[str] = set()  # owner ids of hosts found dead
         self._transfers: dict[str, str] = {}  # agent id -> the host it is leaving (drain)
         self._version = 0
         self._log: deque[tuple[int, str, str | None]] = deque(maxlen=_CHANGE_LOG)
@@ -49,8 +51,10 @@ class Directory:
 
     # -- hosts -----------------------------------------------------------------------------
 
-    def add_host(self, host: str) -> None:
+    def add_host(self, host: str, owner: str | None = None) -> None:
         self._hosts.setdefault(host, 0)
+        if owner is not None:
+            self._owners[host] = owner
         self._draining.discard(host)  # (re)started: it takes agents again
 
     def drain(self, host: str) -> None:
@@ -77,7 +81,11 @@ class Directory:
         return dict(self._hosts)
 
     def forget_host(self, host: str) -> list[str]:
-        """Remove a dead (or drained) host and everything it ran; the agents it ran."""
+        """Remove a dead host and everything it ran; the agents it ran. Its leases' owner is
+        remembered as dead (see :meth:`is_dead_owner`)."""
+        owner = self._owners.pop(host, None)
+        if owner is not None:
+            self._dead_owners.add(owner)
         self._hosts.pop(host, None)
         self._draining.discard(host)
         lost = [agent_id for agent_id, on in self._running.items() if on == host]
@@ -145,6 +153,11 @@ class Directory:
             self._set(agent_id, None)
             self._count(host, -1)
         return self._version, None
+
+    def is_dead_owner(self, owner: str) -> bool:
+        """Whether ``owner`` (a runtime's lease owner id) belonged to a host found dead: its
+        leases may be taken over at once."""
+        return owner in self._dead_owners
 
     def lookup(self, agent_id: str) -> str | None:
         return self._running.get(agent_id)

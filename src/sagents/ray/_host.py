@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 from ray import cloudpickle
-from sagents._errors import AgentNotRunning
+from sagents._errors import AgentNotRunning, ConversationOwnedElsewhere
 from sagents.events import Event, NodeTransferred, NodeTransferring
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
@@ -77,7 +77,7 @@ class Host:
         """Start the runtime and join the directory; the host's name."""
         self._runtime.follow_registry(self._report)
         await self._runtime.start()
-        await self._directory.add_host.remote(self._name)
+        await self._directory.add_host.remote(self._name, self._runtime.owner_id)
         return self._name
 
     def _report(self, agent_id: str, registered: bool) -> None:
@@ -189,12 +189,31 @@ class Host:
         session_config = self._configs.get(config_key)
         if session_config is None:
             raise ConfigMissing(config_key)
-        result = await getattr(Session, method)(self._runtime, session_config, *args, **kwargs)
+        operation = getattr(Session, method)
+        try:
+            result = await operation(self._runtime, session_config, *args, **kwargs)
+        except ConversationOwnedElsewhere as exc:
+            if not await self._take_over(session_config, exc):
+                raise
+            result = await operation(self._runtime, session_config, *args, **kwargs)
         version = await self._synced(agent_id)
         if not isinstance(result, Session):
             return result, version
         session = (result.agent_id, result.conversation_id, result.restored, result.started)
         return session, version
+
+    async def _take_over(self, config: Any, refusal: ConversationOwnedElsewhere) -> bool:
+        """Expire the leases of ``refusal``'s owner if it was a host found dead (rather than
+        wait out their ttl); whether they were."""
+        owner = refusal.owner
+        if owner is None or not await self._directory.is_dead_owner.remote(owner):
+            return False
+        expire = getattr(config.agent_persistence, "expire_leases", None)
+        if expire is None:
+            return False
+        expired = await expire(owner)
+        _log.warning("host %s: took over %d lease(s) of dead owner %s", self._name, expired, owner)
+        return True
 
     # -- calls and streams -----------------------------------------------------------------
 

@@ -530,6 +530,22 @@ class SqlPersistence:
             )
             return set(result.scalars())
 
+    async def expire_leases(self, owner: str) -> int:
+        """Let every live lease of ``owner`` expire now, for an owner known to be gone (its
+        process or node died): its conversations can then be taken over at once rather than
+        after their ttl. Safe even if it still runs somewhere: its saves carry the old tokens
+        and are refused (fencing). Returns how many leases expired."""
+        check_owner(owner)
+        leases = self._tables.leases
+        async with self._write(f"expire the leases of {owner!r}") as conn:
+            now = self._clock.now()
+            expired = await conn.execute(
+                update(leases)
+                .where(leases.c.owner == owner, leases.c.expires_at > now)
+                .values(expires_at=now)
+            )
+        return int(expired.rowcount)
+
     async def release_lease(self, scope: Scope, conversation_id: str, lease: Lease) -> None:
         """Let ``lease`` expire now if it is still the conversation's (the row and its token
         stay, so tokens keep increasing).
