@@ -8,6 +8,7 @@ agent per id however many callers start it, and clear errors when a host is gone
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from sagents.events import (  # noqa: E402
 )
 from sagents.middleware import HumanInTheLoop  # noqa: E402
 from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
-from sagents.ray import RayBackend  # noqa: E402
+from sagents.ray import RayBackend, RayPresence  # noqa: E402
 from sagents.session import FactoryConfig  # noqa: E402
 from sagents.testing import ScriptedChatModel  # noqa: E402
 from tests.runtime.conftest import until_status  # noqa: E402
@@ -337,3 +338,48 @@ async def test_a_drained_host_s_agents_come_back_elsewhere(
     await again.events.aclose()
     for session in sessions[1:]:
         await session.events.aclose()
+
+
+async def test_presence_counts_viewers_across_processes(namespace: str) -> None:
+    # Two RayPresence objects stand for two processes (web workers): one board.
+    worker_a, worker_b = RayPresence(namespace=namespace), RayPresence(namespace=namespace)
+    counts: list[int] = []
+    unsubscribe = worker_b.subscribe("conversation:c1", counts.append)
+    ref = await worker_a.track("conversation:c1", "alice", {"tab": 1})
+    await worker_a.track("conversation:c1", "alice", {"tab": 2})
+    assert await worker_b.count("conversation:c1") == 1
+    assert await worker_b.list("conversation:c1") == {"alice": [{"tab": 1}, {"tab": 2}]}
+    await _eventually(lambda: counts[-1:] == [1])
+    await worker_a.untrack("conversation:c1", "alice", ref)
+    assert await worker_b.count("conversation:c1") == 1  # its other tab stays
+    await worker_a.untrack("conversation:c1", "alice")
+    await _eventually(lambda: counts[-1:] == [0])
+    unsubscribe()
+    await worker_a.aclose()
+    await worker_b.aclose()
+
+
+async def test_a_viewer_anywhere_keeps_an_agent_on_a_host_alive(
+    runtime: Runtime, namespace: str, config: SessionConfig
+) -> None:
+    presence = RayPresence(namespace=namespace)
+    watched = dataclasses.replace(config, presence=presence, grace_period=0.2)
+    ref = await presence.track("conversation:c1", "alice")
+    session = await Session.ensure_running(runtime, watched, "c1")
+    await session.handle.add_message("hello")
+    await until_status(session.events, Status.IDLE)
+    await asyncio.sleep(0.5)  # past the grace period: the viewer keeps it
+    assert Session.is_running(runtime, watched, "c1")
+    await presence.untrack("conversation:c1", "alice", ref)
+    shutdown = [e async for e in session.events][-1]
+    assert isinstance(shutdown, AgentShutdown)
+    assert shutdown.reason == "no_viewers"
+    await presence.aclose()
+
+
+async def _eventually(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition did not hold within 5 s")

@@ -12,5 +12,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("sagents.ray needs Ray: pip install 'sagents[ray]'") from exc
 
 from sagents.ray._backend import RayBackend
+from sagents.ray._presence import RayPresence
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "RayPresence"]
