@@ -383,3 +383,21 @@ async def _eventually(condition: Any) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the condition did not hold within 5 s")
+
+
+async def test_a_watch_follows_an_agent_across_restarts_and_hosts(runtime: Runtime) -> None:
+    async with runtime.watch("a1") as watch:
+        assert watch.pending
+        handle = await runtime.start_agent(echo_agent("a1"), inactivity_timeout=None)
+        await handle.add_message("one")
+        first = await asyncio.wait_for(until_status(watch, Status.IDLE), 30)
+        assert first[0].seq == 1  # from the instance's start
+        await handle.stop()
+        ended = await asyncio.wait_for(watch.__anext__(), 30)
+        assert isinstance(ended, AgentShutdown)
+        again = await runtime.start_agent(echo_agent("a1"), inactivity_timeout=None)
+        await again.add_message("two")
+        second = await asyncio.wait_for(until_status(watch, Status.IDLE), 30)
+        assert second[0].seq == 1  # the next instance, from its start
+        assert any(isinstance(e, LLMMessage) and e.message.content == "echo: two" for e in second)
+        await again.stop()

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -28,12 +28,13 @@ from sagents._state import State
 from sagents.events import Channel
 from sagents.execution._agent import Agent
 from sagents.ray._directory import DIRECTORY_NAME, Directory
-from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription
+from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription, RemoteWatch
 from sagents.ray._host import ConfigMissing, Host
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import StartOptions
 from sagents.runtime._publisher import Subscription
+from sagents.runtime._watch import Watch
 
 if TYPE_CHECKING:
     from sagents.runtime._runtime import Runtime
@@ -118,6 +119,7 @@ class RayBackend:
         self._mirror_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # agent id -> subscriptions made here that the host has not attached yet
         self._attaching: dict[str, list[RemoteSubscription]] = {}
+        self._listeners: dict[str, list[Callable[[], None]]] = {}  # agent id -> on change
         # id(config) -> (config, key, pickled): the config is kept, so its id is not reused.
         self._configs: dict[int, tuple[SessionConfig, str, bytes]] = {}
         self._configs_sent: set[tuple[str, str]] = set()  # (host, key)
@@ -207,13 +209,19 @@ class RayBackend:
                 await asyncio.sleep(1.0)
                 continue
             if isinstance(changes, dict):
+                changed = set(self._mirror) ^ set(changes)
                 self._mirror = changes
             else:
+                changed = set()
                 for agent_id, host in changes:
+                    changed.add(agent_id)
                     if host is None:
                         self._mirror.pop(agent_id, None)
                     else:
                         self._mirror[agent_id] = host
+            for agent_id in changed & self._listeners.keys():
+                for listener in list(self._listeners.get(agent_id, ())):
+                    listener()
             self._mirror_version = version
             self._mirror_ready.set()
             waiting, self._mirror_waiters = self._mirror_waiters, []
@@ -235,6 +243,24 @@ class RayBackend:
 
     def running_agents(self) -> list[str]:
         return list(self._mirror)
+
+    def on_change(self, agent_id: str, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` whenever ``agent_id`` starts or stops anywhere (as this
+        process's mirror of the directory learns it); returns a remover."""
+        self._listeners.setdefault(agent_id, []).append(listener)
+
+        def remove() -> None:
+            listeners = self._listeners.get(agent_id)
+            if listeners is not None and listener in listeners:
+                listeners.remove(listener)
+                if not listeners:
+                    del self._listeners[agent_id]
+
+        return remove
+
+    def watch(self, agent_id: str, channel: Channel) -> Watch:
+        """``runtime.watch`` over the cluster (:class:`~sagents.ray._handle.RemoteWatch`)."""
+        return RemoteWatch(self, agent_id, channel)
 
     @property
     def namespace(self) -> str:

@@ -19,22 +19,23 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import BaseMessage, HumanMessage
 
 import ray
-from sagents._errors import AgentUnreachable, ConfigurationError
+from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationError
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
-from sagents.events import Channel, Event, SubscriptionOverflow
+from sagents.events import AgentShutdown, Channel, Event, SubscriptionOverflow
 from sagents.execution._agent import Agent
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._publisher import Subscription
+from sagents.runtime._watch import Watch
 
 if TYPE_CHECKING:
     from sagents.ray._backend import RayBackend
     from sagents.runtime._runtime import Runtime
 
-__all__ = ["RemoteAgentHandle", "RemoteSubscription"]
+__all__ = ["RemoteAgentHandle", "RemoteSubscription", "RemoteWatch"]
 
 
 class RemoteAgentHandle(AgentHandle):
@@ -233,3 +234,73 @@ class RemoteSubscription(Subscription):
         if not getattr(self, "_ended", True):
             with contextlib.suppress(Exception):  # (at interpreter shutdown)
                 ray.cancel(self._stream)
+
+
+class RemoteWatch(Watch):
+    """``runtime.watch(agent_id)`` over the cluster: pending while the agent runs nowhere,
+    then the events of each of its server instances in turn, on whichever host, each from its
+    start (a subscription with ``after_seq=0``, replayed from the instance's buffer: nothing is
+    missed unless the buffer overflowed, which a ``SubscriptionOverflow`` says). It ends only
+    when closed."""
+
+    def __init__(self, backend: RayBackend, agent_id: str, channel: Channel) -> None:
+        self.agent_id = agent_id
+        self.channel: Channel = channel
+        self._backend = backend
+        self._current: Subscription | None = None
+        self._closed = False
+        self._changed: asyncio.Event = asyncio.Event()
+        self._remove = backend.on_change(agent_id, self._changed.set)
+        self._instance_ended = True  # (no instance yet: the first one is read from its start)
+        self._last_seq = 0
+
+    @property
+    def pending(self) -> bool:
+        return self._current is None
+
+    def attach(self, publisher: Any) -> None:
+        raise ConfigurationError("a remote watch attaches by itself; it takes no publisher")
+
+    async def __anext__(self) -> Event:
+        while not self._closed:
+            if self._current is None:
+                if not self._backend.runs(self.agent_id):
+                    self._changed.clear()
+                    if not self._backend.runs(self.agent_id):
+                        await self._changed.wait()
+                    continue
+                # A new instance from its start; the same one (its stream ended without its
+                # AgentShutdown, e.g. an overflow) from the last event seen.
+                after = 0 if self._instance_ended else self._last_seq
+                self._current = self._backend.subscribe(self.agent_id, self.channel, after)
+            try:
+                event = await self._current.__anext__()
+            except StopAsyncIteration:
+                await self._drop()
+                continue
+            except (AgentNotRunning, AgentUnreachable):
+                # The directory still lists an instance that has ended (or whose host died):
+                # its next change says what runs now.
+                await self._drop()
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            self._instance_ended = isinstance(event, AgentShutdown)
+            self._last_seq = event.seq
+            return event
+        raise StopAsyncIteration
+
+    async def _drop(self) -> None:
+        if self._current is not None:
+            await self._current.aclose()
+            self._current = None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._remove()
+        if self._current is not None:
+            await self._current.aclose()
+            self._current = None
+        self._changed.set()

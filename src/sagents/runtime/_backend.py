@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sagents._state import State
+    from sagents.events import Channel
     from sagents.execution._agent import Agent
     from sagents.runtime._handle import AgentHandle
     from sagents.runtime._info import AgentInfo
     from sagents.runtime._options import StartOptions
     from sagents.runtime._runtime import Runtime
+    from sagents.runtime._watch import Watch
     from sagents.session._config import SessionConfig
 
 __all__ = ["Backend"]
@@ -73,6 +75,10 @@ class Backend(Protocol):
     def running_agents(self) -> list[str]:
         """Ids of the agents running anywhere in the cluster (this process's view of the
         directory, never older than its last update)."""
+        ...
+
+    def watch(self, agent_id: str, channel: Channel) -> Watch:
+        """A durable subscription to ``agent_id`` across its instances, on any host."""
         ...
 
     def runs(self, agent_id: str) -> bool:

@@ -640,8 +640,10 @@ class Runtime(AsyncResource):
         return await self.agent(agent_id).export_state()
 
     def watch(self, agent_id: str, channel: Channel = "main") -> Watch:
-        """A durable subscription: pending until the agent runs, kept across restarts."""
-        self._local_only("watch")
+        """A durable subscription: pending until the agent runs, kept across restarts (with a
+        backend: on whichever host runs it)."""
+        if self._backend is not None:
+            return self._backend.watch(agent_id, channel)
         return Watch(self._registry, agent_id, channel)
 
 
