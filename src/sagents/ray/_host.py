@@ -72,6 +72,7 @@ class Host:
         self._runtime = Runtime(**runtime_options)
         self._configs: dict[str, Any] = {}
         self._reports: dict[str, Any] = {}  # agent id -> its last report to the directory
+        self._announced: set[str] = set()  # agents whose arrival by a drain was published
 
     async def start(self) -> str:
         """Start the runtime and join the directory; the host's name."""
@@ -87,6 +88,7 @@ class Host:
         directory = self._directory
         report = directory.registered if registered else directory.unregistered
         ref = self._reports[agent_id] = report.remote(agent_id, self._name)
+        self._announced.discard(agent_id)
         if not registered:
             asyncio.get_running_loop().create_task(self._forget_report(agent_id, ref))
 
@@ -103,7 +105,8 @@ class Host:
         if report is None:
             return -1
         version, moved_from = await report
-        if moved_from is not None:
+        if moved_from is not None and agent_id not in self._announced:
+            self._announced.add(agent_id)  # once, however many callers wait for this start
             event = NodeTransferred(from_node=moved_from, to_node=self._name)
             with contextlib.suppress(AgentNotRunning):
                 self._runtime._server(agent_id).emit(event)
