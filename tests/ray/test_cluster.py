@@ -83,17 +83,6 @@ async def config(tmp_path: Path) -> AsyncIterator[SessionConfig]:
     await config.agent_persistence.aclose()
 
 
-async def _saved(config: SessionConfig, conversation_id: str, messages: int) -> None:
-    store = config.agent_persistence
-    assert isinstance(store, SqlPersistence)
-    for _ in range(500):
-        stored = await store.load_state(None, conversation_id)
-        if stored is not None and len(stored.state.messages) == messages:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{conversation_id} was not saved with {messages} messages")
-
-
 async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(
     cluster: Any, runtime: Runtime, config: SessionConfig
 ) -> None:
@@ -105,7 +94,7 @@ async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(
         await session.handle.add_message("hello")
     for session in sessions:
         await until_status(session.events, Status.IDLE)
-    await asyncio.gather(*(_saved(config, c, 2) for c in ids))
+    await asyncio.gather(*(test_backend.saved(config, c, 2) for c in ids))
     worker = next(node for node in cluster.worker_nodes)
     on_worker = []
     for c in ids:

@@ -93,8 +93,12 @@ class Host:
             asyncio.get_running_loop().create_task(self._forget_report(agent_id, ref))
 
     async def _forget_report(self, agent_id: str, ref: Any) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await ref
+        except Exception as exc:
+            # The directory still lists the agent here: say so (callers then get
+            # AgentNotRunning from this host, and the next start places it again).
+            _log.error("host %s: the directory missed the end of %r: %s", self._name, agent_id, exc)
         if self._reports.get(agent_id) is ref:
             del self._reports[agent_id]
 

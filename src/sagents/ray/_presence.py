@@ -254,8 +254,11 @@ class RayPresence:
         board = self._get_board()
         while True:
             await asyncio.sleep(self._ttl / 3)
-            with contextlib.suppress(ray.exceptions.RayActorError):
+            try:
                 await board.heartbeat.remote(self._process)
+            except ray.exceptions.RayActorError as exc:
+                # Missed beats let the board drop this process's viewers: say so.
+                _log.error("the sagents presence board missed a heartbeat: %s", exc)
 
 
 def _presence(namespace: str, connection_ttl: float) -> RayPresence:

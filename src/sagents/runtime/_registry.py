@@ -44,7 +44,8 @@ class Registry(Generic[T]):
         #: leaves (a distributed backend's directory follows the runtime this way).
         self.listener: Callable[[str, bool], None] | None = None
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise :class:`RegistryUnavailable` unless the runtime is running."""
         if not self.available:
             raise RegistryUnavailable(
                 "the runtime is not running (starting or shutting down); retry shortly and do "
@@ -58,7 +59,7 @@ class Registry(Generic[T]):
             AgentAlreadyRunning: the id is taken.
             RegistryUnavailable: the runtime is not running.
         """
-        self._check()
+        self.check()
         if agent_id in self._entries:
             raise AgentAlreadyRunning(
                 f"agent {agent_id!r} is already running; use runtime.agent({agent_id!r})"
@@ -88,7 +89,7 @@ class Registry(Generic[T]):
         Raises:
             RegistryUnavailable: the runtime is not running.
         """
-        self._check()
+        self.check()
         return self._entries.get(agent_id)
 
     def get(self, agent_id: str) -> T | None:
@@ -96,7 +97,7 @@ class Registry(Generic[T]):
         return self._entries.get(agent_id)
 
     def ids(self) -> list[str]:
-        self._check()
+        self.check()
         return list(self._entries)
 
     def entries(self) -> Iterator[T]:
@@ -111,11 +112,11 @@ class Registry(Generic[T]):
         return list(self._watchers)
 
     def count(self) -> int:
-        self._check()
+        self.check()
         return len(self._entries)
 
     def matching(self, pattern: str) -> list[str]:
-        self._check()
+        self.check()
         if "*" not in pattern:
             return [pattern] if pattern in self._entries else []
         regex = glob_pattern(pattern)

@@ -244,7 +244,7 @@ class Runtime(AsyncResource):
             RegistryUnavailable: the runtime is not running.
         """
         if self._backend is not None:
-            self._registry.lookup("")  # RegistryUnavailable unless started
+            self._registry.check()
             return await self._backend.start_agent(self, agent, initial_state, options)
         return await self._start_unit(None, agent, initial_state, options)
 
@@ -550,7 +550,7 @@ class Runtime(AsyncResource):
     async def agent_info(self, agent_id: str) -> AgentInfo | None:
         """A snapshot of the agent, or None when it is not running."""
         if self._backend is not None:
-            self._registry.lookup(agent_id)  # RegistryUnavailable unless started
+            self._registry.check()
             return await self._backend.agent_info(agent_id)
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.info()
@@ -559,7 +559,7 @@ class Runtime(AsyncResource):
         """Ids of the running agents (no agent is messaged); with a backend, of the whole
         cluster."""
         if self._backend is not None:
-            self._registry.ids()  # RegistryUnavailable unless started
+            self._registry.check()
             return self._backend.running_agents()
         return self._registry.ids()
 
