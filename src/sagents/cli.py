@@ -4,9 +4,10 @@ Subcommands:
 
 * ``sagents db upgrade --url URL [--table-prefix P] [--revision R]``: create or upgrade the SQL
   tables with the migrations shipped in the package (no ``alembic.ini`` needed).
-* ``sagents demo [--host H] [--port P] [--data DIR] [--model provider:name] [--debugger]
-  [--debugger-token T]``: run the web demo (FastAPI on uvicorn, SQLite in DIR, the offline
-  scripted model unless ``--model`` names a real one) and print its URL.
+* ``sagents demo [--host H] [--port P] [--data DIR] [--model provider:name] [--workers N]
+  [--ray-address A] [--debugger] [--debugger-token T]``: run the web demo (FastAPI on uvicorn,
+  SQLite in DIR, the offline scripted model unless ``--model`` names a real one; with several
+  workers, the agents on a Ray cluster) and print its URL.
 * ``sagents setup PACKAGE.MODULE [--owner-type T] [--owner-field F] [--table-prefix P]
   [--factory NAME] [--coordinator NAME] [--force] [--dir ROOT]``: write a coordinator, its
   factory, router, persistence wiring, tables, migration and test into an app.
@@ -60,17 +61,30 @@ def _demo(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise ConfigurationError(f"the demo needs {', '.join(missing)}: pip install 'sagents[web]'")
-    from sagents.web import WebConfig, check_model, create_app, serve
+    from sagents.web import WebConfig, check_model, create_app, serve, serve_workers
 
     if args.model is not None:
         check_model(args.model, os.environ)
+    if args.workers < 1:
+        raise ConfigurationError(f"--workers must be 1 or more, got {args.workers}")
+    clustered = args.workers > 1 or args.ray_address is not None
+    if clustered and importlib.util.find_spec("ray") is None:
+        raise ConfigurationError(
+            "--workers and --ray-address run the agents on Ray: pip install 'sagents[ray]'"
+        )
     config = WebConfig(
         data_dir=Path(args.data),
         model=args.model,
         debugger=args.debugger or args.debugger_token is not None,
         debugger_token=args.debugger_token,
+        ray_address=args.ray_address,
     )
-    app = create_app(config)
+
+    cluster = args.ray_address
+
+    def joined(address: str) -> None:
+        nonlocal cluster
+        cluster = address
 
     def ready(url: str) -> None:
         model = args.model or "the offline scripted model (no API key needed)"
@@ -78,9 +92,22 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  model: {model}; data: {config.data_dir.resolve()}", flush=True)
         if config.debugger:
             print(f"  live debugger: {url}debug", flush=True)
+        if clustered:
+            # Another server joins with --ray-address (e.g. on another port).
+            print(f"  {args.workers} server process(es); agents on Ray at {cluster}", flush=True)
         print("  stop with Ctrl-C (agents save their state on the way out)", flush=True)
 
-    asyncio.run(serve(app, host=args.host, port=args.port, on_ready=ready))
+    if clustered:
+        serve_workers(
+            config,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            on_ready=ready,
+            on_cluster=joined,
+        )
+    else:
+        asyncio.run(serve(create_app(config), host=args.host, port=args.port, on_ready=ready))
     print("sagents demo: stopped", flush=True)
     return 0
 
@@ -186,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PROVIDER:NAME",
         help="a real model through langchain, e.g. openai:gpt-4o-mini (needs its API key)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes (default: 1); more than one runs the agents on a local Ray "
+        "cluster, so that any process serves any conversation (needs sagents[ray])",
+    )
+    demo.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="run the agents on this Ray cluster (e.g. 'auto' or 'head:6379'); its hosts "
+        "are left running at exit",
     )
     demo.add_argument("--debugger", action="store_true", help="mount the live debugger at /debug")
     demo.add_argument(

@@ -157,6 +157,24 @@ async def test_a_thousand_agents_spread_over_the_hosts(runtime: Runtime) -> None
     assert runtime.agent_count() == 0
 
 
+async def test_agents_sharing_files_run_on_the_host_that_holds_them(runtime: Runtime) -> None:
+    # Two hosts each with the scope open would each keep their own view of its files.
+    await runtime.start_agent(echo_agent("solo"), inactivity_timeout=None)
+    team = [f"team-{i}" for i in range(8)]
+    await asyncio.gather(
+        *(
+            runtime.start_agent(echo_agent(i), inactivity_timeout=None, filesystem_scope="team")
+            for i in team
+        )
+    )
+    nodes = {info.agent_id: info.node for info in await runtime.agent_infos()}
+    assert set(nodes) == {"solo", *team}
+    assert len({nodes[i] for i in team}) == 1
+    assert all(node is not None and node.startswith("sagents-host-") for node in nodes.values())
+    info = await runtime.agent("team-3").info()
+    assert info.node == nodes["team-3"]
+
+
 async def test_a_subscriber_resumes_from_its_last_seq(runtime: Runtime) -> None:
     handle = await runtime.start_agent(echo_agent("a1"), inactivity_timeout=None)
     events = handle.subscribe()

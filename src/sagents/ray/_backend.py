@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 from ray import cloudpickle
@@ -29,7 +29,7 @@ from sagents.events import Channel
 from sagents.execution._agent import Agent
 from sagents.ray._directory import DIRECTORY_NAME, Directory
 from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription, RemoteWatch
-from sagents.ray._host import ConfigMissing, Host
+from sagents.ray._host import ConfigMissing, FilesOpenElsewhere, Host
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import StartOptions
@@ -45,6 +45,11 @@ __all__ = ["RayBackend"]
 _log = logging.getLogger("sagents.ray")
 
 _PLACEMENTS = ("least_loaded", "hash")
+
+T = TypeVar("T")
+
+#: How many hosts a start tries before giving up (each refusal names the next one).
+_PLACEMENT_ATTEMPTS = 20
 
 #: The resource only the head node of a Ray cluster has.
 _HEAD_RESOURCE = "node:__internal_head__"
@@ -363,6 +368,22 @@ class RayBackend:
         )
         return info
 
+    async def agent_infos(self) -> list[AgentInfo]:
+        """What :meth:`agent_info` reports, of every agent of the cluster (one call per
+        host); a host that does not answer is left out and logged."""
+        names = list(await self.hosts())
+        results = await asyncio.gather(
+            *(self._await(n, self._host(n).agent_infos.remote(), "agent infos") for n in names),
+            return_exceptions=True,
+        )
+        infos: list[AgentInfo] = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                _log.error("sagents host %s did not list its agents: %s", name, result)
+            else:
+                infos.extend(result)
+        return infos
+
     def handle(self, runtime: Runtime, agent_id: str) -> AgentHandle:
         self._host_name(agent_id)  # AgentNotRunning unless it runs somewhere
         return RemoteAgentHandle(runtime, agent_id, self)
@@ -407,10 +428,32 @@ class RayBackend:
         options = {key: value for key, value in options.items() if key != "context"}  # type: ignore[assignment]
         payload = _pickled("start_agent", (agent, initial_state, options))
         agent_id = agent.agent_id
-        name: str = await self._directory.place.remote(agent_id)
-        ref = self._host(name).start_agent.remote(payload)
-        await self._mirrored(await self._await(name, ref, f"start {agent_id!r}"))
+
+        async def start(name: str) -> int:
+            ref = self._host(name).start_agent.remote(payload)
+            version: int = await self._await(name, ref, f"start {agent_id!r}")
+            return version
+
+        await self._mirrored(await self._on_placed_host(agent_id, start))
         return RemoteAgentHandle(runtime, agent_id, self)
+
+    async def _on_placed_host(self, agent_id: str, start: Callable[[str], Awaitable[T]]) -> T:
+        """``start(host)`` on the host the directory places ``agent_id`` on; again on the
+        host that holds its shared filesystem scope if that is another one (agents sharing
+        files run together: each host would keep its own view of them)."""
+        pinned: str | None = None
+        for attempt in range(_PLACEMENT_ATTEMPTS):
+            name: str = await self._directory.place.remote(agent_id, pinned)
+            try:
+                return await start(name)
+            except FilesOpenElsewhere as exc:
+                if exc.host == pinned:  # that host is leaving (a drain): it releases soon
+                    await asyncio.sleep(min(0.05 * attempt, 0.5))
+                pinned = exc.host
+        raise AgentUnreachable(
+            f"agent {agent_id!r} could not start: the files it shares stayed open on sagents "
+            f"host {pinned}, which takes no new agents. Retry in a moment"
+        )
 
     async def session(
         self,
@@ -426,30 +469,32 @@ class RayBackend:
         that runs ``agent_id`` (``where="running"``; None when none does), the one it runs on
         or is placed on (``"place"``), or any (``"any"``). A resulting session comes back as
         ``(agent_id, conversation_id, restored, started)``."""
-        if where == "place":
-            name: str = await self._directory.place.remote(agent_id)
-        elif where == "running":
+        key, pickled = self._config(config)
+        what = f"Session.{method}"
+
+        async def run(name: str) -> Any:
+            host = self._host(name)
+            send = (name, key) not in self._configs_sent
+            ref = host.session.remote(
+                method, key, pickled if send else None, args, dict(kwargs), agent_id
+            )
             try:
-                name = self._host_name(agent_id)
+                result, version = await self._await(name, ref, what)
+            except ConfigMissing:  # the host restarted
+                ref = host.session.remote(method, key, pickled, args, dict(kwargs), agent_id)
+                result, version = await self._await(name, ref, what)
+            self._configs_sent.add((name, key))
+            await self._mirrored(version)
+            return result
+
+        if where == "place":
+            return await self._on_placed_host(agent_id, run)
+        if where == "running":
+            try:
+                return await run(self._host_name(agent_id))
             except AgentNotRunning:
                 return None
-        else:
-            name = next(iter(self._hosts))
-        key, pickled = self._config(config)
-        host = self._host(name)
-        send = (name, key) not in self._configs_sent
-        what = f"Session.{method}"
-        ref = host.session.remote(
-            method, key, pickled if send else None, args, dict(kwargs), agent_id
-        )
-        try:
-            result, version = await self._await(name, ref, what)
-        except ConfigMissing:  # the host restarted
-            ref = host.session.remote(method, key, pickled, args, dict(kwargs), agent_id)
-            result, version = await self._await(name, ref, what)
-        self._configs_sent.add((name, key))
-        await self._mirrored(version)
-        return result
+        return await run(next(iter(self._hosts)))
 
     def _config(self, config: SessionConfig) -> tuple[str, bytes]:
         cached = self._configs.get(id(config))

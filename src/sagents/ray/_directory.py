@@ -45,6 +45,7 @@ class Directory:
         self._owners: dict[str, str] = {}  # host -> the owner id of its runtime's leases
         self._dead_owners: set[str] = set()  # owner ids of hosts found dead
         self._transfers: dict[str, str] = {}  # agent id -> the host it is leaving (drain)
+        self._files: dict[str, str] = {}  # shared filesystem scope (its repr) -> its host
         self._version = 0
         self._log: deque[tuple[int, str, str | None]] = deque(maxlen=_CHANGE_LOG)
         self._changed: asyncio.Event | None = None
@@ -94,7 +95,28 @@ class Directory:
         for agent_id, (on, _) in list(self._placed.items()):
             if on == host:
                 del self._placed[agent_id]
+        self.release_files(host)
         return lost
+
+    # -- shared filesystem scopes ----------------------------------------------------------
+
+    def claim_files(self, scope: str, host: str) -> str | None:
+        """``host`` is to bring up the shared filesystem ``scope``: None when it may (the
+        scope is now its own), else the host that holds it."""
+        holder = self._files.get(scope)
+        if holder is None or holder == host or holder not in self._hosts:
+            self._files[scope] = host
+            return None
+        return holder
+
+    def release_files(self, host: str, scope: str | None = None) -> None:
+        """``host`` no longer holds ``scope`` (None: any scope)."""
+        if scope is not None:
+            if self._files.get(scope) == host:
+                del self._files[scope]
+            return
+        for held in [s for s, h in self._files.items() if h == host]:
+            del self._files[held]
 
     # -- agents ----------------------------------------------------------------------------
 

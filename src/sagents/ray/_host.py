@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import Any
 
 import ray
 from ray import cloudpickle
-from sagents._errors import AgentNotRunning, ConversationOwnedElsewhere
+from sagents._errors import (
+    AgentNotRunning,
+    ConfigurationError,
+    ConversationOwnedElsewhere,
+    SagentsError,
+)
 from sagents.events import Event, NodeTransferred, NodeTransferring
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
 
-__all__ = ["ConfigMissing", "Host"]
+__all__ = ["ConfigMissing", "FilesOpenElsewhere", "Host", "scope_key"]
 
 _log = logging.getLogger("sagents.ray")
 
@@ -70,6 +76,7 @@ class Host:
         self._name = name
         self._directory = directory
         self._runtime = Runtime(**runtime_options)
+        self._runtime.guard_filesystems(_FilesGuard(name, directory))
         self._configs: dict[str, Any] = {}
         self._reports: dict[str, Any] = {}  # agent id -> its last report to the directory
         self._announced: set[str] = set()  # agents whose arrival by a drain was published
@@ -139,6 +146,7 @@ class Host:
     async def shutdown(self) -> None:
         """Stop every agent gracefully (saving where configured), then the runtime."""
         await self._runtime.shutdown()
+        await self._directory.release_files.remote(self._name)
 
     def ping(self) -> str:
         return self._name
@@ -163,6 +171,18 @@ class Host:
             self._directory.unplace.remote(agent.agent_id, self._name)
             raise
         return await self._synced(agent.agent_id)
+
+    def agent_infos(self) -> list[Any]:
+        """What ``agent_info`` reports of each agent here, sub-agents included."""
+        runtime = self._runtime
+        return [
+            self._located(info)
+            for agent_id in runtime.list_running_agents()
+            if (info := runtime.agent_info_nowait(agent_id)) is not None
+        ]
+
+    def _located(self, info: Any) -> Any:
+        return None if info is None else dataclasses.replace(info, node=self._name)
 
     async def stop(self, agent_id: str, reason: str) -> int:
         """Stop the agent gracefully (its whole unit); the directory's version without it."""
@@ -198,11 +218,15 @@ class Host:
             raise ConfigMissing(config_key)
         operation = getattr(Session, method)
         try:
-            result = await operation(self._runtime, session_config, *args, **kwargs)
-        except ConversationOwnedElsewhere as exc:
-            if not await self._take_over(session_config, exc):
-                raise
-            result = await operation(self._runtime, session_config, *args, **kwargs)
+            try:
+                result = await operation(self._runtime, session_config, *args, **kwargs)
+            except ConversationOwnedElsewhere as exc:
+                if not await self._take_over(session_config, exc):
+                    raise
+                result = await operation(self._runtime, session_config, *args, **kwargs)
+        except FilesOpenElsewhere:
+            self._directory.unplace.remote(agent_id, self._name)  # the client places it there
+            raise
         version = await self._synced(agent_id)
         if not isinstance(result, Session):
             return result, version
@@ -231,10 +255,11 @@ class Host:
         agent_id, method, args, kwargs = request
         if method not in HANDLE_METHODS:
             raise ValueError(f"not an agent handle operation: {method!r}")
-        return await getattr(self._runtime.agent(agent_id), method)(*args, **kwargs)
+        result = await getattr(self._runtime.agent(agent_id), method)(*args, **kwargs)
+        return self._located(result) if method == "info" else result
 
     async def agent_info(self, agent_id: str) -> Any:
-        return await self._runtime.agent_info(agent_id)
+        return self._located(await self._runtime.agent_info(agent_id))
 
     async def subscribe(
         self, agent_id: str, channel: str, after_seq: int | None
@@ -254,6 +279,44 @@ class Host:
                 while len(batch) < _BATCH and (more := subscription.get_nowait()) is not None:
                     batch.append(more)
                 yield tuple(batch)
+
+
+def scope_key(scope: Hashable) -> str:
+    """A shared filesystem scope as the directory knows it, the same in every process."""
+    key = repr(scope)
+    if " at 0x" in key:  # the default repr: an address, different in each process
+        raise ConfigurationError(
+            f"filesystem_scope {key}: with RayBackend a shared scope must look the same in "
+            "every process (its repr): use a str, a tuple or a dataclass"
+        )
+    return key
+
+
+class FilesOpenElsewhere(SagentsError):
+    """A shared filesystem scope is open on another host: agents using it start there."""
+
+    def __init__(self, scope: str, host: str) -> None:
+        super().__init__(f"the files of scope {scope} are open on sagents host {host}")
+        self.scope = scope
+        self.host = host
+
+
+class _FilesGuard:
+    """The host's :class:`~sagents.runtime._filesystem_server.FilesystemGuard`: a shared
+    scope's files are open on one host of the cluster at a time."""
+
+    def __init__(self, host: str, directory: Any) -> None:
+        self._host = host
+        self._directory = directory
+
+    async def claim(self, scope: Hashable) -> None:
+        key = scope_key(scope)
+        holder: str | None = await self._directory.claim_files.remote(key, self._host)
+        if holder is not None:
+            raise FilesOpenElsewhere(key, holder)
+
+    def release(self, scope: Hashable) -> None:
+        self._directory.release_files.remote(self._host, scope_key(scope))
 
 
 class ConfigMissing(Exception):

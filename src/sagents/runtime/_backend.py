@@ -72,6 +72,10 @@ class Backend(Protocol):
         """The agent's snapshot from its host, or None when it runs nowhere."""
         ...
 
+    async def agent_infos(self) -> list[AgentInfo]:
+        """Every running agent's snapshot, each with its ``node``."""
+        ...
+
     def running_agents(self) -> list[str]:
         """Ids of the agents running anywhere in the cluster (this process's view of the
         directory, never older than its last update)."""

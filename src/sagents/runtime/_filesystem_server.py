@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sagents._files import ConversationFiles, FileStore, FileStoreUser, MemoryFileStore
 from sagents.persistence._files import FilePersistence, PersistedFileStore
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FileStoreFactory",
+    "FilesystemGuard",
     "FileSystemServer",
     "default_filesystem_scope",
     "file_store_factory",
@@ -51,6 +52,24 @@ __all__ = [
 
 #: ``async (scope) -> FileStore``: builds (or reopens) the store of a scope.
 FileStoreFactory = Callable[[Hashable], Awaitable[FileStore]]
+
+
+class FilesystemGuard(Protocol):
+    """Keeps a shared scope's files in one process at a time (see
+    ``Runtime.guard_filesystems``): two processes holding one scope would each keep their own
+    view of its files, and each overwrite the other's changes."""
+
+    async def claim(self, scope: Hashable) -> None:
+        """Before this process brings ``scope`` up; raises when another process holds it."""
+
+    def release(self, scope: Hashable) -> None:
+        """Once this process's server of ``scope`` has ended."""
+
+
+def shared_scope(scope: Hashable) -> bool:
+    """Whether agents of several conversations may use ``scope`` (a conversation's own files
+    are used by its agent and its sub-agents, which run where it runs)."""
+    return not isinstance(scope, ConversationFiles)
 
 
 async def memory_file_store(scope: Hashable) -> FileStore:

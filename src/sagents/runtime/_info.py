@@ -29,8 +29,10 @@ class AgentInfo:
         todo_count: todos in its state.
         metadata: the ``metadata`` start option.
         scope: the tenant the agent serves (the ``scope`` start option).
-        instance: identifies this server instance, unique in the process: a restarted agent
-            (whose events are numbered from 1 again) has a new one.
+        instance: identifies this server instance: a restarted agent (whose events are
+            numbered from 1 again) has a new one, also when it restarts in another process.
+        node: where it runs, with a distributed backend (a Ray host's name); None in one
+            process.
     """
 
     agent_id: str
@@ -47,3 +49,4 @@ class AgentInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     scope: str | None = None
     instance: int = 0
+    node: str | None = None

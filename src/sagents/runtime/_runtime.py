@@ -57,9 +57,11 @@ from sagents.execution._host import AgentHost
 from sagents.runtime._context import capture_context
 from sagents.runtime._filesystem_server import (
     FileStoreFactory,
+    FilesystemGuard,
     FileSystemServer,
     default_filesystem_scope,
     file_store_factory,
+    shared_scope,
 )
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
@@ -136,6 +138,7 @@ class Runtime(AsyncResource):
         self._filesystem_store = filesystem_store
         self._fs_servers: dict[Hashable, FileSystemServer] = {}
         self._fs_users: Counter[Hashable] = Counter()
+        self._fs_guard: FilesystemGuard | None = None
         self._max_restarts = max_restarts
         self._max_seconds = max_seconds
         self._shutdown_timeout = shutdown_timeout
@@ -442,6 +445,10 @@ class Runtime(AsyncResource):
                     self._fs_servers.pop(scope, None)
                     with contextlib.suppress(ChildNotFound):
                         await self._filesystems.terminate_child(("filesystem", scope))
+                    # Unless a start of the scope came meanwhile (its claim is this one).
+                    guard = self._fs_guard
+                    if guard is not None and shared_scope(scope) and not self._fs_users[scope]:
+                        guard.release(scope)
             except SupervisorNotRunning:
                 return  # the runtime is shutting down: the supervisor ends everything
             except Exception:
@@ -454,7 +461,10 @@ class Runtime(AsyncResource):
         if scope in self._fs_servers:
             return
         factory = file_store_factory(scope, options, self._filesystem_store)
+        guard = self._fs_guard if shared_scope(scope) else None
         try:
+            if guard is not None:
+                await guard.claim(scope)
             await self._filesystems.start_child(
                 ChildSpec(
                     id=("filesystem", scope),
@@ -467,6 +477,9 @@ class Runtime(AsyncResource):
             pass  # another start of this scope is bringing it up
         except BaseException:
             self._fs_users[scope] -= 1
+            if guard is not None and self._fs_users[scope] <= 0 and scope not in self._fs_servers:
+                self._fs_users.pop(scope, None)
+                guard.release(scope)  # no other start of it here is under way
             raise
 
     def _filesystem_ready(self, server: FileSystemServer) -> None:
@@ -555,6 +568,16 @@ class Runtime(AsyncResource):
         server = self._registry.lookup(agent_id)
         return None if server is None or server.closed else server.info()
 
+    async def agent_infos(self) -> list[AgentInfo]:
+        """What :meth:`agent_info` reports, for every running agent, sub-agents included
+        (with a backend, of the whole cluster, each with its ``node``); never counts as
+        activity."""
+        if self._backend is not None:
+            self._registry.check()
+            return await self._backend.agent_infos()
+        servers = (self._registry.lookup(agent_id) for agent_id in self._registry.ids())
+        return [server.info() for server in servers if server is not None and not server.closed]
+
     def list_running_agents(self) -> list[str]:
         """Ids of the running agents (no agent is messaged); with a backend, of the whole
         cluster."""
@@ -580,6 +603,14 @@ class Runtime(AsyncResource):
         ``listener(agent_id, False)`` when it leaves, synchronously, in order (a distributed
         backend's host keeps its directory current this way); None stops it."""
         self._registry.listener = listener
+
+    def guard_filesystems(self, guard: FilesystemGuard | None) -> None:
+        """Ask ``guard.claim(scope)`` before a shared filesystem scope (a ``filesystem_scope``
+        start option, not a conversation's own files) is brought up here, and call
+        ``guard.release(scope)`` once it has ended; a claim that raises fails the start with
+        its error. A distributed backend's host keeps each scope's files in one process this
+        way. None removes the guard."""
+        self._fs_guard = guard
 
     def inventory(self) -> dict[str, list[Hashable]]:
         """What this runtime holds now, by kind: a read-only probe for leak checks (tests,

@@ -27,6 +27,7 @@ import contextlib
 import contextvars
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -86,8 +87,11 @@ _CLOSED = 2  # a graceful stop was processed: no more messages, the ending follo
 _ENDING = 3  # releasing what it holds
 _ENDED = 4  # gone: unregistered, subscriptions closed, waiters released
 
-#: Numbers server instances (``AgentInfo.instance``).
-_INSTANCES = itertools.count(1)
+#: Numbers server instances (``AgentInfo.instance``). Each process starts at a random point, so
+#: that an agent moved to another process (a distributed backend's host) gets a number no client
+#: has seen for it: a client resumes from its last seq only within one instance. Below 2**53, so
+#: a browser reads it exactly.
+_INSTANCES = itertools.count(1 + secrets.randbelow(1 << 52))
 
 
 class AgentServer:

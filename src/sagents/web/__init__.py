@@ -10,7 +10,7 @@ See ``docs/web.md`` for the pages, the REST API and the websocket protocol.
 """
 
 from sagents._public import publish as _publish
-from sagents.web._app import create_app, serve
+from sagents.web._app import create_app, serve, serve_workers, worker_app
 from sagents.web._config import WebConfig
 from sagents.web._debugger import DebuggerApp, agent_json, debugger_app
 from sagents.web._demo_factory import DemoFactory, build_model, check_model
@@ -28,6 +28,8 @@ __all__ = [
     "create_app",
     "debugger_app",
     "serve",
+    "serve_workers",
+    "worker_app",
 ]
 
 _publish(globals(), __all__, __name__)

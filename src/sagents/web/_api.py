@@ -133,7 +133,7 @@ async def rename_conversation(
     conversation_id: ConversationId, body: RenameBody, services: Services, identity: Identity
 ) -> dict[str, Any]:
     conversation = await services.rename(identity, conversation_id, body.title)
-    return conversation_json(conversation, services.status(identity, conversation_id))
+    return conversation_json(conversation, await services.status(identity, conversation_id))
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
@@ -160,7 +160,7 @@ async def send_message(
             ]
         )
     await services.send(identity, conversation_id, body.text)
-    return {"status": services.status(identity, conversation_id)}
+    return {"status": await services.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/cancel", status_code=202)
@@ -168,7 +168,7 @@ async def cancel_run(
     conversation_id: ConversationId, services: Services, identity: Identity
 ) -> dict[str, Any]:
     await services.cancel(identity, conversation_id)
-    return {"status": services.status(identity, conversation_id)}
+    return {"status": await services.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/decisions", status_code=202)
@@ -177,7 +177,7 @@ async def decide(
 ) -> dict[str, Any]:
     decisions = [d.model_dump() for d in body.decisions]
     await services.decide(identity, conversation_id, decisions)
-    return {"status": services.status(identity, conversation_id)}
+    return {"status": await services.status(identity, conversation_id)}
 
 
 @router.get("/files")

@@ -11,31 +11,45 @@ live debugger at ``/debug``.
 readiness flips to 503 at once, uvicorn stops accepting and closes the sockets, then the
 lifespan lets running agents finish (``drain_timeout``), stops every agent (each saves its
 state) and closes the database; then the process exits.
+
+``serve_workers`` runs it in several uvicorn worker processes over one Ray cluster (a local one
+unless ``WebConfig.ray_address`` names one): the agents live on the cluster's hosts, so any
+worker serves any conversation. This process prepares the tables and the hosts first, and
+stops the hosts it started (each agent saved) once the workers have exited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import errno
+import logging
 import math
+import os
+import socket
+import threading
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from langchain_core.language_models import BaseChatModel
 from starlette.staticfiles import StaticFiles
 
+from sagents._errors import ConfigurationError
 from sagents.web import _api, _health
 from sagents.web._config import WebConfig
 from sagents.web._debugger import debugger_app
 from sagents.web._identity import IdentityMiddleware, SameOriginMiddleware, Signer, load_secret
 from sagents.web._limits import BodyLimitMiddleware
-from sagents.web._services import WebServices
+from sagents.web._services import RAY_NAMESPACE, WebServices
 from sagents.web._socket import conversation_socket
 
-__all__ = ["create_app", "serve"]
+__all__ = ["WORKER_CONFIG_ENV", "bind", "create_app", "serve", "serve_workers", "worker_app"]
 
 STATIC = Path(__file__).parent / "static"
 
@@ -107,23 +121,15 @@ async def serve(
         port: the port; 0 picks a free one.
         on_ready: called with the page's URL once the server listens.
         log_level: uvicorn's log level.
+
+    Raises:
+        ConfigurationError: the port is in use.
     """
     import uvicorn
 
     services: WebServices = app.state.services
-    frame_limit = services.config.max_frame_bytes
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        lifespan="on",
-        ws="websockets-sansio",
-        # Frames far above the app's own limit are cut by the protocol (close 1009); the app
-        # answers frames just above its limit with an error frame instead.
-        ws_max_size=max(4 * frame_limit, 1 << 20),
-        timeout_graceful_shutdown=max(1, math.ceil(services.config.drain_timeout)),
-    )
+    listener = bind(host, port)
+    config = _uvicorn_config(app, services.config, host=host, port=port, log_level=log_level)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -134,7 +140,7 @@ async def serve(
             self._captured_signals.clear()
 
     server = Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve())
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[listener]))
     try:
         # uvicorn has no "started" event to wait on; this only runs during start-up.
         while not server.started:
@@ -143,13 +149,221 @@ async def serve(
                 raise SystemExit(1)  # uvicorn reported the failure and gave up
             await asyncio.sleep(0.02)
         if on_ready is not None:
-            bound = server.servers[0].sockets[0].getsockname()
-            on_ready(f"http://{_url_host(host)}:{bound[1]}/")
+            on_ready(_url(host, listener))
         await task
     finally:
         if not task.done():
             server.should_exit = True
             await task
+
+
+def serve_workers(
+    config: WebConfig,
+    *,
+    workers: int,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    on_ready: Callable[[str], None] | None = None,
+    on_cluster: Callable[[str], None] | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve the demo from ``workers`` processes (uvicorn's workers, on one socket) over one
+    Ray cluster, until SIGTERM or Ctrl-C: any worker serves any conversation, since the
+    agents run on the cluster's hosts. Blocks; call it from the main thread.
+
+    With no ``config.ray_address`` a local Ray is started here, and its hosts are stopped
+    (every agent saved) after the workers have exited; a cluster given by address is left
+    running. ``on_cluster`` is called with the cluster's address (another server process joins
+    it with ``WebConfig(ray_address=...)``, e.g. ``sagents demo --ray-address``).
+
+    Raises:
+        ConfigurationError: the port is in use, or the workers did not start.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    import ray
+
+    listener = bind(host, port)
+    owns_cluster = config.ray_address is None
+    try:
+        ray.init(
+            address=config.ray_address,
+            namespace=RAY_NAMESPACE,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+    except ConnectionError as exc:
+        raise ConfigurationError(
+            f"cannot join the Ray cluster at {config.ray_address}: {exc}. A cluster with "
+            "token authentication (Ray's default for a local one) needs RAY_AUTH_MODE=token "
+            "here, and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+        ) from exc
+    try:
+        if owns_cluster:
+            gcs = ray.get_runtime_context().gcs_address
+            config = dataclasses.replace(config, ray_address=gcs)
+        if on_cluster is not None:
+            on_cluster(str(config.ray_address))
+        if config.secret is None:
+            load_secret(config.data_dir)  # once here, rather than raced by the workers
+        cluster = _ClusterOwner(config, owns_cluster=owns_cluster)
+        cluster.start_and_wait()  # the tables and the hosts, before any worker serves
+        try:
+            os.environ[WORKER_CONFIG_ENV] = config.to_json()
+            # uvicorn stops a worker with SIGTERM, which it handles gracefully; Ray's crash
+            # handler would first print a stack dump for it, as for a fault.
+            os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+            uv = _uvicorn_config(
+                f"{__name__}:worker_app",
+                config,
+                host=host,
+                port=port,
+                log_level=log_level,
+                factory=True,
+                workers=workers,
+            )
+            supervisor = Multiprocess(uv, sockets=[listener])
+            served = threading.Event()
+            url = _url(host, listener)
+            announcer = threading.Thread(
+                target=_announce,
+                args=(url, supervisor.should_exit, served, on_ready),
+                daemon=True,
+            )
+            announcer.start()
+            supervisor.run()
+        finally:
+            cluster.stop()
+    finally:
+        ray.shutdown()
+    if not served.is_set():
+        raise ConfigurationError("the demo's workers stopped before serving: see their errors")
+
+
+#: Where :func:`serve_workers` puts the configuration for its worker processes.
+WORKER_CONFIG_ENV = "SAGENTS_DEMO_CONFIG"
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of :func:`serve_workers` (uvicorn's app factory),
+    built from the configuration in ``SAGENTS_DEMO_CONFIG``."""
+    text = os.environ.get(WORKER_CONFIG_ENV)
+    if text is None:
+        raise ConfigurationError(
+            f"{WORKER_CONFIG_ENV} is not set: worker_app is started by serve_workers "
+            "(sagents demo --workers N)"
+        )
+    return create_app(WebConfig.from_json(text))
+
+
+class _ClusterOwner:
+    """The services of the process that started the workers, on a thread with its own event
+    loop: it prepares the tables and the hosts before the workers start, and after they have
+    exited lets the runs finish and, if it started the cluster, stops its hosts."""
+
+    def __init__(self, config: WebConfig, *, owns_cluster: bool) -> None:
+        self._services = WebServices(config, owns_cluster=owns_cluster)
+        self._thread = threading.Thread(target=self._run, name="sagents cluster owner")
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start_and_wait(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            await self._services.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._services.aclose()
+
+
+def _announce(
+    url: str,
+    stopped: threading.Event,
+    served: threading.Event,
+    on_ready: Callable[[str], None] | None,
+) -> None:
+    """Set ``served`` and call ``on_ready(url)`` once a worker answers ready."""
+    while not stopped.wait(0.1):
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}health/ready", timeout=2) as response,
+        ):
+            if response.status == 200:
+                served.set()
+                if on_ready is not None:
+                    on_ready(url)
+                return
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` for uvicorn.
+
+    Raises:
+        ConfigurationError: the port is in use or the address is not this machine's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"port {port} on {host} is in use (another demo?): stop that process, or pick "
+                "another port with --port (0 picks a free one)"
+            ) from None
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    listener.set_inheritable(True)  # uvicorn's worker processes serve it too
+    return listener
+
+
+def _uvicorn_config(
+    app: FastAPI | str, config: WebConfig, *, host: str, port: int, log_level: str, **more: Any
+) -> Any:
+    import uvicorn
+
+    frame_limit = config.max_frame_bytes
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        ws="websockets-sansio",
+        # Frames far above the app's own limit are cut by the protocol (close 1009); the app
+        # answers frames just above its limit with an error frame instead.
+        ws_max_size=max(4 * frame_limit, 1 << 20),
+        timeout_graceful_shutdown=max(1, math.ceil(config.drain_timeout)),
+        **more,
+    )
+
+
+def _url(host: str, listener: socket.socket) -> str:
+    return f"http://{_url_host(host)}:{listener.getsockname()[1]}/"
 
 
 def _url_host(host: str) -> str:

@@ -9,8 +9,9 @@ timeout. Tests shrink the timers.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ class WebConfig:
         debugger_token: when set, every debugger request must carry it (loopback included);
             without it the debugger answers loopback clients only.
         model_options: extra keyword arguments for ``init_chat_model``.
+        ray_address: run the agents on this Ray cluster (``RayBackend(address=...)``, with
+            cluster-wide presence) rather than in this process: what lets several server
+            processes (``sagents demo --workers N``) serve the same conversations. The files
+            and the database must then be reachable from every node (one machine, a shared
+            volume, PostgreSQL).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("sagents-data"))
@@ -73,6 +79,7 @@ class WebConfig:
     debugger: bool = False
     debugger_token: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -95,6 +102,22 @@ class WebConfig:
             not isinstance(self.secret, bytes) or len(self.secret) < 16
         ):
             raise ConfigurationError("WebConfig.secret: must be at least 16 bytes")
+
+    def to_json(self) -> str:
+        """The configuration as JSON (what a server process hands its workers)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["data_dir"] = str(self.data_dir)
+        values["secret"] = None if self.secret is None else self.secret.hex()
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> WebConfig:
+        """The configuration :meth:`to_json` wrote."""
+        values = json.loads(text)
+        values["data_dir"] = Path(values["data_dir"])
+        if values.get("secret") is not None:
+            values["secret"] = bytes.fromhex(values["secret"])
+        return cls(**values)
 
     @property
     def url(self) -> str:

@@ -24,7 +24,8 @@ that agent's events as ``{"type": "event", "agent_id", "channel", "event": event
 Following uses ``runtime.watch``, so it survives restarts of the agent, and after a
 ``subscription_overflow`` (a slow browser) it re-attaches and carries on.
 
-Choices: the agent list is read with ``agent_info_nowait`` and never counts as activity, so
+Choices: the agent list is read with ``runtime.agent_infos()`` (with a distributed backend,
+the agents of the whole cluster, each with the host it runs on) and never counts as activity, so
 watching the page does not keep idle agents alive; reading an agent's state does, so the
 page reads it only when you pick an agent or its status changes, and otherwise updates it from
 ``agent_state_update`` debug events. The debugger's own subscriptions show in
@@ -111,6 +112,7 @@ def agent_json(info: AgentInfo) -> dict[str, Any]:
         "todo_count": info.todo_count,
         "scope": info.scope,
         "metadata": info.metadata,
+        "node": info.node,
     }
 
 
@@ -185,22 +187,18 @@ class DebuggerApp(AsyncResource):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def agents(self) -> list[dict[str, Any]]:
+    async def agents(self) -> list[dict[str, Any]]:
         """The running agents, sorted by id (never counts as activity).
 
         Raises:
             RegistryUnavailable: the runtime is starting or stopping.
         """
-        rows = []
-        for agent_id in sorted(self.runtime.list_running_agents()):
-            info = self.runtime.agent_info_nowait(agent_id)
-            if info is not None:  # it may have stopped since the listing
-                rows.append(agent_json(info))
-        return rows
+        infos = await self.runtime.agent_infos()
+        return [agent_json(info) for info in sorted(infos, key=lambda info: info.agent_id)]
 
-    def _overview(self) -> dict[str, Any]:
+    async def _overview(self) -> dict[str, Any]:
         try:
-            agents, ready = self.agents(), self.runtime.ready()
+            agents, ready = await self.agents(), self.runtime.ready()
         except RegistryUnavailable:
             agents, ready = [], False
         return {
@@ -217,7 +215,7 @@ class DebuggerApp(AsyncResource):
         return HTMLResponse(self._page.replace("{{base}}", base), headers=_PAGE_HEADERS)
 
     async def _list(self, request: Request) -> Response:
-        return _JSON({"agents": self.agents()}, headers={"Cache-Control": "no-store"})
+        return _JSON({"agents": await self.agents()}, headers={"Cache-Control": "no-store"})
 
     async def _telemetry(self, request: Request) -> Response:
         return _JSON({"counters": self.counters.snapshot()}, headers={"Cache-Control": "no-store"})
@@ -299,7 +297,7 @@ class DebuggerApp(AsyncResource):
             with contextlib.suppress(asyncio.CancelledError):
                 await previous
         try:
-            running = agent_id is not None and self.runtime.get_status_nowait(agent_id) is not None
+            running = agent_id is not None and await self.runtime.get_status(agent_id) is not None
         except RegistryUnavailable:
             running = False
         await socket.send({"type": "selected", "agent_id": agent_id, "running": running})
@@ -310,7 +308,7 @@ class DebuggerApp(AsyncResource):
     async def _tick(self, socket: _Socket) -> None:
         # A periodic push, not a poll for a condition: uptimes and deadlines change every second.
         while True:
-            if not await socket.send(self._overview()):
+            if not await socket.send(await self._overview()):
                 return
             await asyncio.sleep(self.interval)
 

@@ -20,6 +20,7 @@ import contextlib
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -39,7 +40,7 @@ from sagents.middleware._disk_file_store import DiskFileStore
 from sagents.middleware._file_store import FileStore, normalize_path
 from sagents.persistence._protocols import Conversation
 from sagents.persistence.sql import SqlPersistence, upgrade
-from sagents.runtime._presence import LocalPresence
+from sagents.runtime._presence import LocalPresence, Presence
 from sagents.runtime._runtime import Runtime
 from sagents.session._config import SessionConfig
 from sagents.session._router import SingleFactoryRouter
@@ -47,10 +48,39 @@ from sagents.session._session import Session
 from sagents.web._config import WebConfig
 from sagents.web._demo_factory import DemoFactory, build_model
 
-__all__ = ["FileEntry", "ServiceDraining", "Snapshot", "WebServices", "conversation_json"]
+__all__ = [
+    "RAY_NAMESPACE",
+    "FileEntry",
+    "IdentityFiles",
+    "ServiceDraining",
+    "Snapshot",
+    "WebServices",
+    "conversation_json",
+]
 
 _SCOPE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NOT_RUNNING = "not_running"
+
+
+#: The Ray namespace of the demo's directory, hosts and presence board.
+RAY_NAMESPACE = "sagents-demo"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityFiles:
+    """The runtime's ``filesystem_store``: each identity's files under ``root/<identity>``.
+
+    A value (not a closure), so that the hosts of a cluster receive it. ``debounce=0``: every
+    change is on disk when the tool returns, so the files panel can read them from any
+    process, also after the agents of this identity have stopped.
+    """
+
+    root: Path
+
+    async def __call__(self, scope: Hashable) -> FileStore:
+        if not isinstance(scope, str) or not _SCOPE.match(scope):
+            raise FileSystemError(f"no filesystem for scope {scope!r}")
+        return await DiskFileStore.open(self.root / scope, debounce=0)
 
 
 class ServiceDraining(RegistryUnavailable):
@@ -113,10 +143,33 @@ class WebServices:
         model: the chat model to use instead of the one ``config`` names (tests).
     """
 
-    def __init__(self, config: WebConfig, *, model: BaseChatModel | None = None) -> None:
+    def __init__(
+        self, config: WebConfig, *, model: BaseChatModel | None = None, owns_cluster: bool = False
+    ) -> None:
         self.config = config
-        self.presence = LocalPresence()
-        self.runtime = Runtime(filesystem_store=self._open_files)
+        self.files = IdentityFiles(config.data_dir / "files")
+        self._owns_cluster = owns_cluster or config.ray_address is None
+        self.presence: Presence
+        if config.ray_address is None:
+            self.presence = LocalPresence()
+            self.runtime = Runtime(filesystem_store=self.files)
+        else:
+            from sagents.ray import RayBackend, RayPresence
+
+            self.presence = RayPresence(namespace=RAY_NAMESPACE)
+            backend = RayBackend(
+                address=config.ray_address,
+                namespace=RAY_NAMESPACE,
+                # The cluster outlives a server process: whoever started it stops its hosts.
+                stop_hosts=owns_cluster,
+                runtime_options={"filesystem_store": self.files},
+                # Ray's own chatter once per process is enough: the hosts log to the process
+                # that started them, and to the cluster's log files.
+                init_options={}
+                if owns_cluster
+                else {"logging_level": "ERROR", "log_to_driver": False},
+            )
+            self.runtime = Runtime(backend=backend)
         self.store = SqlPersistence(config.url)
         if model is None:
             model = build_model(config.model, delay=config.model_delay, **config.model_options)
@@ -155,12 +208,16 @@ class WebServices:
         self._draining = True
 
     async def aclose(self) -> None:
-        """Drain, stop every agent gracefully (each saves its state), close the database."""
+        """Drain, stop every agent gracefully (each saves its state), close the database.
+
+        A server process of a cluster it did not start (``owns_cluster=False``) leaves the
+        agents running on the cluster for the other processes."""
         self.begin_drain()
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.drain_timeout):
-                    await self._runs_finished()
+                    if self._owns_cluster:
+                        await self._runs_finished()
         finally:
             try:
                 await self.runtime.shutdown()
@@ -185,21 +242,21 @@ class WebServices:
     def agent_id(self, conversation_id: str) -> str:
         return self.session_config.agent_id_for(conversation_id)
 
-    def status(self, scope: str, conversation_id: str) -> str:
+    async def status(self, scope: str, conversation_id: str) -> str:
         """The agent's status value, or ``"not_running"``."""
-        info = self.runtime.agent_info_nowait(self.agent_id(conversation_id))
-        if info is None or info.scope != scope:
-            return NOT_RUNNING
-        return info.status.value
+        return (await self.running(scope, conversation_id))[0]
 
-    def instance(self, conversation_id: str) -> int | None:
-        """Identifies the running server instance (``AgentInfo.instance``).
+    async def running(self, scope: str, conversation_id: str) -> tuple[str, int | None]:
+        """The agent's status value (or ``"not_running"``) and its server instance
+        (``AgentInfo.instance``; None when it does not run).
 
         A reconnecting client may resume from its last ``seq`` only within the same instance:
         every new instance numbers its events from 1 again.
         """
-        info = self.runtime.agent_info_nowait(self.agent_id(conversation_id))
-        return None if info is None else info.instance
+        info = await self.runtime.agent_info(self.agent_id(conversation_id))
+        if info is None or info.scope != scope:
+            return NOT_RUNNING, None
+        return info.status.value, info.instance
 
     async def conversation(self, scope: str, conversation_id: str) -> Conversation:
         """The conversation, if ``scope`` owns it.
@@ -216,7 +273,12 @@ class WebServices:
 
     async def list_conversations(self, scope: str) -> list[dict[str, Any]]:
         rows = await self.store.list_conversations(scope, limit=200)
-        return [conversation_json(c, self.status(scope, c.id)) for c in rows]
+        # Only the running ones are asked (with a backend, each asks its host, concurrently).
+        running = set(self.runtime.list_running_agents())
+        asked = [c.id for c in rows if self.agent_id(c.id) in running]
+        found = await asyncio.gather(*(self.status(scope, c) for c in asked))
+        statuses = dict(zip(asked, found, strict=True))
+        return [conversation_json(c, statuses.get(c.id, NOT_RUNNING)) for c in rows]
 
     async def create_conversation(self, scope: str, title: str | None) -> Conversation:
         if self._draining:
@@ -239,8 +301,7 @@ class WebServices:
     async def snapshot(self, scope: str, conversation_id: str) -> Snapshot:
         """The conversation as a reloaded page shows it: messages, todos, pending approval."""
         conversation = await self.conversation(scope, conversation_id)
-        status = self.status(scope, conversation_id)
-        instance = self.instance(conversation_id)
+        status, instance = await self.running(scope, conversation_id)
         state: State | None = None
         if status != NOT_RUNNING:
             with contextlib.suppress(AgentNotRunning):  # it stopped meanwhile: read the saved
@@ -296,7 +357,7 @@ class WebServices:
             InvalidTransition: nothing is running.
         """
         await self.conversation(scope, conversation_id)
-        if self.status(scope, conversation_id) == NOT_RUNNING:
+        if await self.status(scope, conversation_id) == NOT_RUNNING:
             raise InvalidTransition("the agent is not running; there is nothing to cancel")
         await self.runtime.cancel(self.agent_id(conversation_id))
 
@@ -318,23 +379,16 @@ class WebServices:
 
     # -- files -----------------------------------------------------------------------------------
 
-    async def _open_files(self, scope: Hashable) -> FileStore:
-        if not isinstance(scope, str) or not _SCOPE.match(scope):
-            raise FileSystemError(f"no filesystem for scope {scope!r}")
-        # debounce=0: every change is on disk when the tool returns, so the files panel can
-        # read them even after the agents of this identity have stopped.
-        return await DiskFileStore.open(self.config.data_dir / "files" / scope, debounce=0)
-
     @contextlib.asynccontextmanager
     async def _files(self, scope: str) -> Any:
         try:
             store = self.runtime.filesystem(scope)
-        except SagentsError:  # no agent of this identity runs: read its files from disk
+        except SagentsError:  # no agent of this identity runs here: read its files from disk
             store = None
         if store is not None:
             yield store
             return
-        opened = await self._open_files(scope)
+        opened = await self.files(scope)
         try:
             yield opened
         finally:

@@ -243,7 +243,7 @@ class _Connection:
 
     async def pump(self, after_seq: int | None, instance: int | None) -> None:
         services, runtime = self.services, self.services.runtime
-        current = services.instance(self.conversation_id)
+        current = (await services.running(self.scope, self.conversation_id))[1]
         resumed = after_seq is not None and instance is not None and current == instance
         after = after_seq if resumed else None
         while True:
@@ -260,12 +260,12 @@ class _Connection:
             except AgentNotRunning:
                 after, resumed = 0, False  # it ended already; wait for the next one
                 continue
-            instance = services.instance(self.conversation_id)
+            status, instance = await services.running(self.scope, self.conversation_id)
             async with subscription:
                 await self.send(
                     {
                         "type": "attached",
-                        "status": services.status(self.scope, self.conversation_id),
+                        "status": status,
                         "instance": instance,
                         "resumed": resumed,
                     }
