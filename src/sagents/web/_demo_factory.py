@@ -10,12 +10,21 @@ todos, writes notes under ``/notes/``, reads them back and answers), so the demo
 API key. ``provider:name`` builds a real model with langchain's ``init_chat_model``; what that
 needs (the provider package, its API key) is checked up front by :func:`check_model` so that the
 command line fails with a message naming the fix instead of a traceback mid-run.
+
+The fix for a missing package is a pip command, and which one works depends on where sagents
+came from: ``pip install 'sagents[openai]'`` for the published package, but from a source
+checkout that looks for sagents on the package index instead of the checkout, so there the
+message names the checkout's own command (``.venv/bin/pip install -e '.[openai]'``) as well.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shlex
+import sys
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -44,6 +53,56 @@ _PROMPT = (
 )
 
 
+def _source_checkout(module: Path) -> Path | None:
+    """The sagents source checkout that ``module`` (a file of the package) lies in, if any.
+
+    A checkout has the package under ``src/`` below a ``pyproject.toml`` that names sagents; an
+    editable install runs from there too. A package installed in site-packages has neither.
+    """
+    parents = module.resolve().parents
+    if len(parents) < 4 or parents[1].name != "sagents" or parents[2].name != "src":
+        return None
+    root = parents[3]
+    try:
+        with (root / "pyproject.toml").open("rb") as file:
+            name = tomllib.load(file).get("project", {}).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return root if name == "sagents" else None
+
+
+def _install_hint(extra: str, *, checkout: Path | None, prefix: Path, python: str) -> str:
+    """The commands that install the sagents extra ``extra``.
+
+    Args:
+        extra: the name of the extra, e.g. ``"openai"``.
+        checkout: the source checkout sagents runs from, or None for an installed package.
+        prefix: the running environment (``sys.prefix``): the checkout's ``.venv`` or another.
+        python: the running interpreter, for the pip of an environment outside the checkout.
+    """
+    published = f"pip install 'sagents[{extra}]'"
+    if checkout is None:
+        return published
+    if prefix.resolve() == (checkout / ".venv").resolve():
+        pip = ".venv/bin/pip"
+    else:
+        pip = f"{shlex.quote(python)} -m pip"
+    return (
+        f"{pip} install -e '.[{extra}]' in the checkout {checkout} "
+        f"(for the published package: {published})"
+    )
+
+
+def _install_hint_here(extra: str) -> str:
+    """How to install the sagents extra ``extra`` where this sagents runs (see the module doc)."""
+    return _install_hint(
+        extra,
+        checkout=_source_checkout(Path(__file__)),
+        prefix=Path(sys.prefix),
+        python=sys.executable,
+    )
+
+
 def check_model(model: str, environ: Mapping[str, str]) -> None:
     """Check that ``provider:name`` can be built: langchain, the provider package, its API key.
 
@@ -59,9 +118,9 @@ def check_model(model: str, environ: Mapping[str, str]) -> None:
         provider, (f"langchain_{provider}", provider, f"{provider.upper()}_API_KEY")
     )
     if importlib.util.find_spec("langchain") is None or importlib.util.find_spec(package) is None:
+        needs = package.replace("_", "-")
         raise ConfigurationError(
-            f"the {provider!r} provider needs {package.replace('_', '-')}: "
-            f"pip install 'sagents[{extra}]'"
+            f"the {provider!r} provider needs {needs}: {_install_hint_here(extra)}"
         )
     if not environ.get(variable):
         raise ConfigurationError(
@@ -77,7 +136,9 @@ def build_model(model: str | None, *, delay: float = 0.0, **options: Any) -> Bas
     try:
         from langchain.chat_models import init_chat_model
     except ImportError as exc:  # pragma: no cover - check_model reports it first
-        raise ConfigurationError("--model needs langchain: pip install 'sagents[openai]'") from exc
+        raise ConfigurationError(
+            f"--model needs langchain: {_install_hint_here('openai')}"
+        ) from exc
     try:
         chat: BaseChatModel = init_chat_model(model, **options)
         return chat
