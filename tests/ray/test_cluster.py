@@ -56,7 +56,7 @@ def cluster() -> Iterator[Any]:
         },
     )
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, labels={"sagents": "agents"})
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="sagents-cluster", log_to_driver=False)
         yield cluster
@@ -81,6 +81,23 @@ async def config(tmp_path: Path) -> AsyncIterator[SessionConfig]:
     yield config
     assert isinstance(config.agent_persistence, SqlPersistence)
     await config.agent_persistence.aclose()
+
+
+async def test_hosts_run_on_the_nodes_with_their_labels(cluster: Any) -> None:
+    labelled = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("sagents") == "agents"]
+    assert len(labelled) == 1
+    backend = RayBackend(
+        hosts=2,
+        host_cpus=0,
+        namespace="sagents-labels",
+        node_labels={"sagents": "agents"},
+        stop_hosts=True,
+    )
+    async with Runtime(backend=backend):
+        names = list(await backend.hosts())
+        handles = [ray.get_actor(name, namespace="sagents-labels") for name in names]
+        nodes = await asyncio.gather(*(host.node_id.remote() for host in handles))
+    assert nodes == labelled * 2
 
 
 async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(

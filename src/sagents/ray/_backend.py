@@ -68,6 +68,9 @@ class RayBackend:
         placement: ``"least_loaded"`` (the host with the fewest agents) or ``"hash"`` (by the
             agent id: the same host while the hosts stay).
         host_cpus: CPUs each host reserves (1: one host per core).
+        node_labels: run the hosts only on nodes with these Ray labels (e.g.
+            ``{"sagents": "agents"}`` for nodes started with ``ray start --labels``); with
+            ``placement="hash"`` a conversation stays on its host while the hosts stay.
         call_timeout: seconds a call to a host may take before it raises
             :class:`~sagents.AgentUnreachable` (None: no limit).
         stream_window: events a subscription's host may send ahead of what the subscriber
@@ -86,6 +89,7 @@ class RayBackend:
         namespace: str = "sagents",
         placement: str = "least_loaded",
         host_cpus: float = 1.0,
+        node_labels: Mapping[str, str] | None = None,
         call_timeout: float | None = 30.0,
         stream_window: int = 256,
         stop_hosts: bool | None = None,
@@ -109,6 +113,7 @@ class RayBackend:
         self._namespace = namespace
         self._placement = placement
         self._host_cpus = host_cpus
+        self._node_labels = dict(node_labels or {})
         self._call_timeout = call_timeout
         self._stream_window = stream_window
         self._stop_hosts = stop_hosts
@@ -166,6 +171,7 @@ class RayBackend:
                 num_cpus=self._host_cpus,
                 max_concurrency=100_000,
                 scheduling_strategy="SPREAD",
+                **({"label_selector": self._node_labels} if self._node_labels else {}),
             ).remote(name, self._directory, self._runtime_options)
         await asyncio.gather(*(host.start.remote() for host in self._hosts.values()))
         self._mirror_ready = asyncio.Event()
