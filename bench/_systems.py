@@ -371,13 +371,20 @@ async def open_system(name: str, model: BaseChatModel) -> AsyncIterator[Any]:
                 lg.db_path = path / "lg.db"
                 yield lg
         elif name in RAY_SYSTEMS:
-            import bench._model
             import ray
             from sagents import Runtime
             from sagents.ray import RayBackend
 
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            ray.cloudpickle.register_pickle_by_value(bench._model)
+            # The hosts import the benchmark's model and tools as a deployment imports its
+            # own code (by reference), rather than receive them by value with each agent: a
+            # class sent by value is rebuilt at every agent start.
+            root = str(Path(__file__).resolve().parent.parent)
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": root}},
+            )
             try:
                 backend = RayBackend(
                     hosts=int(name.rsplit("-", 1)[1]), host_cpus=0, stop_hosts=True

@@ -27,7 +27,9 @@ from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationErro
 from sagents._state import State
 from sagents.events import Channel
 from sagents.execution._agent import Agent
+from sagents.ray._calls import CallBatcher, Request
 from sagents.ray._directory import DIRECTORY_NAME, Directory
+from sagents.ray._feed import FeedLink
 from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription, RemoteWatch
 from sagents.ray._host import ConfigMissing, FilesOpenElsewhere, Host
 from sagents.runtime._handle import AgentHandle
@@ -51,6 +53,10 @@ T = TypeVar("T")
 #: How many hosts a start tries before giving up (each refusal names the next one).
 _PLACEMENT_ATTEMPTS = 20
 
+#: Feed items a host may send ahead of this process's reading (each carries every event
+#: pending for it, so a few suffice; past them the host's subscriptions overflow).
+_FEED_BACKPRESSURE = 8
+
 #: The resource only the head node of a Ray cluster has.
 _HEAD_RESOURCE = "node:__internal_head__"
 
@@ -73,8 +79,8 @@ class RayBackend:
             ``placement="hash"`` a conversation stays on its host while the hosts stay.
         call_timeout: seconds a call to a host may take before it raises
             :class:`~sagents.AgentUnreachable` (None: no limit).
-        stream_window: events a subscription's host may send ahead of what the subscriber
-            has read (past it the host's own subscription overflows, as in one process).
+        stream_window: events a subscription may have on their way to its reader, on the
+            host and in this process, before it overflows as in one process.
         stop_hosts: stop the hosts (gracefully: agents are saved) at shutdown; default when
             this backend started Ray itself.
         runtime_options: the hosts' in-process ``Runtime`` arguments (``max_restarts``...).
@@ -129,6 +135,8 @@ class RayBackend:
         self._mirror_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # agent id -> subscriptions made here that the host has not attached yet
         self._attaching: dict[str, list[RemoteSubscription]] = {}
+        self._links: dict[str, FeedLink] = {}  # host name -> its event feed to this process
+        self._batchers: dict[str, CallBatcher] = {}  # host name -> this process's calls to it
         self._listeners: dict[str, list[Callable[[], None]]] = {}  # agent id -> on change
         # id(config) -> (config, key, pickled): the config is kept, so its id is not reused.
         self._configs: dict[int, tuple[SessionConfig, str, bytes]] = {}
@@ -187,6 +195,9 @@ class RayBackend:
             self._mirror_task.cancel()
             await asyncio.gather(self._mirror_task, return_exceptions=True)
             self._mirror_task = None
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            await link.aclose()
         stop_hosts = self._started_ray if self._stop_hosts is None else self._stop_hosts
         if stop_hosts and self._hosts:
             results = await asyncio.gather(
@@ -345,6 +356,7 @@ class RayBackend:
 
     def _forget(self, host_name: str) -> None:
         self._hosts.pop(host_name, None)
+        self._batchers.pop(host_name, None)
         for agent_id in [a for a, h in self._mirror.items() if h == host_name]:
             del self._mirror[agent_id]
         self._directory.forget_host.remote(host_name)
@@ -356,13 +368,28 @@ class RayBackend:
         for subscription in attaching or ():
             await subscription.attached()  # its events include this call's
         name = self._host_name(agent_id)
-        what = f"agent {agent_id!r}: {method}"
         if method == "stop":
-            version = await self._await(name, self._host(name).stop.remote(agent_id, *args), what)
+            ref = self._host(name).stop.remote(agent_id, *args)
+            version = await self._await(name, ref, f"agent {agent_id!r}: stop")
             await self._mirrored(version)
             return None
-        ref = self._host(name).call.remote((agent_id, method, args, kwargs))
-        return await self._await(name, ref, what)
+        return await self._calls(name).call((agent_id, method, args, kwargs))
+
+    def _calls(self, name: str) -> CallBatcher:
+        """This process's calls to host ``name``."""
+        batcher = self._batchers.get(name)
+        if batcher is None:
+            host = self._host(name)
+
+            async def send(requests: list[Request]) -> list[tuple[bool, Any]]:
+                what = f"{len(requests)} call(s) to agents on it"
+                outcomes: list[tuple[bool, Any]] = await self._await(
+                    name, host.calls.remote(requests), what
+                )
+                return outcomes
+
+            batcher = self._batchers[name] = CallBatcher(send)
+        return batcher
 
     async def agent_info(self, agent_id: str) -> AgentInfo | None:
         try:
@@ -396,17 +423,24 @@ class RayBackend:
 
     def subscribe(self, agent_id: str, channel: Channel, after_seq: int | None) -> Subscription:
         name = self._host_name(agent_id)
-        stream = (
-            self._host(name)
-            .subscribe.options(
-                num_returns="streaming", _generator_backpressure_num_objects=self._stream_window
-            )
-            .remote(agent_id, channel, after_seq)
-        )
-        subscription = RemoteSubscription(stream, agent_id, channel)
+        subscription = RemoteSubscription(self._link(name), agent_id, channel, after_seq)
         self._attaching.setdefault(agent_id, []).append(subscription)
         subscription.when_attached(lambda: self._attach_done(agent_id, subscription))
         return subscription
+
+    def _link(self, name: str) -> FeedLink:
+        """This process's event feed from host ``name`` (opened on first use)."""
+        link = self._links.get(name)
+        if link is None or not link.alive:
+            link = self._links[name] = FeedLink(
+                self._host(name), name, self._stream_window, _FEED_BACKPRESSURE
+            )
+            link.on_lost = self._link_lost
+        return link
+
+    def _link_lost(self, link: FeedLink) -> None:
+        if self._links.get(link.host_name) is link:
+            del self._links[link.host_name]
 
     def _attach_done(self, agent_id: str, subscription: RemoteSubscription) -> None:
         waiting = self._attaching.get(agent_id)

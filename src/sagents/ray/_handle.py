@@ -3,8 +3,9 @@
 :class:`RemoteAgentHandle` is an :class:`~sagents.AgentHandle` whose calls go to the host that
 runs the agent (found in the backend's directory on every call, as a local handle finds its
 server in the registry, so a handle survives a restart elsewhere). :class:`RemoteSubscription`
-is a :class:`~sagents.runtime.Subscription` fed by a Ray streaming generator on that host: the
-same events, sequence numbers, replay (``after_seq``) and overflow as in one process.
+is a :class:`~sagents.runtime.Subscription` fed by that host's event feed to this process
+(:mod:`sagents.ray._feed`): the same events, sequence numbers, replay (``after_seq``) and
+overflow as in one process.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sagents.runtime._watch import Watch
 
 if TYPE_CHECKING:
     from sagents.ray._backend import RayBackend
+    from sagents.ray._feed import FeedLink
     from sagents.runtime._runtime import Runtime
 
 __all__ = ["RemoteAgentHandle", "RemoteSubscription", "RemoteWatch"]
@@ -126,24 +128,47 @@ class RemoteAgentHandle(AgentHandle):
 class RemoteSubscription(Subscription):
     """A subscription to an agent on another host (see the module docstring).
 
-    Iteration ends as a local one does (the agent's ``AgentShutdown``, an overflow, or
-    :meth:`aclose`); if the host dies meanwhile it raises :class:`AgentUnreachable`, and a new
-    subscription with ``after_seq`` set to the last ``seq`` seen resumes once the agent runs
-    again. Events travel in batches; ``get_nowait`` returns those already received.
+    Its events come over the host's feed to this process (:mod:`sagents.ray._feed`), shared
+    by every subscription of this process to that host. Iteration ends as a local one does
+    (the agent's ``AgentShutdown``, an overflow, or :meth:`aclose`); if the host dies
+    meanwhile it raises :class:`AgentUnreachable`, and a new subscription with ``after_seq``
+    set to the last ``seq`` seen resumes once the agent runs again. A reader more than the
+    feed's window behind overflows as in one process: the events it holds, then one
+    ``SubscriptionOverflow`` (its ``seq`` the last one kept, ``dropped`` the events this
+    process discarded), then the end. ``get_nowait`` returns the events already received.
     """
 
-    __slots__ = ("_agent_id", "_attach", "_buffer", "_channel", "_dropped", "_ended", "_stream")
+    __slots__ = (
+        "_agent_id",
+        "_attach",
+        "_buffer",
+        "_channel",
+        "_dropped",
+        "_ended",
+        "_error",
+        "_last_seq",
+        "_link",
+        "_sub_id",
+        "_waiter",
+    )
 
-    def __init__(self, stream: Any, agent_id: str, channel: Channel) -> None:
-        self._stream = stream
+    def __init__(
+        self, link: FeedLink, agent_id: str, channel: Channel, after_seq: int | None
+    ) -> None:
+        self._link = link
         self._agent_id = agent_id
         self._channel: Channel = channel
         self._ended = False
+        self._error: BaseException | None = None
         self._dropped = 0
+        self._last_seq = after_seq or 0
         self._buffer: deque[Event] = deque()
-        # The host's first (empty) batch says it attached; read at once, so that the backend
-        # can hold this process's next calls to the agent until then (see attached()).
-        self._attach = asyncio.get_running_loop().create_task(self._batch())
+        self._waiter: asyncio.Future[None] | None = None
+        self._sub_id = link.add(self)
+        # Answered once the host has subscribed it; the backend holds this process's next
+        # calls to the agent until then (see attached()).
+        attach = link.host.attach.remote(link.client_id, self._sub_id, agent_id, channel, after_seq)
+        self._attach = asyncio.get_running_loop().create_task(self._attached(attach))
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "attached" if self.is_attached else "attaching"
@@ -186,54 +211,90 @@ class RemoteSubscription(Subscription):
         with contextlib.suppress(Exception):  # its failure is raised by iteration
             await asyncio.shield(self._attach)
 
+    async def _attached(self, ref: Any) -> None:
+        try:
+            await ref
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            self.fail(cause if isinstance(cause, BaseException) else exc)
+        except ray.exceptions.RayActorError as exc:
+            self.fail(
+                AgentUnreachable(
+                    f"the host of agent {self._agent_id!r} did not answer ({exc}); subscribe "
+                    "again once the agent runs again (Session.ensure_running)"
+                )
+            )
+
+    # -- fed by the link -------------------------------------------------------------------
+
+    def deliver(self, events: tuple[Event, ...], ended: bool, window: int) -> bool:
+        if self._ended:
+            return False
+        room = window - len(self._buffer)
+        if len(events) > room:
+            kept = events[: max(room, 0)]
+            if kept:
+                self._last_seq = kept[-1].seq
+            self._buffer.extend(kept)
+            overflow = SubscriptionOverflow(
+                agent_id=self._agent_id, seq=self._last_seq, dropped=len(events) - len(kept)
+            )
+            self._buffer.append(overflow)
+            self._end()
+            return False
+        if events:
+            self._last_seq = events[-1].seq
+            self._buffer.extend(events)
+        if ended:
+            self._end()
+            return False
+        self._wake()
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        if not self._ended:
+            self._error = error
+            self._end()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- read by the consumer --------------------------------------------------------------
+
     async def __anext__(self) -> Event:
         if not self._attach.done():
             await asyncio.shield(self._attach)
-        if self._attach.exception() is not None:
-            error = self._attach.exception()
-            assert error is not None
-            raise error
         while not self._buffer:
             if self._ended:
+                if self._error is not None:
+                    raise self._error
                 raise StopAsyncIteration
-            self._buffer.extend(await self._batch())
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         event = self.get_nowait()
         assert event is not None
         return event
 
-    async def _batch(self) -> tuple[Event, ...]:
-        try:
-            ref = await self._stream.__anext__()
-            batch: tuple[Event, ...] = await ref
-        except StopAsyncIteration:
-            self._ended = True
-            return ()
-        except ray.exceptions.RayTaskError as exc:
-            self._ended = True
-            cause = exc.cause
-            if isinstance(cause, BaseException):
-                raise cause from None
-            raise
-        except ray.exceptions.RayActorError as exc:
-            self._ended = True
-            raise AgentUnreachable(
-                f"the host of agent {self._agent_id!r} stopped answering ({exc}); subscribe "
-                "again with after_seq once the agent runs again (Session.ensure_running)"
-            ) from exc
-        return batch
-
     async def aclose(self) -> None:
-        """Stop the stream on the host (dropping a stream would leave its producer running)."""
+        """Stop it, here and on the host."""
         self._buffer.clear()
         self._attach.cancel()
         if not self._ended:
-            self._ended = True
-            ray.cancel(self._stream)
+            self._end()
+        self._link.remove(self._sub_id)
 
     def __del__(self) -> None:
-        if not getattr(self, "_ended", True):
-            with contextlib.suppress(Exception):  # (at interpreter shutdown)
-                ray.cancel(self._stream)
+        with contextlib.suppress(Exception):  # (at interpreter shutdown)
+            self._link.remove(self._sub_id)
 
 
 class RemoteWatch(Watch):

@@ -27,7 +27,9 @@ from sagents._errors import (
     ConversationOwnedElsewhere,
     SagentsError,
 )
-from sagents.events import Event, NodeTransferred, NodeTransferring
+from sagents.events import NodeTransferred, NodeTransferring
+from sagents.ray._calls import Request, run_batch
+from sagents.ray._feed import Feed, FeedItem
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
 
@@ -56,8 +58,9 @@ HANDLE_METHODS = frozenset(
     }
 )
 
-#: The most events one streamed item of a subscription carries.
-_BATCH = 256
+#: A feed's window when a subscription is attached before the feed's own call has run (the
+#: client's window, which the feed's call brings, is the same by default).
+_FEED_WINDOW = 256
 
 #: The session operations a client runs on the host that holds (or is to hold) the agent.
 SESSION_METHODS = frozenset({"start", "ensure_running", "resume", "stop", "delete"})
@@ -80,6 +83,7 @@ class Host:
         self._configs: dict[str, Any] = {}
         self._reports: dict[str, Any] = {}  # agent id -> its last report to the directory
         self._announced: set[str] = set()  # agents whose arrival by a drain was published
+        self._feeds: dict[str, Feed] = {}  # client process -> its event feed from here
 
     async def start(self) -> str:
         """Start the runtime and join the directory; the host's name."""
@@ -248,10 +252,13 @@ class Host:
 
     # -- calls and streams -----------------------------------------------------------------
 
-    async def call(self, request: tuple[str, str, tuple[Any, ...], Mapping[str, Any]]) -> Any:
-        """``runtime.agent(agent_id).<method>(*args, **kwargs)`` for ``request = (agent_id,
-        method, args, kwargs)`` (one argument: Ray serialises each argument of a call apart,
-        and a call is on every turn's path)."""
+    async def calls(self, requests: list[Request]) -> list[tuple[bool, Any]]:
+        """Run a batch of handle calls (:mod:`sagents.ray._calls`), each ``(agent_id,
+        method, args, kwargs)``: ``runtime.agent(agent_id).<method>(*args, **kwargs)``; one
+        ``(True, result)`` or ``(False, exception)`` per call."""
+        return await run_batch(requests, self._call)
+
+    async def _call(self, request: Request) -> Any:
         agent_id, method, args, kwargs = request
         if method not in HANDLE_METHODS:
             raise ValueError(f"not an agent handle operation: {method!r}")
@@ -261,24 +268,44 @@ class Host:
     async def agent_info(self, agent_id: str) -> Any:
         return self._located(await self._runtime.agent_info(agent_id))
 
-    async def subscribe(
-        self, agent_id: str, channel: str, after_seq: int | None
-    ) -> AsyncIterator[tuple[Event, ...]]:
-        """The agent's events from ``after_seq`` on (a Ray streaming generator), in batches:
-        whatever is ready when the subscriber asks, up to ``_BATCH`` events (each streamed
-        item costs a round of Ray's machinery, so a turn's burst travels as one or two). The
-        first batch is empty: it says the subscription is attached."""
+    async def feed(self, client: str, window: int) -> AsyncIterator[FeedItem]:
+        """The event feed of ``client`` (a process's :class:`~sagents.ray._feed.FeedLink`; a
+        Ray streaming generator): the events of its subscriptions here, each item everything
+        pending for it."""
+        feed = self._feeds.get(client)
+        if feed is None:
+            feed = self._feeds[client] = Feed(window)
+        feed.window = window
+        try:
+            async for item in feed.items():
+                yield item
+        finally:
+            if self._feeds.get(client) is feed:
+                del self._feeds[client]
+
+    def attach(
+        self, client: str, sub_id: int, agent_id: str, channel: str, after_seq: int | None
+    ) -> None:
+        """Subscribe ``client``'s subscription ``sub_id`` to the agent (from ``after_seq``);
+        its events go to the client's feed.
+
+        Raises:
+            AgentNotRunning: the agent does not run here.
+        """
+        feed = self._feeds.get(client)
+        if feed is None:  # the feed's own call has not run yet: it finds this one
+            feed = self._feeds[client] = Feed(_FEED_WINDOW)
         subscription = self._runtime.agent(agent_id).subscribe(
             channel,  # type: ignore[arg-type]
             after_seq=after_seq,
         )
-        async with subscription:
-            yield ()
-            async for event in subscription:
-                batch = [event]
-                while len(batch) < _BATCH and (more := subscription.get_nowait()) is not None:
-                    batch.append(more)
-                yield tuple(batch)
+        feed.attach(sub_id, subscription)
+
+    def detach(self, client: str, sub_id: int) -> None:
+        """``client`` closed ``sub_id``."""
+        feed = self._feeds.get(client)
+        if feed is not None:
+            feed.detach(sub_id)
 
 
 def scope_key(scope: Hashable) -> str:
