@@ -49,6 +49,9 @@ __all__ = [
 #: The distributed systems (W4 only: they measure using more than one core).
 RAY_SYSTEMS = ("sagents-ray-1", "sagents-ray-2")
 
+#: The checkout holding ``bench`` (the Ray hosts import it from there).
+_REPOSITORY = str(Path(__file__).resolve().parent.parent)
+
 ALL_SYSTEMS = (
     "raw",
     "raw-actor",
@@ -378,12 +381,11 @@ async def open_system(name: str, model: BaseChatModel) -> AsyncIterator[Any]:
             # The hosts import the benchmark's model and tools as a deployment imports its
             # own code (by reference), rather than receive them by value with each agent: a
             # class sent by value is rebuilt at every agent start.
-            root = str(Path(__file__).resolve().parent.parent)
             ray.init(
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 log_to_driver=False,
-                runtime_env={"env_vars": {"PYTHONPATH": root}},
+                runtime_env={"env_vars": {"PYTHONPATH": _REPOSITORY}},
             )
             try:
                 backend = RayBackend(
