@@ -54,7 +54,10 @@ class CallBatcher:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         if self._sending < self._in_flight:
-            self._flush()
+            # Sent from this caller's own task: an idle process pays no task per call.
+            batch, self._queue = self._queue, []
+            self._sending += 1
+            await self._run(batch)
         return await future
 
     def _flush(self) -> None:
