@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, SupportsIndex, TypeAlias
 
 from sagents._errors import InvalidAgent, RunError
 from sagents.execution._containment import (
@@ -57,6 +57,13 @@ class Mode:
 
     name: str
     steps: tuple[Step, ...]
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        # The default pipeline is pickled as a name: agents sent to another process (a
+        # distributed backend's host) share that process's one, as agents do in one process.
+        if self is DEFAULT_MODE:
+            return "DEFAULT_MODE"
+        return object.__reduce_ex__(self, protocol)  # (slots: no zero-argument super)
 
     def __init__(self, *, name: str, steps: Sequence[Step]) -> None:
         if not steps:

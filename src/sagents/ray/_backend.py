@@ -32,6 +32,7 @@ from sagents.ray._directory import DIRECTORY_NAME, Directory
 from sagents.ray._feed import FeedLink
 from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription, RemoteWatch
 from sagents.ray._host import ConfigMissing, FilesOpenElsewhere, Host
+from sagents.ray._shared import SharedMissing, SharedPickler
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import StartOptions
@@ -141,6 +142,8 @@ class RayBackend:
         # id(config) -> (config, key, pickled): the config is kept, so its id is not reused.
         self._configs: dict[int, tuple[SessionConfig, str, bytes]] = {}
         self._configs_sent: set[tuple[str, str]] = set()  # (host, key)
+        self._shared = SharedPickler()  # the models and tools of started agents, sent once
+        self._shared_sent: set[tuple[str, str]] = set()  # (host, key)
         self._ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -466,12 +469,23 @@ class RayBackend:
                 "starts its agents on the hosts of a Ray cluster"
             )
         options = {key: value for key, value in options.items() if key != "context"}  # type: ignore[assignment]
-        payload = _pickled("start_agent", (agent, initial_state, options))
+        try:
+            payload, shared = self._shared.dumps((agent, initial_state, options))
+        except Exception as exc:
+            raise _unpicklable("start_agent", exc) from exc
         agent_id = agent.agent_id
 
         async def start(name: str) -> int:
-            ref = self._host(name).start_agent.remote(payload)
-            version: int = await self._await(name, ref, f"start {agent_id!r}")
+            # The models and tools this host has from earlier starts are not sent again.
+            unsent = {k: b for k, b in shared.items() if (name, k) not in self._shared_sent}
+            host, what = self._host(name), f"start {agent_id!r}"
+            try:
+                version: int = await self._await(
+                    name, host.start_agent.remote(payload, unsent), what
+                )
+            except SharedMissing:  # the host let one go meanwhile (its agents had ended)
+                version = await self._await(name, host.start_agent.remote(payload, shared), what)
+            self._shared_sent.update((name, key) for key in shared)
             return version
 
         await self._mirrored(await self._on_placed_host(agent_id, start))
@@ -549,9 +563,13 @@ def _pickled(what: str, value: Any) -> bytes:
     try:
         return bytes(cloudpickle.dumps(value))  # type: ignore[no-untyped-call]
     except Exception as exc:
-        raise ConfigurationError(
-            f"{what} cannot be sent to a sagents host ({type(exc).__name__}: {exc}). With "
-            "RayBackend, agents, states, options and session configurations travel to the "
-            "hosts: build models and tools from picklable parts, and stores from URLs "
-            "(SqlPersistence(url) pickles as its URL)"
-        ) from exc
+        raise _unpicklable(what, exc) from exc
+
+
+def _unpicklable(what: str, error: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"{what} cannot be sent to a sagents host ({type(error).__name__}: {error}). With "
+        "RayBackend, agents, states, options and session configurations travel to the "
+        "hosts: build models and tools from picklable parts, and stores from URLs "
+        "(SqlPersistence(url) pickles as its URL)"
+    )

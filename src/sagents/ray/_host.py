@@ -30,12 +30,17 @@ from sagents._errors import (
 from sagents.events import NodeTransferred, NodeTransferring
 from sagents.ray._calls import Request, run_batch
 from sagents.ray._feed import Feed, FeedItem
+from sagents.ray._shared import SharedObjects
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
 
 __all__ = ["ConfigMissing", "FilesOpenElsewhere", "Host", "scope_key"]
 
 _log = logging.getLogger("sagents.ray")
+
+#: The directory's answer to a report: its version after it, and the host a drain moved the
+#: agent from.
+Report = tuple[int, str | None]
 
 #: The handle methods a remote handle may call (nothing else is reachable through a host).
 HANDLE_METHODS = frozenset(
@@ -81,9 +86,12 @@ class Host:
         self._runtime = Runtime(**runtime_options)
         self._runtime.guard_filesystems(_FilesGuard(name, directory))
         self._configs: dict[str, Any] = {}
-        self._reports: dict[str, Any] = {}  # agent id -> its last report to the directory
+        # agent id -> its last report to the directory: (the directory's version, the host a
+        # drain moved it from)
+        self._reports: dict[str, Report | asyncio.Task[Report]] = {}
         self._announced: set[str] = set()  # agents whose arrival by a drain was published
         self._feeds: dict[str, Feed] = {}  # client process -> its event feed from here
+        self._shared = SharedObjects()  # the models and tools of the agents started here
 
     async def start(self) -> str:
         """Start the runtime and join the directory; the host's name."""
@@ -95,23 +103,36 @@ class Host:
     def _report(self, agent_id: str, registered: bool) -> None:
         # Not awaited: calls from one actor to another run in the order they were made. The
         # last one per agent is kept, so that a client can wait for its directory mirror to
-        # show it (whichever caller's start or stop made it).
+        # show it (whichever caller's start or stop made it). It is kept as a task, not as
+        # the Ray reference: a live reference holds its result in Ray's store, kilobytes per
+        # running agent.
         directory = self._directory
         report = directory.registered if registered else directory.unregistered
-        ref = self._reports[agent_id] = report.remote(agent_id, self._name)
+        ref = report.remote(agent_id, self._name)
+        task = asyncio.get_running_loop().create_task(self._reported(agent_id, ref, registered))
+        self._reports[agent_id] = task
         self._announced.discard(agent_id)
-        if not registered:
-            asyncio.get_running_loop().create_task(self._forget_report(agent_id, ref))
 
-    async def _forget_report(self, agent_id: str, ref: Any) -> None:
+    async def _reported(self, agent_id: str, ref: Any, registered: bool) -> Report:
         try:
-            await ref
+            version, moved_from = await ref
         except Exception as exc:
-            # The directory still lists the agent here: say so (callers then get
+            # The directory lists the agent wrongly: say so (for an end, callers then get
             # AgentNotRunning from this host, and the next start places it again).
-            _log.error("host %s: the directory missed the end of %r: %s", self._name, agent_id, exc)
-        if self._reports.get(agent_id) is ref:
-            del self._reports[agent_id]
+            change = "start" if registered else "end"
+            _log.error(
+                "host %s: the directory missed the %s of %r: %s", self._name, change, agent_id, exc
+            )
+            if registered:
+                raise  # to whoever waits for this start
+            return -1, None
+        finally:
+            if not registered and self._reports.get(agent_id) is asyncio.current_task():
+                del self._reports[agent_id]
+        result = int(version), moved_from
+        if self._reports.get(agent_id) is asyncio.current_task():
+            self._reports[agent_id] = result  # lighter than the done task, for as long as it runs
+        return result
 
     async def _synced(self, agent_id: str) -> int:
         """The directory's version once it knows the last change of ``agent_id`` here (-1
@@ -119,7 +140,10 @@ class Host:
         report = self._reports.get(agent_id)
         if report is None:
             return -1
-        version, moved_from = await report
+        if isinstance(report, tuple):
+            version, moved_from = report
+        else:
+            version, moved_from = await asyncio.shield(report)
         if moved_from is not None and agent_id not in self._announced:
             self._announced.add(agent_id)  # once, however many callers wait for this start
             event = NodeTransferred(from_node=moved_from, to_node=self._name)
@@ -165,10 +189,15 @@ class Host:
 
     # -- starting --------------------------------------------------------------------------
 
-    async def start_agent(self, payload: bytes) -> int:
-        """Start an agent from ``cloudpickle.dumps((agent, initial_state, options))``; the
-        directory's version that has it."""
-        agent, initial_state, options = cloudpickle.loads(payload)
+    async def start_agent(self, payload: bytes, shared: dict[str, bytes]) -> int:
+        """Start an agent from ``(agent, initial_state, options)`` pickled by a client's
+        :class:`~sagents.ray._shared.SharedPickler`, with the models and tools this host does
+        not have yet; the directory's version that has it.
+
+        Raises:
+            SharedMissing: a model or tool the payload refers to is not here any more.
+        """
+        agent, initial_state, options = self._shared.loads(payload, shared)
         try:
             await self._runtime.start_agent(agent, initial_state, **options)
         except BaseException:
