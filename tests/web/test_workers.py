@@ -23,10 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright, expect
 from websockets.asyncio.client import ClientConnection, connect
 
 from sagents.persistence.sql import SqlPersistence, sqlite_url
 from sagents.web._identity import COOKIE_NAME
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, in_ci
 
 pytestmark = [
     pytest.mark.slow,
@@ -122,6 +124,32 @@ async def agents(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     return {row["conversation_id"]: row for row in response.json()["agents"]}
 
 
+async def hosts_on_the_debugger_page(url: str) -> dict[str, str]:
+    """Agent id -> the host its row shows, read in Chromium."""
+    if not Path(CHROMIUM).exists():
+        if in_ci():
+            pytest.fail(f"{CHROMIUM} is missing; CI installs it with scripts/browser")
+        pytest.skip(f"{CHROMIUM} is missing (run scripts/browser to install it)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(url)
+            rows = page.locator("#agents tbody tr")
+            await expect(rows).to_have_count(2, timeout=15_000)
+            await expect(page.locator("#agents th.host")).to_be_visible()
+            shown = {}
+            for row in await rows.all():
+                agent_id = await row.get_attribute("data-agent-id")
+                assert agent_id is not None
+                shown[agent_id] = await row.locator("td.host").inner_text()
+            return shown
+        finally:
+            await browser.close()
+
+
 async def test_servers_over_one_cluster_serve_the_same_conversations(
     tmp_path: Path, demos: list[Demo]
 ) -> None:
@@ -182,6 +210,10 @@ async def test_servers_over_one_cluster_serve_the_same_conversations(
         assert listed[second]["node"] == listed[conversation]["node"]
         assert {cid: row["node"] for cid, row in (await agents(b)).items()} == {
             cid: row["node"] for cid, row in listed.items()
+        }
+        # The debugger page shows each agent's host.
+        assert await hosts_on_the_debugger_page(f"{joined.url}/debug/") == {
+            row["id"]: row["node"] for row in listed.values()
         }
 
     # The joined server leaves; the agents stay on the cluster.

@@ -171,6 +171,15 @@ async def cancel_run(
     return {"status": await services.status(identity, conversation_id)}
 
 
+@router.post("/conversations/{conversation_id}/retry", status_code=202)
+async def retry_run(
+    conversation_id: ConversationId, services: Services, identity: Identity
+) -> dict[str, Any]:
+    """Run again after a run that ended in an error (409 when there is nothing to retry)."""
+    await services.retry(identity, conversation_id)
+    return {"status": await services.status(identity, conversation_id)}
+
+
 @router.post("/conversations/{conversation_id}/decisions", status_code=202)
 async def decide(
     conversation_id: ConversationId, body: DecisionsBody, services: Services, identity: Identity

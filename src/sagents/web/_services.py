@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
 
 from sagents._errors import (
     AgentNotRunning,
@@ -349,6 +350,36 @@ class WebServices:
             title = " ".join(text.split())[:60] or None
             if title:
                 await self.store.update_conversation(scope, conversation_id, title=title)
+
+    async def retry(self, scope: str, conversation_id: str) -> None:
+        """Run the agent again from its saved state, after a run that ended in an error (the
+        model was unreachable, say): the conversation's last message gets its answer this
+        time, and the user's message is not repeated.
+
+        An agent that stopped since (its status is lost with it) is retried when its saved
+        conversation still awaits the model's answer: the last message is not the model's.
+
+        Raises:
+            InvalidTransition: nothing to retry (the agent is not in error, or has its answer).
+            ServiceDraining: the server is shutting down.
+        """
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        await self.conversation(scope, conversation_id)
+        status = await self.status(scope, conversation_id)
+        if status == NOT_RUNNING:
+            stored = await self.store.load_state(scope, conversation_id)
+            messages = [] if stored is None else stored.state.messages
+            if not messages or isinstance(messages[-1], AIMessage):
+                status = "answered"
+        if status not in (Status.ERROR.value, NOT_RUNNING):
+            raise InvalidTransition(f"there is nothing to retry: the agent is {status}")
+        session = await Session.ensure_running(
+            self.runtime, self.session_config, conversation_id, scope=scope
+        )
+        # The socket of each tab follows the agent on its own; this subscription is not needed.
+        await session.events.aclose()
+        await session.handle.execute()
 
     async def cancel(self, scope: str, conversation_id: str) -> None:
         """Cancel the run in progress.

@@ -24,12 +24,24 @@ which numbering a ``seq`` belongs to. A tab that reconnects passes the last ``se
 ``instance`` it saw: if that instance still runs, the pump replays what the tab missed
 (``resumed: true``); otherwise the tab reloads the conversation over HTTP.
 
+**A tab that arrives mid-run** (a new tab, a reload: ``resumed: false``) reads the conversation
+over HTTP, and a snapshot holds only what was saved: not the reply being streamed, nor why the
+last run failed. So right after ``attached`` the pump sends, as ordinary event frames, the
+``llm_deltas`` of the message in progress since its first chunk and, when the last run ended in
+an error, its ``status_changed`` to ``error`` (the reason is its ``data``), both taken from the
+replay buffer at the very moment the live subscription starts: the tab shows the whole partial
+reply, then its live continuation, with no gap and no chunk twice — for an agent of this
+process; a Ray host's replay has no such moment (see ``_catch_up``). A resumed tab needs none of
+this: the replay after its ``seq`` holds the rest of the deltas or, once the message is complete
+and its deltas are compacted away, the whole message as ``llm_message``.
+
 **Actions in.** ``{"type": "send", "text": ...}``, ``{"type": "cancel"}``,
-``{"type": "decide", "decisions": [...]}``, ``{"type": "ping"}``, each with an optional
-``ref`` echoed in the reply. Every inbound frame is checked for size, kind (text), JSON and
-schema, with the bounds the REST API applies too (storable text, the shape of edited arguments:
-see ``_limits.py``); a bad one, or an action the agent refuses, gets an error frame — the
-socket, its handler and the agent carry on.
+``{"type": "decide", "decisions": [...]}``, ``{"type": "retry"}`` (run again after a run that
+ended in an error), ``{"type": "ping"}``, each with an optional ``ref`` echoed in the reply.
+Every inbound frame is checked for size, kind (text), JSON and schema, with the bounds the REST
+API applies too (storable text, the shape of edited arguments: see ``_limits.py``); a bad one,
+or an action the agent refuses, gets an error frame — the socket, its handler and the agent
+carry on.
 
 **Refusals at connection.** Before anything else the socket is accepted and checked; a refusal
 is an error frame, then a close whose code is 4000 plus the HTTP status the REST API would give:
@@ -69,7 +81,16 @@ from sagents._errors import (
     SagentsError,
     StateConflict,
 )
-from sagents.events import Event, SubscriptionOverflow
+from sagents._status import Status
+from sagents.events import (
+    Event,
+    LLMDeltas,
+    LLMMessage,
+    StatusChanged,
+    SubscriptionOverflow,
+)
+from sagents.runtime._handle import AgentHandle
+from sagents.runtime._publisher import Subscription
 from sagents.web._identity import identity_of, same_origin
 from sagents.web._limits import ConversationId, StorableText, ToolArguments
 from sagents.web._services import WebServices
@@ -99,6 +120,10 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
+class RetryFrame(_Frame):
+    type: Literal["retry"]
+
+
 class ApproveDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["approve"]
@@ -126,10 +151,9 @@ class DecideFrame(_Frame):
     decisions: Annotated[list[DecisionFrame], Field(min_length=1, max_length=100)]
 
 
-ClientFrame = Annotated[
-    SendFrame | CancelFrame | DecideFrame | PingFrame, Field(discriminator="type")
-]
-_frames: TypeAdapter[SendFrame | CancelFrame | DecideFrame | PingFrame] = TypeAdapter(ClientFrame)
+_AnyFrame = SendFrame | CancelFrame | DecideFrame | RetryFrame | PingFrame
+ClientFrame = Annotated[_AnyFrame, Field(discriminator="type")]
+_frames: TypeAdapter[_AnyFrame] = TypeAdapter(ClientFrame)
 _conversation_ids: TypeAdapter[str] = TypeAdapter(ConversationId)
 
 
@@ -256,7 +280,10 @@ class _Connection:
             finally:
                 await watch.aclose()
             try:
-                subscription = runtime.agent(self.agent_id).subscribe(after_seq=after)
+                handle = runtime.agent(self.agent_id)
+                subscription = handle.subscribe(after_seq=after)
+                # Taken with no await since the subscription: exactly what came before it.
+                catch_up = await _catch_up(handle, subscription) if after is None else []
             except AgentNotRunning:
                 after, resumed = 0, False  # it ended already; wait for the next one
                 continue
@@ -270,6 +297,8 @@ class _Connection:
                         "resumed": resumed,
                     }
                 )
+                for event in catch_up:
+                    await self._forward(event, instance)
                 async for event in subscription:
                     await self._forward(event, instance)
             after, resumed = 0, False
@@ -308,7 +337,7 @@ class _Connection:
                 continue
             await self._act(frame)
 
-    async def _act(self, frame: SendFrame | CancelFrame | DecideFrame | PingFrame) -> None:
+    async def _act(self, frame: _AnyFrame) -> None:
         # Only the action itself is guarded here. A reply that cannot be sent means the client
         # left: that ends the reader (see guarded), and is no failure of the action.
         services, scope, cid = self.services, self.scope, self.conversation_id
@@ -325,6 +354,8 @@ class _Connection:
                 await services.send(scope, cid, frame.text)
             elif isinstance(frame, CancelFrame):
                 await services.cancel(scope, cid)
+            elif isinstance(frame, RetryFrame):
+                await services.retry(scope, cid)
             else:
                 await services.decide(scope, cid, [d.model_dump() for d in frame.decisions])
         except SagentsError as exc:
@@ -366,6 +397,51 @@ class _Connection:
                 self.conversation_id,
                 type(exc).__name__,
             )
+
+
+async def _catch_up(handle: AgentHandle, live: Subscription) -> list[Event]:
+    """What a tab arriving now needs besides the snapshot (see the module docs), read from the
+    replay buffer.
+
+    Call it right after subscribing ``live``, with no ``await`` in between: a second, local
+    subscription hands over its replay at once, so what is read here ends exactly where
+    ``live`` begins. An agent in another process (the Ray backend) delivers its replay later,
+    in batches, with no such boundary: it is not caught up (the tab sees the reply from where
+    it arrived, as before).
+    """
+    if type(live) is not Subscription:
+        return []
+    history = handle.subscribe(after_seq=0)
+    backlog: list[Event] = []
+    while (event := history.get_nowait()) is not None:
+        backlog.append(event)
+    await history.aclose()
+    return _in_progress(backlog)
+
+
+def _in_progress(backlog: list[Event]) -> list[Event]:
+    """The deltas of the message being streamed, whole, or the change to ``error`` that ended
+    the last run; nothing else (the snapshot has the rest).
+
+    The replay buffer drops a message's deltas once the message is complete, so the deltas
+    after the last ``llm_message`` or status change are those of the message in progress —
+    unless the buffer evicted older events meanwhile (its overflow marker): a message may then
+    have lost its first chunks, and half a reply is not sent as if it were whole.
+    """
+    partial: list[Event] = []
+    whole = True
+    failure: StatusChanged | None = None
+    for event in backlog:
+        if isinstance(event, LLMDeltas):
+            if whole:
+                partial.append(event)
+        elif isinstance(event, SubscriptionOverflow):
+            partial, whole = [], False
+        elif isinstance(event, LLMMessage | StatusChanged):
+            partial, whole = [], True
+            if isinstance(event, StatusChanged):
+                failure = event if event.status is Status.ERROR else None
+    return [failure] if failure is not None else partial
 
 
 def _short(value: Any) -> bool:

@@ -34,12 +34,15 @@ export function renderAgents(tbody, rows, selected, onSelect) {
     ["subscribers num", String(row.subscriber_count)],
     ["inactivity num", formatSeconds(row.inactivity_remaining)],
     ["conversation", row.conversation_id ?? "—"],
+    ["host", row.node ?? "—"],
   ];
+  // The host column shows only for agents on a cluster (a Ray backend names each host).
+  tbody.closest("table")?.classList.toggle("clustered", rows.some((row) => row.node));
   tbody.replaceChildren(
     ...rows.map((row) => {
       const tr = el("tr", { "data-agent-id": row.id, "data-status": row.status, tabIndex: 0 });
       if (row.id === selected) tr.classList.add("selected");
-      for (const [name, text] of cells(row)) tr.append(el("td", { class: name, text }));
+      for (const [name, text] of cells(row)) tr.append(el("td", { class: name, text, title: text }));
       tr.addEventListener("click", () => onSelect(row.id));
       tr.addEventListener("keydown", (e) => e.key === "Enter" && onSelect(row.id));
       return tr;

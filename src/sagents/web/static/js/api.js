@@ -14,7 +14,13 @@ async function request(method, path, body) {
     options.headers["content-type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch {
+    // fetch rejects only when no answer came at all: the server is down or the network is.
+    throw new ApiError(0, "unreachable", "the server cannot be reached (is it running?)");
+  }
   if (response.status === 204) return null;
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new ApiError(response.status, data.error || "error", data.detail);

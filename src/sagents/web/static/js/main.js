@@ -6,9 +6,13 @@ import {
   MessageList,
   contentText,
   el,
+  hideConnection,
+  markStatusStale,
   renderApprovals,
   renderFiles,
   renderTodos,
+  setApprovalNote,
+  showConnection,
   showError,
   showStatus,
   statusText,
@@ -16,12 +20,23 @@ import {
 
 const FILE_TOOLS = new Set(["write_file", "edit_file", "delete_file", "move_file", "edit_lines"]);
 
+// What failed, in words, for an error frame answering one of the page's actions.
+const REFUSED = {
+  send: "Your message was not sent",
+  decide: "Your decision was not applied",
+  cancel: "The run was not cancelled",
+  retry: "The retry did not start",
+};
+
 const state = {
   current: null, // conversation id
   socket: null,
   loaded: false, // the snapshot of the current conversation is rendered
   queue: [], // event frames that arrived before it was
   status: "not_running",
+  interrupt: false, // an approval is pending
+  actions: new Map(), // ref of a frame sent -> its type, until the server answers it
+  wasDown: false, // the connection dropped since the page opened this conversation
 };
 
 const messages = new MessageList(document.getElementById("messages"));
@@ -71,9 +86,13 @@ function openConversation(id) {
   state.current = id;
   state.loaded = false;
   state.queue = [];
+  state.actions.clear();
+  state.wasDown = false;
   messages.clear();
-  renderApprovals(null);
+  showApprovals(null);
   renderTodos([]);
+  hideConnection();
+  markStatusStale(false);
   $("welcome").hidden = id !== null;
   $("chat").hidden = id === null;
   if (id === null) {
@@ -102,22 +121,42 @@ async function loadSnapshot() {
     return;
   }
   if (id !== state.current) return;
-  messages.clear();
+  messages.clear({ keepPending: true });
   $("conversation-title").textContent = snapshot.conversation.title || "New conversation";
   for (const row of snapshot.messages) messages.add(row);
   renderTodos(snapshot.todos);
-  renderApprovals(snapshot.status === "interrupted" || snapshot.status === "not_running" ? snapshot.interrupt : null, decide);
+  const pending = snapshot.status === "interrupted" || snapshot.status === "not_running";
+  showApprovals(pending ? snapshot.interrupt : null);
   setStatus(snapshot.status);
   state.loaded = true;
   for (const frame of state.queue.splice(0)) applyEvent(frame.event);
+  // The socket replays a recent run's error; an older one is only known by the status.
+  if (state.status === "error" && !messages.hasRunError()) {
+    messages.showRunError("The last run ended in an error (the server's log has the details).", retry);
+  }
 }
 
-function onSocketState(socketState) {
+function onSocketState(socketState, detail) {
   document.body.dataset.socket = socketState;
+  markStatusStale(socketState !== "open" && socketState !== "connecting");
+  if (socketState === "open" || socketState === "connecting") {
+    if (socketState === "open" && state.wasDown) showBackOnline();
+    else hideConnection();
+    return;
+  }
+  state.wasDown = true;
+  showConnection(socketState, detail.retryIn);
   if (socketState === "gone") {
     showError("that conversation does not exist (or is not yours)");
     location.hash = "";
   }
+}
+
+function showBackOnline() {
+  showConnection("open");
+  setTimeout(() => {
+    if (state.socket && state.socket.state === "open") hideConnection();
+  }, 3000);
 }
 
 function onFrame(frame, first) {
@@ -136,20 +175,41 @@ function onFrame(frame, first) {
       else applyEvent(frame.event);
       break;
     case "error":
-      // A refused socket is reported once, by onSocketState("gone").
-      if (frame.code !== "not_found") showError(frame.message);
+      onRefusal(frame);
       break;
     case "ok":
-      if (frame.action === "send") refreshList();
+      onAccepted(frame);
       break;
     default:
       break;
   }
 }
 
+function onAccepted(frame) {
+  const kind = state.actions.get(frame.ref);
+  state.actions.delete(frame.ref);
+  if (kind === "send") messages.settlePending(frame.ref, null);
+  if (kind === "decide") setApprovalNote("sent");
+  if (frame.action === "send") refreshList();
+}
+
+// Every error frame is told to the person, in words, with what it was answering.
+function onRefusal(frame) {
+  const kind = state.actions.get(frame.ref);
+  state.actions.delete(frame.ref);
+  // A refused socket is reported once, by onSocketState("gone").
+  if (!kind && frame.code === "not_found") return;
+  const reason = frame.message || frame.code || "the server refused it";
+  showError(`${REFUSED[kind] || "The server refused a request"}: ${reason}`);
+  if (kind === "send") messages.settlePending(frame.ref, reason);
+  if (kind === "decide") setApprovalNote(`not applied: ${reason}`);
+  if (kind === "retry") messages.showRunError(reason, retry);
+}
+
 function setStatus(status) {
   state.status = status;
   showStatus(status);
+  messages.cards.setAgent(status, state.interrupt);
   const item = document.querySelector(`#conversations li[data-id="${state.current}"] .status`);
   if (item) {
     item.dataset.status = status;
@@ -157,24 +217,20 @@ function setStatus(status) {
   }
 }
 
+function showApprovals(interrupt) {
+  const requests = (interrupt && interrupt.action_requests) || [];
+  state.interrupt = requests.length > 0;
+  renderApprovals(interrupt, decide);
+  messages.cards.setAgent(state.status, state.interrupt);
+}
+
 function applyEvent(event) {
   switch (event.type) {
     case "status_changed":
-      setStatus(event.status);
-      if (event.status === "interrupted") {
-        renderApprovals(event.data, decide);
-        for (const request of (event.data && event.data.action_requests) || []) {
-          messages.setToolStatus(request.tool_call_id, "interrupted");
-        }
-      } else {
-        renderApprovals(null);
-      }
-      if (event.status !== "running") {
-        messages.dropStreams();
-        refreshList();
-        refreshFiles();
-        refreshDecisions();
-      }
+      onStatusChanged(event);
+      break;
+    case "chain_error":
+      messages.showRunError(event.error, retry);
       break;
     case "llm_deltas":
       for (const delta of event.deltas) messages.delta(contentText(delta.data ? delta.data.content : ""));
@@ -185,24 +241,19 @@ function applyEvent(event) {
     case "display_message_saved":
       messages.add(event.display_message);
       break;
-    case "display_message_updated": {
+    case "display_message_updated":
       // A stored row changed: a tool call's status, or the decision a person made on it.
-      const row = event.display_message;
-      if (row.type === "tool_call" && row.tool_call_id) {
-        if (row.status) messages.setToolStatus(row.tool_call_id, row.status);
-        if (row.metadata && row.metadata.decision) messages.setDecision(row.tool_call_id, row.metadata.decision);
-      }
+      if (event.display_message.type === "tool_call") messages.cards.update(event.display_message);
       break;
-    }
     case "tool_execution_started":
-      messages.setToolStatus(event.tool_call_id, "executing");
+      messages.cards.started(event.tool_call_id, event.arguments);
       break;
     case "tool_execution_completed":
-      messages.setToolStatus(event.tool_call_id, "completed");
+      messages.cards.setLive(event.tool_call_id, "completed");
       if (FILE_TOOLS.has(event.name)) refreshFiles();
       break;
     case "tool_execution_failed":
-      messages.setToolStatus(event.tool_call_id, "failed");
+      messages.cards.setLive(event.tool_call_id, "failed");
       break;
     case "todos_updated":
       renderTodos(event.todos);
@@ -223,6 +274,26 @@ function applyEvent(event) {
   }
 }
 
+function onStatusChanged(event) {
+  const interrupt = event.status === "interrupted" ? event.data : null;
+  showApprovals(interrupt);
+  for (const request of (interrupt && interrupt.action_requests) || []) {
+    messages.cards.setLive(request.tool_call_id, "interrupted");
+  }
+  setStatus(event.status);
+  if (event.status === "running") messages.clearRunError();
+  if (event.status === "error") {
+    const reason = typeof event.data === "string" && event.data ? event.data : "the run failed";
+    messages.showRunError(reason, retry);
+  }
+  if (event.status !== "running") {
+    messages.dropStreams();
+    refreshList();
+    refreshFiles();
+    refreshDecisions();
+  }
+}
+
 // Decisions also arrive as display_message_updated events; reading them back once a run has
 // ended covers a tab that was disconnected when they were recorded.
 async function refreshDecisions() {
@@ -232,7 +303,7 @@ async function refreshDecisions() {
     if (id !== state.current) return;
     for (const row of snapshot.messages) {
       if (row.type === "tool_call" && row.metadata && row.metadata.decision) {
-        messages.setDecision(row.tool_call_id, row.metadata.decision);
+        messages.cards.setDecision(row.tool_call_id, row.metadata.decision);
       }
     }
   } catch {
@@ -240,8 +311,48 @@ async function refreshDecisions() {
   }
 }
 
+// -- actions ----------------------------------------------------------------------------------
+
+// Sends an action frame; returns its ref and whether it went out now or waits in a queue.
+function act(frame) {
+  if (!state.socket) return null;
+  const sent = state.socket.send(frame);
+  if (sent.outcome === "refused") {
+    showError(`${REFUSED[frame.type]}: this conversation is no longer available`);
+    return null;
+  }
+  state.actions.set(sent.ref, frame.type);
+  return sent;
+}
+
 function decide(decisions) {
-  state.socket.send({ type: "decide", decisions });
+  const sent = act({ type: "decide", decisions });
+  if (!sent) return "not sent";
+  return sent.outcome === "queued" ? "queued: sent when the connection is back" : "sending…";
+}
+
+function retry() {
+  for (const button of document.querySelectorAll(".run-error button.retry")) {
+    button.disabled = true;
+    button.textContent = "Retrying…";
+  }
+  act({ type: "retry" });
+}
+
+function sendMessage(text) {
+  const sent = act({ type: "send", text });
+  if (sent && sent.outcome === "queued") messages.addPending(sent.ref, text);
+  return sent !== null;
+}
+
+// A cancel is not queued: sent late, it could stop a run started after the person clicked.
+function cancelRun() {
+  if (!state.socket) return;
+  if (!state.socket.connected) {
+    showError("Not cancelled: the page is not connected, and a cancel is not queued. Try again once it is back online.");
+    return;
+  }
+  act({ type: "cancel" });
 }
 
 // -- files ------------------------------------------------------------------------------------
@@ -267,24 +378,43 @@ async function openFile(path) {
   }
 }
 
+// -- drawers (narrow screens): the conversation list, the plan and files ----------------------
+
+function setDrawer(name) {
+  document.body.dataset.drawer = name || "";
+  $("toggle-conversations").setAttribute("aria-expanded", String(name === "conversations"));
+  $("toggle-panels").setAttribute("aria-expanded", String(name === "panels"));
+  $("backdrop").hidden = !name;
+}
+
+function toggleDrawer(name) {
+  setDrawer(document.body.dataset.drawer === name ? null : name);
+}
+
 // -- wiring -----------------------------------------------------------------------------------
 
 function route() {
   const match = location.hash.match(/^#\/c\/([A-Za-z0-9_-]+)$/);
   const id = match ? match[1] : null;
+  setDrawer(null);
   if (id !== state.current || id === null) openConversation(id);
 }
 
 $("new-conversation").addEventListener("click", createConversation);
 $("welcome-start").addEventListener("click", createConversation);
+$("toggle-conversations").addEventListener("click", () => toggleDrawer("conversations"));
+$("toggle-panels").addEventListener("click", () => toggleDrawer("panels"));
+$("backdrop").addEventListener("click", () => setDrawer(null));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") setDrawer(null);
+});
 
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const input = $("message-input");
   const text = input.value.trim();
   if (!text || !state.socket) return;
-  state.socket.send({ type: "send", text });
-  input.value = "";
+  if (sendMessage(text)) input.value = "";
 });
 
 $("message-input").addEventListener("keydown", (event) => {
@@ -294,7 +424,7 @@ $("message-input").addEventListener("keydown", (event) => {
   }
 });
 
-$("cancel").addEventListener("click", () => state.socket && state.socket.send({ type: "cancel" }));
+$("cancel").addEventListener("click", cancelRun);
 
 $("rename").addEventListener("click", () => {
   $("rename-form").hidden = false;

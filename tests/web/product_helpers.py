@@ -1,0 +1,129 @@
+"""Helpers of the product tests (issue 14): a demo server with a chosen model and port, a model
+that holds its first reply mid-stream until the test lets it go, a model that fails on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import PrivateAttr
+
+from sagents.execution import _scripted_model, demo_model
+from sagents.execution._scripted_model import Fail, Reply, Responder, ScriptedChatModel
+from sagents.web import WebConfig, create_app
+from tests.web.conftest import Demo, _Server
+
+
+def _demo_responder() -> Responder:
+    responder = demo_model(delay=0.001).responder
+    if responder is None:  # pragma: no cover - demo_model always answers with a responder
+        raise RuntimeError("demo_model has no responder")
+    return responder
+
+
+#: The demo's scripted answers, streamed in chunks of four characters.
+DEMO_RESPONDER = _demo_responder()
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    config: WebConfig, *, model: BaseChatModel | None = None, port: int = 0
+) -> AsyncIterator[Demo]:
+    """The demo on uvicorn at 127.0.0.1:``port`` (0: a free one), with ``model`` if given."""
+    app = create_app(config, model=model)
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            ws="websockets-sansio",
+        )
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                await task
+                raise RuntimeError("the demo server did not start")
+            await asyncio.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Demo(url=f"http://127.0.0.1:{bound}", services=app.state.services, config=config)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a connection to it is refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class GatedModel(ScriptedChatModel):
+    """The demo's scripted model, whose first streamed reply stops before chunk ``hold_at``
+    until :meth:`release`; :meth:`wait_held` returns once it is stopped there."""
+
+    hold_at: int = 4
+    _gate: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+    _held: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        index = 0
+        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+            if index == self.hold_at and not self._gate.is_set():
+                self._held.set()
+                await self._gate.wait()
+            index += 1
+            yield chunk
+
+    async def wait_held(self) -> None:
+        await self._held.wait()
+
+    def release(self) -> None:
+        self._gate.set()
+
+
+# The inherited fields are annotated with names of the scripted model's module.
+GatedModel.model_rebuild(_types_namespace=vars(_scripted_model))
+
+
+def gated_model(hold_at: int = 4) -> GatedModel:
+    return GatedModel(responder=DEMO_RESPONDER, record_prompts=False, hold_at=hold_at)
+
+
+class Switch:
+    """Whether the flaky model fails (the test turns it off to let a retry succeed)."""
+
+    def __init__(self) -> None:
+        self.failing = True
+
+
+def flaky_model(switch: Switch) -> ScriptedChatModel:
+    """The demo's model, failing every call while ``switch.failing``."""
+
+    def respond(messages: list[BaseMessage]) -> Reply | Fail:
+        if switch.failing:
+            return Fail(error=ConnectionError("the provider is unreachable (a test's model)"))
+        return DEMO_RESPONDER(messages)
+
+    return ScriptedChatModel(responder=respond, record_prompts=False)
