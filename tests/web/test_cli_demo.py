@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -123,3 +124,22 @@ async def test_sigterm_drains_saves_and_exits(tmp_path: Path) -> None:
     assert stored is not None
     assert stored.state.interrupt is not None
     assert stored.state.interrupt.action_requests[0].name == "write_file"
+
+
+def test_a_port_in_use_is_one_line_and_exit_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port), "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"sagents: error: port {port} on 127.0.0.1 is in use")
+    assert "--port" in err
+
+
+def test_workers_must_be_one_or_more(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--workers", "0", "--data", str(tmp_path)]) == 1
+    assert "--workers must be 1 or more" in capsys.readouterr().err
