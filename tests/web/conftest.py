@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from langchain_core.language_models import BaseChatModel
+from playwright.async_api import Browser, async_playwright
 from websockets.asyncio.client import ClientConnection, connect
 
 from sagents.web import WebConfig, WebServices, create_app
@@ -82,13 +84,16 @@ def demo_config(tmp_path: Path, **overrides: Any) -> WebConfig:
 
 
 @contextlib.asynccontextmanager
-async def running_demo(config: WebConfig) -> AsyncIterator[Demo]:
-    app = create_app(config)
+async def running_demo(
+    config: WebConfig, *, model: BaseChatModel | None = None, port: int = 0
+) -> AsyncIterator[Demo]:
+    """The demo on uvicorn at 127.0.0.1:``port`` (0: a free one), with ``model`` if given."""
+    app = create_app(config, model=model)
     server = _Server(
         uvicorn.Config(
             app,
             host="127.0.0.1",
-            port=0,
+            port=port,
             log_level="warning",
             lifespan="on",
             ws="websockets-sansio",
@@ -166,3 +171,21 @@ async def wait_until(
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright. Without it the test skips, except
+    under CI, where a missing browser is a failure."""
+    if not Path(CHROMIUM).exists():
+        if in_ci():
+            pytest.fail(f"{CHROMIUM} is missing; CI installs it with scripts/browser")
+        pytest.skip(f"{CHROMIUM} is missing (run scripts/browser to install it)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

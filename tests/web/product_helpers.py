@@ -5,22 +5,17 @@ that holds its first reply mid-stream until the test lets it go, a model that fa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import PrivateAttr
 
 from sagents.execution import _scripted_model, demo_model
 from sagents.execution._scripted_model import Fail, Reply, Responder, ScriptedChatModel
-from sagents.web import WebConfig, create_app
-from tests.web.conftest import Demo, _Server
 
 
 def _demo_responder() -> Responder:
@@ -32,37 +27,6 @@ def _demo_responder() -> Responder:
 
 #: The demo's scripted answers, streamed in chunks of four characters.
 DEMO_RESPONDER = _demo_responder()
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    config: WebConfig, *, model: BaseChatModel | None = None, port: int = 0
-) -> AsyncIterator[Demo]:
-    """The demo on uvicorn at 127.0.0.1:``port`` (0: a free one), with ``model`` if given."""
-    app = create_app(config, model=model)
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            ws="websockets-sansio",
-        )
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("the demo server did not start")
-            await asyncio.sleep(0.01)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield Demo(url=f"http://127.0.0.1:{bound}", services=app.state.services, config=config)
-    finally:
-        server.should_exit = True
-        await task
 
 
 def closed_port() -> int:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from sagents.web._identity import COOKIE_NAME
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, OUTPUT, Demo, StartDemo, in_ci, wait_until
+from tests.web.conftest import OUTPUT, Demo, StartDemo, chromium, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +23,8 @@ TIMEOUT = 15_000  # ms, for every wait on the page
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        if in_ci():
-            pytest.fail(f"{CHROMIUM} is missing; CI installs it with scripts/browser")
-        pytest.skip(f"{CHROMIUM} is missing (run scripts/browser to install it)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

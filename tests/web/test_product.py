@@ -27,13 +27,12 @@ from sagents.events import (
     TodosUpdated,
 )
 from sagents.web._socket import _in_progress
-from tests.web.conftest import Demo, demo_config, is_event, is_status, next_frame
+from tests.web.conftest import Demo, demo_config, is_event, is_status, next_frame, running_demo
 from tests.web.product_helpers import (
     GatedModel,
     Switch,
     flaky_model,
     gated_model,
-    serve,
 )
 
 REPLY = "Let me plan how to research 'Streams'."
@@ -42,14 +41,14 @@ REPLY = "Let me plan how to research 'Streams'."
 @pytest.fixture
 async def gated(tmp_path: Path) -> AsyncIterator[tuple[Demo, GatedModel]]:
     model = gated_model(hold_at=4)
-    async with serve(demo_config(tmp_path), model=model) as demo:
+    async with running_demo(demo_config(tmp_path), model=model) as demo:
         yield demo, model
 
 
 @pytest.fixture
 async def flaky(tmp_path: Path) -> AsyncIterator[tuple[Demo, Switch]]:
     switch = Switch()
-    async with serve(demo_config(tmp_path), model=flaky_model(switch)) as demo:
+    async with running_demo(demo_config(tmp_path), model=flaky_model(switch)) as demo:
         yield demo, switch
 
 

@@ -28,20 +28,18 @@ from playwright.async_api import (
     BrowserContext,
     Page,
     ViewportSize,
-    async_playwright,
     expect,
 )
 
 from tests.web.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     Demo,
     StartDemo,
+    chromium,
     demo_config,
-    in_ci,
+    running_demo,
     wait_until,
 )
-from tests.web.product_helpers import Switch, closed_port, flaky_model, gated_model, serve
+from tests.web.product_helpers import Switch, closed_port, flaky_model, gated_model
 
 pytestmark = pytest.mark.slow
 
@@ -57,18 +55,8 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        if in_ci():
-            pytest.fail(f"{CHROMIUM} is missing; CI installs it with scripts/browser")
-        pytest.skip(f"{CHROMIUM} is missing (run scripts/browser to install it)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -358,7 +346,7 @@ async def test_the_page_says_when_the_server_is_gone_and_queues_a_decision(
 ) -> None:
     config = demo_config(tmp_path)
     async with contextlib.AsyncExitStack() as server:
-        demo = await server.enter_async_context(serve(config))
+        demo = await server.enter_async_context(running_demo(config))
         port = int(demo.url.rsplit(":", 1)[1])
         async with opened(browser, demo.url, errors, PHONE) as page:
             await start_conversation(page)
@@ -379,7 +367,7 @@ async def test_the_page_says_when_the_server_is_gone_and_queues_a_decision(
             )
             await snap(page, "phone-offline")
             # The server comes back on the same port: the decision goes out and the run ends.
-            await server.enter_async_context(serve(config, port=port))
+            await server.enter_async_context(running_demo(config, port=port))
             await expect(page.locator("#agent-status")).not_to_have_attribute("data-stale", "true")
             await until_idle(page)
             await expect(page.locator("#toggle-panels .plan-progress")).to_have_text("3/3")
@@ -391,7 +379,7 @@ async def test_a_message_sent_while_offline_is_queued_then_sent(
 ) -> None:
     config = demo_config(tmp_path)
     async with contextlib.AsyncExitStack() as server:
-        demo = await server.enter_async_context(serve(config))
+        demo = await server.enter_async_context(running_demo(config))
         port = int(demo.url.rsplit(":", 1)[1])
         async with opened(browser, demo.url, errors) as page:
             await start_conversation(page)
@@ -409,7 +397,7 @@ async def test_a_message_sent_while_offline_is_queued_then_sent(
                 "queued: sent when the connection is back"
             )
             await snap(page, "desktop-offline-queued")
-            await server.enter_async_context(serve(config, port=port))
+            await server.enter_async_context(running_demo(config, port=port))
             await until_approval(page)
             await expect(pending).to_have_count(0)
             await expect(page.locator(".message.user .bubble")).to_have_text(["Sent later"])
@@ -422,7 +410,7 @@ async def test_cancel_is_refused_while_offline(
     model = gated_model(hold_at=2)
     config = demo_config(tmp_path)
     async with contextlib.AsyncExitStack() as server:
-        demo = await server.enter_async_context(serve(config, model=model))
+        demo = await server.enter_async_context(running_demo(config, model=model))
         async with opened(browser, demo.url, errors) as page:
             await start_conversation(page)
             await send(page, "Cancel offline")
@@ -479,7 +467,7 @@ async def test_retry_after_a_failed_model_call(
 ) -> None:
     switch = Switch()
     async with (
-        serve(demo_config(tmp_path), model=flaky_model(switch)) as demo,
+        running_demo(demo_config(tmp_path), model=flaky_model(switch)) as demo,
         opened(browser, demo.url, errors) as page,
     ):
         await start_conversation(page)
@@ -532,7 +520,7 @@ async def test_a_reload_mid_stream_shows_the_reply_from_its_start(
     reply = "Let me plan how to research 'Mid-stream'."
     model = gated_model(hold_at=4)
     async with (
-        serve(demo_config(tmp_path), model=model) as demo,
+        running_demo(demo_config(tmp_path), model=model) as demo,
         opened(browser, demo.url, errors) as page,
     ):
         await start_conversation(page)
@@ -564,7 +552,7 @@ async def test_a_dropped_socket_resumes_the_reply_without_a_gap(
     # A long grace period: the agent outlives the page's absence, so the page resumes.
     config = demo_config(tmp_path, grace_period=60.0)
     async with (
-        serve(config, model=model) as demo,
+        running_demo(config, model=model) as demo,
         opened(browser, demo.url, errors) as page,
     ):
         sockets: list[str] = []

@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 from websockets.asyncio.client import ClientConnection, connect
 
 from sagents.persistence.sql import SqlPersistence, sqlite_url
 from sagents.web._identity import COOKIE_NAME
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, in_ci
+from tests.web.conftest import chromium
 
 pytestmark = [
     pytest.mark.slow,
@@ -126,28 +126,18 @@ async def agents(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
 
 async def hosts_on_the_debugger_page(url: str) -> dict[str, str]:
     """Agent id -> the host its row shows, read in Chromium."""
-    if not Path(CHROMIUM).exists():
-        if in_ci():
-            pytest.fail(f"{CHROMIUM} is missing; CI installs it with scripts/browser")
-        pytest.skip(f"{CHROMIUM} is missing (run scripts/browser to install it)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            await page.goto(url)
-            rows = page.locator("#agents tbody tr")
-            await expect(rows).to_have_count(2, timeout=15_000)
-            await expect(page.locator("#agents th.host")).to_be_visible()
-            shown = {}
-            for row in await rows.all():
-                agent_id = await row.get_attribute("data-agent-id")
-                assert agent_id is not None
-                shown[agent_id] = await row.locator("td.host").inner_text()
-            return shown
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(url)
+        rows = page.locator("#agents tbody tr")
+        await expect(rows).to_have_count(2, timeout=15_000)
+        await expect(page.locator("#agents th.host")).to_be_visible()
+        shown = {}
+        for row in await rows.all():
+            agent_id = await row.get_attribute("data-agent-id")
+            assert agent_id is not None
+            shown[agent_id] = await row.locator("td.host").inner_text()
+        return shown
 
 
 async def test_servers_over_one_cluster_serve_the_same_conversations(
