@@ -1,5 +1,6 @@
-"""Helpers of the product tests (issue 14): a demo server with a chosen model and port, a model
-that holds its first reply mid-stream until the test lets it go, a model that fails on demand.
+"""Helpers of the product tests (issue 14): a model that holds its first reply mid-stream until
+the test lets it go, a model that fails on demand, a port nothing listens on. (The demo server
+with a chosen model and port is ``tests.web.conftest.running_demo``.)
 """
 
 from __future__ import annotations
