@@ -17,11 +17,12 @@ from langchain_core.messages import (
 
 from sagents import events
 from sagents._errors import SagentsError
-from sagents._interrupt import ActionRequest, Interrupt
+from sagents._interrupt import ActionRequest, Interrupt, Question
 from sagents._state import State
 from sagents._status import Status
 from sagents._todo import Todo, TodoStatus
 from sagents.events import (
+    AgentReset,
     AgentShutdown,
     AgentStateUpdate,
     ChainError,
@@ -29,6 +30,7 @@ from sagents.events import (
     DisplayMessageSaved,
     DisplayMessageUpdated,
     Event,
+    FileChanged,
     LLMDeltas,
     LLMError,
     LLMMessage,
@@ -36,6 +38,7 @@ from sagents.events import (
     MiddlewareAction,
     NodeTransferred,
     NodeTransferring,
+    RunHalted,
     SaveFailed,
     SaveRefused,
     StateRestored,
@@ -65,6 +68,25 @@ _INTERRUPT = Interrupt(
             allowed_decisions=("approve", "reject"),
         ),
     )
+)
+_QUESTION_INTERRUPT = Interrupt(
+    kind="question",
+    action_requests=(
+        ActionRequest(
+            tool_call_id="c3",
+            name="ask_user",
+            arguments={"questions": [{"question": "Which database?"}]},
+            allowed_decisions=("answer", "respond", "reject"),
+            questions=(
+                Question(
+                    question="Which database?",
+                    type="single_choice",
+                    choices=("PostgreSQL", "SQLite"),
+                    recommended="PostgreSQL",
+                ),
+            ),
+        ),
+    ),
 )
 _TODOS = [
     Todo(content="plan", status=TodoStatus.COMPLETED, id="t1"),
@@ -147,6 +169,11 @@ SAMPLES: dict[str, Event] = {
     "node_transferred": NodeTransferred(from_node="n1", to_node="n2", **_COMMON),
     "subscription_overflow": SubscriptionOverflow(dropped=12, **_COMMON),
     "conversation_title_generated": ConversationTitleGenerated(title="Trip to Lisbon", **_COMMON),
+    "file_changed": FileChanged(
+        path="/notes/plan.md", change="moved", previous_path="/plan.md", **_COMMON
+    ),
+    "run_halted": RunHalted(reason="the budget is spent", **_COMMON),
+    "agent_reset": AgentReset(files="clear", **_COMMON),
     "agent_state_update": AgentStateUpdate(state=_STATE, **_COMMON),
     "middleware_action": MiddlewareAction(
         middleware="conversation_title", data={"title": "Notes"}, **_COMMON
@@ -175,6 +202,9 @@ EXTRA_SAMPLES: list[Event] = [
     TodosUpdated(todos=[], **_COMMON),
     StateRestored(state=State(), **_COMMON),
     LLMDeltas(deltas=[], **_COMMON),
+    AgentReset(**_COMMON),
+    StatusChanged(status=Status.INTERRUPTED, data=_QUESTION_INTERRUPT, **_COMMON),
+    FileChanged(path="/notes.md", change="created", **_COMMON),
 ]
 
 

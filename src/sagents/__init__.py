@@ -32,7 +32,17 @@ from sagents._errors import (
     UnsupportedStateVersion,
     UntilToolNotCalled,
 )
-from sagents._interrupt import ActionRequest, Approve, Decision, Edit, Interrupt, Reject
+from sagents._interrupt import (
+    ActionRequest,
+    Answer,
+    Approve,
+    Decision,
+    Edit,
+    Interrupt,
+    Question,
+    Reject,
+    Respond,
+)
 from sagents._public import publish as _publish
 from sagents._state import State
 from sagents._status import Status
@@ -41,6 +51,7 @@ from sagents.execution import (
     Agent,
     Done,
     Failed,
+    Halt,
     Interrupted,
     Middleware,
     MiddlewareContext,
@@ -85,6 +96,7 @@ __all__ = [
     "AgentInfo",
     "AgentNotRunning",
     "AgentUnreachable",
+    "Answer",
     "Approve",
     "AutoSave",
     "ConfigurationError",
@@ -99,6 +111,7 @@ __all__ = [
     "FactoryRouter",
     "Failed",
     "FileSystemError",
+    "Halt",
     "Interrupt",
     "Interrupted",
     "InvalidAgent",
@@ -118,8 +131,10 @@ __all__ = [
     "PersistenceFailed",
     "Presence",
     "PresenceTracking",
+    "Question",
     "RegistryUnavailable",
     "Reject",
+    "Respond",
     "RetryPolicy",
     "Run",
     "RunError",

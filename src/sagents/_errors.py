@@ -10,7 +10,8 @@ for each decision a caller has to make::
     │   └── InvalidOption             an unknown or mistyped start option
     ├── StateError                    stored or received data is not a valid state
     │   └── UnsupportedStateVersion   written by a newer sagents: upgrade, do not edit it
-    ├── InvalidDecision               human-approval decisions do not match the interrupt
+    ├── InvalidDecision               human decisions or answers do not match the interrupt
+    ├── Halt                          not a failure: raised by a tool or hook to end a run cleanly
     ├── RunError                      a run ended in error (the state before it is kept)
     │   ├── MaxRunsExceeded           the model kept calling tools past ``max_runs``
     │   ├── UntilToolNotCalled        the model stopped without calling ``until_tool``
@@ -58,6 +59,7 @@ __all__ = [
     "ConversationNotFound",
     "ConversationOwnedElsewhere",
     "FileSystemError",
+    "Halt",
     "InvalidAgent",
     "InvalidDecision",
     "InvalidMiddleware",
@@ -171,6 +173,25 @@ class PathNotAllowed(FileSystemError):
 
 class ScriptExhausted(SagentsError):
     """A ``ScriptedChatModel`` was called more often than its script has replies."""
+
+
+class Halt(SagentsError):
+    """Raise from a tool, a middleware hook or a custom step to end the run cleanly: the
+    agent becomes ``idle`` (not ``error``) and a ``RunHalted`` event carries ``reason``.
+
+    Not a failure, though it sits in this tree (so that everything sagents defines as an
+    exception shares one root): the loop catches it before its failure handling. Raised in a
+    tool, the call's result says the run was halted and the run ends after the turn's other
+    calls; raised in a hook or step, the run ends there. Every call of the last model turn is
+    answered, so the history stays valid.
+
+    Args:
+        reason: why the run stops, for the user and the logs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = str(reason)
 
 
 class InvalidTransition(SagentsError):

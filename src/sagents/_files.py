@@ -22,15 +22,23 @@ conversation (:class:`ConversationFiles`), shared across conversations only when
 explicit store given to the middleware, or an explicit ``filesystem_scope`` start option).
 
 Stores hold text only (``str``) and enforce a per-file size limit (in UTF-8 bytes) and a
-file-count limit.
+file-count limit. Every store answers :meth:`FileStore.stat` with a :class:`FileInfo` (size,
+modification time, a MIME type guessed from the name) without reading the content: the index
+keeps each file's size and time beside it. That is also what lets a store load *lazily*: its
+index may hold a file's name, size and time before its content, which is then fetched on the
+first read (:meth:`IndexedFileStore._fetch`), so opening a large tree costs its names, not its
+bytes.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
+import mimetypes
 import re
+import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -41,10 +49,12 @@ __all__ = [
     "MAX_PATH_LENGTH",
     "MAX_SEGMENT_BYTES",
     "ConversationFiles",
+    "FileInfo",
     "FileStore",
     "FileStoreUser",
     "IndexedFileStore",
     "MemoryFileStore",
+    "guess_mime_type",
     "normalize_path",
 ]
 
@@ -122,6 +132,64 @@ def normalize_path(path: str, *, directory: bool = False) -> str:
             path, f"it is {size} bytes long in UTF-8, over {MAX_PATH_LENGTH}; use a shorter path"
         )
     return normal
+
+
+# Text formats the standard library's built-in table does not know (it is used without the
+# system's mime.types files, so that the answer is the same on every machine).
+_TEXT_TYPES = {
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+    ".ts": "text/x-typescript",
+    ".tsx": "text/x-typescript",
+    ".jsx": "text/javascript",
+    ".rs": "text/x-rust",
+    ".go": "text/x-go",
+    ".sql": "application/sql",
+    ".ini": "text/plain",
+    ".cfg": "text/plain",
+    ".log": "text/plain",
+}
+
+
+@functools.cache
+def _mime_table() -> mimetypes.MimeTypes:
+    return mimetypes.MimeTypes()
+
+
+def guess_mime_type(path: str) -> str:
+    """The MIME type of a file, guessed from its name; ``"text/plain"`` when the name says
+    nothing (stores hold text only).
+
+    Uses the standard library's built-in table plus a few text formats it lacks, never the
+    machine's ``mime.types`` files, so every machine gives the same answer.
+    """
+    name = path.rpartition("/")[2]
+    suffix = name[name.rfind(".") :].lower() if "." in name[1:] else ""
+    if suffix in _TEXT_TYPES:
+        return _TEXT_TYPES[suffix]
+    guessed, _ = _mime_table().guess_type(name, strict=False)
+    return guessed or "text/plain"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileInfo:
+    """What a store knows about one file, without its content.
+
+    Attributes:
+        path: the normalised virtual path.
+        size: the content's size in UTF-8 bytes.
+        modified: when it last changed, in seconds since the epoch; None when the store cannot
+            tell (a file loaded from a persistence that does not record it).
+        mime_type: guessed from the name (:func:`guess_mime_type`).
+    """
+
+    path: str
+    size: int
+    modified: float | None
+    mime_type: str
 
 
 def _parents(path: str) -> Iterator[str]:
@@ -212,6 +280,15 @@ class FileStore(Protocol):
         """Whether a file exists at ``path`` (a directory is not a file)."""
         ...
 
+    async def stat(self, path: str) -> FileInfo:
+        """Size, modification time and MIME type of the file at ``path``, without reading it.
+
+        Raises:
+            FileSystemError: no such file (or it is a directory).
+            PathNotAllowed: ``path`` is not a valid path.
+        """
+        ...
+
     async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
         """The paths of all files under the directory ``prefix_dir``, at any depth, sorted."""
         ...
@@ -225,26 +302,44 @@ class FileStore(Protocol):
         ...
 
 
+class _Entry:
+    """One file of an index: its content (None until a lazy store fetches it), its size in
+    UTF-8 bytes and when it last changed."""
+
+    __slots__ = ("content", "modified", "size")
+
+    def __init__(self, content: str | None, size: int, modified: float | None) -> None:
+        self.content = content
+        self.size = size
+        self.modified = modified
+
+
 class _Index:
     """The files of a store in memory, with the limits and the file/directory rules.
 
     ``_dirs`` counts the files under each directory, so that "is this a directory?" and "is a
-    parent of this a file?" cost O(depth) instead of a scan of every path.
+    parent of this a file?" cost O(depth) instead of a scan of every path. An entry whose
+    content is None is known by name only (a lazy store fetches it on first read); every
+    operation that needs the text (:meth:`get`, :meth:`check_move`) requires it to be there.
     """
 
-    __slots__ = ("_dirs", "_files", "max_file_size", "max_files")
+    __slots__ = ("_clock", "_dirs", "_files", "max_file_size", "max_files")
 
-    def __init__(self, *, max_file_size: int, max_files: int) -> None:
+    def __init__(
+        self, *, max_file_size: int, max_files: int, clock: Callable[[], float] = time.time
+    ) -> None:
         if not isinstance(max_file_size, int) or max_file_size <= 0:
             raise ConfigurationError(f"max_file_size must be a positive int, got {max_file_size!r}")
         if not isinstance(max_files, int) or max_files <= 0:
             raise ConfigurationError(f"max_files must be a positive int, got {max_files!r}")
         self.max_file_size = max_file_size
         self.max_files = max_files
-        self._files: dict[str, str] = {}
+        self._clock = clock
+        self._files: dict[str, _Entry] = {}
         self._dirs: dict[str, int] = {}
 
-    def check_content(self, path: str, content: str) -> None:
+    def check_content(self, path: str, content: str) -> int:
+        """Raise unless ``content`` may be stored; return its size in UTF-8 bytes."""
         if not isinstance(content, str):
             raise FileSystemError(
                 f"cannot write {path}: only text is stored, got {type(content).__name__}"
@@ -255,6 +350,10 @@ class _Index:
             raise FileSystemError(
                 f"cannot write {path}: the content is not valid Unicode text (lone surrogates)"
             ) from None
+        self.check_size(path, size)
+        return size
+
+    def check_size(self, path: str, size: int) -> None:
         if size > self.max_file_size:
             raise FileSystemError(
                 f"cannot write {path}: the content is {size} bytes, over the limit of "
@@ -282,7 +381,8 @@ class _Index:
         if path not in self._files:
             self.check_new(path)
 
-    def get(self, path: str) -> str:
+    def entry(self, path: str) -> _Entry:
+        """The entry of the file at ``path``, loaded or not."""
         try:
             return self._files[path]
         except KeyError:
@@ -290,19 +390,50 @@ class _Index:
                 raise FileSystemError(f"{path} is a directory, not a file") from None
             raise FileSystemError(f"no such file: {path}; use ls to see the files") from None
 
+    def current(self, path: str) -> _Entry | None:
+        """The entry at ``path``, or None (never raises)."""
+        return self._files.get(path)
+
+    def get(self, path: str) -> str:
+        content = self.entry(path).content
+        if content is None:  # a store bug: lazy stores fetch before they ask
+            raise RuntimeError(f"the content of {path} was not loaded")
+        return content
+
+    def info(self, path: str) -> FileInfo:
+        entry = self.entry(path)
+        return FileInfo(
+            path=path, size=entry.size, modified=entry.modified, mime_type=guess_mime_type(path)
+        )
+
     def contains(self, path: str) -> bool:
         return path in self._files
 
-    def put(self, path: str, content: str) -> None:
-        self.check_content(path, content)
+    def put(self, path: str, content: str, *, modified: float | None = None) -> None:
+        size = self.check_content(path, content)
+        self._insert(path, _Entry(content, size, self._clock() if modified is None else modified))
+
+    def put_unloaded(self, path: str, size: int, modified: float | None) -> None:
+        """Know the file at ``path`` by name, size and time; its content is fetched later."""
+        self.check_size(path, size)
+        self._insert(path, _Entry(None, size, modified))
+
+    def restore(self, path: str, entry: _Entry | None) -> None:
+        """Put back ``entry`` (as :meth:`current` returned it) at ``path``, or nothing."""
+        if path in self._files:
+            self.remove(path)
+        if entry is not None:
+            self._insert(path, entry)
+
+    def _insert(self, path: str, entry: _Entry) -> None:
         if path not in self._files:
             self.check_new(path)
             for parent in _parents(path):
                 self._dirs[parent] = self._dirs.get(parent, 0) + 1
-        self._files[path] = content
+        self._files[path] = entry
 
     def remove(self, path: str) -> None:
-        self.get(path)  # the error for a missing file or a directory
+        self.entry(path)  # the error for a missing file or a directory
         del self._files[path]
         for parent in _parents(path):
             if self._dirs[parent] == 1:
@@ -334,10 +465,12 @@ class _Index:
         return content
 
     def move(self, src: str, dst: str) -> None:
-        content = self.check_move(src, dst)
+        self.check_move(src, dst)
         if src != dst:
+            # The entry itself moves, so the file keeps its modification time (as mv does).
+            entry = self._files[src]
             self.remove(src)
-            self.put(dst, content)
+            self._insert(dst, entry)
 
     def listing(self, directory: str) -> builtins.list[str]:
         if directory == "/":
@@ -351,7 +484,8 @@ class IndexedFileStore(AsyncResource):
     from it), and a life of its own (``new`` until loaded, ``open``, ``closed``).
 
     Subclasses set ``_index`` and ``_state`` and implement the writes, which is where they
-    differ: in memory only, debounced to disk, or written through to a persistence.
+    differ: in memory only, debounced to disk, or written through to a persistence. A store
+    that loads lazily puts names in its index without content and implements :meth:`_fetch`.
     """
 
     _index: _Index
@@ -370,15 +504,42 @@ class IndexedFileStore(AsyncResource):
         if self._state == "closed":
             raise FileSystemError("the file store is closed")
 
+    async def _fetch(self, path: str) -> str:
+        """The content of ``path`` from the backing store (lazy stores override this).
+
+        Raises:
+            FileSystemError: it cannot be read.
+        """
+        raise RuntimeError(f"{type(self).__name__} does not load files lazily")
+
+    async def _loaded(self, path: str) -> str:
+        """The content of the (normalised) ``path``, fetched first if the index has only its
+        name; the fetched content is kept in the index."""
+        entry = self._index.entry(path)
+        if entry.content is not None:
+            return entry.content
+        content = await self._fetch(path)
+        # The file may have changed while it was fetched: keep the text only if the entry is
+        # still the one it was fetched for (a newer write brought its own content).
+        if self._index.current(path) is entry and entry.content is None:
+            entry.content = content
+            entry.size = len(content.encode("utf-8", errors="surrogatepass"))
+        return content
+
     async def read(self, path: str) -> str:
         """See :meth:`FileStore.read`."""
         self._check_open()
-        return self._index.get(normalize_path(path))
+        return await self._loaded(normalize_path(path))
 
     async def exists(self, path: str) -> bool:
         """See :meth:`FileStore.exists`."""
         self._check_open()
         return self._index.contains(normalize_path(path))
+
+    async def stat(self, path: str) -> FileInfo:
+        """See :meth:`FileStore.stat`; answered from the index, never from the content."""
+        self._check_open()
+        return self._index.info(normalize_path(path))
 
     async def list(self, prefix_dir: str = "/") -> builtins.list[str]:
         """See :meth:`FileStore.list`."""
@@ -392,13 +553,21 @@ class MemoryFileStore(IndexedFileStore):
     Args:
         max_file_size: the largest file accepted, in UTF-8 bytes.
         max_files: the most files the store holds.
+        clock: gives the modification times :meth:`stat` reports (seconds since the epoch);
+            ``time.time`` by default.
 
     Raises:
         ConfigurationError: a limit is not a positive int.
     """
 
-    def __init__(self, *, max_file_size: int = 1_000_000, max_files: int = 10_000) -> None:
-        self._index = _Index(max_file_size=max_file_size, max_files=max_files)
+    def __init__(
+        self,
+        *,
+        max_file_size: int = 1_000_000,
+        max_files: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._index = _Index(max_file_size=max_file_size, max_files=max_files, clock=clock)
         self._state = "open"
 
     async def write(self, path: str, content: str) -> None:

@@ -35,6 +35,7 @@ from sagents._status import Status
 from sagents._todo import Todo
 
 __all__ = [
+    "AgentReset",
     "AgentShutdown",
     "AgentStateUpdate",
     "ChainError",
@@ -43,6 +44,7 @@ __all__ = [
     "DisplayMessageSaved",
     "DisplayMessageUpdated",
     "Event",
+    "FileChanged",
     "LLMDeltas",
     "LLMError",
     "LLMMessage",
@@ -50,6 +52,7 @@ __all__ = [
     "MiddlewareAction",
     "NodeTransferred",
     "NodeTransferring",
+    "RunHalted",
     "SaveFailed",
     "SaveRefused",
     "StateRestored",
@@ -250,6 +253,38 @@ class ConversationTitleGenerated(Event):
     title: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunHalted(Event):
+    """A tool, a middleware hook or a step ended the run on purpose (``raise Halt(reason)``);
+    ``reason`` says why. It is followed by ``StatusChanged(IDLE)``: a halt is a clean end."""
+
+    type: ClassVar[str] = "run_halted"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentReset(Event):
+    """The agent went back to a fresh state (``handle.reset()``): no messages, todos, metadata
+    or pending interrupt. ``files`` is the policy applied to its files, ``"keep"`` or
+    ``"clear"``. A page clears what it shows; ``StatusChanged(IDLE)`` follows unless the agent
+    was idle already."""
+
+    type: ClassVar[str] = "agent_reset"
+    files: str = "keep"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileChanged(Event):
+    """A FileSystem tool changed a file of the agent's filesystem, so a UI's file panel can
+    update without polling. ``change`` is ``"created"``, ``"modified"``, ``"deleted"`` or
+    ``"moved"``; a move names the old path in ``previous_path``."""
+
+    type: ClassVar[str] = "file_changed"
+    path: str
+    change: Literal["created", "modified", "deleted", "moved"]
+    previous_path: str | None = None
+
+
 # -- debug channel -----------------------------------------------------------------------------
 
 
@@ -333,6 +368,9 @@ _REGISTRY: dict[str, type[Event]] = {
         NodeTransferred,
         SubscriptionOverflow,
         ConversationTitleGenerated,
+        FileChanged,
+        RunHalted,
+        AgentReset,
         AgentStateUpdate,
         MiddlewareAction,
         LLMError,

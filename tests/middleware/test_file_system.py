@@ -24,6 +24,8 @@ ALL_TOOLS = [
     "edit_lines",
     "move_file",
     "delete_file",
+    "glob",
+    "grep",
 ]
 
 
@@ -65,6 +67,8 @@ def test_tools_have_the_specified_names_and_parameters(fs: FileSystem) -> None:
         "edit_lines": ["file_path", "start_line", "end_line", "content"],
         "move_file": ["source_path", "destination_path"],
         "delete_file": ["file_path"],
+        "glob": ["pattern", "path"],
+        "grep": ["pattern", "path", "glob", "output_mode", "regex", "case_sensitive"],
     }
     for tool in tools:
         assert isinstance(tool, StructuredTool)

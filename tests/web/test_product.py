@@ -266,3 +266,18 @@ async def test_retry_over_http_after_a_failed_run(flaky: tuple[Demo, Switch]) ->
             accepted = await client.post(f"/api/conversations/{cid}/retry")
             assert accepted.status_code == 202
             await next_frame(ws, is_status("interrupted"))
+
+
+async def test_a_failed_run_is_in_the_server_log(
+    flaky: tuple[Demo, Switch], caplog: pytest.LogCaptureFixture
+) -> None:
+    demo, _ = flaky
+    caplog.set_level("WARNING", logger="sagents.server")
+    async with demo.client() as client:
+        cid = await conversation(client)
+        async with demo.socket(client, cid) as ws:
+            await ws.send(json.dumps({"type": "send", "text": "Fails"}))
+            await next_frame(ws, is_status("error"))
+    [record] = [r for r in caplog.records if "the run failed" in r.getMessage()]
+    assert record.name == "sagents.server"
+    assert "the provider is unreachable" in record.getMessage()

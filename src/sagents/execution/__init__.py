@@ -4,6 +4,7 @@ Import the usual names from :mod:`sagents`; this namespace adds what custom mode
 the individual steps, :class:`Run`, sinks and the script entries of :class:`ScriptedChatModel`.
 """
 
+from sagents._errors import Halt
 from sagents._public import publish as _publish
 from sagents.execution._agent import Agent
 from sagents.execution._demo_model import demo_model
@@ -35,6 +36,7 @@ __all__ = [
     "EventSink",
     "Fail",
     "Failed",
+    "Halt",
     "Interrupted",
     "Middleware",
     "MiddlewareContext",

@@ -85,6 +85,16 @@ class Middleware:
         """
         return None
 
+    async def on_model_error(self, state: State, error: BaseException) -> State | None:
+        """Called when the model call failed for good (after retries and fallbacks).
+
+        Return a new state to make the call once more with it (a shorter history after the
+        provider said the prompt is over the context window, say), or None to let the run end
+        in error. The call is made again at most once; hooks run in list order, each given the
+        state the previous one returned. ``error`` is what the last model attempt raised.
+        """
+        return None
+
     async def handle_message(self, message: Any, state: State) -> State | None:
         """Handle an asynchronous message sent to this middleware (from a task or a process)."""
         return None

@@ -15,11 +15,14 @@ import dataclasses
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sagents._errors import SagentsError
 from sagents.events import Event
 from sagents.execution._containment import contained
+
+if TYPE_CHECKING:
+    from sagents.execution._agent import Agent
 
 __all__ = ["MiddlewareContext", "get_middleware_context"]
 
@@ -36,9 +39,20 @@ class MiddlewareContext:
     Attributes:
         agent_id: the agent whose hook is running.
         services: what the host offers (the same mapping tools see in ``ToolContext.services``).
+        agent: the agent of the current (or last) run, set by the run: its ``system_prompt``
+            and ``model`` tell a hook what the model call will hold. None before the first run.
     """
 
-    __slots__ = ("__weakref__", "_emit", "_persist", "_send", "_tasks", "agent_id", "services")
+    __slots__ = (
+        "__weakref__",
+        "_emit",
+        "_persist",
+        "_send",
+        "_tasks",
+        "agent",
+        "agent_id",
+        "services",
+    )
 
     def __init__(
         self,
@@ -48,8 +62,10 @@ class MiddlewareContext:
         emit: Callable[[Event], None] | None = None,
         send: Callable[[str, Any], None] | None = None,
         persist: Callable[[str], None] | None = None,
+        agent: Agent | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.agent = agent
         self.services: Mapping[str, Any] = services if services is not None else {}
         self._emit = emit
         self._send = send

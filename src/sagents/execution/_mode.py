@@ -12,7 +12,8 @@ reads as its definition::
 
 A custom mode reuses these steps, drops some, or adds its own. A step that raises a
 :class:`RunError` (or crashes, with anything: ``BaseException`` included) ends the run as
-:class:`Failed` with the state as it was before that step; a cycle that neither calls the model nor
+:class:`Failed` with the state as it was before that step, except :class:`Halt`, which ends it
+cleanly as :class:`Done` (see ``_halt.py``); a cycle that neither calls the model nor
 changes the state ends it too, so a mode missing ``continue_or_done`` fails loudly instead of
 spinning. Only a cancellation of the task ends a run without a result (see ``_containment.py``).
 """
@@ -31,6 +32,7 @@ from sagents.execution._containment import (
     log_contained,
     reraise_cancellation,
 )
+from sagents.execution._halt import Halt, halted
 from sagents.execution._result import Failed, RunResult
 from sagents.execution._steps import (
     call_llm,
@@ -89,6 +91,8 @@ class Mode:
                     result = await step(run)
                 except BaseException as exc:  # the step's failure, whatever it is
                     reraise_cancellation(exc, since)
+                    if isinstance(exc, Halt):  # not a failure: a clean end, on purpose
+                        return halted(run, exc.reason)
                     return Failed(state=run.state, error=_step_error(step, exc, run))
                 if cancel_requests() > since:
                     # The step swallowed the run's cancellation (a tool or a hook caught it and

@@ -19,14 +19,17 @@ __all__ = ["Done", "Failed", "Interrupted", "RunResult"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Done:
-    """The model answered without tool calls, or ``until_tool`` was called.
+    """The model answered without tool calls, ``until_tool`` was called, or the run was
+    halted (``raise Halt(reason)``).
 
     Attributes:
         value: the ``until_tool`` result as a structured value, else None.
+        halted: the reason of a halt, else None.
     """
 
     state: State
     value: Any = None
+    halted: str | None = None
 
     @property
     def status(self) -> Status:

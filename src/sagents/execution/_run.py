@@ -102,6 +102,8 @@ class Run:
         self.middleware_context = middleware_context or MiddlewareContext(
             agent.agent_id, services=self.services, emit=self.sink.emit
         )
+        # A host's context outlives its runs, and the host may swap the agent between them.
+        self.middleware_context.agent = agent
 
     def commit(self, state: State, *new_messages: BaseMessage) -> None:
         """Make ``state`` the run's state; ``new_messages`` are the messages it adds."""

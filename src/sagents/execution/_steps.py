@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, SystemMessage, ToolCall, ToolMessage
 
-from sagents._errors import MaxRunsExceeded, ModelCallFailed, RunError, UntilToolNotCalled
-from sagents._interrupt import Decision, Edit, Interrupt, Reject
+from sagents._errors import (
+    Halt,
+    MaxRunsExceeded,
+    ModelCallFailed,
+    RunError,
+    UntilToolNotCalled,
+)
+from sagents._interrupt import Decision, Edit, Interrupt, Reject, Respond
 from sagents.events import (
     ChainError,
     LLMMessage,
@@ -38,6 +44,7 @@ from sagents.execution._tool_context import ToolContext, ToolResume
 from sagents.execution._tools import ToolOutcome, invalid_call_outcome, invoke_tool, tool_timeout
 
 if TYPE_CHECKING:
+    from sagents._state import State
     from sagents.execution._middleware import Middleware
     from sagents.execution._run import Run
 
@@ -75,6 +82,9 @@ def _with_id(call: Any) -> Any:
 async def call_llm(run: Run) -> RunResult | None:
     """Run before-model middleware, call the model, append its reply, run after-model middleware.
 
+    When the model fails for good, the ``on_model_error`` hooks may offer a new state (a
+    summarised history after a context overflow); the call is then made once more with it.
+
     Skipped when the last AI message still has tool calls without results (resuming after an
     approval, or restoring such a state): the model already asked for those tools.
     """
@@ -91,12 +101,21 @@ async def call_llm(run: Run) -> RunResult | None:
         if changed is not None:
             state = changed
     prompt = agent.system_prompt
-    messages = [SystemMessage(prompt), *state.messages] if prompt else list(state.messages)
-    try:
-        reply = _with_call_ids(await call_model(run, messages))
-    except ModelCallFailed as exc:
-        run.sink.emit(ChainError(agent_id=agent.agent_id, error=str(exc)))
-        raise
+    retried = False
+    while True:
+        messages = [SystemMessage(prompt), *state.messages] if prompt else list(state.messages)
+        try:
+            reply = _with_call_ids(await call_model(run, messages))
+            break
+        except ModelCallFailed as exc:
+            recovered = None if retried else await _recover(run, state, exc)
+            if recovered is None:
+                run.sink.emit(ChainError(agent_id=agent.agent_id, error=str(exc)))
+                raise
+            # Committed now: a retry that fails too keeps what the hooks did (a summary),
+            # so the next run starts from the smaller state.
+            retried, state = True, recovered
+            run.commit(state)
     run.model_calls += 1
     run.sink.emit(LLMMessage(agent_id=agent.agent_id, message=reply))
     if reply.usage_metadata:
@@ -116,10 +135,30 @@ async def call_llm(run: Run) -> RunResult | None:
     return None
 
 
+async def _recover(run: Run, state: State, failure: ModelCallFailed) -> State | None:
+    """The state the ``on_model_error`` hooks offer for one more model call, or None."""
+    hooks = [mw for mw in run.agent.middleware_instances if mw.overrides("on_model_error")]
+    error = failure.__cause__ or failure
+    changed: State | None = None
+    for mw in hooks:
+        since = cancel_requests()
+        try:
+            offered = await mw.on_model_error(changed or state, error)
+        except BaseException as exc:  # the hook's failure, whatever it is: see _containment.py
+            hook_error = _hook_failed(run, mw, "on_model_error", exc, since)
+            run.sink.emit(ChainError(agent_id=run.agent.agent_id, error=str(failure)))
+            raise hook_error from exc
+        if offered is not None:
+            changed = offered
+    return changed
+
+
 def _hook_failed(run: Run, mw: Middleware, hook: str, exc: BaseException, since: int) -> RunError:
     """The run's error for a middleware hook that raised ``exc``, anything but a cancellation
-    of the run (which is re-raised instead)."""
+    of the run or a :class:`Halt` (which are re-raised instead)."""
     reraise_cancellation(exc, since)
+    if isinstance(exc, Halt):
+        raise exc  # the mode ends the run cleanly
     where = f"{mw.name}.{hook}"
     log_contained(exc, where, run.agent.agent_id)
     return RunError(f"{where} failed: {describe(exc)}")
@@ -235,6 +274,14 @@ def _rejected(call: ToolCall, decision: Reject) -> ToolOutcome:
     return ToolOutcome(message=message, value=None, error=f"rejected: {reason}", context=None)
 
 
+def _responded(call: ToolCall, decision: Respond) -> ToolOutcome:
+    # The human answered in place of the tool: their text is the call's result.
+    message = ToolMessage(
+        content=decision.message, tool_call_id=call["id"] or "", name=call["name"]
+    )
+    return ToolOutcome(message=message, value=decision.message, error=None, context=None)
+
+
 async def execute_tools(run: Run) -> RunResult | None:
     """Run the pending tool calls concurrently, each with its timeout, and append the results in
     call order. Failures become error results for the model; only cancellation propagates."""
@@ -262,6 +309,8 @@ async def execute_tools(run: Run) -> RunResult | None:
             outcome = invalid_call_outcome(call)
         elif isinstance(decision, Reject):
             outcome = _rejected(call, decision)
+        elif isinstance(decision, Respond):
+            outcome = _responded(call, decision)
         else:
             tool = agent.all_tools.get(call["name"])
             if tool is not None:
@@ -352,8 +401,16 @@ async def propagate_state(run: Run) -> RunResult | None:
 
 
 async def check_tool_interrupts(run: Run) -> RunResult | None:
-    """Pause when tools suspended (``ToolContext.suspend``) or asked for it
-    (``ToolContext.request_interrupt``)."""
+    """End the run when a tool raised :class:`Halt` (before any pause: the calls a halt leaves
+    waiting are answered as not run); otherwise pause when tools suspended
+    (``ToolContext.suspend``) or asked for it (``ToolContext.request_interrupt``).
+
+    Raises:
+        Halt: a tool of the turn halted the run (the mode ends it cleanly).
+    """
+    for _, outcome in run.tool_outcomes:
+        if outcome.halt is not None:
+            raise Halt(outcome.halt)
     suspended = [
         (call["id"] or "", outcome.context.suspended)
         for call, outcome in run.tool_outcomes

@@ -23,7 +23,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import ValidationError
 
 from sagents import telemetry
-from sagents._errors import InvalidAgent
+from sagents._errors import Halt, InvalidAgent
 from sagents.execution._containment import (
     BaseExceptionRaised,
     cancel_requests,
@@ -92,6 +92,8 @@ class ToolOutcome:
     value: Any
     error: str | None
     context: ToolContext | None
+    #: The reason when the tool raised :class:`~sagents.Halt` (the run ends after the turn).
+    halt: str | None = None
 
     @property
     def suspended(self) -> bool:
@@ -199,6 +201,13 @@ async def invoke_tool(
             else:
                 result = await tool.ainvoke({**call, "type": "tool_call"})
         outcome = _outcome(call, result, context)
+    except Halt as halt:  # not a failure: the run ends after this turn (see _halt.py)
+        message = ToolMessage(
+            content=f"Halted: {halt.reason}", tool_call_id=call["id"] or "", name=name
+        )
+        outcome = ToolOutcome(
+            message=message, value=None, error=None, context=context, halt=halt.reason
+        )
     except BaseException as exc:  # the tool's failure, whatever it is: see _containment.py
         reraise_cancellation(exc, since)
         if isinstance(exc, BaseExceptionRaised):

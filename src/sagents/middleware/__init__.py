@@ -1,36 +1,44 @@
-"""Built-in middleware: TodoList, FileSystem, HumanInTheLoop, Summarization, PatchToolCalls,
-ConversationTitle, DebugLog (and the ``Middleware`` base)."""
+"""Built-in middleware: TodoList, FileSystem, HumanInTheLoop, AskUserQuestion, Summarization,
+PatchToolCalls, ConversationTitle, DebugLog (and the ``Middleware`` base)."""
 
 from sagents._public import publish as _publish
 from sagents.execution._middleware import Middleware
+from sagents.middleware._ask_user import AskUserQuestion
 from sagents.middleware._conversation_title import ConversationTitle, TitleReady
 from sagents.middleware._debug_log import DebugLog
 from sagents.middleware._disk_file_store import DiskFileStore
 from sagents.middleware._file_store import (
     ConversationFiles,
+    FileInfo,
     FileStore,
     MemoryFileStore,
+    Mount,
+    MountedFileStore,
     normalize_path,
 )
 from sagents.middleware._file_system import FileSystem
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
 from sagents.middleware._patch_tool_calls import PatchToolCalls
 from sagents.middleware._sub_agent import GENERAL_PURPOSE, SubAgent, SubAgentSpec
-from sagents.middleware._summarization import Summarization, is_summary
+from sagents.middleware._summarization import Summarization, is_context_overflow, is_summary
 from sagents.middleware._todo_list import TodoList
 from sagents.middleware._token_counter import TokenCounter, approximate_token_count
 
 __all__ = [
+    "AskUserQuestion",
     "ConversationFiles",
     "ConversationTitle",
     "DebugLog",
     "DiskFileStore",
+    "FileInfo",
     "FileStore",
     "FileSystem",
     "GENERAL_PURPOSE",
     "HumanInTheLoop",
     "MemoryFileStore",
     "Middleware",
+    "Mount",
+    "MountedFileStore",
     "PatchToolCalls",
     "SubAgent",
     "SubAgentSpec",
@@ -39,6 +47,7 @@ __all__ = [
     "TodoList",
     "TokenCounter",
     "approximate_token_count",
+    "is_context_overflow",
     "is_summary",
     "normalize_path",
 ]

@@ -16,6 +16,11 @@ memory, fail at every flush, and block the files written after it. Each file of 
 written on its own: one that fails stays pending and is reported, the others reach the disk.
 With ``debounce=0`` the write happens inside the call, and a failure fails that call alone and
 leaves the index as it was.
+
+A large tree can be opened *lazily* (``lazy=True``): the walk then records each file's name,
+size and mtime only, and a file's content is read from disk on its first read (and kept). Such a
+file has no pending change until it is written, so reading it from disk always gives what the
+index stands for; moving it reads it first, since a move is written as a new file.
 """
 
 from __future__ import annotations
@@ -78,12 +83,14 @@ class DiskFileStore(IndexedFileStore):
         debounce: float = 0.5,
         max_file_size: int = 1_000_000,
         max_files: int = 10_000,
+        lazy: bool = False,
     ) -> None:
         if not isinstance(debounce, int | float) or not math.isfinite(debounce) or debounce < 0:
             raise ConfigurationError(f"debounce must be a number of seconds >= 0, got {debounce!r}")
         self._index = _Index(max_file_size=max_file_size, max_files=max_files)
         self._base = os.path.realpath(os.fspath(base_dir))
         self._debounce = float(debounce)
+        self._lazy = lazy
         self._state = "new"  # "new" -> "open" -> "closed"
         # path -> (version, content or None for a deletion), newest change per path only.
         self._pending: _Batch = {}
@@ -110,6 +117,7 @@ class DiskFileStore(IndexedFileStore):
         debounce: float = 0.5,
         max_file_size: int = 1_000_000,
         max_files: int = 10_000,
+        lazy: bool = False,
     ) -> DiskFileStore:
         """Open the store at ``base_dir`` (created if missing) and load its files.
 
@@ -119,6 +127,10 @@ class DiskFileStore(IndexedFileStore):
                 ``0`` writes every change before the call returns.
             max_file_size: the largest file accepted, in UTF-8 bytes.
             max_files: the most files the store holds.
+            lazy: load only the names, sizes and times of the files now, and each file's
+                content on its first read (then kept). Opening a large tree then costs its
+                names, not its bytes; a file that is not UTF-8 text is refused when it is
+                read rather than when the store opens.
 
         Returns:
             The open store.
@@ -130,7 +142,13 @@ class DiskFileStore(IndexedFileStore):
                 large, a name that is not a valid path, not a regular file) or the directory
                 cannot be read; remove or fix it, or raise the limit.
         """
-        store = cls(base_dir, debounce=debounce, max_file_size=max_file_size, max_files=max_files)
+        store = cls(
+            base_dir,
+            debounce=debounce,
+            max_file_size=max_file_size,
+            max_files=max_files,
+            lazy=lazy,
+        )
         await asyncio.to_thread(store._load)
         store._state = "open"
         return store
@@ -228,27 +246,51 @@ class DiskFileStore(IndexedFileStore):
             raise FileSystemError(
                 f"cannot load {full}: its name is not a valid path ({exc}); rename or remove it"
             ) from exc
+        if self._lazy:
+            info = self._check_disk_file(full)
+            self._index.put_unloaded(virtual, info.st_size, info.st_mtime)
+        else:
+            content, info = self._read_disk_file(full)
+            self._index.put(virtual, content, modified=info.st_mtime)
+
+    def _check_disk_file(self, full: str) -> os.stat_result:
+        """``lstat`` of a file to load: a regular file within the size limit."""
         try:
             info = os.lstat(full)
-            if not stat.S_ISREG(info.st_mode):
-                raise FileSystemError(f"cannot load {full}: it is not a regular file; remove it")
-            if info.st_size > self._index.max_file_size:
-                raise FileSystemError(
-                    f"cannot load {full}: it is {info.st_size} bytes, over the limit of "
-                    f"{self._index.max_file_size}; remove it or raise max_file_size"
-                )
+        except OSError as exc:
+            raise FileSystemError(f"cannot load {full}: {exc}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise FileSystemError(f"cannot load {full}: it is not a regular file; remove it")
+        if info.st_size > self._index.max_file_size:
+            raise FileSystemError(
+                f"cannot load {full}: it is {info.st_size} bytes, over the limit of "
+                f"{self._index.max_file_size}; remove it or raise max_file_size"
+            )
+        return info
+
+    def _read_disk_file(self, full: str) -> tuple[str, os.stat_result]:
+        """The text of a file to load, and its ``lstat`` (in a worker thread)."""
+        info = self._check_disk_file(full)
+        try:
             with builtins.open(full, "rb") as file:
                 data = file.read()
         except OSError as exc:
             raise FileSystemError(f"cannot load {full}: {exc}") from exc
         try:
-            content = data.decode("utf-8")
+            return data.decode("utf-8"), info
         except UnicodeDecodeError:
             raise FileSystemError(
                 f"cannot load {full}: it is not UTF-8 text; only text files can live under "
                 "the base directory"
             ) from None
-        self._index.put(virtual, content)
+
+    async def _fetch(self, path: str) -> str:
+        """The content of a file the lazy index knows by name only, read from disk."""
+
+        def read() -> str:
+            return self._read_disk_file(self.disk_path(path))[0]
+
+        return await asyncio.to_thread(read)
 
     # -- the store -----------------------------------------------------------------------------
 
@@ -273,7 +315,7 @@ class DiskFileStore(IndexedFileStore):
         """See :meth:`FileStore.delete`."""
         self._check_open()
         virtual = normalize_path(path)
-        self._index.get(virtual)
+        self._index.entry(virtual)
         await asyncio.to_thread(self.disk_path, virtual)
         undo = self._undo_for(virtual)
         self._index.remove(virtual)
@@ -283,6 +325,7 @@ class DiskFileStore(IndexedFileStore):
         """See :meth:`FileStore.move`; also refuses paths that go through a symlink."""
         self._check_open()
         source, destination = normalize_path(src), normalize_path(dst)
+        await self._loaded(source)  # a lazily loaded file is written anew under its new name
         self._index.check_move(source, destination)
         await asyncio.to_thread(self.disk_path, source)
         await asyncio.to_thread(self.disk_path, destination)
@@ -323,15 +366,11 @@ class DiskFileStore(IndexedFileStore):
 
     def _undo_for(self, path: str) -> Callable[[set[str]], None]:
         """A function putting ``path`` back in the index as it is now, if it is in ``changed``."""
-        previous = self._index.get(path) if self._index.contains(path) else None
+        previous = self._index.current(path)
 
         def undo(changed: set[str]) -> None:
-            if path not in changed:
-                return
-            if self._index.contains(path):
-                self._index.remove(path)
-            if previous is not None:
-                self._index.put(path, previous)
+            if path in changed:
+                self._index.restore(path, previous)
 
         return undo
 

@@ -1,9 +1,10 @@
 """The FileSystem middleware: a virtual filesystem the model works in through tools.
 
-The model gets eight tools (``ls``, ``read_file``, ``write_file``, ``edit_file``,
-``find_in_file``, ``edit_lines``, ``move_file``, ``delete_file``) over a :class:`FileStore`. The
-tools hold no file data themselves: the store is the single place where files and path rules
-live, and which store a call uses is decided per call:
+The model gets ten tools (``ls``, ``read_file``, ``write_file``, ``edit_file``,
+``find_in_file``, ``edit_lines``, ``move_file``, ``delete_file``, and ``glob`` and ``grep``
+across files) over a :class:`FileStore`. The tools hold no file data themselves: the store is
+the single place where files and path rules live, and which store a call uses is decided per
+call:
 
 * a store given to the middleware (``FileSystem(store=...)``) is used by every agent that has
   this middleware: sharing is then what the application asked for;
@@ -33,24 +34,59 @@ an edit past the size limit before building it, so a ``replace_all`` of one char
 text cannot allocate hundreds of megabytes first.
 
 Edits of one file are serialised (a lock per store and path held across the read and the write),
-so two edits of one file in one turn both land, whatever the store does between the two.
+so two edits of one file in one turn both land, whatever the store does between the two. Every
+change a tool makes is published as a :class:`~sagents.events.FileChanged` event on the agent's
+``main`` channel, so a UI's file panel follows without polling.
+
+``glob`` and ``grep`` work over any store, since they use only ``list`` and ``read``. Their
+patterns are translated to RE2 too, and their output is bounded (so many files, so many lines)
+with a note saying how to narrow the search.
+
+**Large tool results.** One tool result of a megabyte fills the model's context for the rest of
+the conversation. Before each model call, a result that just arrived and is longer than
+``max_tool_result_chars`` is written to ``/large_tool_results/<tool call id>`` and replaced in
+the history by its first lines and a note telling the model to page through the file with
+``read_file``. Doing it before the model call, rather than when the tool returns, needs no hook
+in the loop and covers every tool, the other middleware's included; the events of the tool
+call still carry the full result for UIs. Results of the reading tools themselves (saving a
+``read_file`` result to a file only to read it again would loop), and every result when the
+file cannot be saved, are cut instead, with a note saying how to ask for less.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Annotated, Any, cast
+from typing import Annotated, Literal, cast
 
 import re2  # type: ignore[import-untyped]
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import Field
 
 from sagents._errors import FileSystemError, InvalidMiddleware, SagentsError
 from sagents._files import FileStore, MemoryFileStore, normalize_path
+from sagents._mounts import MountedFileStore
+from sagents._state import State
+from sagents.events import FileChanged
 from sagents.execution._middleware import Middleware
+from sagents.execution._middleware_context import get_middleware_context
 from sagents.execution._tool_context import get_tool_context
+from sagents.middleware._file_search import (
+    _MAX_FILES_SHOWN,
+    _MAX_LINE_CHARS,
+    _compile,
+    _filter_glob,
+    _format_grep,
+    _format_matches,
+    _glob_regex,
+    _grep_files,
+    _lines,
+    _numbered,
+    _plural,
+)
 
 __all__ = ["FILE_SYSTEM_TOOLS", "FileSystem"]
 
@@ -64,13 +100,15 @@ FILE_SYSTEM_TOOLS: tuple[str, ...] = (
     "edit_lines",
     "move_file",
     "delete_file",
+    "glob",
+    "grep",
 )
 
-# Lines longer than this are cut in read_file / find_in_file output: one minified megabyte on a
-# single line would otherwise fill the model's context. read_file's char_offset reads on.
-_MAX_LINE_CHARS = 2000
-# find_in_file stops after this many matching lines.
-_MAX_MATCHES = 500
+#: Where results over ``max_tool_result_chars`` are saved, one file per tool call.
+LARGE_TOOL_RESULTS_DIR = "/large_tool_results"
+# Tools whose large results are cut rather than saved: reading the saved file back would give
+# the same large result again.
+_READING_TOOLS = frozenset({"ls", "read_file", "find_in_file", "glob", "grep"})
 
 _PROMPT = """\
 ## Files
@@ -96,49 +134,17 @@ _SUMMARIES = {
     "edit_lines": "edit_lines: replace a range of lines (numbers as shown by read_file)",
     "move_file": "move_file: move or rename a file",
     "delete_file": "delete_file: delete a file",
+    "glob": "glob: find files by a path pattern such as **/*.md",
+    "grep": "grep: search the text of many files at once",
 }
 
 FilePath = Annotated[str, "Path of the file, e.g. /notes/plan.md"]
-
-
-def _lines(content: str) -> list[str]:
-    """The lines of ``content``, split on ``\\n`` only (a final newline ends the last line).
-
-    Splitting on ``\\n`` alone, unlike ``str.splitlines``, keeps line numbers in agreement with
-    what ``edit_lines`` rewrites even when a file contains form feeds or Unicode separators.
-    """
-    if not content:
-        return []
-    lines = content.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
 
 
 def _join(lines: list[str], *, trailing_newline: bool) -> str:
     if not lines:
         return ""
     return "\n".join(lines) + ("\n" if trailing_newline else "")
-
-
-def _clip(line: str, number: int, start: int = 0) -> str:
-    """``line`` from character ``start``, cut at :data:`_MAX_LINE_CHARS` with a note saying how
-    to read on (``number`` is the line's 1-based number)."""
-    if start == 0 and len(line) <= _MAX_LINE_CHARS:
-        return line
-    piece = line[start : start + _MAX_LINE_CHARS]
-    end = start + len(piece)
-    if end < len(line):
-        return (
-            f"{piece}... [line cut: characters {start}-{end} of {len(line)}; read on with "
-            f"read_file(offset={number - 1}, limit=1, char_offset={end})]"
-        )
-    return f"{piece} [characters {start}-{end} of {len(line)}]"
-
-
-def _numbered(number: int, line: str, mark: str = "", start: int = 0) -> str:
-    # `cat -n` layout: the number right-aligned in 6 columns, then a tab.
-    return f"{number:>6}{mark}\t{_clip(line, number, start)}"
 
 
 def _utf8_size(text: str) -> int:
@@ -159,53 +165,6 @@ def _line_ending_variants(old: str, new: str, content: str) -> list[tuple[str, s
         variants.append((lf_old.replace("\n", "\r\n"), lf_new.replace("\n", "\r\n")))
     variants.append((lf_old, lf_new))
     return [(o, n) for o, n in variants if o != old]
-
-
-#: Longest pattern find_in_file runs, in characters.
-_MAX_PATTERN_CHARS = 2_000
-#: Memory RE2 may use for one compiled pattern (its default is 8 MB).
-_RE2_MAX_MEM = 8 << 20
-
-_RE2_SYNTAX = (
-    "find_in_file uses RE2 syntax, which is Python's without backreferences (\\1) and "
-    "lookaround ((?=...), (?!...), (?<=...), (?<!...)), since those cannot run in linear time; "
-    "rewrite the pattern without them"
-)
-
-
-def _compile(pattern: str, case_sensitive: bool) -> Any:
-    """The RE2 regular expression of ``pattern``.
-
-    Raises:
-        FileSystemError: the pattern is invalid, uses what RE2 cannot run (backreferences,
-            lookaround), or is too large.
-    """
-    if len(pattern) > _MAX_PATTERN_CHARS:
-        # Matching costs the pattern's size times the text's, in a thread no tool timeout
-        # can stop: a long pattern is refused rather than run.
-        raise FileSystemError(
-            f"the pattern is {len(pattern)} characters long; the limit is {_MAX_PATTERN_CHARS}. "
-            "Search for a shorter, distinctive piece of the text"
-        )
-    try:
-        pattern.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FileSystemError(
-            "the pattern contains a lone surrogate (an invalid Unicode character); remove it"
-        ) from None
-    options = re2.Options()
-    options.case_sensitive = case_sensitive
-    options.log_errors = False  # the error is raised to the caller, not printed to stderr
-    options.max_mem = _RE2_MAX_MEM
-    try:
-        return re2.compile(pattern, options)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", errors="replace")
-        raise FileSystemError(
-            f"invalid regular expression {pattern[:200]!r}: {reason}. {_RE2_SYNTAX}"
-        ) from None
 
 
 class _PathLocks:
@@ -248,12 +207,31 @@ class _PathLocks:
 _path_locks = _PathLocks()
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+def _file_changed(
+    path: str,
+    change: Literal["created", "modified", "deleted", "moved"],
+    previous_path: str | None = None,
+) -> None:
+    """Publish a ``FileChanged`` event for a change a tool made (nothing outside an agent)."""
+    try:
+        context = get_tool_context()
+    except SagentsError:
+        return  # a tool called directly, outside any agent
+    context.emit(
+        FileChanged(
+            agent_id=context.agent_id, path=path, change=change, previous_path=previous_path
+        )
+    )
+
+
+def _safe_file_name(tool_call_id: str) -> str:
+    """A file name for a tool call id: ids are provider-made and may hold any character."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", tool_call_id)[:100].lstrip(".")
+    return name or "tool_call"
 
 
 class FileSystem(Middleware):
-    """Give the model a virtual filesystem through eight tools.
+    """Give the model a virtual filesystem through ten tools.
 
     Args:
         store: where the files live, for every agent with this middleware (sharing them). When
@@ -261,11 +239,17 @@ class FileSystem(Middleware):
             by default its conversation's (kept in the conversation's persistence when that
             stores files), or the ``filesystem_scope`` it was started with. An agent run without
             a runtime gets a private in-memory store per agent id. The middleware never closes
-            a store: its creator owns it.
+            a store: its creator owns it. A :class:`~sagents.middleware.MountedFileStore`
+            composes several stores under one tree.
         enabled_tools: the names of the tools to offer (see :data:`FILE_SYSTEM_TOOLS`); all of
             them when omitted.
         max_file_size: the largest file the tools will write, in UTF-8 bytes (the store may
             have its own, smaller, limit).
+        max_tool_result_chars: the longest tool result (of any tool) the model sees in full;
+            a longer one is saved under ``/large_tool_results/`` and replaced by its first
+            lines and a note to page through it with ``read_file`` (or cut, when it cannot be
+            saved). None keeps every result whole. The default, 80,000 characters, is about
+            20,000 tokens.
     """
 
     def __init__(
@@ -274,6 +258,7 @@ class FileSystem(Middleware):
         *,
         enabled_tools: Collection[str] | None = None,
         max_file_size: int = 1_000_000,
+        max_tool_result_chars: int | None = 80_000,
     ) -> None:
         self._explicit = store is not None
         self._store: FileStore = (
@@ -281,6 +266,7 @@ class FileSystem(Middleware):
         )
         self._enabled = enabled_tools
         self._max_file_size = max_file_size
+        self._max_result_chars = max_tool_result_chars
         # Agents run without a runtime: agent id -> its files, for as long as this instance.
         self._inline: dict[str, MemoryFileStore] = {}
 
@@ -300,16 +286,21 @@ class FileSystem(Middleware):
             return self._store
         try:
             context = get_tool_context()
+            agent_id, services = context.agent_id, context.services
         except SagentsError:
-            return self._store  # called directly, outside any agent
-        shared = context.services.get("filesystem")
+            try:  # a middleware hook (saving a large tool result)
+                hook = get_middleware_context()
+            except SagentsError:
+                return self._store  # called directly, outside any agent
+            agent_id, services = hook.agent_id, hook.services
+        shared = services.get("filesystem")
         if shared is not None:
             return cast(FileStore, shared)
         # No runtime: files belong to the agent, never to every agent this instance serves.
-        store = self._inline.get(context.agent_id)
+        store = self._inline.get(agent_id)
         if store is None:
             store = MemoryFileStore(max_file_size=self._max_file_size)
-            self._inline[context.agent_id] = store
+            self._inline[agent_id] = store
         return store
 
     @property
@@ -326,8 +317,9 @@ class FileSystem(Middleware):
         """Check the configuration.
 
         Raises:
-            InvalidMiddleware: ``enabled_tools`` is a string or names an unknown tool, or
-                ``max_file_size`` is not a positive int.
+            InvalidMiddleware: ``enabled_tools`` is a string or names an unknown tool,
+                ``max_file_size`` is not a positive int, or ``max_tool_result_chars`` is
+                neither None nor an int of at least 100.
         """
         if isinstance(self._enabled, str):
             raise InvalidMiddleware(
@@ -350,6 +342,13 @@ class FileSystem(Middleware):
                 f"FileSystem: max_file_size must be a positive number of bytes, "
                 f"got {self._max_file_size!r}"
             )
+        limit = self._max_result_chars
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 100
+        ):
+            raise InvalidMiddleware(
+                f"FileSystem: max_tool_result_chars must be None or an int >= 100, got {limit!r}"
+            )
 
     def system_prompt(self) -> str | None:
         """Explain the filesystem and list the enabled tools; None when none is enabled."""
@@ -369,6 +368,8 @@ class FileSystem(Middleware):
             "edit_lines": self._edit_lines_tool,
             "move_file": self._move_file_tool,
             "delete_file": self._delete_file_tool,
+            "glob": self._glob_tool,
+            "grep": self._grep_tool,
         }
         return [builders[name]() for name in self.enabled_tools]
 
@@ -394,15 +395,24 @@ class FileSystem(Middleware):
             if directory != "/" and await store.exists(directory):
                 return directory  # a file, listed as itself like `ls FILE`
             files = await store.list(directory)
-            if not files:
-                if directory == "/":
-                    return "No files yet."
-                raise FileSystemError(f"no such directory: {directory}; use ls('/') to look")
             base = "" if directory == "/" else directory
             entries: set[str] = set()
             for file in files:
                 head, sep, _ = file[len(base) + 1 :].partition("/")
                 entries.add(f"{base}/{head}{sep}")  # a trailing "/" marks a directory
+            # Mount points are directories even while empty, so the model sees where it may
+            # write (and an empty mount can be listed).
+            is_mount = False
+            if isinstance(store, MountedFileStore):
+                for point in store.mount_points():
+                    if point == directory:
+                        is_mount = True
+                    elif point != "/" and point.startswith(base + "/"):
+                        entries.add(f"{base}/{point[len(base) + 1 :].partition('/')[0]}/")
+            if not entries:
+                if directory == "/" or is_mount:
+                    return "No files yet." if directory == "/" else f"No files yet in {directory}."
+                raise FileSystemError(f"no such directory: {directory}; use ls('/') to look")
             return "\n".join(sorted(entries))
 
         return StructuredTool.from_function(
@@ -473,6 +483,7 @@ class FileSystem(Middleware):
             async with _path_locks.hold(store, path):
                 existed = await store.exists(path)
                 await self._write(store, path, content)
+            _file_changed(path, "modified" if existed else "created")
             verb = "Overwrote" if existed else "Created"
             return f"{verb} {path} ({_plural(len(_lines(content)), 'line')})."
 
@@ -525,6 +536,7 @@ class FileSystem(Middleware):
                 size = _utf8_size(content) + count * (_utf8_size(new) - _utf8_size(old))
                 self._check_size(path, size)
                 await self._write(store, path, content.replace(old, new))
+            _file_changed(path, "modified")
             return f"Replaced {_plural(count, 'occurrence')} in {path}."
 
         return StructuredTool.from_function(
@@ -609,6 +621,7 @@ class FileSystem(Middleware):
                 if crlf and text.endswith("\r"):
                     text = text[:-1]  # the last line, with no final newline, ends bare
                 await self._write(store, path, text)
+            _file_changed(path, "modified")
             return (
                 f"Replaced lines {start_line}-{end_line} of {path} with "
                 f"{_plural(len(new_lines), 'line')}; it now has {_plural(len(lines), 'line')}."
@@ -632,6 +645,8 @@ class FileSystem(Middleware):
             store = self._active()
             async with _path_locks.hold(store, source, destination):
                 await store.move(source, destination)
+            if source != destination:
+                _file_changed(destination, "moved", previous_path=source)
             return f"Moved {source} to {destination}."
 
         return StructuredTool.from_function(
@@ -646,27 +661,173 @@ class FileSystem(Middleware):
             store = self._active()
             async with _path_locks.hold(store, path):
                 await store.delete(path)
+            _file_changed(path, "deleted")
             return f"Deleted {path}."
 
         return StructuredTool.from_function(
             coroutine=delete_file, name="delete_file", description="Delete a file."
         )
 
+    def _glob_tool(self) -> BaseTool:
+        async def glob(
+            pattern: Annotated[
+                str,
+                "A glob such as **/*.md: * and ? stay within a directory, ** spans any number "
+                "of directories, [abc] and {md,txt} choose. Relative to `path` unless it "
+                "starts with /",
+            ],
+            path: Annotated[str, "The directory to search in; '/' is the root"] = "/",
+        ) -> str:
+            directory = normalize_path(path, directory=True)
+            absolute = pattern.startswith("/")
+            regex = _glob_regex(pattern)
+            store = self._active()
+            files = await store.list("/" if absolute else directory)
+            skip = 1 if absolute or directory == "/" else len(directory) + 1
+            found = [file for file in files if regex.search(file[skip:]) is not None]
+            where = "" if absolute else f" in {directory}"
+            if not found:
+                return f"No file matches {pattern!r}{where}."
+            shown = "\n".join(found[:_MAX_FILES_SHOWN])
+            if len(found) > _MAX_FILES_SHOWN:
+                shown += (
+                    f"\n... ({len(found)} files match; only the first {_MAX_FILES_SHOWN} are "
+                    "shown: narrow the pattern or the path)"
+                )
+            return shown
 
-def _format_matches(path: str, lines: list[str], matches: list[int], context: int) -> str:
-    """grep-style output: ``N:`` for matching lines, ``N-`` for context, ``--`` between groups."""
-    matching = set(matches)
-    shown: list[str] = []
-    previous = -1
-    for index in matches[:_MAX_MATCHES]:
-        first = max(index - context, previous + 1)
-        if shown and first > previous + 1:
-            shown.append("--")
-        for i in range(first, min(index + context, len(lines) - 1) + 1):
-            if i > previous:
-                shown.append(_numbered(i + 1, lines[i], ":" if i in matching else "-"))
-                previous = i
-    header = f"{_plural(len(matches), 'matching line')} in {path}"
-    if len(matches) > _MAX_MATCHES:
-        header += f" (only the first {_MAX_MATCHES} are shown; narrow the pattern)"
-    return header + ":\n" + "\n".join(shown)
+        return StructuredTool.from_function(
+            coroutine=glob,
+            name="glob",
+            description=(
+                "Find files whose paths match a glob pattern, e.g. **/*.py (every Python file), "
+                "*.md (Markdown files directly in `path`), /docs/**/*.txt (absolute). Returns "
+                "matching absolute paths, one per line, sorted."
+            ),
+        )
+
+    def _grep_tool(self) -> BaseTool:
+        async def grep(
+            pattern: Annotated[str, "The text to search for (a regular expression if `regex`)"],
+            path: Annotated[str, "A directory to search under, or one file; '/' is the root"] = "/",
+            glob: Annotated[
+                str | None,
+                "Only files matching this glob, e.g. *.py (a pattern without / matches file "
+                "names at any depth)",
+            ] = None,
+            output_mode: Annotated[
+                Literal["files_with_matches", "content", "count"],
+                "files_with_matches: the paths of matching files; content: the matching lines "
+                "with their numbers; count: matching lines per file",
+            ] = "files_with_matches",
+            regex: Annotated[
+                bool, "Read `pattern` as a regular expression (RE2 syntax) instead of literal text"
+            ] = False,
+            case_sensitive: Annotated[bool, "Whether letter case must match"] = True,
+        ) -> str:
+            if not pattern:
+                raise FileSystemError("the pattern is empty; give the text to search for")
+            compiled = _compile(pattern if regex else re2.escape(pattern), case_sensitive)
+            target = normalize_path(path, directory=True)
+            store = self._active()
+            if target != "/" and await store.exists(target):
+                files = [target]
+            else:
+                files = await store.list(target)
+                if glob is not None:
+                    files = _filter_glob(files, glob, target)
+            hits, notes = await _grep_files(store, files, compiled)
+            return _format_grep(pattern, target, hits, notes, output_mode)
+
+        return StructuredTool.from_function(
+            coroutine=grep,
+            name="grep",
+            description=(
+                "Search the text of many files at once, line by line. `pattern` is literal "
+                "text (parentheses, dots and the like match themselves) unless regex is true. "
+                "Narrow the search with `path` and `glob`. output_mode: files_with_matches "
+                "(default: matching paths), content (matching lines as 'NUMBER:<tab>line' "
+                "under each path) or count (matching lines per file)."
+            ),
+        )
+
+    # -- large tool results --------------------------------------------------------------------
+
+    async def before_model(self, state: State) -> State | None:
+        """Save the tool results that just arrived and are over ``max_tool_result_chars`` to
+        files, and show the model their first lines and where to read on."""
+        limit = self._max_result_chars
+        messages = state.messages
+        if limit is None or not messages or not isinstance(messages[-1], ToolMessage):
+            return None
+        first = len(messages)
+        while first > 0 and isinstance(messages[first - 1], ToolMessage):
+            first -= 1
+        if first == 0 or not isinstance(messages[first - 1], AIMessage):
+            return None
+        new = list(messages)
+        for index, message in enumerate(messages[first:], start=first):
+            if (
+                isinstance(message, ToolMessage)
+                and isinstance(message.content, str)
+                and len(message.content) > limit
+            ):
+                new[index] = await self._shortened(message, message.content, limit)
+        if all(a is b for a, b in zip(new, messages, strict=True)):
+            return None
+        return state.replace(messages=new)
+
+    async def _shortened(self, message: ToolMessage, text: str, limit: int) -> ToolMessage:
+        lines = _lines(text)
+        head_budget = min(2_000, limit // 2)
+        head: list[str] = []
+        used = 0
+        for line in lines:
+            piece = line if len(line) <= head_budget else line[:head_budget] + "..."
+            if head and used + len(piece) + 1 > head_budget:
+                break
+            head.append(piece)
+            used += len(piece) + 1
+        preview = "\n".join(head)
+        name = message.name or ""
+        reason = ""
+        if name in _READING_TOOLS:
+            reason = "call the tool again asking for less (a narrower path, pattern or range)"
+        elif "read_file" not in self.enabled_tools:
+            reason = "the read_file tool is not available to read it in parts"
+        else:
+            path = f"{LARGE_TOOL_RESULTS_DIR}/{_safe_file_name(message.tool_call_id)}"
+            try:
+                store = self._active()
+                async with _path_locks.hold(store, path):
+                    existed = await store.exists(path)
+                    await self._write(store, path, text)
+            except FileSystemError as exc:
+                reason = f"it could not be saved to a file ({exc})"
+            else:
+                self._hook_file_changed(path, "modified" if existed else "created")
+                note = (
+                    f"[This result was {len(text):,} characters ({_plural(len(lines), 'line')}), "
+                    f"too long to show in full. It was saved to {path}: read it in parts with "
+                    f"read_file(file_path={path!r}, offset=..., limit=...), or search it with "
+                    f"find_in_file. Its first {_plural(len(head), 'line')}:]"
+                )
+                return _with_content(message, f"{note}\n{preview}")
+        cut = text[:limit]
+        content = (
+            f"{cut}\n... [cut: this result was {len(text):,} characters, over the limit of "
+            f"{limit:,}; {reason}]"
+        )
+        return _with_content(message, content)
+
+    @staticmethod
+    def _hook_file_changed(path: str, change: Literal["created", "modified"]) -> None:
+        try:
+            context = get_middleware_context()
+        except SagentsError:
+            return
+        context.emit(FileChanged(path=path, change=change))
+
+
+def _with_content(message: ToolMessage, content: str) -> ToolMessage:
+    return message.model_copy(update={"content": content})

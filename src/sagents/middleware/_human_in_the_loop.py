@@ -3,8 +3,8 @@
 After each model call, if the reply calls protected tools, the middleware returns an
 :class:`~sagents.Interrupt` listing every protected call of the turn (parallel calls each get their
 own decision); the loop pauses before *any* tool of that turn runs. On resume, approved and edited
-calls run, rejected ones get a rejection result, and unprotected calls of the same turn run once,
-with them.
+calls run, rejected ones get a rejection result, responded ones get the human's text as their
+result without running, and unprotected calls of the same turn run once, with them.
 
 Configuration per tool name::
 
@@ -12,8 +12,11 @@ Configuration per tool name::
         "write_file": True,                                    # approve / edit / reject
         "delete_file": {"allowed_decisions": ["approve", "reject"],
                         "description": "Deleting files cannot be undone"},
+        "lookup": {"allowed_decisions": ["approve", "respond"]},  # or answer in its place
         "read_file": False,                                    # not protected
     })
+
+``respond`` is opt-in: ``True`` keeps the three decisions every approval UI already offers.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from typing import Any
 from langchain_core.messages import AIMessage
 
 from sagents._errors import InvalidMiddleware
-from sagents._interrupt import ALL_DECISIONS, ActionRequest, DecisionType, Interrupt
+from sagents._interrupt import APPROVAL_DECISIONS, ActionRequest, DecisionType, Interrupt
 from sagents._state import State
 from sagents.execution._middleware import Middleware
 
 __all__ = ["HumanInTheLoop"]
 
 _POLICY_KEYS = {"allowed_decisions", "description"}
+#: What a policy may allow, in the order a UI shows them (``answer`` is for questions).
+_DECISIONS: tuple[DecisionType, ...] = (*APPROVAL_DECISIONS, "respond")
 
 
 class HumanInTheLoop(Middleware):
@@ -59,7 +64,7 @@ class HumanInTheLoop(Middleware):
             if policy is False:
                 continue
             if policy is True:
-                policies[name] = (ALL_DECISIONS, None)
+                policies[name] = (APPROVAL_DECISIONS, None)
                 continue
             if not isinstance(policy, Mapping):
                 raise InvalidMiddleware(f"{where} must be True, False or a dict")
@@ -68,13 +73,13 @@ class HumanInTheLoop(Middleware):
                 raise InvalidMiddleware(
                     f"{where}: unknown key(s) {sorted(unknown)}; use {sorted(_POLICY_KEYS)}"
                 )
-            raw = policy.get("allowed_decisions", ALL_DECISIONS)
+            raw = policy.get("allowed_decisions", APPROVAL_DECISIONS)
             given = set(raw) if isinstance(raw, list | tuple | set | frozenset) else set()
             # Canonical order, so a UI gets the same buttons in the same order every time.
-            allowed = tuple(d for d in ALL_DECISIONS if d in given)
-            if not given or not given <= set(ALL_DECISIONS):
+            allowed = tuple(d for d in _DECISIONS if d in given)
+            if not given or not given <= set(_DECISIONS):
                 raise InvalidMiddleware(
-                    f"{where}: allowed_decisions must be a non-empty subset of {ALL_DECISIONS}"
+                    f"{where}: allowed_decisions must be a non-empty subset of {_DECISIONS}"
                 )
             description = policy.get("description")
             if description is not None and not isinstance(description, str):

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage
 
-__all__ = ["TokenCounter", "approximate_token_count", "model_token_counter"]
+__all__ = ["TokenCounter", "approximate_token_count", "context_window", "model_token_counter"]
 
 #: Counts the tokens of a list of messages (may block: it is run in a worker thread).
 TokenCounter: TypeAlias = Callable[[Sequence[BaseMessage]], int]
@@ -68,3 +68,15 @@ def model_token_counter(model: BaseLanguageModel[Any]) -> TokenCounter | None:
         return int(model.get_num_tokens_from_messages(list(messages)))
 
     return count
+
+
+def context_window(model: BaseLanguageModel[Any]) -> int | None:
+    """The most input tokens ``model`` accepts, from its langchain profile
+    (``model.profile["max_input_tokens"]``), or None when it does not say."""
+    profile = getattr(model, "profile", None)
+    if not isinstance(profile, dict):
+        return None
+    value = profile.get("max_input_tokens")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None

@@ -5,7 +5,11 @@ The SQL implementation (SQLAlchemy 2, SQLite by default, PostgreSQL) lives in
 """
 
 from sagents._public import publish as _publish
-from sagents.persistence._files import FilePersistence, PersistedFileStore
+from sagents.persistence._files import (
+    FileIndexPersistence,
+    FilePersistence,
+    PersistedFileStore,
+)
 from sagents.persistence._memory import MemoryPersistence
 from sagents.persistence._protocols import (
     AgentPersistence,
@@ -30,6 +34,7 @@ __all__ = [
     "DisplayMessage",
     "DisplayMessagePersistence",
     "DisplayReconciliation",
+    "FileIndexPersistence",
     "FilePersistence",
     "Lease",
     "MemoryPersistence",

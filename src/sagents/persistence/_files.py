@@ -12,6 +12,11 @@ find them again, and deleting the conversation must delete them. Two pieces do t
   conversation's agents when their persistence stores files: an in-memory index, loaded once
   when the conversation starts, that writes each change through before the tool call returns.
 
+A persistence that can also list a conversation's files without their content and load one
+file (:class:`FileIndexPersistence`) gets a *lazy* store: opening it loads the names, sizes and
+times only, and each file's content is loaded on its first read, so a conversation with a large
+tree of files starts as fast as one with a few.
+
 Write-through rather than a debounce (as ``DiskFileStore`` does): a tool call reports success
 only once its change is stored, so what the model was told is what a restart finds, and a storage
 failure fails that very call (the index is left unchanged), where a debounced failure would
@@ -25,13 +30,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
-from sagents._errors import FileSystemError, PathNotAllowed
-from sagents._files import IndexedFileStore, _Index, normalize_path
+from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
+from sagents._files import FileInfo, IndexedFileStore, _Index, normalize_path
 from sagents.persistence._protocols import Scope
 
-__all__ = ["FilePersistence", "PersistedFileStore", "check_file_changes"]
+__all__ = [
+    "FileIndexPersistence",
+    "FilePersistence",
+    "PersistedFileStore",
+    "check_file_changes",
+]
 
 
 @runtime_checkable
@@ -59,6 +69,21 @@ class FilePersistence(Protocol):
             PersistenceFailed: the storage failed; nothing was written.
             ValueError: a path is not a normalised virtual path, or a content is not text.
         """
+        ...
+
+
+@runtime_checkable
+class FileIndexPersistence(Protocol):
+    """A :class:`FilePersistence` that can also answer for one file at a time, so that a
+    :class:`PersistedFileStore` over it loads lazily (names first, contents on first read)."""
+
+    async def list_files(self, scope: Scope, conversation_id: str) -> dict[str, FileInfo]:
+        """What is known of each file of the conversation (size, time), without contents;
+        ``{}`` when it has none (or belongs to another scope)."""
+        ...
+
+    async def load_file(self, scope: Scope, conversation_id: str, path: str) -> str | None:
+        """The content of one file; None when it does not exist (any more)."""
         ...
 
 
@@ -95,7 +120,8 @@ class PersistedFileStore(IndexedFileStore):
     """The files of one conversation, written through to a :class:`FilePersistence`.
 
     Open it with ``await PersistedFileStore.open(persistence, scope, conversation_id)``. Reads
-    come from memory; every change is stored before the call returns, and one the storage
+    come from memory (a lazy store loads each file from the persistence on its first read and
+    keeps it); every change is stored before the call returns, and one the storage
     refuses raises :class:`FileSystemError` and changes nothing. Changes are serialised, so the
     storage sees them in the order the index does.
 
@@ -132,14 +158,32 @@ class PersistedFileStore(IndexedFileStore):
         *,
         max_file_size: int = 1_000_000,
         max_files: int = 10_000,
+        lazy: bool | None = None,
     ) -> PersistedFileStore:
-        """Load the conversation's files and return the open store.
+        """Load the conversation's files (or only their names) and return the open store.
+
+        Args:
+            persistence: where the files are stored.
+            scope: the tenant the conversation belongs to.
+            conversation_id: the conversation.
+            max_file_size: the largest file accepted, in UTF-8 bytes.
+            max_files: the most files the store holds.
+            lazy: load only the files' names, sizes and times now and each content on its
+                first read. By default, whenever ``persistence`` can
+                (:class:`FileIndexPersistence`).
 
         Raises:
+            ConfigurationError: ``lazy=True`` with a persistence that cannot load lazily.
             FileSystemError: a stored file does not fit the limits (raise them) or has an
                 invalid path.
             PersistenceFailed: the storage failed.
         """
+        can_index = isinstance(persistence, FileIndexPersistence)
+        if lazy and not can_index:
+            raise ConfigurationError(
+                f"{type(persistence).__name__} cannot load files lazily (it has no list_files "
+                "/ load_file); open the store with lazy=False"
+            )
         store = cls(
             persistence,
             scope,
@@ -147,14 +191,25 @@ class PersistedFileStore(IndexedFileStore):
             max_file_size=max_file_size,
             max_files=max_files,
         )
-        files = await persistence.load_files(scope, conversation_id)
-        for path in sorted(files):
-            try:
-                store._index.put(normalize_path(path), files[path])
-            except FileSystemError as exc:
-                raise FileSystemError(
-                    f"cannot load the files of conversation {conversation_id!r}: {exc}"
-                ) from exc
+        try:
+            if can_index and lazy is not False:
+                index = await cast(FileIndexPersistence, persistence).list_files(
+                    scope, conversation_id
+                )
+                for path in sorted(index):
+                    info = index[path]
+                    store._index.put_unloaded(normalize_path(path), info.size, info.modified)
+            else:
+                files = await persistence.load_files(scope, conversation_id)
+                for path in sorted(files):
+                    normal = normalize_path(path)
+                    store._index.put(normal, files[path])
+                    # When the file was written is not stored: unknown until it changes.
+                    store._index.entry(normal).modified = None
+        except FileSystemError as exc:
+            raise FileSystemError(
+                f"cannot load the files of conversation {conversation_id!r}: {exc}"
+            ) from exc
         store._state = "open"
         return store
 
@@ -182,7 +237,7 @@ class PersistedFileStore(IndexedFileStore):
         virtual = normalize_path(path)
         async with self._lock:
             self._check_open()
-            self._index.get(virtual)
+            self._index.entry(virtual)
             await self._save({virtual: None}, virtual, lambda: self._index.remove(virtual))
 
     async def move(self, src: str, dst: str) -> None:
@@ -191,6 +246,7 @@ class PersistedFileStore(IndexedFileStore):
         source, destination = normalize_path(src), normalize_path(dst)
         async with self._lock:
             self._check_open()
+            await self._loaded(source)  # a lazily loaded file is saved anew under its new name
             content = self._index.check_move(source, destination)
             if source == destination:
                 return
@@ -212,6 +268,22 @@ class PersistedFileStore(IndexedFileStore):
             return
         async with self._lock:
             self._state = "closed"
+
+    async def _fetch(self, path: str) -> str:
+        """The content of a file the lazy index knows by name only, from the persistence."""
+        persistence = cast(FileIndexPersistence, self._persistence)
+        try:
+            content = await persistence.load_file(self._scope, self._conversation_id, path)
+        except Exception as exc:
+            raise FileSystemError(
+                f"cannot load {path} of conversation {self._conversation_id!r}: {exc}; try again"
+            ) from exc
+        if content is None:
+            raise FileSystemError(
+                f"{path} of conversation {self._conversation_id!r} is no longer stored; "
+                "use ls to see the files"
+            )
+        return content
 
     async def _save(
         self, changes: dict[str, str | None], what: str, apply: Callable[[], None]

@@ -30,6 +30,7 @@ from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._publisher import Subscription
+from sagents.runtime._reset import ResetFiles, check_files
 from sagents.runtime._watch import Watch
 
 if TYPE_CHECKING:
@@ -65,6 +66,13 @@ class RemoteAgentHandle(AgentHandle):
 
     async def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         await self._call("resume", list(decisions))
+
+    async def dismiss_interrupt(self) -> None:
+        await self._call("dismiss_interrupt")
+
+    async def reset(self, *, files: ResetFiles = "keep") -> None:
+        check_files(files)
+        await self._call("reset", files=files)
 
     async def cancel(self) -> None:
         await self._call("cancel")

@@ -48,6 +48,8 @@ HANDLE_METHODS = frozenset(
         "add_message",
         "execute",
         "resume",
+        "dismiss_interrupt",
+        "reset",
         "cancel",
         "pause",
         "send_to_middleware",
@@ -68,7 +70,7 @@ HANDLE_METHODS = frozenset(
 _FEED_WINDOW = 256
 
 #: The session operations a client runs on the host that holds (or is to hold) the agent.
-SESSION_METHODS = frozenset({"start", "ensure_running", "resume", "stop", "delete"})
+SESSION_METHODS = frozenset({"start", "ensure_running", "resume", "dismiss", "stop", "delete"})
 
 
 class Host:

@@ -23,6 +23,7 @@ from sagents.runtime._context import capture_context
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
 from sagents.runtime._publisher import Subscription
+from sagents.runtime._reset import ResetFiles, check_files
 
 if TYPE_CHECKING:
     from sagents.runtime._runtime import Runtime
@@ -55,7 +56,7 @@ class AgentHandle:
         """Append a message and, by default, run. A string becomes a ``HumanMessage``.
 
         While a run is in progress the message is queued and runs next; while interrupted it
-        dismisses the pending approval.
+        dismisses the pending approval or question.
         """
         if isinstance(message, str):
             message = HumanMessage(message)
@@ -72,14 +73,46 @@ class AgentHandle:
         await server.call(server.do_execute)
 
     async def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
-        """Continue an interrupted run with one decision per pending call.
+        """Continue an interrupted run with one decision per pending call: for an approval
+        ``Approve`` / ``Edit`` / ``Reject`` (or ``Respond`` where allowed), for a question
+        (``AskUserQuestion``) ``Answer`` with one answer per question, ``Respond`` or
+        ``Reject``.
 
         Raises:
             InvalidTransition: the agent is not interrupted.
-            InvalidDecision: the decisions do not fit; the interrupt stays.
+            InvalidDecision: the decisions (or answers) do not fit; the interrupt stays.
         """
         server = self._server()
         await server.call(server.do_resume, decisions)
+
+    async def dismiss_interrupt(self) -> None:
+        """Clear a pending approval or question without sending a message: every pending call
+        is answered with a "not run" result (so the history stays valid for the model), and
+        the agent becomes ``idle``; nothing runs.
+
+        Raises:
+            InvalidTransition: the agent is not interrupted.
+        """
+        server = self._server()
+        await server.call(server.do_dismiss_interrupt)
+
+    async def reset(self, *, files: ResetFiles = "keep") -> None:
+        """Go back to a fresh state without restarting the server: a run in progress is
+        cancelled, queued messages dropped, and messages, todos, metadata and any pending
+        interrupt cleared; ``AgentReset`` is broadcast, then ``StatusChanged(IDLE)``, and the
+        fresh state is saved.
+
+        Args:
+            files: ``"keep"`` leaves the agent's files; ``"clear"`` deletes the files of its
+                conversation (docs/runtime.md, "Reset").
+
+        Raises:
+            InvalidOption: ``files`` is not a policy, or ``"clear"`` for files shared with other
+                conversations (a ``filesystem_scope``).
+        """
+        check_files(files)
+        server = self._server()
+        await server.call(server.do_reset, files)
 
     async def cancel(self) -> None:
         """Cancel the run in progress.

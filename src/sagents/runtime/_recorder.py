@@ -49,7 +49,7 @@ from langchain_core.messages import BaseMessage, ToolMessage
 
 from sagents import telemetry
 from sagents._errors import StateConflict
-from sagents._interrupt import Decision, Edit, Interrupt, Reject
+from sagents._interrupt import Answer, Decision, Edit, Interrupt, Reject, Respond
 from sagents._state import State
 from sagents._title import title_of
 from sagents.events import DisplayMessageSaved, DisplayMessageUpdated, SaveFailed
@@ -680,6 +680,33 @@ class Recorder:
 
         self._display(record)
 
+    def reset_recorded(self, files: str) -> None:
+        """The agent was reset (``handle.reset()``): a ``reset`` row marks where its fresh
+        conversation starts. Rows are a transcript and are never deleted; a page shows what
+        follows the last ``reset`` row."""
+        scope = self.options.scope
+        version = self.version
+
+        async def mark(store: DisplayMessagePersistence, conversation_id: str) -> None:
+            row = DisplayMessage(
+                conversation_id=conversation_id,
+                type="reset",
+                content={"files": files},
+                state_version=version,
+            )
+            lease = self._lease
+            if lease is not None and _takes_lease_token(type(store)):
+                fenced = cast(_FencedDisplay, store)
+                saved = await fenced.append_display_messages(
+                    scope, conversation_id, [row], lease_token=lease.token
+                )
+            else:
+                saved = await store.append_display_messages(scope, conversation_id, [row])
+            for stored in saved:
+                self._broadcast(DisplayMessageSaved(display_message=stored.to_dict()))
+
+        self._display(mark)
+
     def _display(self, operation: _DisplayOperation) -> None:
         """Log a display operation (written in order by the next flush)."""
         if (
@@ -830,6 +857,10 @@ def _decision_dict(decision: Decision) -> dict[str, Any]:
             return {"type": "edit", "arguments": arguments}
         case Reject(message=message):
             return {"type": "reject", "message": message}
+        case Respond(message=message):
+            return {"type": "respond", "message": message}
+        case Answer(answers=answers):
+            return {"type": "answer", "answers": list(answers)}
         case _:
             return {"type": "approve"}
 

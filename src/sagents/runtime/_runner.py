@@ -13,6 +13,11 @@ races the mailbox. While a run is in progress:
 - a cancel settles the run (its finished tools keep their results) and keeps the queued
   messages, in order, without starting the run the user just cancelled.
 
+A pending interrupt ends in one of three ways: ``resume`` continues the run with decisions, a
+new message dismisses it and runs (the message is the user's answer), and ``dismiss`` clears it
+without a run. Dismissing answers every pending call with a "not run" result, so the history
+stays valid for the next model call.
+
 The runner is made when a run starts and forgotten once nothing is left to do (no run, nothing
 queued or deferred), so an idle agent carries none: what it keeps between runs (the last
 result, the inactivity deadline) is the server's.
@@ -44,12 +49,15 @@ if TYPE_CHECKING:
     from sagents.runtime._hooks import MiddlewareHooks
     from sagents.runtime._recorder import Recorder
 
-__all__ = ["RUNTIME_KEY", "Runner", "RunnerHost", "initial_status"]
+__all__ = ["DISMISSED", "RUNTIME_KEY", "Runner", "RunnerHost", "initial_status"]
 
 _log = logging.getLogger("sagents.server")
 
 #: Metadata key of the runtime's own persisted marks (``{"paused": true}``).
 RUNTIME_KEY = "sagents.runtime"
+
+#: Why the calls of a dismissed interrupt did not run (their results say "Not run: ...").
+DISMISSED = "the user dismissed it without a decision"
 
 
 class RunnerHost(EventSink, Protocol):
@@ -158,6 +166,32 @@ class Runner:
         if interrupt is not None and run.decisions:
             host.recorder.decisions_recorded(interrupt, run.decisions)
         self._follow_ups = 0
+
+    def dismiss(self) -> None:
+        """Clear the pending interrupt without a new message: each pending call is answered
+        as not run, and the agent becomes idle."""
+        host = self._host
+        if host.status is not Status.INTERRUPTED:
+            raise InvalidTransition(
+                f"agent {host.agent_id!r} is {host.status.value}, not interrupted: "
+                "nothing to dismiss"
+            )
+        self._dismiss_interrupt(reason=DISMISSED)
+        host.touch()
+        host.recorder.checkpoint("idle")
+        auto_save = host.options.auto_save
+        if auto_save is not None and auto_save.on_idle:
+            host.recorder.auto_save("auto_save.on_idle")
+
+    async def clear(self) -> None:
+        """The runs' part of a reset: cancel the run in progress (handling its result if it
+        finished before the cancel reached it, as a stop does) and drop the queued messages."""
+        self._queued = ()
+        self._follow_ups = 0
+        await self.cancel()
+        run, task = self.run, self.task
+        if run is not None and task is not None:
+            await self.completed(run, task.result())  # its late message then finds no run
 
     async def send_to_middleware(self, key: str, message: Any) -> None:
         """Hand ``message`` to middleware ``key`` — right after the run in progress, which owns
@@ -329,6 +363,8 @@ class Runner:
                 answered, results = answer_pending_calls(host.state, f"the run failed: {error}")
                 if results:
                     host.set_state(answered, results)
+                # Said in the log too: an operator sees it with no page open.
+                _log.warning("agent %r: the run failed: %s", host.agent_id, error)
                 host.set_status(Status.ERROR, str(error))
                 recorder.checkpoint("error")
 
@@ -357,10 +393,14 @@ class Runner:
         for key, message in deferred:
             await self._host.hooks().deliver_deferred(key, message)
 
-    def _dismiss_interrupt(self, *, announce: bool = True) -> None:
-        # A new message dismisses a pending approval: its calls are answered as not run.
+    def _dismiss_interrupt(self, *, announce: bool = True, reason: str | None = None) -> None:
+        # A new message (or dismiss()) dismisses a pending interrupt: its calls are answered as
+        # not run.
         host = self._host
-        state, results = dismiss_interrupt(host.state)
+        if reason is None:
+            state, results = dismiss_interrupt(host.state)
+        else:
+            state, results = dismiss_interrupt(host.state, reason)
         host.set_state(state, results)
         if announce:
             host.set_status(Status.IDLE)

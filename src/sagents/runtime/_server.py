@@ -1,13 +1,14 @@
 """``AgentServer``: the actor that runs one agent (docs/runtime.md).
 
 One server per agent id: a mailbox and a status. Every command (add a message, execute, resume,
-cancel, stop, replace the state) is a message its :class:`Mailbox` processes in order, so
-commands never interleave halfway; reads (status, state, info) are answered directly because
-they change nothing. The behaviour lives in collaborators: runs are the :class:`Runner`'s (and
-the model loop :class:`~sagents.execution.Run`'s), events go through the :class:`Publisher`,
-saves through the :class:`Recorder`, middleware hooks through :class:`MiddlewareHooks`, viewers
-through a :class:`ViewerWatch`, the idle deadline through an :class:`InactivityTimer`. An idle
-agent has only the server, its recorder and its timer; the others exist while they have work.
+dismiss, reset, cancel, stop, replace the state) is a message its :class:`Mailbox` processes in
+order, so commands never interleave halfway; reads (status, state, info) are answered directly
+because they change nothing. The behaviour lives in collaborators: runs are the
+:class:`Runner`'s (and the model loop :class:`~sagents.execution.Run`'s), events go through the
+:class:`Publisher`, saves through the :class:`Recorder`, middleware hooks through
+:class:`MiddlewareHooks`, viewers through a :class:`ViewerWatch`, the idle deadline through an
+:class:`InactivityTimer`, a reset through ``_reset.py``. An idle agent has only the server, its
+recorder and its timer; the others exist while they have work.
 
 Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`, is a line of phases::
 
@@ -52,6 +53,7 @@ from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
 from sagents.runtime._publisher import Publisher, Subscription
 from sagents.runtime._recorder import Recorder
+from sagents.runtime._reset import ResetFiles, reset
 from sagents.runtime._runner import Runner, initial_status
 
 if TYPE_CHECKING:
@@ -609,6 +611,12 @@ class AgentServer:
     def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         self.touch()
         self._runs().resume(decisions)
+
+    def do_dismiss_interrupt(self) -> None:
+        self._runs().dismiss()
+
+    async def do_reset(self, files: ResetFiles) -> None:
+        await reset(self, self._runs(), files)
 
     async def do_cancel(self) -> None:
         await self._runs().cancel_run()

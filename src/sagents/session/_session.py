@@ -250,6 +250,37 @@ class Session:
         return session
 
     @classmethod
+    async def dismiss(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        *,
+        scope: Scope = None,
+        request_opts: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Clear the conversation's pending approval or question without a new message.
+
+        Every pending call is answered with a "not run" result and the agent becomes idle;
+        nothing runs. If its agent shut down while waiting, it is restarted from the persisted
+        state first (the interrupt is durable), as :meth:`resume` does.
+
+        Raises:
+            InvalidTransition: nothing is waiting for a decision.
+        """
+        if runtime.backend is not None:
+            agent_id = config.agent_id_for(conversation_id)
+            kwargs = {"scope": scope, "request_opts": request_opts}
+            return await cls._on_host(
+                runtime, "dismiss", config, agent_id, (conversation_id,), kwargs
+            )
+        session = await cls.start(
+            runtime, config, conversation_id, scope=scope, request_opts=request_opts
+        )
+        await session.handle.dismiss_interrupt()
+        return session
+
+    @classmethod
     async def stop(
         cls,
         runtime: Runtime,

@@ -1,0 +1,60 @@
+"""``examples/ask_user.py`` runs, offline, so it never rots (issue 15, item 1)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from langchain_core.messages import AIMessage, ToolMessage
+
+from sagents import Answer, Interrupt
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ask_user.py"
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ask_user_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ask_user_example"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_example_answers_with_the_recommended_choices(example: ModuleType) -> None:
+    out: list[str] = []
+    state = await example.main(write=out.append)
+    text = "".join(out)
+    assert "? Which database should the project use? [single choice]" in text
+    assert "PostgreSQL (recommended)" in text
+    last = state.messages[-1]
+    assert isinstance(last, AIMessage)
+    assert last.text == "Setting up atlas on PostgreSQL with login."
+    assert state.interrupt is None
+
+
+async def test_the_example_asks_again_after_an_answer_that_does_not_fit(
+    example: ModuleType,
+) -> None:
+    tries: list[Interrupt] = []
+
+    def decide(interrupt: Interrupt) -> list[Answer]:
+        tries.append(interrupt)
+        if len(tries) == 1:
+            return [Answer(["MySQL", ["login"], "x"])]
+        return [Answer(["SQLite", ["search", "payments"], "nova"])]
+
+    out: list[str] = []
+    state = await example.main(decide, write=out.append)
+    assert len(tries) == 2
+    assert tries[0] == tries[1]  # the same question still waited
+    assert "not accepted:" in "".join(out)
+    assert "'MySQL' is not one of the choices" in "".join(out)
+    answers = [m for m in state.messages if isinstance(m, ToolMessage)]
+    assert len(answers) == 1
+    assert state.messages[-1].text == "Setting up nova on SQLite with search, payments."
