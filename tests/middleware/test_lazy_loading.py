@@ -172,12 +172,26 @@ async def test_lazy_is_the_default_only_where_the_storage_can() -> None:
     assert storage.full_loads == 1
     assert await eager.read("/a.md") == "a"
     assert storage.loaded == []
-    memory = MemoryPersistence()
-    assert isinstance(memory, FilePersistence)
-    assert not isinstance(memory, FileIndexPersistence)
-    assert await (await PersistedFileStore.open(memory, None, "c1")).list() == []
+    whole = WholeFilesOnly()
+    assert isinstance(whole, FilePersistence)
+    assert not isinstance(whole, FileIndexPersistence)
+    assert await (await PersistedFileStore.open(whole, None, "c1")).list() == []
     with pytest.raises(ConfigurationError, match="cannot load files lazily"):
-        await PersistedFileStore.open(memory, None, "c1", lazy=True)
+        await PersistedFileStore.open(whole, None, "c1", lazy=True)
+    # Both shipped adapters load one file at a time.
+    assert isinstance(MemoryPersistence(), FileIndexPersistence)
+
+
+class WholeFilesOnly:
+    """A FilePersistence that loads a conversation's files only all at once."""
+
+    async def load_files(self, scope: Hashable, conversation_id: str) -> dict[str, str]:
+        return {}
+
+    async def save_files(
+        self, scope: Hashable, conversation_id: str, changes: Mapping[str, str | None]
+    ) -> None:
+        return None
 
 
 def _read_back(messages: list[BaseMessage]) -> Reply:

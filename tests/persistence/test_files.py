@@ -29,7 +29,12 @@ from sagents._errors import ConversationNotFound, FileSystemError, PersistenceFa
 from sagents.events import AgentShutdown, StatusChanged
 from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
 from sagents.middleware import ConversationFiles, FileStore, FileSystem, MemoryFileStore
-from sagents.persistence import FilePersistence, MemoryPersistence, PersistedFileStore
+from sagents.persistence import (
+    FileIndexPersistence,
+    FilePersistence,
+    MemoryPersistence,
+    PersistedFileStore,
+)
 from sagents.persistence.sql import SqlPersistence, sqlite_url
 from sagents.session import FactoryConfig
 from tests.persistence.conftest import Store, open_sql
@@ -77,6 +82,50 @@ async def test_files_of_another_scope_or_conversation_are_invisible(store: Store
     with pytest.raises(ConversationNotFound):
         await store.save_files(BOB, "c1", {"/secret": "bob's"})
     assert await store.load_files(ALICE, "c1") == {"/secret": "alice's"}
+
+
+async def test_every_adapter_lists_and_loads_one_file_at_a_time(store: Store) -> None:
+    # What makes a PersistedFileStore over it lazy: names and sizes first, contents on demand.
+    assert isinstance(store, FileIndexPersistence)
+    assert await store.list_files(ALICE, "c1") == {}
+    assert await store.load_file(ALICE, "c1", "/notes.md") is None
+    await store.save_files(ALICE, "c1", {"/notes.md": "hello\n", "/a/ü.txt": "☃", "/e": ""})
+    listed = await store.list_files(ALICE, "c1")
+    assert {path: (info.path, info.size, info.mime_type) for path, info in listed.items()} == {
+        "/notes.md": ("/notes.md", 6, "text/markdown"),
+        "/a/ü.txt": ("/a/ü.txt", 3, "text/plain"),
+        "/e": ("/e", 0, "text/plain"),  # (a name with no extension is taken for text)
+    }
+    if not isinstance(store, MemoryPersistence):  # (the memory store keeps no file times)
+        assert all(info.modified is not None and info.modified > 0 for info in listed.values())
+    assert await store.load_file(ALICE, "c1", "/a/ü.txt") == "☃"
+    assert await store.load_file(ALICE, "c1", "/e") == ""
+    assert await store.load_file(ALICE, "c1", "/missing") is None
+    # Another tenant sees nothing of it.
+    assert await store.list_files(BOB, "c1") == {}
+    assert await store.load_file(BOB, "c1", "/notes.md") is None
+    await store.save_files(ALICE, "c1", {"/notes.md": None})
+    assert "/notes.md" not in await store.list_files(ALICE, "c1")
+    assert await store.load_file(ALICE, "c1", "/notes.md") is None
+
+
+async def test_a_persisted_file_store_over_an_adapter_loads_lazily(store: Store) -> None:
+    await store.save_files(ALICE, "c1", {"/big.md": "x" * 10_000, "/small.md": "y"})
+    loaded: list[str] = []
+    load_files = store.load_files
+
+    async def counting_load_files(scope: Hashable, conversation_id: str) -> dict[str, str]:
+        loaded.append(conversation_id)
+        return await load_files(scope, conversation_id)  # type: ignore[arg-type]
+
+    store.load_files = counting_load_files  # type: ignore[method-assign]
+    files = await PersistedFileStore.open(store, ALICE, "c1")
+    try:
+        assert await files.read("/small.md") == "y"
+        assert sorted(await files.list("/")) == ["/big.md", "/small.md"]
+    finally:
+        await files.aclose()
+    assert loaded == []  # never a full load
 
 
 async def test_deleting_a_conversation_deletes_its_files(store: Store) -> None:

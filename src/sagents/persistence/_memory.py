@@ -34,6 +34,7 @@ from sagents._errors import (
     ConversationExists,
     ConversationNotFound,
 )
+from sagents._files import FileInfo, guess_mime_type
 from sagents.persistence._common import (
     MonotonicClock,
     check_display_messages,
@@ -519,6 +520,29 @@ class MemoryPersistence:
         if record is None:
             return {}
         return dict(record.files)
+
+    async def list_files(self, scope: Scope, conversation_id: str) -> dict[str, FileInfo]:
+        """Each file's size, without its content (this store keeps no file times); ``{}`` when
+        none, or in another scope."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        if record is None:
+            return {}
+        return {
+            path: FileInfo(
+                path=path,
+                size=len(content.encode()),
+                modified=None,
+                mime_type=guess_mime_type(path),
+            )
+            for path, content in record.files.items()
+        }
+
+    async def load_file(self, scope: Scope, conversation_id: str, path: str) -> str | None:
+        """One file's content; None when it does not exist (or is in another scope)."""
+        check_target(scope, conversation_id)
+        record = self._find(scope, conversation_id)
+        return None if record is None else record.files.get(path)
 
     async def save_files(
         self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]

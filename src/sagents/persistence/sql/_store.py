@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -53,6 +53,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
 from sagents._errors import ConversationExists, ConversationNotFound, PersistenceFailed, StateError
+from sagents._files import FileInfo, guess_mime_type
 from sagents.persistence._common import (
     MonotonicClock,
     check_display_messages,
@@ -978,27 +979,58 @@ class SqlPersistence:
             PersistenceFailed: the database failed.
         """
         check_target(scope, conversation_id)
-        files, conversations = self._tables.files, self._tables.conversations
-        query = (
-            select(files.c.path, files.c.content)
-            .join(conversations, conversations.c.id == files.c.conversation_id)
-            .where(
-                files.c.conversation_id == conversation_id,
-                _scope_is(conversations.c.scope, scope),
-            )
-        )
+        files = self._tables.files
+        query = self._files_of(select(files.c.path, files.c.content), scope, conversation_id)
         async with self._read(f"load the files of conversation {conversation_id!r}") as conn:
             rows = (await conn.execute(query)).all()
-        loaded: dict[str, str] = {}
-        for path, content in rows:
-            try:
-                loaded[path] = bytes(content).decode("utf-8")
-            except UnicodeDecodeError:
-                raise StateError(
-                    f"the stored file {path} of conversation {conversation_id!r} is not UTF-8 "
-                    "text; delete its row or fix it"
-                ) from None
-        return loaded
+        return {path: _text(content, path, conversation_id) for path, content in rows}
+
+    async def list_files(self, scope: Scope, conversation_id: str) -> dict[str, FileInfo]:
+        """Each file's size and time, without its content (a :class:`PersistedFileStore`
+        over this store loads lazily); ``{}`` when none, or in another scope.
+
+        Raises:
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        files = self._tables.files
+        query = self._files_of(
+            select(files.c.path, func.length(files.c.content), files.c.updated_at),
+            scope,
+            conversation_id,
+        )
+        async with self._read(f"list the files of conversation {conversation_id!r}") as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            path: FileInfo(
+                path=path, size=size, modified=_epoch(updated), mime_type=guess_mime_type(path)
+            )
+            for path, size, updated in rows
+        }
+
+    async def load_file(self, scope: Scope, conversation_id: str, path: str) -> str | None:
+        """One file's content; None when it does not exist (or is in another scope).
+
+        Raises:
+            StateError: the stored file is not UTF-8 text.
+            PersistenceFailed: the database failed.
+        """
+        check_target(scope, conversation_id)
+        files = self._tables.files
+        query = self._files_of(select(files.c.content), scope, conversation_id).where(
+            files.c.path == path
+        )
+        async with self._read(f"load {path} of conversation {conversation_id!r}") as conn:
+            content = (await conn.execute(query)).scalar_one_or_none()
+        return None if content is None else _text(content, path, conversation_id)
+
+    def _files_of(self, query: Any, scope: Scope, conversation_id: str) -> Any:
+        """``query`` over the files of ``conversation_id`` in ``scope``."""
+        files, conversations = self._tables.files, self._tables.conversations
+        return query.join(conversations, conversations.c.id == files.c.conversation_id).where(
+            files.c.conversation_id == conversation_id,
+            _scope_is(conversations.c.scope, scope),
+        )
 
     async def save_files(
         self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
@@ -1038,6 +1070,21 @@ class SqlPersistence:
             ]
             if rows:
                 await conn.execute(insert(files), rows)
+
+
+def _text(content: Any, path: str, conversation_id: str) -> str:
+    try:
+        return bytes(content).decode("utf-8")
+    except UnicodeDecodeError:
+        raise StateError(
+            f"the stored file {path} of conversation {conversation_id!r} is not UTF-8 "
+            "text; delete its row or fix it"
+        ) from None
+
+
+def _epoch(value: datetime) -> float:
+    # SQLite gives the stored UTC time back without its zone.
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
 
 
 #: The stores unpickled in this process, by (url, prefix): one engine per database.
