@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -65,3 +67,27 @@ async def test_walkthrough_with_a_rejection(walkthrough: ModuleType) -> None:
     assert len(rejected) == 1
     assert "not today" in str(rejected[0].content)
     assert "file " not in "".join(out)
+
+
+def test_the_readme_s_first_example_runs() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    first = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert first is not None
+    done = subprocess.run(
+        [sys.executable, "-c", first.group(1)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "are saved and reviewed" in done.stdout
+
+
+def test_the_default_stack_example_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "default_stack.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "standard: ['TodoList', 'FileSystem', 'SubAgent', 'Summarization'" in done.stdout
+    assert "tailored: ['TodoList', 'FileSystem', 'Summarization', 'HumanInTheLoop'" in done.stdout
+    assert "saved and reviewed" in done.stdout

@@ -1,11 +1,13 @@
 """Built-in middleware: TodoList, FileSystem, HumanInTheLoop, AskUserQuestion, Summarization,
-PatchToolCalls, ConversationTitle, DebugLog (and the ``Middleware`` base)."""
+PatchToolCalls, ConversationTitle, DebugLog (and the ``Middleware`` base), and
+``default_middleware``: the standard stack in one call."""
 
 from sagents._public import publish as _publish
 from sagents.execution._middleware import Middleware
 from sagents.middleware._ask_user import AskUserQuestion
 from sagents.middleware._conversation_title import ConversationTitle, TitleReady
 from sagents.middleware._debug_log import DebugLog
+from sagents.middleware._default_stack import DEFAULT_STACK, default_middleware
 from sagents.middleware._disk_file_store import DiskFileStore
 from sagents.middleware._file_store import (
     ConversationFiles,
@@ -28,6 +30,7 @@ __all__ = [
     "AskUserQuestion",
     "ConversationFiles",
     "ConversationTitle",
+    "DEFAULT_STACK",
     "DebugLog",
     "DiskFileStore",
     "FileInfo",
@@ -47,6 +50,7 @@ __all__ = [
     "TodoList",
     "TokenCounter",
     "approximate_token_count",
+    "default_middleware",
     "is_context_overflow",
     "is_summary",
     "normalize_path",
