@@ -13,6 +13,7 @@ from sagents import (
     Agent,
     Done,
     Failed,
+    InvalidAgent,
     MaxRunsExceeded,
     Middleware,
     ModelCallFailed,
@@ -280,6 +281,45 @@ async def test_until_tool_not_called_is_an_error() -> None:
     assert isinstance(result, Failed)
     assert isinstance(result.error, UntilToolNotCalled)
     assert "submit" in str(result.error)
+
+
+async def test_until_tool_with_several_names_ends_on_any_of_them() -> None:
+    def submit(answer: str) -> str:
+        """Submit the answer."""
+        return answer
+
+    def give_up(reason: str) -> dict[str, str]:
+        """Give up, saying why."""
+        return {"gave_up": reason}
+
+    agent, model = make(
+        [
+            Reply(tool_calls=[ToolCall(name="echo", args={"text": "research"})]),
+            Reply(tool_calls=[ToolCall(name="give_up", args={"reason": "no data"})]),
+            Reply(text="never asked"),
+        ],
+        tools=[echo, submit, give_up],
+        until_tool=["submit", "give_up"],
+    )
+    assert agent.until_tools == ("submit", "give_up")
+    result = await agent.run(hello())
+    assert isinstance(result, Done)
+    assert result.value == {"gave_up": "no data"}
+    assert model.calls == 2
+    chatty, _ = make([Reply(text="hm")], tools=[submit, give_up], until_tool=("submit", "give_up"))
+    failed = await chatty.run(hello())
+    assert isinstance(failed, Failed)
+    assert "submit or give_up" in str(failed.error)
+
+
+@pytest.mark.parametrize("until_tool", [[], ["submit", ""], [3]])
+async def test_until_tool_names_must_be_tool_names(until_tool: Any) -> None:
+    def submit(answer: str) -> str:
+        """Submit."""
+        return answer
+
+    with pytest.raises(InvalidAgent, match="until_tool"):
+        make([Reply(text="x")], tools=[submit], until_tool=until_tool)
 
 
 async def test_transient_errors_are_retried_and_reported_as_llm_errors() -> None:

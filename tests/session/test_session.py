@@ -203,6 +203,22 @@ async def test_stop_and_is_running(runtime: Runtime, config: SessionConfig) -> N
     assert not Session.is_running(runtime, config, "x")
 
 
+async def test_fetch_running_never_starts_the_agent(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    assert await Session.fetch_running(runtime, config, "f") is None
+    assert not Session.is_running(runtime, config, "f")  # it did not start it
+    session = await Session.start(runtime, config, "f", scope="u")
+    handle = await Session.fetch_running(runtime, config, "f", scope="u")
+    assert handle is not None
+    assert handle.agent_id == session.agent_id
+    assert await Session.fetch_running(runtime, config, "f") is not None  # trusted: any scope
+    with pytest.raises(ConversationNotFound):
+        await Session.fetch_running(runtime, config, "f", scope="someone else")
+    await Session.stop(runtime, config, "f")
+    assert await Session.fetch_running(runtime, config, "f", scope="u") is None
+
+
 async def test_display_messages_are_saved_and_broadcast(
     runtime: Runtime, config: SessionConfig, store: Any
 ) -> None:

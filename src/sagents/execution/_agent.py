@@ -42,6 +42,15 @@ _bind_cache: OrderedDict[
 ] = OrderedDict()
 
 
+def _until_tools(until_tool: str | Sequence[str] | None) -> tuple[str, ...]:
+    if until_tool is None:
+        return ()
+    names = (until_tool,) if isinstance(until_tool, str) else tuple(until_tool)
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise InvalidAgent("until_tool", "must be a tool name, a non-empty list of them, or None")
+    return names
+
+
 def _bind(model: BaseChatModel, tools: tuple[BaseTool, ...]) -> tuple[Runnable[Any, Any], str]:
     """``model.bind_tools(tools)`` and the model's name for telemetry, reused for the same model
     and tool objects.
@@ -106,7 +115,8 @@ class Agent:
         name: display name.
         max_runs: maximum model calls in one run before it ends in error.
         mode: the execution pipeline (default: :data:`sagents.execution.DEFAULT_MODE`).
-        until_tool: end the run when the model calls this tool and return its result.
+        until_tool: end the run when the model calls this tool (or any of these tools) and
+            return its result.
         tool_timeout: seconds a tool may run (``None``: no limit); ``tool.metadata["timeout"]``
             overrides it per tool.
         retry: retries of transient model errors.
@@ -125,7 +135,7 @@ class Agent:
     name: str | None = None
     max_runs: int = 50
     mode: Mode = DEFAULT_MODE
-    until_tool: str | None = None
+    until_tool: str | Sequence[str] | None = None
     tool_timeout: float | None = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     fallback_models: Sequence[BaseChatModel] = ()
@@ -136,6 +146,8 @@ class Agent:
     all_tools: Mapping[str, BaseTool] = field(init=False, repr=False)
     models: tuple[Runnable[Any, Any], ...] = field(init=False, repr=False)
     model_names: tuple[str, ...] = field(init=False, repr=False)
+    #: ``until_tool`` as a tuple of tool names (empty without one).
+    until_tools: tuple[str, ...] = field(init=False, repr=False)
     before_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     after_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     callbacks: tuple[BaseCallbackHandler, ...] = field(init=False, repr=False)
@@ -160,6 +172,7 @@ class Agent:
         set_(self, "all_tools", tools)
         set_(self, "models", bound)
         set_(self, "model_names", names)
+        set_(self, "until_tools", _until_tools(self.until_tool))
         set_(
             self, "before_model_hooks", tuple(m for m in middleware if m.overrides("before_model"))
         )
@@ -216,10 +229,11 @@ class Agent:
             tools[tool.name] = tool
         for mw in middleware:
             mw.check_tools(frozenset(tools))
-        if self.until_tool is not None and self.until_tool not in tools:
-            raise InvalidAgent(
-                "until_tool", f"{self.until_tool!r} is not one of the tools: {sorted(tools)}"
-            )
+        for name in _until_tools(self.until_tool):
+            if name not in tools:
+                raise InvalidAgent(
+                    "until_tool", f"{name!r} is not one of the tools: {sorted(tools)}"
+                )
         return tools
 
     @property

@@ -431,12 +431,13 @@ async def check_tool_interrupts(run: Run) -> RunResult | None:
 
 
 async def check_until_tool(run: Run) -> RunResult | None:
-    """End the run with the ``until_tool`` result as soon as that tool ran successfully."""
-    target = run.agent.until_tool
-    if target is None:
+    """End the run with the ``until_tool`` result as soon as one of those tools ran
+    successfully (the first of the turn's calls that did)."""
+    targets = run.agent.until_tools
+    if not targets:
         return None
     for call, outcome in run.tool_outcomes:
-        if call["name"] == target and outcome.error is None:
+        if call["name"] in targets and outcome.error is None:
             return Done(state=run.state, value=outcome.value)
     return None
 
@@ -446,11 +447,12 @@ async def continue_or_done(run: Run) -> RunResult | None:
     messages = run.state.messages
     last = messages[-1] if messages else None
     if isinstance(last, AIMessage) and not last.tool_calls:
-        target = run.agent.until_tool
-        if target is not None:
+        targets = run.agent.until_tools
+        if targets:
+            named = " or ".join(targets)
             raise UntilToolNotCalled(
-                f"the model finished without calling {target!r}; tell it in the prompt to call "
-                f"{target} with its final result"
+                f"the model finished without calling {named}; tell it in the prompt to call "
+                f"{named} with its final result"
             )
         return Done(state=run.state)
     return None

@@ -82,7 +82,8 @@ class SubAgentSpec:
         model: its model; None: the parent's.
         middleware: its middleware.
         interrupt_on: tools that need human approval (a ``HumanInTheLoop`` is added).
-        until_tool: end the sub-agent when it calls this tool; its result is the answer.
+        until_tool: end the sub-agent when it calls this tool (or any of these); its result
+            is the answer.
         max_runs: model calls allowed in one task.
         agent: a pre-built agent to run instead (its ``agent_id`` is replaced per task); the
             other fields but ``name`` and ``description`` are then ignored.
@@ -95,7 +96,7 @@ class SubAgentSpec:
     model: BaseChatModel | None = None
     middleware: Sequence[Middleware | type[Middleware]] = ()
     interrupt_on: Mapping[str, Any] | None = None
-    until_tool: str | None = None
+    until_tool: str | Sequence[str] | None = None
     max_runs: int = 50
     agent: Agent | None = None
 
@@ -231,7 +232,7 @@ class SubAgent(Middleware):
             if status is Status.INTERRUPTED:
                 self._waiting.setdefault(host, set()).add(sub_id)
         if status is Status.IDLE:
-            answer = _answer(final, agent.until_tool)
+            answer = _answer(final, agent.until_tools)
             self._report(ctx, sub_id, "completed", answer)
             return answer
         if status is Status.INTERRUPTED and final.interrupt is not None:
@@ -425,13 +426,13 @@ async def _stop_quietly(runtime: AgentHost, agent_id: str, reason: str) -> None:
         await runtime.stop(agent_id, reason=reason)
 
 
-def _answer(state: State, until_tool: str | None) -> str:
+def _answer(state: State, until_tools: tuple[str, ...]) -> str:
     messages: Sequence[BaseMessage] = state.messages
-    if until_tool is not None:
+    if until_tools:
         for message in reversed(messages):
             if (
                 isinstance(message, ToolMessage)
-                and message.name == until_tool
+                and message.name in until_tools
                 and message.status != "error"
             ):
                 content = message.content

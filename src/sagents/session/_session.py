@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sagents._errors import ConversationNotFound, InvalidOption
+from sagents._errors import AgentNotRunning, ConversationNotFound, InvalidOption
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents.execution._agent import Agent
@@ -75,10 +75,14 @@ def _running_in(runtime: Runtime, agent_id: str, scope: Scope) -> bool:
     if info is None:
         return False
     if info.scope != scope:
-        raise ConversationNotFound(
-            f"no conversation for agent {agent_id!r} in this scope; check the conversation id"
-        )
+        raise _not_in_scope(agent_id)
     return True
+
+
+def _not_in_scope(agent_id: str) -> ConversationNotFound:
+    return ConversationNotFound(
+        f"no conversation for agent {agent_id!r} in this scope; check the conversation id"
+    )
 
 
 async def _attached(events: Any) -> None:
@@ -361,6 +365,32 @@ class Session:
             if _running_in(runtime, agent_id, scope):
                 await runtime.stop(agent_id, reason="deleted")
             return await store.delete_conversation(scope, conversation_id)
+
+    @classmethod
+    async def fetch_running(
+        cls,
+        runtime: Runtime,
+        config: SessionConfig,
+        conversation_id: str,
+        *,
+        scope: Scope | _AnyScope = _ANY_SCOPE,
+    ) -> AgentHandle | None:
+        """The handle of the conversation's agent if it runs (here or anywhere in the backend's
+        cluster), else None; never starts or restores it.
+
+        With ``scope``, a caller of another scope gets ``ConversationNotFound``; without it
+        (trusted server code), any agent of the conversation is returned.
+        """
+        agent_id = config.agent_id_for(conversation_id)
+        info = await runtime.agent_info(agent_id)
+        if info is None:
+            return None
+        if not isinstance(scope, _AnyScope) and info.scope != scope:
+            raise _not_in_scope(agent_id)
+        try:
+            return runtime.agent(agent_id)
+        except AgentNotRunning:
+            return None  # it stopped meanwhile
 
     @classmethod
     def is_running(cls, runtime: Runtime, config: SessionConfig, conversation_id: str) -> bool:
