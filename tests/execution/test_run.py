@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 
 from sagents import (
@@ -360,6 +361,43 @@ async def test_non_transient_error_skips_retries_and_uses_the_fallback_model() -
     assert isinstance(result, Done)
     assert result.state.messages[-1].content == "from fallback"
     assert primary.calls == 1
+
+
+async def test_before_fallback_hooks_rewrite_what_the_fallback_model_is_sent() -> None:
+    seen: list[tuple[str, str]] = []
+
+    class PlainPrompt(Middleware):
+        async def before_fallback(
+            self, messages: list[BaseMessage], error: BaseException, model: BaseChatModel
+        ) -> list[BaseMessage] | None:
+            seen.append((type(error).__name__, type(model).__name__))
+            return [SystemMessage("Answer plainly."), *messages[1:]]
+
+    class Unchanged(Middleware):
+        async def before_fallback(
+            self, messages: list[BaseMessage], error: BaseException, model: BaseChatModel
+        ) -> list[BaseMessage] | None:
+            seen.append(("unchanged", str(messages[0].content)))  # sees the first hook's
+            return None
+
+    primary = ScriptedChatModel(script=[Fail(error=ValueError("bad request"))])
+    fallback = ScriptedChatModel(script=[Reply(text="from fallback")])
+    agent = Agent(
+        agent_id="a",
+        model=primary,
+        fallback_models=[fallback],
+        retry=NO_WAIT,
+        base_system_prompt="Answer in the house style.",
+        middleware=[PlainPrompt(), Unchanged()],
+    )
+    result = await agent.run(hello())
+    assert isinstance(result, Done)
+    assert seen == [("ValueError", "ScriptedChatModel"), ("unchanged", "Answer plainly.")]
+    [sent] = fallback.prompts
+    assert sent[0].content == "Answer plainly."
+    [first] = primary.prompts
+    assert first[0].content == "Answer in the house style."
+    assert result.state.messages[0].content == "hello"  # the state is not changed by it
 
 
 async def test_exhausted_model_ends_in_error_with_state_kept() -> None:

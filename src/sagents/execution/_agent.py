@@ -150,6 +150,7 @@ class Agent:
     until_tools: tuple[str, ...] = field(init=False, repr=False)
     before_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     after_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
+    before_fallback_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     callbacks: tuple[BaseCallbackHandler, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +176,11 @@ class Agent:
         set_(self, "until_tools", _until_tools(self.until_tool))
         set_(
             self, "before_model_hooks", tuple(m for m in middleware if m.overrides("before_model"))
+        )
+        set_(
+            self,
+            "before_fallback_hooks",
+            tuple(m for m in middleware if m.overrides("before_fallback")),
         )
         set_(
             self,

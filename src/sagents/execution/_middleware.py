@@ -17,6 +17,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
 from langchain_core.tools import BaseTool
 
 from sagents._interrupt import Interrupt
@@ -92,6 +94,18 @@ class Middleware:
         provider said the prompt is over the context window, say), or None to let the run end
         in error. The call is made again at most once; hooks run in list order, each given the
         state the previous one returned. ``error`` is what the last model attempt raised.
+        """
+        return None
+
+    async def before_fallback(
+        self, messages: list[BaseMessage], error: BaseException, model: BaseChatModel
+    ) -> list[BaseMessage] | None:
+        """Called when a fallback model takes over the call from the model before it (which
+        raised ``error`` on its last attempt), before its first attempt.
+
+        Return the messages to send it instead (a prompt written for another provider, say),
+        or None to send the same. Hooks run in list order, each given the messages the previous
+        one returned; the state is not changed.
         """
         return None
 

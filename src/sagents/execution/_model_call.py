@@ -130,6 +130,8 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
     errors: list[str] = []
     last: BaseException | None = None
     for model_index, model in enumerate(agent.models):
+        if model_index and last is not None and agent.before_fallback_hooks:
+            messages = await _before_fallback(run, list(messages), last, model_index)
         for retry_number in range(policy.max_attempts):
             attempt += 1
             # Telemetry payloads are built only when a handler listens: this is the hot path.
@@ -192,6 +194,19 @@ async def call_model(run: Run, messages: Sequence[BaseMessage]) -> AIMessage:
         f"the model failed after {attempt} attempt(s) on {len(agent.models)} model(s): {summary}. "
         "Check the provider's status and credentials, or add fallback_models"
     ) from last
+
+
+async def _before_fallback(
+    run: Run, messages: list[BaseMessage], error: BaseException, model_index: int
+) -> list[BaseMessage]:
+    """The messages for fallback ``model_index``, as the middleware's ``before_fallback`` hooks
+    make them."""
+    fallback = run.agent.fallback_models[model_index - 1]
+    for middleware in run.agent.before_fallback_hooks:
+        changed = await middleware.before_fallback(messages, error, fallback)
+        if changed is not None:
+            messages = list(changed)
+    return messages
 
 
 def _metadata(run: Run, attempt: int, model: str) -> dict[str, Any]:
