@@ -375,6 +375,7 @@ async def open_system(name: str, model: BaseChatModel) -> AsyncIterator[Any]:
                 yield lg
         elif name in RAY_SYSTEMS:
             import ray
+
             from sagents import Runtime
             from sagents.ray import RayBackend
 

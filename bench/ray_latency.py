@@ -22,12 +22,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import ray
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-
-import ray
 
 __all__ = ["main"]
 

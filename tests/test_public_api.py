@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 import sagents
+import sagents.a2a
 import sagents.events
 import sagents.execution
 import sagents.middleware
@@ -23,6 +24,7 @@ NAMESPACES = [
     sagents.runtime,
     sagents.events,
     sagents.testing,
+    sagents.a2a,
 ]
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 from ray import cloudpickle
+
 from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationError, InvalidOption
 from sagents._state import State
 from sagents.events import Channel

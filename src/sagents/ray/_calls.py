@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ray import cloudpickle
+
 from sagents._errors import AgentUnreachable
 
 __all__ = ["CallBatcher", "Request", "run_batch"]

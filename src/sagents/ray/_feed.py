@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import ray
+
 from sagents._errors import AgentUnreachable
 from sagents.events import Event
 from sagents.runtime._publisher import Subscription

@@ -17,9 +17,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import ray
 from langchain_core.messages import BaseMessage, HumanMessage
 
-import ray
 from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationError
 from sagents._interrupt import Decision
 from sagents._state import State

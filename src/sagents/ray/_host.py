@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 from ray import cloudpickle
+
 from sagents._errors import (
     AgentNotRunning,
     ConfigurationError,

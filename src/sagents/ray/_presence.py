@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
+
 from sagents.runtime._presence import PresenceList, PresenceRef
 
 __all__ = ["PresenceBoard", "RayPresence"]

@@ -20,7 +20,6 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
-
 from ray import cloudpickle
 
 __all__ = ["SharedMissing", "SharedObjects", "SharedPickler"]

@@ -179,9 +179,8 @@ def serve_workers(
     Raises:
         ConfigurationError: the port is in use, or the workers did not start.
     """
-    from uvicorn.supervisors import Multiprocess
-
     import ray
+    from uvicorn.supervisors import Multiprocess
 
     listener = bind(host, port)
     owns_cluster = config.ray_address is None
