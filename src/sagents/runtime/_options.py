@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from langchain_core.messages import BaseMessage
 
 from sagents._errors import InvalidOption
+from sagents._state import State
 from sagents.persistence._protocols import AgentPersistence, DisplayMessagePersistence
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "AgentOptions",
     "AutoSave",
     "InitialSubscriber",
+    "MessagePreprocessor",
     "SaveCallback",
     "SaveMessageCallback",
     "StartOptions",
@@ -38,6 +40,8 @@ __all__ = [
 SaveCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 #: ``async (conversation_id, message) -> None``
 SaveMessageCallback = Callable[[str | None, BaseMessage], Awaitable[None]]
+#: ``(message, state) -> (for_the_model, for_the_user)``: the second is a message or its text.
+MessagePreprocessor = Callable[[BaseMessage, State], tuple[BaseMessage, BaseMessage | str]]
 
 
 def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
@@ -91,6 +95,7 @@ class StartOptions(TypedDict, total=False):
     auto_save: AutoSave | None
     conversation_id: str | None
     save_new_message: SaveMessageCallback | None
+    message_preprocessor: MessagePreprocessor | None
     agent_persistence: AgentPersistence | None
     display_message_persistence: DisplayMessagePersistence | None
     lease_ttl: float | None
@@ -118,6 +123,10 @@ class AgentOptions:
         auto_save: an :class:`AutoSave`.
         conversation_id: the conversation this agent serves (metadata, message saving).
         save_new_message: ``async (conversation_id, message)`` awaited for each new message.
+        message_preprocessor: ``(message, state) -> (for_the_model, for_the_user)``, applied to
+            each message given to ``add_message``: the first enters the state (what the model
+            sees and the agent persistence saves: attachments expanded, context injected), the
+            second is what the conversation's display rows show (a message or its text).
         agent_persistence: an ``AgentPersistence``; the server saves the state through it at
             its lifecycle points (run completed, error, interrupt, cancel, pause,
             shutdown), as deltas. Needs ``conversation_id``.
@@ -149,6 +158,7 @@ class AgentOptions:
     auto_save: AutoSave | None = None
     conversation_id: str | None = None
     save_new_message: SaveMessageCallback | None = None
+    message_preprocessor: MessagePreprocessor | None = None
     agent_persistence: AgentPersistence | None = None
     display_message_persistence: DisplayMessagePersistence | None = None
     lease_ttl: float | None = 30.0
@@ -199,6 +209,11 @@ class AgentOptions:
         if self.save_new_message is not None and not callable(self.save_new_message):
             raise InvalidOption(
                 "save_new_message must be an async function (conversation_id, message)"
+            )
+        if self.message_preprocessor is not None and not callable(self.message_preprocessor):
+            raise InvalidOption(
+                "message_preprocessor must be a function (message, state) -> "
+                "(for_the_model, for_the_user)"
             )
         if self.agent_persistence is not None:
             if not isinstance(self.agent_persistence, AgentPersistence):

@@ -127,6 +127,7 @@ class Recorder:
         "_save_waiters",
         "_saved_version",
         "_saver",
+        "_shown",
         "_state",
         "_stored_title",
         "fenced",
@@ -174,6 +175,8 @@ class Recorder:
         self._in_flight: _DisplayOperation | None = None
         self._display_failures = 0
         self._display_dropped = False
+        # id(message) -> (message, the user's version): rewritten messages not displayed yet
+        self._shown: dict[int, tuple[BaseMessage, BaseMessage]] | None = None
         self._live = False
         self._resume = False
         self._reconcile = restart  # display rows may be ahead of storage: settle them at start
@@ -596,7 +599,17 @@ class Recorder:
 
     # Display messages: appended in order, updated rows broadcast.
 
+    def show_as(self, message: BaseMessage, shown: BaseMessage) -> None:
+        """The display rows of ``message``, when it enters the state, are ``shown``'s (the
+        user's version of a message a preprocessor rewrote for the model)."""
+        if self.options.display_message_persistence is not None:
+            if self._shown is None:
+                self._shown = {}
+            self._shown[id(message)] = (message, shown)
+
     def _append_display(self, messages: Sequence[BaseMessage], version: int) -> None:
+        if self._shown:
+            messages = [self._user_version(message) for message in messages]
         log = self._display_log
         if log and isinstance(log[-1], list) and log[-1] is not self._in_flight:
             # The last operation is an append, not being written yet: these join it.
@@ -604,6 +617,13 @@ class Recorder:
             self._flush_soon()
         else:
             self._display([(message, version) for message in messages])
+
+    def _user_version(self, message: BaseMessage) -> BaseMessage:
+        shown = self._shown
+        entry = None if shown is None else shown.pop(id(message), None)
+        if shown is not None and not shown:
+            self._shown = None
+        return message if entry is None or entry[0] is not message else entry[1]
 
     async def _append_rows(
         self,

@@ -31,9 +31,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 
-from sagents._errors import InvalidDecision, InvalidTransition, RunError
+from sagents._errors import InvalidDecision, InvalidOption, InvalidTransition, RunError
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
@@ -43,7 +43,7 @@ from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, answer_pending_calls, dismiss_interrupt
 from sagents.execution._sink import EventSink
 from sagents.runtime._hooks import middleware_named
-from sagents.runtime._options import AgentOptions
+from sagents.runtime._options import AgentOptions, MessagePreprocessor
 
 if TYPE_CHECKING:
     from sagents.runtime._hooks import MiddlewareHooks
@@ -126,6 +126,9 @@ class Runner:
         """Append ``message`` and, with ``run``, start a run. During a run it is queued
         for the next turn; it dismisses a pending approval."""
         host = self._host
+        preprocess = host.options.message_preprocessor
+        if preprocess is not None:
+            message = self._preprocessed(preprocess, message)
         if host.status is Status.RUNNING:
             if isinstance(self._queued, list):
                 self._queued.append(message)
@@ -138,6 +141,32 @@ class Runner:
         if run:
             self._launch()
             self._follow_ups = 0
+
+    def _preprocessed(self, preprocess: MessagePreprocessor, message: BaseMessage) -> BaseMessage:
+        """The model's version of ``message``; the user's is handed to the recorder for the
+        display rows (see ``AgentOptions.message_preprocessor``)."""
+        host = self._host
+        result = preprocess(message, host.state)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise InvalidOption(
+                "message_preprocessor must return (for_the_model, for_the_user), got "
+                f"{type(result).__name__}"
+            )
+        for_model, for_user = result
+        if not isinstance(for_model, BaseMessage):
+            raise InvalidOption(
+                "message_preprocessor: the model's version must be a langchain message, got "
+                f"{type(for_model).__name__}"
+            )
+        if isinstance(for_user, str):
+            for_user = HumanMessage(for_user)
+        if not isinstance(for_user, BaseMessage):
+            raise InvalidOption(
+                "message_preprocessor: the user's version must be a message or its text, got "
+                f"{type(for_user).__name__}"
+            )
+        host.recorder.show_as(for_model, for_user)
+        return for_model
 
     def execute(self) -> None:
         """Start a run."""
