@@ -11,6 +11,7 @@ import pytest
 
 import sagents
 import sagents.a2a
+import sagents.agui
 import sagents.events
 import sagents.execution
 import sagents.middleware
@@ -25,6 +26,7 @@ NAMESPACES = [
     sagents.events,
     sagents.testing,
     sagents.a2a,
+    sagents.agui,
 ]
 
 

@@ -3,9 +3,9 @@
 ``create_app`` wires the pieces — :class:`~sagents.web._services.WebServices` started and
 closed by the lifespan, the middleware (outermost first: cross-origin writes to the API are
 refused, bodies over ``max_body_bytes`` are refused unparsed, the identity cookie is read or
-issued), the REST API, the websocket, the health probes, the static page (plain ES modules and
-CSS shipped in the package: no build step and nothing fetched from a CDN) and, when enabled, the
-live debugger at ``/debug``.
+issued), the REST API, the websocket, the AG-UI endpoint (``/agui``, with the ``agui`` extra),
+the health probes, the static page (plain ES modules and CSS shipped in the package: no build
+step and nothing fetched from a CDN) and, when enabled, the live debugger at ``/debug``.
 
 ``serve`` runs it on uvicorn and makes SIGTERM (and Ctrl-C) a graceful shutdown in this order:
 readiness flips to 503 at once, uvicorn stops accepting and closes the sockets, then the
@@ -42,6 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from sagents._errors import ConfigurationError
 from sagents.web import _api, _health
+from sagents.web._agui import mount_agui
 from sagents.web._config import WebConfig
 from sagents.web._debugger import debugger_app
 from sagents.web._identity import IdentityMiddleware, SameOriginMiddleware, Signer, load_secret
@@ -94,6 +95,7 @@ def create_app(config: WebConfig | None = None, *, model: BaseChatModel | None =
     app.include_router(_api.router)
     app.include_router(_health.router)
     app.add_api_websocket_route("/ws/conversations/{conversation_id}", conversation_socket)
+    mount_agui(app, services)  # POST /agui, when the agui extra is installed
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

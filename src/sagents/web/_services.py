@@ -28,6 +28,7 @@ from langchain_core.messages import AIMessage
 
 from sagents._errors import (
     AgentNotRunning,
+    ConversationExists,
     ConversationNotFound,
     FileSystemError,
     InvalidTransition,
@@ -285,6 +286,28 @@ class WebServices:
         if self._draining:
             raise ServiceDraining("the server is shutting down; try again in a moment")
         return await self.store.create_conversation(scope, title=title)
+
+    async def open_thread(self, scope: str, conversation_id: str, text: str | None) -> None:
+        """The conversation of an AG-UI thread: created on the thread's first run (AG-UI clients
+        name their threads), titled after its first message like one started on the page.
+
+        Raises:
+            ConversationNotFound: the id belongs to another identity.
+            ServiceDraining: the server is shutting down.
+        """
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        title = " ".join((text or "").split())[:60] or None
+        found = await self.store.get_conversation(scope, conversation_id)
+        if found is None:
+            try:
+                await self.store.create_conversation(
+                    scope, conversation_id=conversation_id, title=title
+                )
+            except ConversationExists:  # taken meanwhile, or by another identity
+                await self.conversation(scope, conversation_id)
+        elif found.title is None and title is not None:
+            await self.store.update_conversation(scope, conversation_id, title=title)
 
     async def rename(self, scope: str, conversation_id: str, title: str) -> Conversation:
         updated = await self.store.update_conversation(scope, conversation_id, title=title)
