@@ -117,6 +117,18 @@ class Middleware:
         """Called once when an agent server starts with this middleware."""
         return None
 
+    async def on_server_stop(self, reason: str) -> None:
+        """Called once when an agent server with this middleware ends, whatever ended it.
+
+        The place to release what :meth:`on_server_start` acquired (connections, processes).
+        ``reason`` is the ``AgentShutdown`` reason: ``"inactivity"``, ``"no_viewers"``,
+        ``"manual"`` or the one given to ``stop``, ``"shutdown"`` (the runtime stops),
+        ``"crash"``, or ``"start failed"`` (a later ``on_server_start`` hook raised, so this one
+        may be called for a server whose start it never saw). Hooks run in reverse list order,
+        after any run has been cancelled; each is given ``shutdown_timeout`` seconds, and what it
+        raises is logged, never raised: the server ends anyway.
+        """
+
     def overrides(self, hook: str) -> bool:
         """Whether this middleware overrides ``hook`` (so the loop can skip no-op hooks)."""
         return getattr(type(self), hook) is not getattr(Middleware, hook)

@@ -1,6 +1,7 @@
 """Built-in middleware: TodoList, FileSystem, HumanInTheLoop, AskUserQuestion, Summarization,
-PatchToolCalls, ConversationTitle, DebugLog (and the ``Middleware`` base), and
-``default_middleware``: the standard stack in one call."""
+PatchToolCalls, ConversationTitle, DebugLog, MCPTools (and the ``Middleware`` base), and
+``default_middleware``: the standard stack in one call. ``MCPTools`` imports ``mcp`` only when
+one is built, so this namespace never needs it."""
 
 from sagents._public import publish as _publish
 from sagents.execution._middleware import Middleware
@@ -20,6 +21,7 @@ from sagents.middleware._file_store import (
 )
 from sagents.middleware._file_system import FileSystem
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
+from sagents.middleware._mcp import MCPTools
 from sagents.middleware._patch_tool_calls import PatchToolCalls
 from sagents.middleware._sub_agent import GENERAL_PURPOSE, SubAgent, SubAgentSpec
 from sagents.middleware._summarization import Summarization, is_context_overflow, is_summary
@@ -38,6 +40,7 @@ __all__ = [
     "FileSystem",
     "GENERAL_PURPOSE",
     "HumanInTheLoop",
+    "MCPTools",
     "MemoryFileStore",
     "Middleware",
     "Mount",

@@ -3,18 +3,21 @@
 Inside a run, middleware hooks are the execution loop's business. Outside one, the server calls
 them itself: ``on_server_start`` when it starts, ``handle_message`` for a message sent to a
 middleware by key (by the application through the handle, or by the middleware's own background
-work through ``MiddlewareContext.send``). They all see the agent's one
-:class:`~sagents.execution.MiddlewareContext`, which this object makes and closes with the
-server, and whose ``send`` and ``persist`` go through the server's mailbox: a hook asks, the
-server does it in order.
+work through ``MiddlewareContext.send``), and ``on_server_stop`` when it ends, whatever ended it
+(the one hook given the reason rather than the state: an ending has no state to change). They
+all see the agent's one :class:`~sagents.execution.MiddlewareContext`, which this object makes
+and closes with the server, and whose ``send`` and ``persist`` go through the server's mailbox:
+a hook asks, the server does it in order.
 
 A hook that returns a state replaces the server's; messages it appended are new messages like
 any other (saved one by one, shown to the user). Made on first use: most agents never call a
-hook outside a run, and those that run need the context anyway.
+hook outside a run, and those that run need the context anyway. An agent with a stop hook always
+gets one by its end, so that the hook runs even for a server that never ran anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,12 +31,13 @@ from sagents.execution._agent import Agent
 from sagents.execution._containment import cancel_requests, reraise_cancellation
 from sagents.execution._middleware import Middleware
 from sagents.execution._middleware_context import MiddlewareContext, set_middleware_context
+from sagents.execution._middleware_context import _current as _middleware_context
 from sagents.runtime._recorder import common_prefix
 
 if TYPE_CHECKING:
     from sagents.runtime._recorder import Recorder
 
-__all__ = ["HooksHost", "MiddlewareHooks"]
+__all__ = ["HooksHost", "MiddlewareHooks", "has_stop_hooks"]
 
 _log = logging.getLogger("sagents.server")
 
@@ -94,9 +98,44 @@ class MiddlewareHooks:
             reraise_cancellation(exc, since)
             _log.error("agent %r: %s.handle_message failed", self._host.agent_id, key, exc_info=exc)
 
-    async def aclose(self) -> None:
-        """The server ends: stop what the hooks spawned."""
-        await self.context.aclose()
+    async def close(self, reason: str, timeout: float) -> None:
+        """The server ends: run every ``on_server_stop`` hook, then stop what the hooks spawned.
+
+        Hooks run in reverse list order (the last one started is the first to stop), each
+        within ``timeout`` seconds; a hook that fails or runs out of time is logged and the
+        next one runs. The spawned work is cancelled even if this is cancelled meanwhile, so a
+        hook cut short still has its background tasks (and what they hold) ended.
+        """
+        try:
+            for mw in reversed(self._host.agent.middleware_instances):
+                if mw.overrides("on_server_stop"):
+                    await self._stop(mw, reason, timeout)
+        finally:
+            await self.context.aclose()
+
+    async def _stop(self, mw: Middleware, reason: str, timeout: float) -> None:
+        agent_id = self._host.agent_id
+        # The ending may run in a caller's task (a kill, a failed start): the context is set
+        # for the hook only, never left behind in that task.
+        token = _middleware_context.set(self.context)
+        since = cancel_requests()
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                await mw.on_server_stop(reason)
+        except BaseException as exc:
+            reraise_cancellation(exc, since)  # the server's end was itself cancelled
+            if deadline.expired():
+                _log.error(
+                    "agent %r: %s.on_server_stop did not finish within %s s",
+                    agent_id,
+                    mw.name,
+                    timeout,
+                )
+            else:
+                _log.error("agent %r: %s.on_server_stop failed", agent_id, mw.name, exc_info=exc)
+        finally:
+            _middleware_context.reset(token)
 
     def _apply(self, changed: State | None) -> None:
         if changed is None:
@@ -125,6 +164,12 @@ class MiddlewareHooks:
             _log.error(
                 "agent %r: message to middleware %r failed", self._host.agent_id, key, exc_info=exc
             )
+
+
+def has_stop_hooks(agent: Agent) -> bool:
+    """Whether a middleware of ``agent`` has an ``on_server_stop`` hook (its server must then
+    take the ending that awaits, never the task-free one)."""
+    return any(mw.overrides("on_server_stop") for mw in agent.middleware_instances)
 
 
 def middleware_named(agent: Agent, key: str) -> Middleware:

@@ -45,7 +45,7 @@ from sagents.events import AgentShutdown, Event, SaveRefused, StateRestored, Sta
 from sagents.execution._agent import Agent
 from sagents.execution._containment import contained
 from sagents.runtime._context import apply_context
-from sagents.runtime._hooks import MiddlewareHooks
+from sagents.runtime._hooks import MiddlewareHooks, has_stop_hooks
 from sagents.runtime._inactivity import InactivityTimer
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._mailbox import Mailbox
@@ -327,6 +327,7 @@ class AgentServer:
             and self._viewers is None
             and self._hooks is None
             and self.recorder.quiet
+            and not has_stop_hooks(self.agent)
         )
 
     async def _wind_down(self, reason: str) -> None:
@@ -371,8 +372,9 @@ class AgentServer:
             if self._viewers is not None:
                 await self._viewers.aclose()
             self._flush(why)
-            if self._hooks is not None:
-                await self._hooks.aclose()  # what the hooks spawned
+            if self._hooks is not None or has_stop_hooks(self.agent):
+                # The on_server_stop hooks, then what the hooks spawned.
+                await self.hooks().close(reason, self.options.shutdown_timeout)
             # A graceful stop drained its saves already; a crash still saves what its last
             # lifecycle points produced (the restart resumes from it), a kill gives up.
             await self.recorder.aclose(
