@@ -5,8 +5,9 @@ text that is not JSON, JSON of every shape, frames nested past the parser's limi
 exactly the size limit and one byte over it (ASCII and multibyte), and frames close to valid —
 a real action with one field spoiled: wrong types, unknown ``type``, extra keys, empty or
 unstorable text (NUL, lone surrogates), overlong ``ref``, decisions that are empty, too many,
-nested too deep, with NaN or overlong keys. Valid frames are sent too, so the agent runs,
-interrupts and gets decided about while the fuzzing goes on.
+nested too deep, with NaN or overlong keys, answers of every shape. Valid frames are sent too
+(dismiss and reset among them), so the agent runs, interrupts, gets decided about, dismissed
+and reset while the fuzzing goes on.
 
 An independent oracle (:func:`expected_code`, written from the protocol in ``web/_socket.py``'s
 module docs and the bounds in ``web/_limits.py``) says what each frame deserves:
@@ -14,7 +15,8 @@ module docs and the bounds in ``web/_limits.py``) says what each frame deserves:
 * a bad frame gets exactly one error frame, with the code for what is wrong (``bad_frame``,
   ``too_large``, ``bad_json``, ``invalid``) and its ``ref`` echoed when it had a short one;
 * a valid frame gets ``pong``, ``ok``, or an error a client acts on (``conflict``,
-  ``invalid_decision``), never ``internal`` or ``unavailable``;
+  ``invalid_decision``), never ``internal`` or ``unavailable``; a reset that would clear the
+  files an identity's conversations share gets ``invalid``;
 * every frame gets its reply in order, within seconds (a hang fails the test), and the socket
   stays open: afterwards a ping gets its pong and a message gets ``ok`` and runs the agent.
 """
@@ -44,6 +46,8 @@ LIMIT = 4096
 MAX_CHARS = 1500
 #: The bounds of edited tool arguments (``web/_limits.py``).
 MAX_DEPTH, MAX_KEY_CHARS, MAX_STRING_CHARS = 32, 256, 200_000
+#: The bounds of an answer decision: answers per decision, choices per answer.
+MAX_ANSWERS, MAX_PICKED = 10, 20
 #: Error codes a client acts on, the answers a valid action may get besides ``ok``.
 ACTION_ERRORS = {"conflict", "invalid_decision"}
 
@@ -95,18 +99,51 @@ def decision_ok(decision: Any) -> bool:
         return set(decision) <= {"type", "message"} and (
             message is None or (storable(message) and len(message) <= 2000)
         )
+    if kind == "respond":  # whether the text is long or blank enough to refuse is the core's
+        return set(decision) == {"type", "message"} and storable(decision["message"])
+    if kind == "answer":
+        answers = decision.get("answers")
+        return (
+            set(decision) == {"type", "answers"}
+            and isinstance(answers, list)
+            and len(answers) <= MAX_ANSWERS
+            and all(answer_ok(a) for a in answers)
+        )
     return False
 
 
-_FIELDS = {"send": {"text"}, "cancel": set(), "decide": {"decisions"}, "ping": set()}
+def answer_ok(answer: Any) -> bool:
+    """One answer's shape: text, or a list of at most 20 texts (whether it fits its question
+    is the core's check, an ``invalid_decision``)."""
+    if isinstance(answer, list):
+        return len(answer) <= MAX_PICKED and all(storable(a) for a in answer)
+    return storable(answer)
+
+
+#: Each action's required fields, and the ones it may have besides ``type`` and ``ref``.
+_FIELDS: dict[str, set[str]] = {
+    "send": {"text"},
+    "cancel": set(),
+    "decide": {"decisions"},
+    "dismiss": set(),
+    "reset": set(),
+    "retry": set(),
+    "ping": set(),
+}
+_OPTIONAL = {"reset": {"files"}}
 
 
 def frame_ok(raw: Any) -> bool:
-    """Whether a decoded frame is a valid action (``send``, ``cancel``, ``decide``, ``ping``)."""
+    """Whether a decoded frame is a valid action (``send``, ``cancel``, ``decide``,
+    ``dismiss``, ``reset``, ``retry``, ``ping``)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         return False
     fields = _FIELDS.get(raw["type"])
-    if fields is None or not fields <= set(raw) or set(raw) - fields - {"type", "ref"}:
+    if fields is None or not fields <= set(raw):
+        return False
+    if set(raw) - fields - _OPTIONAL.get(raw["type"], set()) - {"type", "ref"}:
+        return False
+    if raw["type"] == "reset" and raw.get("files", "keep") not in ("keep", "clear"):
         return False
     ref = raw.get("ref")
     if ref is not None and not (isinstance(ref, str) and len(ref) <= 64):
@@ -201,11 +238,14 @@ edited_arguments = (
     | st.dictionaries(_odd_text | st.text(min_size=250, max_size=260), json_values, max_size=3)
     | nested()
 )
+_answers = st.lists(_clean_text | st.lists(_clean_text, max_size=3), max_size=4)
 valid_decisions = st.one_of(
     st.just({"type": "approve"}),
     st.builds(lambda a: {"type": "edit", "arguments": a}, edited_arguments),
     st.builds(lambda m: {"type": "reject", "message": m}, st.none() | _clean_text),
     st.just({"type": "reject"}),
+    st.builds(lambda m: {"type": "respond", "message": m}, _clean_text | st.just(" ")),
+    st.builds(lambda a: {"type": "answer", "answers": a}, _answers),
 )
 valid_decide_frames = st.builds(
     lambda decisions, ref: {"type": "decide", "decisions": decisions, "ref": ref},
@@ -217,8 +257,13 @@ valid_frames = st.one_of(
     st.just({"type": "cancel"}),
     st.builds(lambda text: {"type": "send", "text": text}, _clean_text),
     valid_decide_frames,
+    st.just({"type": "dismiss"}),
+    st.sampled_from([{"type": "reset"}, {"type": "reset", "files": "keep"}]),
+    st.just({"type": "reset", "files": "clear"}),
 )
-_keys = st.sampled_from(["type", "ref", "text", "decisions", "arguments", "message", "data"])
+_keys = st.sampled_from(
+    ["type", "ref", "text", "decisions", "arguments", "message", "answers", "files", "data"]
+)
 
 
 @st.composite
@@ -236,7 +281,9 @@ def spoiled_frames(draw: st.DrawFn, valid: st.SearchStrategy[Any] = valid_frames
         frame["ref"] = draw(_refs | json_values)
     elif how == "type":
         frame["type"] = draw(
-            st.sampled_from(["Send", "send ", "PING", "decision", "approve", "", "launch"])
+            st.sampled_from(
+                ["Send", "send ", "PING", "decision", "approve", "", "launch", "Reset", "answer"]
+            )
             | json_values
         )
     elif how == "decision":
@@ -353,6 +400,10 @@ def check_reply(frame: str | bytes, answer: dict[str, Any]) -> None:
     assert answer.get("ref") == raw.get("ref"), (shown, answer)
     if raw["type"] == "ping":
         assert answer["type"] == "pong", (shown, answer)
+    elif raw["type"] == "reset" and raw.get("files") == "clear":
+        # The demo's files are shared by an identity's conversations: never cleared by one.
+        assert answer["type"] == "error", (shown, answer)
+        assert answer["code"] == "invalid", (shown, answer)
     elif answer["type"] == "ok":
         assert answer["action"] == raw["type"], (shown, answer)
     else:

@@ -8,6 +8,11 @@ message it walks the same path, exercising the three core middleware:
 2. save notes with ``write_file`` — protected by HumanInTheLoop in the demo, so the run pauses;
 3. read the notes back, then tick the last todo;
 4. answer. A rejected write ends with an answer that says so.
+
+A message containing "ask me" takes a side path instead, for the ``AskUserQuestion`` middleware:
+the model asks three questions (single choice with "other", multiple choice, free text with
+suggestions) and answers with what the person picked, replied or declined. The keyword keeps
+the default walk unchanged for every other message.
 """
 
 from __future__ import annotations
@@ -37,11 +42,61 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "notes"
 
 
+_ASK = re.compile(r"\bask me\b", re.IGNORECASE)
+_ASK_WORDS = re.compile(r"\b(?:please\s+)?ask me(?:\s+(?:about|on))?\b", re.IGNORECASE)
+
+
+def _questions(topic: str) -> list[dict[str, Any]]:
+    # "Please ask me about supervision": the notes would be on supervision.
+    subject = _ASK_WORDS.sub(" ", topic).strip(" \t\n?!.,:;")
+    name = f"{_slug(subject)}.md"
+    return [
+        {
+            "question": "How deep should my notes go?",
+            "choices": ["A short summary", "A detailed outline", "Only the key terms"],
+            "recommended": "A short summary",
+            "allow_other": True,
+        },
+        {
+            "question": "Which sections do you want?",
+            "type": "multiple_choice",
+            "choices": ["Background", "Key ideas", "Open questions", "Sources"],
+            "recommended": "Key ideas",
+        },
+        {
+            "question": "What should the notes file be called?",
+            "type": "free_text",
+            "choices": list(dict.fromkeys([name, "notes.md", "my-notes.md"]))[:2],
+            "recommended": name,
+        },
+    ]
+
+
+def _ask(topic: str, after: list[BaseMessage]) -> Reply:
+    """The "ask me" path: ask, then say what came back."""
+    asked = next((m for m in after if isinstance(m, ToolMessage) and m.name == "ask_user"), None)
+    if asked is None:
+        return Reply(
+            text="Before I start, a few questions.",
+            tool_calls=[ToolCall(name="ask_user", args={"questions": _questions(topic)})],
+        )
+    artifact = asked.artifact
+    if not isinstance(artifact, dict) or not isinstance(artifact.get("answers"), list):
+        return Reply(text=f"Understood ({asked.content}). I will use sensible defaults.")
+    shown = []
+    for pair in artifact["answers"]:
+        answer = pair["answer"]
+        shown.append(answer if isinstance(answer, str) else ", ".join(answer))
+    return Reply(text=f"Thank you! Noted: {'; '.join(shown)}.")
+
+
 def _respond(messages: list[BaseMessage]) -> Reply | Fail:
     start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
     if start < 0:
         return Reply(text="Hello! Send me a topic and I will research it and take notes.")
     topic = str(messages[start].content).strip() or "your topic"
+    if _ASK.search(topic):
+        return _ask(topic, messages[start + 1 :])
     path = f"/notes/{_slug(topic)}.md"
     results = [m for m in messages[start + 1 :] if isinstance(m, ToolMessage)]
     done = {m.name: m for m in results}

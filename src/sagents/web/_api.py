@@ -1,4 +1,4 @@
-"""The REST API of the demo: conversations, messages, approvals, files.
+"""The REST API of the demo: conversations, messages, approvals and questions, files.
 
 Every route acts for the caller's identity (the signed cookie); a conversation of another
 identity is indistinguishable from one that does not exist (404). Errors are JSON
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from sagents._errors import FileSystemError, PathNotAllowed, SagentsError
+from sagents.runtime._reset import ResetFiles
 from sagents.web._identity import identity_of
 from sagents.web._limits import ConversationId, StorableText, Title
 from sagents.web._services import WebServices, conversation_json
@@ -86,6 +87,10 @@ class MessageBody(_Body):
 
 class DecisionsBody(_Body):
     decisions: Annotated[list[DecisionFrame], Field(min_length=1, max_length=100)]
+
+
+class ResetBody(_Body):
+    files: ResetFiles = "keep"
 
 
 @router.get("/me")
@@ -186,6 +191,28 @@ async def decide(
 ) -> dict[str, Any]:
     decisions = [d.model_dump() for d in body.decisions]
     await services.decide(identity, conversation_id, decisions)
+    return {"status": await services.status(identity, conversation_id)}
+
+
+@router.post("/conversations/{conversation_id}/dismiss", status_code=202)
+async def dismiss(
+    conversation_id: ConversationId, services: Services, identity: Identity
+) -> dict[str, Any]:
+    """Clear the pending approval or question without a decision (409 when nothing waits)."""
+    await services.dismiss(identity, conversation_id)
+    return {"status": await services.status(identity, conversation_id)}
+
+
+@router.post("/conversations/{conversation_id}/reset", status_code=202)
+async def reset(
+    conversation_id: ConversationId,
+    services: Services,
+    identity: Identity,
+    body: ResetBody | None = None,
+) -> dict[str, Any]:
+    """Start the conversation over; its files stay (``"clear"`` is refused: they are shared
+    by the identity's conversations)."""
+    await services.reset(identity, conversation_id, body.files if body else "keep")
     return {"status": await services.status(identity, conversation_id)}
 
 

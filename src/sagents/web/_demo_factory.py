@@ -1,15 +1,17 @@
-"""The demo's :class:`~sagents.Factory`: one agent per conversation, todos, files and approvals.
+"""The demo's :class:`~sagents.Factory`: one agent per conversation, todos, files, approvals.
 
 Every conversation gets the three core middleware: ``TodoList``, ``FileSystem`` on the files of
 its owner (a *scope-shared* filesystem: all conversations of one browser identity see the same
 files, served by the runtime's filesystem server of that scope) and ``HumanInTheLoop`` on the
-tools that change files, so a write waits for the person's approval.
+tools that change files, so a write waits for the person's approval; and ``AskUserQuestion``, so
+the model can ask the person questions (the page shows them as a small form).
 
 The model is the offline scripted scenario by default (``sagents.execution.demo_model``: it plans
-todos, writes notes under ``/notes/``, reads them back and answers), so the demo runs without an
-API key. ``provider:name`` builds a real model with langchain's ``init_chat_model``; what that
-needs (the provider package, its API key) is checked up front by :func:`check_model` so that the
-command line fails with a message naming the fix instead of a traceback mid-run.
+todos, writes notes under ``/notes/``, reads them back and answers; a message with "ask me" gets
+three questions instead), so the demo runs without an API key. ``provider:name`` builds a real
+model with langchain's ``init_chat_model``; what that needs (the provider package, its API key)
+is checked up front by :func:`check_model` so that the command line fails with a message naming
+the fix instead of a traceback mid-run.
 
 The fix for a missing package is a pip command, and which one works depends on where sagents
 came from: ``pip install 'sagents[openai]'`` for the published package, but from a source
@@ -32,6 +34,7 @@ from langchain_core.language_models import BaseChatModel
 from sagents._errors import ConfigurationError
 from sagents.execution._agent import Agent
 from sagents.execution._demo_model import demo_model
+from sagents.middleware._ask_user import AskUserQuestion
 from sagents.middleware._file_system import FileSystem
 from sagents.middleware._human_in_the_loop import HumanInTheLoop
 from sagents.middleware._todo_list import TodoList
@@ -167,6 +170,7 @@ class DemoFactory:
                 TodoList(),
                 FileSystem(),
                 HumanInTheLoop(interrupt_on=dict.fromkeys(PROTECTED_TOOLS, True)),
+                AskUserQuestion(),
             ],
         )
         # The owner's files are shared by all their conversations (the runtime's filesystem

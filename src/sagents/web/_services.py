@@ -1,9 +1,9 @@
 """``WebServices``: the runtime, the database and the conversation operations of the demo.
 
 The REST routes and the websocket protocol are two doors onto the same operations (create, list,
-send a message, cancel, decide, read files), so those live here once, scoped by the caller's
-identity, and both doors only translate requests and errors. Everything is owned by one
-instance built from a :class:`~sagents.web.WebConfig`: a :class:`~sagents.Runtime`, a
+send a message, cancel, decide, dismiss, reset, read files), so those live here once, scoped by
+the caller's identity, and both doors only translate requests and errors. Everything is owned by
+one instance built from a :class:`~sagents.web.WebConfig`: a :class:`~sagents.Runtime`, a
 :class:`~sagents.persistence.sql.SqlPersistence`, a :class:`~sagents.LocalPresence` and the
 :class:`~sagents.SessionConfig` that ties them to the demo factory.
 
@@ -43,6 +43,7 @@ from sagents.middleware._file_store import FileStore, normalize_path
 from sagents.persistence._protocols import Conversation
 from sagents.persistence.sql import SqlPersistence, upgrade
 from sagents.runtime._presence import LocalPresence, Presence
+from sagents.runtime._reset import ResetFiles
 from sagents.runtime._runtime import Runtime
 from sagents.session._config import SessionConfig
 from sagents.session._router import SingleFactoryRouter
@@ -430,6 +431,35 @@ class WebServices:
         await Session.resume(
             self.runtime, self.session_config, conversation_id, list(decisions), scope=scope
         )
+
+    async def dismiss(self, scope: str, conversation_id: str) -> None:
+        """Clear the pending approval or question without a decision: the calls are answered
+        as not run and the agent becomes idle (restarting it from its saved state if needed).
+
+        Raises:
+            InvalidTransition: nothing waits for a decision.
+        """
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        await self.conversation(scope, conversation_id)
+        await Session.dismiss(self.runtime, self.session_config, conversation_id, scope=scope)
+
+    async def reset(self, scope: str, conversation_id: str, files: ResetFiles = "keep") -> None:
+        """Start the conversation over: a run in progress is cancelled and the messages, todos
+        and any pending approval go (the agent is started from its saved state if needed, so
+        that the fresh state is what is saved). ``files="clear"`` is refused here: an
+        identity's files are shared by all its conversations.
+
+        Raises:
+            InvalidOption: ``files="clear"`` for the identity's shared files.
+        """
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+        await self.conversation(scope, conversation_id)
+        session = await Session.start(
+            self.runtime, self.session_config, conversation_id, scope=scope
+        )
+        await session.handle.reset(files=files)
 
     # -- files -----------------------------------------------------------------------------------
 

@@ -36,8 +36,13 @@ this: the replay after its ``seq`` holds the rest of the deltas or, once the mes
 and its deltas are compacted away, the whole message as ``llm_message``.
 
 **Actions in.** ``{"type": "send", "text": ...}``, ``{"type": "cancel"}``,
-``{"type": "decide", "decisions": [...]}``, ``{"type": "retry"}`` (run again after a run that
-ended in an error), ``{"type": "ping"}``, each with an optional ``ref`` echoed in the reply.
+``{"type": "decide", "decisions": [...]}`` (approve, edit, reject, respond — or answer a
+question: ``{"type": "answer", "answers": [...]}``), ``{"type": "dismiss"}`` (clear a pending
+approval or question without deciding), ``{"type": "reset", "files": "keep"}`` (start the
+conversation over), ``{"type": "retry"}`` (run again after a run that ended in an error),
+``{"type": "ping"}``, each with an optional ``ref`` echoed in the reply. The frames bound the
+shape of a decision (how many answers, how many choices); whether it fits the pending call is
+the core's check (``parse_decisions``), answered with ``invalid_decision``.
 Every inbound frame is checked for size, kind (text), JSON and schema, with the bounds the REST
 API applies too (storable text, the shape of edited arguments: see ``_limits.py``); a bad one,
 or an action the agent refuses, gets an error frame — the socket, its handler and the agent
@@ -75,12 +80,14 @@ from sagents._errors import (
     ConversationNotFound,
     ConversationOwnedElsewhere,
     InvalidDecision,
+    InvalidOption,
     InvalidTransition,
     PersistenceFailed,
     RegistryUnavailable,
     SagentsError,
     StateConflict,
 )
+from sagents._interrupt import MAX_CHOICES, MAX_QUESTIONS
 from sagents._status import Status
 from sagents.events import (
     Event,
@@ -91,6 +98,7 @@ from sagents.events import (
 )
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._publisher import Subscription
+from sagents.runtime._reset import ResetFiles
 from sagents.web._identity import identity_of, same_origin
 from sagents.web._limits import ConversationId, StorableText, ToolArguments
 from sagents.web._services import WebServices
@@ -141,8 +149,30 @@ class RejectDecision(BaseModel):
     message: Annotated[StorableText, Field(max_length=2000)] | None = None
 
 
+class RespondDecision(BaseModel):
+    """The person answers in place of the call (a question, or an approval that allows it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["respond"]
+    # Empty or overlong text is refused by the core, with the words a person reads.
+    message: StorableText
+
+
+#: One answer: a choice or text, or the choices of a multiple-choice question.
+AnswerValue = StorableText | Annotated[list[StorableText], Field(max_length=MAX_CHOICES)]
+
+
+class AnswerDecision(BaseModel):
+    """The answers to a call's questions, one per question, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["answer"]
+    answers: Annotated[list[AnswerValue], Field(max_length=MAX_QUESTIONS)]
+
+
 DecisionFrame = Annotated[
-    ApproveDecision | EditDecision | RejectDecision, Field(discriminator="type")
+    ApproveDecision | EditDecision | RejectDecision | RespondDecision | AnswerDecision,
+    Field(discriminator="type"),
 ]
 
 
@@ -151,7 +181,18 @@ class DecideFrame(_Frame):
     decisions: Annotated[list[DecisionFrame], Field(min_length=1, max_length=100)]
 
 
-_AnyFrame = SendFrame | CancelFrame | DecideFrame | RetryFrame | PingFrame
+class DismissFrame(_Frame):
+    type: Literal["dismiss"]
+
+
+class ResetFrame(_Frame):
+    type: Literal["reset"]
+    files: ResetFiles = "keep"
+
+
+_AnyFrame = (
+    SendFrame | CancelFrame | DecideFrame | DismissFrame | ResetFrame | RetryFrame | PingFrame
+)
 ClientFrame = Annotated[_AnyFrame, Field(discriminator="type")]
 _frames: TypeAdapter[_AnyFrame] = TypeAdapter(ClientFrame)
 _conversation_ids: TypeAdapter[str] = TypeAdapter(ConversationId)
@@ -207,6 +248,10 @@ def client_error(exc: SagentsError) -> ClientError:
         return ClientError(status=404, code="not_found", message=str(exc))
     if isinstance(exc, InvalidDecision):
         return ClientError(status=422, code="invalid_decision", message=str(exc))
+    if isinstance(exc, InvalidOption):
+        # A value the request chose that the operation refuses (a reset clearing files shared
+        # with other conversations): the client's to change, and the message says how.
+        return ClientError(status=422, code="invalid", message=str(exc))
     if isinstance(exc, InvalidTransition | AgentNotRunning):
         return ClientError(status=409, code="conflict", message=str(exc))
     if isinstance(exc, RegistryUnavailable):
@@ -356,6 +401,10 @@ class _Connection:
                 await services.cancel(scope, cid)
             elif isinstance(frame, RetryFrame):
                 await services.retry(scope, cid)
+            elif isinstance(frame, DismissFrame):
+                await services.dismiss(scope, cid)
+            elif isinstance(frame, ResetFrame):
+                await services.reset(scope, cid, frame.files)
             else:
                 await services.decide(scope, cid, [d.model_dump() for d in frame.decisions])
         except SagentsError as exc:

@@ -18,6 +18,7 @@ const LABEL = {
   cancelled: "cancelled",
   rejected: "rejected: not run",
   interrupted: "awaiting your approval",
+  asking: "awaiting your answer",
   waiting: "waiting: not run yet",
   not_run: "not run",
 };
@@ -29,6 +30,17 @@ function sameJson(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+// A person's decision on a call, in words: the answers to its questions, the reply given in
+// place of the tool, or the kind of decision.
+function decisionText(decision) {
+  if (decision.type === "answer" && Array.isArray(decision.answers)) {
+    const shown = decision.answers.map((answer) => (Array.isArray(answer) ? answer.join(", ") : String(answer)));
+    return `answered: ${shown.join(" · ")}`;
+  }
+  if (decision.type === "respond") return `replied: ${decision.message || ""}`;
+  return `decision: ${decision.type}`;
+}
+
 export class ToolCards {
   // place(node, seq) puts a top-level node in sequence order; turnOf(seq) names its turn.
   constructor(place, turnOf) {
@@ -38,12 +50,14 @@ export class ToolCards {
     this.early = new Map(); // tool_call_id -> what events said before the card was saved
     this.folds = new Map(); // turn (sequence of its user row) -> fold element
     this.agent = { status: "not_running", interrupt: false };
+    this.asking = new Set(); // tool_call_ids of pending calls that ask the person questions
   }
 
   clear() {
     this.records.clear();
     this.early.clear();
     this.folds.clear();
+    this.asking.clear();
   }
 
   // A stored tool_call row: its card, placed (inside the turn's fold for write_todos).
@@ -155,6 +169,11 @@ export class ToolCards {
     this.render(record);
   }
 
+  // The pending calls that wait for answers rather than an approval.
+  setAsking(ids) {
+    this.asking = new Set(ids);
+  }
+
   // The agent's status and whether an approval is pending decide what an unfinished call is.
   setAgent(status, interrupt) {
     this.agent = { status, interrupt };
@@ -170,7 +189,7 @@ export class ToolCards {
       label = el("span", { class: "tool-decision" });
       record.card.querySelector(".tool-head").append(label);
     }
-    label.textContent = `decision: ${decision.type}`;
+    label.textContent = decisionText(decision);
     if (decision.type === "edit" && decision.arguments) this.ranWith(record, decision.arguments);
   }
 
@@ -200,7 +219,8 @@ export class ToolCards {
   render(record) {
     const status = this.shown(record);
     record.card.dataset.status = status;
-    record.card.querySelector(".tool-status").textContent = LABEL[status] || status;
+    const asking = status === "interrupted" && this.asking.has(record.card.dataset.toolCallId);
+    record.card.querySelector(".tool-status").textContent = LABEL[asking ? "asking" : status] || status;
     const fold = record.card.closest(".todo-fold");
     if (fold) this.updateFold(fold);
   }

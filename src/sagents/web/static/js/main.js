@@ -1,6 +1,7 @@
 // The chat page: the conversation list, one conversation's live view, its panels.
 
 import { api } from "./api.js";
+import { asks, renderApprovals, reopenApprovals, setApprovalNote } from "./approvals.js";
 import { ConversationSocket } from "./socket.js";
 import {
   MessageList,
@@ -8,10 +9,8 @@ import {
   el,
   hideConnection,
   markStatusStale,
-  renderApprovals,
   renderFiles,
   renderTodos,
-  setApprovalNote,
   showConnection,
   showError,
   showStatus,
@@ -24,6 +23,8 @@ const FILE_TOOLS = new Set(["write_file", "edit_file", "delete_file", "move_file
 const REFUSED = {
   send: "Your message was not sent",
   decide: "Your decision was not applied",
+  dismiss: "Nothing was dismissed",
+  reset: "The conversation was not reset",
   cancel: "The run was not cancelled",
   retry: "The retry did not start",
 };
@@ -34,7 +35,8 @@ const state = {
   loaded: false, // the snapshot of the current conversation is rendered
   queue: [], // event frames that arrived before it was
   status: "not_running",
-  interrupt: false, // an approval is pending
+  interrupt: false, // an approval or a question is pending
+  asking: false, // what is pending asks the person questions
   actions: new Map(), // ref of a frame sent -> its type, until the server answers it
   wasDown: false, // the connection dropped since the page opened this conversation
 };
@@ -59,12 +61,14 @@ async function refreshList() {
   const list = $("conversations");
   list.replaceChildren(
     ...data.conversations.map((c) => {
-      const status = c.id === state.current ? state.status : c.status;
+      const open = c.id === state.current;
+      const status = open ? state.status : c.status;
+      const text = statusText(status, open && state.asking);
       return el(
         "li",
-        { class: c.id === state.current ? "conversation active" : "conversation", "data-id": c.id },
+        { class: open ? "conversation active" : "conversation", "data-id": c.id },
         el("a", { href: `#/c/${c.id}`, text: c.title || "New conversation" }),
-        el("span", { class: "status small", "data-status": status, text: statusText(status) }),
+        el("span", { class: "status small", "data-status": status, text }),
       );
     }),
   );
@@ -123,7 +127,10 @@ async function loadSnapshot() {
   if (id !== state.current) return;
   messages.clear({ keepPending: true });
   $("conversation-title").textContent = snapshot.conversation.title || "New conversation";
-  for (const row of snapshot.messages) messages.add(row);
+  // Rows are a transcript: a conversation that was reset shows what follows its last reset.
+  const rows = snapshot.messages;
+  const from = rows.map((row) => row.type).lastIndexOf("reset");
+  for (const row of rows.slice(Math.max(from, 0))) messages.add(row);
   renderTodos(snapshot.todos);
   const pending = snapshot.status === "interrupted" || snapshot.status === "not_running";
   showApprovals(pending ? snapshot.interrupt : null);
@@ -202,25 +209,28 @@ function onRefusal(frame) {
   const reason = frame.message || frame.code || "the server refused it";
   showError(`${REFUSED[kind] || "The server refused a request"}: ${reason}`);
   if (kind === "send") messages.settlePending(frame.ref, reason);
-  if (kind === "decide") setApprovalNote(`not applied: ${reason}`);
+  // Nothing changed: the dialogs and forms are usable again, with the reason.
+  if (kind === "decide" || kind === "dismiss") reopenApprovals(reason);
   if (kind === "retry") messages.showRunError(reason, retry);
 }
 
 function setStatus(status) {
   state.status = status;
-  showStatus(status);
+  showStatus(status, state.asking);
   messages.cards.setAgent(status, state.interrupt);
   const item = document.querySelector(`#conversations li[data-id="${state.current}"] .status`);
   if (item) {
     item.dataset.status = status;
-    item.textContent = statusText(status);
+    item.textContent = statusText(status, state.asking);
   }
 }
 
 function showApprovals(interrupt) {
   const requests = (interrupt && interrupt.action_requests) || [];
   state.interrupt = requests.length > 0;
-  renderApprovals(interrupt, decide);
+  state.asking = requests.some(asks);
+  renderApprovals(interrupt, { onDecide: decide, onDismiss: dismiss });
+  messages.cards.setAsking(requests.filter(asks).map((request) => request.tool_call_id));
   messages.cards.setAgent(state.status, state.interrupt);
 }
 
@@ -258,6 +268,15 @@ function applyEvent(event) {
     case "todos_updated":
       renderTodos(event.todos);
       break;
+    case "agent_reset":
+      // Back to a fresh state: its `reset` row (a divider) follows as a display message.
+      messages.clear({ keepPending: true });
+      renderTodos([]);
+      showApprovals(null);
+      break;
+    case "run_halted":
+      messages.showNotice(`Stopped: ${event.reason}`);
+      break;
     case "agent_shutdown":
       setStatus("not_running");
       document.body.dataset.lastShutdown = event.reason;
@@ -281,7 +300,10 @@ function onStatusChanged(event) {
     messages.cards.setLive(request.tool_call_id, "interrupted");
   }
   setStatus(event.status);
-  if (event.status === "running") messages.clearRunError();
+  if (event.status === "running") {
+    messages.clearRunError();
+    messages.clearNotices();
+  }
   if (event.status === "error") {
     const reason = typeof event.data === "string" && event.data ? event.data : "the run failed";
     messages.showRunError(reason, retry);
@@ -353,6 +375,25 @@ function cancelRun() {
     return;
   }
   act({ type: "cancel" });
+}
+
+// Neither is a dismiss or a reset: sent late, they could clear what came after the click.
+function liveOnly(what) {
+  if (state.socket && state.socket.connected) return true;
+  showError(`${what}: the page is not connected. Try again once it is back online.`);
+  return false;
+}
+
+// Returns what happens, in words, or null when nothing was sent.
+function dismiss() {
+  if (!liveOnly("Not dismissed")) return null;
+  return act({ type: "dismiss" }) ? "dismissing…" : null;
+}
+
+// The demo's files are shared by all conversations of this browser, so a reset keeps them
+// (the server refuses to clear them).
+function resetConversation() {
+  if (liveOnly("Not reset")) act({ type: "reset", files: "keep" });
 }
 
 // -- files ------------------------------------------------------------------------------------
@@ -448,6 +489,26 @@ $("rename-form").addEventListener("submit", async (event) => {
   } catch (error) {
     showError(`could not rename: ${error.message}`);
   }
+});
+
+// Two clicks, as for Delete: the first one asks, for a few seconds.
+let resetTimer = null;
+function unarmReset() {
+  clearTimeout(resetTimer);
+  $("reset").dataset.confirm = "";
+  $("reset").textContent = "Reset";
+}
+
+$("reset").addEventListener("click", () => {
+  const button = $("reset");
+  if (button.dataset.confirm !== "yes") {
+    button.dataset.confirm = "yes";
+    button.textContent = "Really reset? Files stay";
+    resetTimer = setTimeout(unarmReset, 4000);
+    return;
+  }
+  unarmReset();
+  resetConversation();
 });
 
 $("delete").addEventListener("click", async () => {

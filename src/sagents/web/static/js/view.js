@@ -1,5 +1,6 @@
-// Rendering: display messages, streamed text, tool calls, todos, files, approvals, errors.
-// Everything user- or model-provided goes through textContent, never innerHTML.
+// Rendering: display messages, streamed text, tool calls, todos, files, errors (the approvals
+// and questions are approvals.js). Everything user- or model-provided goes through
+// textContent, never innerHTML.
 
 import { ToolCards } from "./cards.js";
 import { contentText, el, pretty } from "./dom.js";
@@ -16,14 +17,16 @@ const STATUS_TEXT = {
   not_running: "not running",
 };
 
-export function statusText(status) {
+// `asking`: what the agent waits for is the answer to a question, not an approval.
+export function statusText(status, asking = false) {
+  if (status === "interrupted" && asking) return "awaiting your answer";
   return STATUS_TEXT[status] || status;
 }
 
-export function showStatus(status) {
+export function showStatus(status, asking = false) {
   const badge = document.getElementById("agent-status");
   badge.dataset.status = status;
-  badge.textContent = statusText(status);
+  badge.textContent = statusText(status, asking);
   document.getElementById("cancel").hidden = status !== "running";
 }
 
@@ -50,6 +53,7 @@ export class MessageList {
     this.userSeqs = []; // sequences of user rows, ascending: they start the turns
     this.cards = new ToolCards((node, seq) => this.place(node, seq), (seq) => this.turnOf(seq));
     this.streaming = null;
+    this.resetSeq = null;
   }
 
   // keepPending: a reload of the same conversation keeps the messages still queued.
@@ -60,6 +64,7 @@ export class MessageList {
     this.userSeqs = [];
     this.cards.clear();
     this.streaming = null;
+    this.resetSeq = null; // the sequence of the last `reset` row shown
   }
 
   scroll() {
@@ -87,6 +92,12 @@ export class MessageList {
 
   // A persisted display message (from a snapshot or a display_message_saved event).
   add(row) {
+    // A `reset` row starts the conversation over: what came before it is not shown.
+    if (this.resetSeq !== null && row.sequence !== null && row.sequence <= this.resetSeq) return;
+    if (row.type === "reset") {
+      this.clear({ keepPending: true });
+      this.resetSeq = row.sequence;
+    }
     // A saved reply replaces its streamed twin, also when the page already had the row (the
     // snapshot and the live events can both bring it after a reload).
     if (row.type === "assistant") this.dropFinishedStream();
@@ -120,6 +131,17 @@ export class MessageList {
       case "tool_result":
         if (this.cards.result(row)) return el("span", { class: "row-marker", hidden: true });
         return el("div", { class: "message tool-result-row", text: `${content.name}: ${content.text}` });
+      case "reset":
+        return el(
+          "div",
+          { class: "message reset-divider", role: "separator" },
+          el("span", {
+            text:
+              content.files === "clear"
+                ? "Conversation reset: messages, plan and files cleared"
+                : "Conversation reset: messages and plan cleared; files kept (your conversations share them)",
+          }),
+        );
       default:
         return el("div", { class: `message ${row.type}`, text: content.text || pretty(content) });
     }
@@ -183,6 +205,17 @@ export class MessageList {
 
   clearRunError() {
     for (const node of this.container.querySelectorAll(".run-error")) node.remove();
+  }
+
+  // A run the agent ended on purpose (run_halted): said once, until the next run starts.
+  showNotice(text) {
+    this.clearNotices();
+    this.place(el("div", { class: "message notice", role: "status", text }), Infinity);
+    this.scroll();
+  }
+
+  clearNotices() {
+    for (const node of this.container.querySelectorAll(".message.notice")) node.remove();
   }
 
   // -- messages sent while the page is not connected --------------------------------------------
@@ -256,105 +289,16 @@ export function renderFiles(files, onOpen) {
   );
 }
 
-// -- approvals: one dialog per pending call ---------------------------------------------------
-
-// `onDecide(decisions)` sends them and returns what happens to them, in words ("sent",
-// "queued ..."), shown under each dialog until the server answers (setApprovalNote).
-export function renderApprovals(interrupt, onDecide) {
-  const box = document.getElementById("approvals");
-  box.replaceChildren();
-  if (!interrupt || !interrupt.action_requests || interrupt.action_requests.length === 0) return;
-  const requests = interrupt.action_requests;
-  const decisions = new Array(requests.length).fill(null);
-  const decide = (index, decision, dialog) => {
-    decisions[index] = decision;
-    dialog.classList.add("decided");
-    dialog.querySelector(".chosen").textContent = `your decision: ${decision.type}`;
-    for (const button of dialog.querySelectorAll("button")) button.disabled = true;
-    if (decisions.every((d) => d !== null)) setApprovalNote(onDecide(decisions));
-  };
-  requests.forEach((request, index) => box.append(approvalDialog(request, index, decide)));
-}
-
-export function setApprovalNote(note) {
-  for (const chosen of document.querySelectorAll("#approvals .chosen")) {
-    const decision = chosen.textContent.split(" — ")[0];
-    if (decision) chosen.textContent = note ? `${decision} — ${note}` : decision;
-  }
-}
-
-function approvalDialog(request, index, decide) {
-  const allowed = request.allowed_decisions || ["approve", "edit", "reject"];
-  const args = el("textarea", { class: "edit-args", rows: 8, spellcheck: false, value: pretty(request.arguments) });
-  const reason = el("input", { class: "reject-message", placeholder: "why? (the agent reads this)" });
-  const problem = el("p", { class: "problem" });
-  const saveEdit = () => {
-    let parsed;
-    try {
-      parsed = JSON.parse(args.value);
-    } catch {
-      problem.textContent = "the arguments are not valid JSON";
-      return;
-    }
-    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-      problem.textContent = "the arguments must be a JSON object";
-      return;
-    }
-    decide(index, { type: "edit", arguments: parsed }, dialog);
-  };
-  const editBox = el(
-    "div",
-    { class: "edit-box", hidden: true },
-    args,
-    el("button", { type: "button", class: "primary save-edit", text: "Approve with these arguments", onclick: saveEdit }),
-  );
-  const rejectBox = el(
-    "div",
-    { class: "reject-box", hidden: true },
-    reason,
-    el("button", {
-      type: "button",
-      class: "danger confirm-reject",
-      text: "Reject",
-      onclick: () => decide(index, { type: "reject", message: reason.value || null }, dialog),
-    }),
-  );
-  const show = (box) => {
-    editBox.hidden = box !== editBox;
-    rejectBox.hidden = box !== rejectBox;
-  };
-  const button = (kind, attrs) => (allowed.includes(kind) ? el("button", { type: "button", ...attrs }) : null);
-  const dialog = el(
-    "div",
-    { class: "approval", role: "dialog", "data-tool-call-id": request.tool_call_id, "data-tool": request.name },
-    el("h4", { text: `Approve ${request.name}?` }),
-    request.description ? el("p", { text: request.description }) : null,
-    el("pre", { class: "approval-args", text: pretty(request.arguments) }),
-    el(
-      "div",
-      { class: "approval-actions" },
-      button("approve", { class: "primary approve", text: "Approve", onclick: () => decide(index, { type: "approve" }, dialog) }),
-      button("edit", { class: "edit", text: "Edit arguments", onclick: () => show(editBox) }),
-      button("reject", { class: "danger reject", text: "Reject…", onclick: () => show(rejectBox) }),
-    ),
-    editBox,
-    rejectBox,
-    problem,
-    el("p", { class: "chosen" }),
-  );
-  return dialog;
-}
-
 // -- the connection and errors ----------------------------------------------------------------
 
 const CONNECTION_TEXT = {
   reconnecting: (retryIn) =>
     `Connection lost: reconnecting${retryIn ? ` in ${retryIn} s` : "…"}. The agent's status ` +
     "above is the last one seen. Messages and approval decisions you send now are queued and " +
-    "sent once the page is back online; Cancel needs a live connection.",
+    "sent once the page is back online; Cancel, Dismiss and Reset need a live connection.",
   offline: () =>
     "You are offline. Messages and approval decisions you send now are queued and sent once " +
-    "the page is back online; Cancel needs a live connection.",
+    "the page is back online; Cancel, Dismiss and Reset need a live connection.",
   gone: () => "This conversation is no longer available.",
   open: () => "Back online.",
 };
