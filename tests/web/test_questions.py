@@ -38,6 +38,19 @@ async def snapshot(client: httpx.AsyncClient, conversation: str) -> dict[str, An
     return dict(response.json())
 
 
+async def answered(client: httpx.AsyncClient, conversation: str) -> dict[str, Any]:
+    """The snapshot once the run's last row (the assistant's answer) is saved: display rows are
+    written just after the agent goes idle."""
+    found: dict[str, Any] = {}
+
+    async def saved() -> bool:
+        found.update(await snapshot(client, conversation))
+        return bool(found["messages"]) and found["messages"][-1]["type"] == "assistant"
+
+    await wait_until(saved)
+    return found
+
+
 async def ask(
     ws: ClientConnection, text: str = "Please ask me about supervision"
 ) -> dict[str, Any]:
@@ -314,7 +327,7 @@ async def test_reset_starts_the_conversation_over_and_keeps_the_files(demo: Demo
             await approval(ws, "Before the reset")
             await ws.send(json.dumps({"type": "decide", "decisions": [{"type": "approve"}]}))
             await next_frame(ws, is_status("idle"))
-            before = await snapshot(client, conversation)
+            before = await answered(client, conversation)
             assert [t["status"] for t in before["todos"]] == ["completed"] * 3
 
             await ws.send(json.dumps({"type": "reset", "files": "keep", "ref": "r"}))
@@ -363,7 +376,7 @@ async def test_reset_refuses_to_clear_the_files_an_identity_shares(demo: Demo) -
             await approval(ws, "Shared notes")
             await ws.send(json.dumps({"type": "decide", "decisions": [{"type": "approve"}]}))
             await next_frame(ws, is_status("idle"))
-            before = await snapshot(client, conversation)
+            before = await answered(client, conversation)
             path = f"/api/conversations/{conversation}/reset"
             refused = await client.post(path, json={"files": "clear"})
             assert refused.status_code == 422, refused.text

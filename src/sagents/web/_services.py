@@ -206,6 +206,11 @@ class WebServices:
         """Readiness: the runtime can host agents and no shutdown has begun."""
         return not self._draining and self.runtime.ready()
 
+    def _check_accepting(self) -> None:
+        """Raise ``ServiceDraining`` once a shutdown has begun: no new work is taken."""
+        if self._draining:
+            raise ServiceDraining("the server is shutting down; try again in a moment")
+
     def begin_drain(self) -> None:
         """Flip readiness and refuse new messages (the first step of a graceful shutdown)."""
         self._draining = True
@@ -284,8 +289,7 @@ class WebServices:
         return [conversation_json(c, statuses.get(c.id, NOT_RUNNING)) for c in rows]
 
     async def create_conversation(self, scope: str, title: str | None) -> Conversation:
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         return await self.store.create_conversation(scope, title=title)
 
     async def open_thread(self, scope: str, conversation_id: str, text: str | None) -> None:
@@ -296,8 +300,7 @@ class WebServices:
             ConversationNotFound: the id belongs to another identity.
             ServiceDraining: the server is shutting down.
         """
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         title = " ".join((text or "").split())[:60] or None
         found = await self.store.get_conversation(scope, conversation_id)
         if found is None:
@@ -361,8 +364,7 @@ class WebServices:
             ConversationNotFound: not this identity's conversation.
             ServiceDraining: the server is shutting down.
         """
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         conversation = await self.conversation(scope, conversation_id)
         session = await Session.ensure_running(
             self.runtime, self.session_config, conversation_id, scope=scope
@@ -387,8 +389,7 @@ class WebServices:
             InvalidTransition: nothing to retry (the agent is not in error, or has its answer).
             ServiceDraining: the server is shutting down.
         """
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         await self.conversation(scope, conversation_id)
         status = await self.status(scope, conversation_id)
         if status == NOT_RUNNING:
@@ -425,8 +426,7 @@ class WebServices:
             InvalidTransition: nothing waits for a decision.
             InvalidDecision: the decisions do not fit the pending calls.
         """
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         await self.conversation(scope, conversation_id)
         await Session.resume(
             self.runtime, self.session_config, conversation_id, list(decisions), scope=scope
@@ -439,8 +439,7 @@ class WebServices:
         Raises:
             InvalidTransition: nothing waits for a decision.
         """
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         await self.conversation(scope, conversation_id)
         await Session.dismiss(self.runtime, self.session_config, conversation_id, scope=scope)
 
@@ -453,8 +452,7 @@ class WebServices:
         Raises:
             InvalidOption: ``files="clear"`` for the identity's shared files.
         """
-        if self._draining:
-            raise ServiceDraining("the server is shutting down; try again in a moment")
+        self._check_accepting()
         await self.conversation(scope, conversation_id)
         session = await Session.start(
             self.runtime, self.session_config, conversation_id, scope=scope
