@@ -8,7 +8,7 @@ from sagents import events, telemetry
 from sagents._errors import (
     AgentAlreadyRunning,
     AgentNotRunning,
-    AgentUnreachable,
+    AgentUnavailable,
     ConfigurationError,
     ConversationExists,
     ConversationNotFound,
@@ -95,7 +95,7 @@ __all__ = [
     "AgentHandle",
     "AgentInfo",
     "AgentNotRunning",
-    "AgentUnreachable",
+    "AgentUnavailable",
     "Answer",
     "Approve",
     "AutoSave",

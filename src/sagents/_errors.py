@@ -36,7 +36,7 @@ for each decision a caller has to make::
     ├── AgentNotRunning               no server runs that agent id: start it
     ├── AgentAlreadyRunning           a server already runs that agent id: use it
     ├── RegistryUnavailable           the runtime is starting or stopping: retry, never start
-    └── AgentUnreachable              its host did not answer (died, timed out): retry
+    └── AgentUnavailable              its host did not answer (died, timed out): retry
 
 Messages say what to do next, because they end up in logs read by someone who did not write the
 call.
@@ -50,7 +50,7 @@ from typing import Any
 __all__ = [
     "AgentAlreadyRunning",
     "AgentNotRunning",
-    "AgentUnreachable",
+    "AgentUnavailable",
     "ChildAlreadyStarted",
     "ChildExitedBeforeReady",
     "ChildNotFound",
@@ -210,7 +210,7 @@ class RegistryUnavailable(SagentsError):
     """The runtime is starting or shutting down: retry later, and never start a duplicate."""
 
 
-class AgentUnreachable(SagentsError):
+class AgentUnavailable(SagentsError):
     """The process or node running the agent did not answer (it died, or the call timed out).
 
     Retryable: whether the call took effect is unknown. The next ``Session.ensure_running``

@@ -17,6 +17,7 @@ from sagents.middleware import (
     Summarization,
     TodoList,
     default_middleware,
+    is_summary,
 )
 from sagents.testing import Reply, ScriptedChatModel, ToolCall
 from tests.runtime.conftest import until_status
@@ -101,3 +102,35 @@ async def test_an_agent_with_the_stack_plans_and_writes() -> None:
     [written] = [m for m in state.messages if isinstance(m, ToolMessage) and m.name == "write_file"]
     assert written.status == "success"
     assert state.messages[-1].content == "done"
+
+
+def test_with_no_model_the_summaries_are_the_agent_s() -> None:
+    stack = default_middleware()
+    assert kinds(stack) == list(DEFAULT_STACK)
+    summarization = stack[3]
+    assert isinstance(summarization, Summarization)
+    assert summarization.model is None  # the agent's own model writes them
+
+
+def _summarize_or_answer(messages: list[BaseMessage]) -> Reply:
+    if "summar" in str(messages[0].content).lower() and len(messages) == 2:
+        return Reply(text="the gist so far")  # the summary request: its prompt and transcript
+    return Reply(text="ok")
+
+
+async def test_summarization_without_a_model_writes_with_the_agent_s() -> None:
+    m = ScriptedChatModel(responder=_summarize_or_answer)
+    agent = Agent(
+        agent_id="self-summarizing",
+        model=m,
+        middleware=[Summarization(max_messages=4, messages_to_keep=2)],
+    )
+    async with Runtime() as runtime:
+        handle = await runtime.start_agent(agent, inactivity_timeout=None)
+        async with handle.subscribe() as events:
+            for turn in range(4):
+                await handle.add_message(f"message {turn}")
+                await until_status(events, Status.IDLE)
+        state = await handle.get_state()
+    assert any(is_summary(message) for message in state.messages)
+    assert any("the gist so far" in str(message.content) for message in state.messages)

@@ -26,7 +26,7 @@ from sagents import (  # noqa: E402
     Agent,
     AgentAlreadyRunning,
     AgentNotRunning,
-    AgentUnreachable,
+    AgentUnavailable,
     Runtime,
     Session,
     SessionConfig,
@@ -267,9 +267,9 @@ async def test_a_dead_host_fails_calls_clearly_and_its_agents_restart_elsewhere(
     host = backend.host_of("conversation-c1")
     assert host is not None
     ray.kill(ray.get_actor(host, namespace=backend.namespace))
-    with pytest.raises(AgentUnreachable):
+    with pytest.raises(AgentUnavailable):
         await session.handle.get_state()
-    with pytest.raises(AgentUnreachable):  # after the events received before the loss
+    with pytest.raises(AgentUnavailable):  # after the events received before the loss
         await drain(session.events)
     # The directory forgot the dead host: the conversation comes back elsewhere, whole, at
     # once (the dead host's ownership lease, 30 s by default, is taken over).

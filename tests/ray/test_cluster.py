@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 from sagents import (  # noqa: E402
-    AgentUnreachable,
+    AgentUnavailable,
     Runtime,
     Session,
     SessionConfig,
@@ -125,7 +125,7 @@ async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(
     cluster.remove_node(worker, allow_graceful=False)
 
     # The node's processes may answer for a moment after their node is gone; then every call
-    # fails with AgentUnreachable, each within the call timeout, never a hang.
+    # fails with AgentUnavailable, each within the call timeout, never a hang.
     lost = sessions[ids.index(on_worker[0])]
 
     async def until_unreachable() -> None:
@@ -133,7 +133,7 @@ async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(
             await asyncio.wait_for(lost.handle.get_state(), 10)
             await asyncio.sleep(0.1)
 
-    with pytest.raises(AgentUnreachable):
+    with pytest.raises(AgentUnavailable):
         await until_unreachable()
     # Every conversation answers again, those of the lost node restored elsewhere at once (the
     # dead host's ownership leases are taken over, not waited out).
@@ -143,7 +143,7 @@ async def test_a_lost_node_s_conversations_come_back_on_the_surviving_one(
             try:
                 again = await Session.ensure_running(runtime, config, c)
                 break
-            except AgentUnreachable:  # a call reached the dead host first: it is forgotten now
+            except AgentUnavailable:  # a call reached the dead host first: it is forgotten now
                 await asyncio.sleep(0.1)
         assert again is not None, c
         state = await again.handle.get_state()

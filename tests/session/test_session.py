@@ -209,9 +209,11 @@ async def test_fetch_running_never_starts_the_agent(
     assert await Session.fetch_running(runtime, config, "f") is None
     assert not Session.is_running(runtime, config, "f")  # it did not start it
     session = await Session.start(runtime, config, "f", scope="u")
-    handle = await Session.fetch_running(runtime, config, "f", scope="u")
-    assert handle is not None
-    assert handle.agent_id == session.agent_id
+    running = await Session.fetch_running(runtime, config, "f", scope="u")
+    assert running is not None
+    assert running.handle.agent_id == session.agent_id
+    assert (running.conversation_id, running.started, running.restored) == ("f", False, False)
+    assert running.events is None
     assert await Session.fetch_running(runtime, config, "f") is not None  # trusted: any scope
     with pytest.raises(ConversationNotFound):
         await Session.fetch_running(runtime, config, "f", scope="someone else")

@@ -8,7 +8,7 @@ the model will. This is what Sagents builds unless ``replace_default_middleware`
 what deepagents' ``create_deep_agent`` builds; here it is a list you pass as ``middleware=``,
 so the agent's configuration stays explicit::
 
-    agent = Agent(agent_id="a1", model=model, middleware=default_middleware(model))
+    agent = Agent(agent_id="a1", model=model, middleware=default_middleware())
     agent = Agent(
         agent_id="a2",
         model=model,
@@ -48,7 +48,7 @@ DEFAULT_STACK: tuple[type[Middleware], ...] = (
 
 
 def default_middleware(
-    model: BaseChatModel,
+    model: BaseChatModel | None = None,
     *,
     exclude: Collection[type[Middleware]] = (),
     replace: Sequence[Middleware] = (),
@@ -57,7 +57,8 @@ def default_middleware(
     """The standard middleware stack (see the module docstring), fresh instances each call.
 
     Args:
-        model: the model ``Summarization`` writes its summaries with (usually the agent's).
+        model: the model ``Summarization`` writes its summaries with; None (the default): the
+            agent's own.
         exclude: classes of the stack to leave out.
         replace: instances used instead of the stack's own of the same class, in its place
             (e.g. ``Summarization(model, fraction=0.8)``).
@@ -98,7 +99,7 @@ def default_middleware(
     return stack
 
 
-def _default(kind: type[Middleware], model: BaseChatModel) -> Middleware:
+def _default(kind: type[Middleware], model: BaseChatModel | None) -> Middleware:
     if kind is Summarization:
         return Summarization(model)
     return kind()

@@ -304,7 +304,8 @@ class Summarization(Middleware):
     ``fraction`` of the context window, ``max_messages`` messages.
 
     Args:
-        model: writes the summaries (a cheaper model than the agent's is fine).
+        model: writes the summaries (a cheaper model than the agent's is fine); None: the
+            agent's own model.
         threshold: summarise when the prompt counts more tokens than this.
         fraction: summarise when the prompt counts more than this fraction (0 < f <= 1) of the
             model's context window: ``context_window``, or the agent model's
@@ -334,7 +335,7 @@ class Summarization(Middleware):
 
     def __init__(
         self,
-        model: BaseChatModel,
+        model: BaseChatModel | None = None,
         *,
         threshold: int | None = None,
         fraction: float | None = None,
@@ -364,6 +365,7 @@ class Summarization(Middleware):
         else:
             self._counter = counter_source
         self._counter_failed = False
+        self._agent_counter = model is None and token_counter is None
         self._window_warned = False
         self.validate()
 
@@ -395,7 +397,7 @@ class Summarization(Middleware):
                 f"Summarization(max_messages={self.max_messages}) must be more than "
                 f"messages_to_keep={self.messages_to_keep}, or every call would summarise"
             )
-        if not isinstance(self.model, BaseLanguageModel):
+        if self.model is not None and not isinstance(self.model, BaseLanguageModel):
             raise InvalidMiddleware(
                 "Summarization(model=...) must be a langchain chat model (it writes the summaries)"
             )
@@ -403,6 +405,12 @@ class Summarization(Middleware):
     async def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
         """The token count of ``messages`` (the triggers compare the prompt's)."""
         counter = self._counter
+        if counter is None and self.model is None and self._agent_counter:
+            # The agent's own model writes the summaries: its counter counts them, once known.
+            agent = getattr(_context(), "agent", None)
+            if agent is not None:
+                self._agent_counter = False
+                counter = self._counter = model_token_counter(agent.model)
         if counter is None or self._counter_failed:
             return approximate_token_count(messages)
         try:
@@ -563,9 +571,15 @@ class Summarization(Middleware):
             text = previous.text.removeprefix(_SUMMARY_HEADER)
             parts.append(f"The summary so far:\n{text}")
         parts.append(f"The messages to add to it:\n{_transcript(older)}")
-        reply = await self.model.ainvoke(
-            [SystemMessage(self.prompt), HumanMessage("\n\n".join(parts))]
-        )
+        writer = self.model
+        if writer is None:
+            agent = getattr(_context(), "agent", None)
+            if agent is None:
+                raise InvalidMiddleware(
+                    "Summarization() without a model writes with the agent's: run it in an agent"
+                )
+            writer = agent.model
+        reply = await writer.ainvoke([SystemMessage(self.prompt), HumanMessage("\n\n".join(parts))])
         summary = reply.text.strip()
         if not summary:
             raise ValueError("the summary model returned an empty summary")

@@ -7,7 +7,7 @@ handles and subscriptions route to the host that runs the agent. With no ``addre
 Ray is started: the embedded way to use every core of one machine.
 
 Calls that reach no host (its process or node died, or the call timed out) raise
-:class:`~sagents.AgentUnreachable`, never a hang and never "not running"; a dead host is
+:class:`~sagents.AgentUnavailable`, never a hang and never "not running"; a dead host is
 forgotten by the directory, and the next ``Session.ensure_running`` restarts its agents on a
 live host from their persisted state.
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import ray
 from ray import cloudpickle
 
-from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationError, InvalidOption
+from sagents._errors import AgentNotRunning, AgentUnavailable, ConfigurationError, InvalidOption
 from sagents._state import State
 from sagents.events import Channel
 from sagents.execution._agent import Agent
@@ -80,7 +80,7 @@ class RayBackend:
             ``{"sagents": "agents"}`` for nodes started with ``ray start --labels``); with
             ``placement="hash"`` a conversation stays on its host while the hosts stay.
         call_timeout: seconds a call to a host may take before it raises
-            :class:`~sagents.AgentUnreachable` (None: no limit).
+            :class:`~sagents.AgentUnavailable` (None: no limit).
         stream_window: events a subscription may have on their way to its reader, on the
             host and in this process, before it overflows as in one process.
         stop_hosts: stop the hosts (gracefully: agents are saved) at shutdown; default when
@@ -352,7 +352,7 @@ class RayBackend:
         except (ray.exceptions.RayActorError, TimeoutError) as exc:
             if isinstance(exc, ray.exceptions.ActorDiedError):
                 self._forget(host_name)
-            raise AgentUnreachable(
+            raise AgentUnavailable(
                 f"{what}: sagents host {host_name} did not answer ({type(exc).__name__}); it may "
                 "or may not have happened. Retry: a dead host's agents restart elsewhere on "
                 "their next Session.ensure_running"
@@ -505,7 +505,7 @@ class RayBackend:
                 if exc.host == pinned:  # that host is leaving (a drain): it releases soon
                     await asyncio.sleep(min(0.05 * attempt, 0.5))
                 pinned = exc.host
-        raise AgentUnreachable(
+        raise AgentUnavailable(
             f"agent {agent_id!r} could not start: the files it shares stayed open on sagents "
             f"host {pinned}, which takes no new agents. Retry in a moment"
         )

@@ -21,7 +21,7 @@ from typing import Any
 
 from ray import cloudpickle
 
-from sagents._errors import AgentUnreachable
+from sagents._errors import AgentUnavailable
 
 __all__ = ["CallBatcher", "Request", "run_batch"]
 
@@ -112,7 +112,7 @@ def _travelling(error: BaseException) -> BaseException:
     """``error``, or a stand-in when it cannot be pickled or must not be raised elsewhere (a
     cancellation here is not one of the caller's)."""
     if not isinstance(error, Exception):
-        return AgentUnreachable(
+        return AgentUnavailable(
             f"the call was interrupted on its host ({type(error).__name__}): it is stopping; "
             "retry once the agent runs again"
         )

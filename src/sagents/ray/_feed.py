@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import ray
 
-from sagents._errors import AgentUnreachable
+from sagents._errors import AgentUnavailable
 from sagents.events import Event
 from sagents.runtime._publisher import Subscription
 
@@ -176,19 +176,19 @@ class FeedLink:
                         continue  # closed here meanwhile
                     if not subscriber.deliver(events, ended, self._window):
                         self.remove(sub_id)  # it overflowed here, or it ended
-            error: BaseException = AgentUnreachable(
+            error: BaseException = AgentUnavailable(
                 f"sagents host {self.host_name} ended its event feed"
             )
         except asyncio.CancelledError:
             raise
         except ray.exceptions.RayActorError as exc:
-            error = AgentUnreachable(
+            error = AgentUnavailable(
                 f"sagents host {self.host_name} stopped answering ({exc}); subscribe again "
                 "with after_seq once the agent runs again (Session.ensure_running)"
             )
         except Exception as exc:  # a Ray failure of the stream itself
             _log.error("the event feed from sagents host %s failed: %r", self.host_name, exc)
-            error = AgentUnreachable(f"the event feed from sagents host {self.host_name} failed")
+            error = AgentUnavailable(f"the event feed from sagents host {self.host_name} failed")
         subscribers, self._subscriptions = self._subscriptions, {}
         for subscriber in subscribers.values():
             subscriber.fail(error)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from sagents._errors import AgentNotRunning, AgentUnreachable, ConfigurationError
+from sagents._errors import AgentNotRunning, AgentUnavailable, ConfigurationError
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
@@ -139,7 +139,7 @@ class RemoteSubscription(Subscription):
     Its events come over the host's feed to this process (:mod:`sagents.ray._feed`), shared
     by every subscription of this process to that host. Iteration ends as a local one does
     (the agent's ``AgentShutdown``, an overflow, or :meth:`aclose`); if the host dies
-    meanwhile it raises :class:`AgentUnreachable`, and a new subscription with ``after_seq``
+    meanwhile it raises :class:`AgentUnavailable`, and a new subscription with ``after_seq``
     set to the last ``seq`` seen resumes once the agent runs again. A reader more than the
     feed's window behind overflows as in one process: the events it holds, then one
     ``SubscriptionOverflow`` (its ``seq`` the last one kept, ``dropped`` the events this
@@ -227,7 +227,7 @@ class RemoteSubscription(Subscription):
             self.fail(cause if isinstance(cause, BaseException) else exc)
         except ray.exceptions.RayActorError as exc:
             self.fail(
-                AgentUnreachable(
+                AgentUnavailable(
                     f"the host of agent {self._agent_id!r} did not answer ({exc}); subscribe "
                     "again once the agent runs again (Session.ensure_running)"
                 )
@@ -347,7 +347,7 @@ class RemoteWatch(Watch):
             except StopAsyncIteration:
                 await self._drop()
                 continue
-            except (AgentNotRunning, AgentUnreachable):
+            except (AgentNotRunning, AgentUnavailable):
                 # The directory still lists an instance that has ended (or whose host died):
                 # its next change says what runs now.
                 await self._drop()

@@ -374,9 +374,10 @@ class Session:
         conversation_id: str,
         *,
         scope: Scope | _AnyScope = _ANY_SCOPE,
-    ) -> AgentHandle | None:
-        """The handle of the conversation's agent if it runs (here or anywhere in the backend's
-        cluster), else None; never starts or restores it.
+    ) -> Session | None:
+        """The conversation's running session (its ``handle``; ``started`` and ``restored``
+        False, no ``events``), or None when its agent does not run here or anywhere in the
+        backend's cluster; never starts or restores it.
 
         With ``scope``, a caller of another scope gets ``ConversationNotFound``; without it
         (trusted server code), any agent of the conversation is returned.
@@ -388,9 +389,10 @@ class Session:
         if not isinstance(scope, _AnyScope) and info.scope != scope:
             raise _not_in_scope(agent_id)
         try:
-            return runtime.agent(agent_id)
+            handle = runtime.agent(agent_id)
         except AgentNotRunning:
             return None  # it stopped meanwhile
+        return cls(agent_id=agent_id, conversation_id=conversation_id, handle=handle)
 
     @classmethod
     def is_running(cls, runtime: Runtime, config: SessionConfig, conversation_id: str) -> bool:
