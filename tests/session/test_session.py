@@ -214,9 +214,9 @@ async def test_fetch_running_never_starts_the_agent(
     assert running.handle.agent_id == session.agent_id
     assert (running.conversation_id, running.started, running.restored) == ("f", False, False)
     assert running.events is None
-    assert await Session.fetch_running(runtime, config, "f") is not None  # trusted: any scope
-    with pytest.raises(ConversationNotFound):
-        await Session.fetch_running(runtime, config, "f", scope="someone else")
+    for other in ("someone else", None):  # (None is a scope too: a single-tenant app's)
+        with pytest.raises(ConversationNotFound):
+            await Session.fetch_running(runtime, config, "f", scope=other)
     await Session.stop(runtime, config, "f")
     assert await Session.fetch_running(runtime, config, "f", scope="u") is None
 

@@ -373,20 +373,21 @@ class Session:
         config: SessionConfig,
         conversation_id: str,
         *,
-        scope: Scope | _AnyScope = _ANY_SCOPE,
+        scope: Scope = None,
     ) -> Session | None:
         """The conversation's running session (its ``handle``; ``started`` and ``restored``
         False, no ``events``), or None when its agent does not run here or anywhere in the
         backend's cluster; never starts or restores it.
 
-        With ``scope``, a caller of another scope gets ``ConversationNotFound``; without it
-        (trusted server code), any agent of the conversation is returned.
+        Raises:
+            ConversationNotFound: the agent runs for another scope than ``scope`` (None is the
+                scope of a single-tenant app).
         """
         agent_id = config.agent_id_for(conversation_id)
         info = await runtime.agent_info(agent_id)
         if info is None:
             return None
-        if not isinstance(scope, _AnyScope) and info.scope != scope:
+        if info.scope != scope:
             raise _not_in_scope(agent_id)
         try:
             handle = runtime.agent(agent_id)
