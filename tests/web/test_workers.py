@@ -12,6 +12,7 @@ the first stops the hosts, and every agent's state is saved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -118,6 +119,16 @@ def status_is(status: str) -> Callable[[dict[str, Any]], bool]:
     return found
 
 
+async def drain(ws: ClientConnection) -> None:
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+
+
+def ws_of(demo: Demo, conversation: str) -> str:
+    return f"{demo.url.replace('http', 'ws', 1)}/ws/conversations/{conversation}"
+
+
 async def agents(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     response = await client.get("/debug/api/agents")
     assert response.status_code == 200
@@ -158,16 +169,23 @@ async def test_servers_over_one_cluster_serve_the_same_conversations(
     )
     demos.append(joined)
 
-    async with (
-        httpx.AsyncClient(base_url=first.url, timeout=30) as a,
-        httpx.AsyncClient(base_url=joined.url, timeout=30) as b,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(httpx.AsyncClient(base_url=first.url, timeout=30))
+        b = await stack.enter_async_context(httpx.AsyncClient(base_url=joined.url, timeout=30))
         conversation = (await a.post("/api/conversations", json={})).json()["id"]
         cookie = a.cookies[COOKIE_NAME]
         b.cookies.set(COOKIE_NAME, cookie)
-        ws_url = f"{joined.url.replace('http', 'ws', 1)}/ws/conversations/{conversation}"
         headers = {"Cookie": f"{COOKIE_NAME}={cookie}"}
-        async with connect(ws_url, additional_headers=headers) as ws:
+        # A tab on the first server, open throughout: a viewer anywhere in the cluster keeps
+        # the agent alive (past the joined server's exit, whatever the grace period).
+        tab = await stack.enter_async_context(
+            connect(ws_of(first, conversation), additional_headers=headers)
+        )
+        await frames_until(tab, lambda frame: frame["type"] in ("attached", "detached"))
+        # Read as a page does (an unread socket would stall and be dropped by the server).
+        reader = asyncio.get_running_loop().create_task(drain(tab))
+        stack.callback(reader.cancel)
+        async with connect(ws_of(joined, conversation), additional_headers=headers) as ws:
             await frames_until(ws, lambda frame: frame["type"] in ("attached", "detached"))
             # Sent through the first server; the socket on the joined one sees the run.
             sent = await a.post(
@@ -196,6 +214,8 @@ async def test_servers_over_one_cluster_serve_the_same_conversations(
         assert sent.status_code == 202
         listed = await agents(a)
         assert set(listed) == {conversation, second}
+        # The tab on the first server is the conversation's one viewer, wherever it runs.
+        assert listed[conversation]["viewer_count"] == 1
         assert listed[conversation]["node"].startswith("sagents-host-")
         assert listed[second]["node"] == listed[conversation]["node"]
         assert {cid: row["node"] for cid, row in (await agents(b)).items()} == {
@@ -206,10 +226,8 @@ async def test_servers_over_one_cluster_serve_the_same_conversations(
             row["id"]: row["node"] for row in listed.values()
         }
 
-    # The joined server leaves; the agents stay on the cluster.
-    assert "sagents demo: stopped" in await joined.stop()
-    async with httpx.AsyncClient(base_url=first.url, timeout=30) as a:
-        a.cookies.set(COOKIE_NAME, cookie)
+        # The joined server leaves; the agents stay on the cluster.
+        assert "sagents demo: stopped" in await joined.stop()
         assert (await a.get(f"/api/conversations/{conversation}")).json()["status"] == "idle"
     # The first stops the hosts it started: each agent saved on the way out.
     assert "sagents demo: stopped" in await first.stop()

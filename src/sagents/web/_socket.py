@@ -65,9 +65,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -106,7 +106,6 @@ from sagents.web._services import WebServices
 __all__ = ["INTERNAL", "ClientError", "ClientFrame", "client_error", "conversation_socket"]
 
 _log = logging.getLogger("sagents.web")
-_connections = itertools.count(1)
 
 
 class _Frame(BaseModel):
@@ -542,9 +541,11 @@ async def conversation_socket(ws: WebSocket) -> None:
         return
     connection = _Connection(ws, services, scope, conversation_id)
     topic = services.session_config.presence_topic(conversation_id)
-    key = f"tab-{next(_connections)}"
+    # Unique across the server's processes: with several workers over one cluster, a counter
+    # per process would give two tabs one key (one viewer), and one's leaving would drop both.
+    key = f"tab-{uuid.uuid4().hex}"
     # Tracked from this task: the viewer disappears when the handler ends, however it ends.
-    await services.presence.track(topic, key, {"identity": scope})
+    viewer = await services.presence.track(topic, key, {"identity": scope})
     after_seq = _number(ws.query_params.get("after_seq"))
     instance = _number(ws.query_params.get("instance"))
     try:
@@ -555,7 +556,7 @@ async def conversation_socket(ws: WebSocket) -> None:
             pump.add_done_callback(lambda _: reader.cancel())
             reader.add_done_callback(lambda _: pump.cancel())
     finally:
-        await services.presence.untrack(topic, key)
+        await services.presence.untrack(topic, key, viewer)  # this connection only
         if ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
