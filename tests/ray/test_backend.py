@@ -13,7 +13,7 @@ import itertools
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +62,6 @@ for _module in (sys.modules[__name__], test_session):
     ray.cloudpickle.register_pickle_by_value(_module)
 
 _namespaces = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """One local Ray for the module (starting one costs seconds); its address."""
-    ray.init(num_cpus=2, include_dashboard=False, namespace="sagents-tests", log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture

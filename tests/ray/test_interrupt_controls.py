@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -49,15 +49,6 @@ def test_every_async_handle_method_is_forwarded_to_the_host() -> None:
     assert methods - _NOT_FORWARDED <= HANDLE_METHODS
     assert all(name in vars(RemoteAgentHandle) for name in methods)
     assert "dismiss" in SESSION_METHODS
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    ray.init(num_cpus=2, include_dashboard=False, namespace="sagents-tests", log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture
