@@ -54,6 +54,18 @@ T = TypeVar("T")
 
 #: How many hosts a start tries before giving up (each refusal names the next one).
 _PLACEMENT_ATTEMPTS = 20
+#: Session methods that start the agent or find it running: sent again to another host when
+#: theirs died (whatever they did there died with it).
+_IDEMPOTENT = frozenset({"start", "ensure_running"})
+
+
+class _HostDied(AgentUnavailable):
+    """A host died; ``sent``: a call had been sent to it (else nothing reached it)."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
 
 #: Feed items a host may send ahead of this process's reading (each carries every event
 #: pending for it, so a few suffice; past them the host's subscriptions overflow).
@@ -329,7 +341,17 @@ class RayBackend:
     def _host(self, name: str) -> Any:
         host = self._hosts.get(name)
         if host is None:
-            host = self._hosts[name] = ray.get_actor(name, namespace=self._namespace)
+            try:
+                host = ray.get_actor(name, namespace=self._namespace)
+            except ValueError as exc:  # Ray's word for "no such named actor": it died
+                self._forget(name)
+                raise _HostDied(
+                    f"sagents host {name} is gone (its process or node died); the directory "
+                    "forgets it now. Retry: its agents restart elsewhere on their next "
+                    "Session.ensure_running",
+                    sent=False,
+                ) from exc
+            self._hosts[name] = host
         return host
 
     # -- calls -----------------------------------------------------------------------------
@@ -350,13 +372,15 @@ class RayBackend:
                 raise cause from None
             raise
         except (ray.exceptions.RayActorError, TimeoutError) as exc:
-            if isinstance(exc, ray.exceptions.ActorDiedError):
-                self._forget(host_name)
-            raise AgentUnavailable(
+            message = (
                 f"{what}: sagents host {host_name} did not answer ({type(exc).__name__}); it may "
                 "or may not have happened. Retry: a dead host's agents restart elsewhere on "
                 "their next Session.ensure_running"
-            ) from exc
+            )
+            if isinstance(exc, ray.exceptions.ActorDiedError):
+                self._forget(host_name)
+                raise _HostDied(message, sent=True) from exc
+            raise AgentUnavailable(message) from exc
 
     def _forget(self, host_name: str) -> None:
         self._hosts.pop(host_name, None)
@@ -409,10 +433,14 @@ class RayBackend:
         """What :meth:`agent_info` reports, of every agent of the cluster (one call per
         host); a host that does not answer is left out and logged."""
         names = list(await self.hosts())
-        results = await asyncio.gather(
-            *(self._await(n, self._host(n).agent_infos.remote(), "agent infos") for n in names),
-            return_exceptions=True,
-        )
+
+        async def listed(name: str) -> list[AgentInfo]:
+            infos: list[AgentInfo] = await self._await(
+                name, self._host(name).agent_infos.remote(), "agent infos"
+            )
+            return infos
+
+        results = await asyncio.gather(*map(listed, names), return_exceptions=True)
         infos: list[AgentInfo] = []
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
@@ -489,26 +517,35 @@ class RayBackend:
             self._shared_sent.update((name, key) for key in shared)
             return version
 
-        await self._mirrored(await self._on_placed_host(agent_id, start))
+        await self._mirrored(await self._on_placed_host(agent_id, start, idempotent=True))
         return RemoteAgentHandle(runtime, agent_id, self)
 
-    async def _on_placed_host(self, agent_id: str, start: Callable[[str], Awaitable[T]]) -> T:
+    async def _on_placed_host(
+        self, agent_id: str, start: Callable[[str], Awaitable[T]], *, idempotent: bool
+    ) -> T:
         """``start(host)`` on the host the directory places ``agent_id`` on; again on the
         host that holds its shared filesystem scope if that is another one (agents sharing
-        files run together: each host would keep its own view of them)."""
+        files run together: each host would keep its own view of them); again elsewhere if
+        the host turns out dead, unless ``start`` reached it and is not ``idempotent``."""
         pinned: str | None = None
+        reason = "no host took it"
         for attempt in range(_PLACEMENT_ATTEMPTS):
             name: str = await self._directory.place.remote(agent_id, pinned)
             try:
                 return await start(name)
+            except _HostDied as exc:  # the directory forgets it: the next place is elsewhere
+                if exc.sent and not idempotent:
+                    raise
+                pinned, reason = None, str(exc)
             except FilesOpenElsewhere as exc:
                 if exc.host == pinned:  # that host is leaving (a drain): it releases soon
                     await asyncio.sleep(min(0.05 * attempt, 0.5))
                 pinned = exc.host
-        raise AgentUnavailable(
-            f"agent {agent_id!r} could not start: the files it shares stayed open on sagents "
-            f"host {pinned}, which takes no new agents. Retry in a moment"
-        )
+                reason = (
+                    f"the files it shares stayed open on sagents host {pinned}, which takes "
+                    "no new agents"
+                )
+        raise AgentUnavailable(f"agent {agent_id!r} could not start: {reason}. Retry in a moment")
 
     async def session(
         self,
@@ -543,7 +580,7 @@ class RayBackend:
             return result
 
         if where == "place":
-            return await self._on_placed_host(agent_id, run)
+            return await self._on_placed_host(agent_id, run, idempotent=method in _IDEMPOTENT)
         if where == "running":
             try:
                 return await run(self._host_name(agent_id))

@@ -156,7 +156,10 @@ class RemoteSubscription(Subscription):
         "_error",
         "_last_seq",
         "_link",
+        "_received",
+        "_replayed",
         "_sub_id",
+        "_taken",
         "_waiter",
     )
 
@@ -171,6 +174,11 @@ class RemoteSubscription(Subscription):
         self._dropped = 0
         self._last_seq = after_seq or 0
         self._buffer: deque[Event] = deque()
+        # The window counts live events only, as in one process: the first ``_replayed``
+        # received (all of them until the host has answered how many) are the replay.
+        self._replayed: int | None = None
+        self._received = 0
+        self._taken = 0
         self._waiter: asyncio.Future[None] | None = None
         self._sub_id = link.add(self)
         # Answered once the host has subscribed it; the backend holds this process's next
@@ -198,9 +206,15 @@ class RemoteSubscription(Subscription):
         if not self._buffer:
             return None
         event = self._buffer.popleft()
+        self._taken += 1
         if isinstance(event, SubscriptionOverflow):
             self._dropped += event.dropped
         return event
+
+    def _unread_live(self) -> int:
+        if self._replayed is None:
+            return 0
+        return max(0, self._received - max(self._taken, self._replayed))
 
     @property
     def is_attached(self) -> bool:
@@ -221,7 +235,7 @@ class RemoteSubscription(Subscription):
 
     async def _attached(self, ref: Any) -> None:
         try:
-            await ref
+            self._replayed = await ref
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause
             self.fail(cause if isinstance(cause, BaseException) else exc)
@@ -238,12 +252,14 @@ class RemoteSubscription(Subscription):
     def deliver(self, events: tuple[Event, ...], ended: bool, window: int) -> bool:
         if self._ended:
             return False
-        room = window - len(self._buffer)
+        replay = 0 if self._replayed is None else max(0, self._replayed - self._received)
+        room = replay + window - self._unread_live() if self._replayed is not None else len(events)
         if len(events) > room:
             kept = events[: max(room, 0)]
             if kept:
                 self._last_seq = kept[-1].seq
             self._buffer.extend(kept)
+            self._received += len(kept)
             overflow = SubscriptionOverflow(
                 agent_id=self._agent_id, seq=self._last_seq, dropped=len(events) - len(kept)
             )
@@ -253,6 +269,7 @@ class RemoteSubscription(Subscription):
         if events:
             self._last_seq = events[-1].seq
             self._buffer.extend(events)
+            self._received += len(events)
         if ended:
             self._end()
             return False

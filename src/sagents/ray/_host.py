@@ -317,9 +317,10 @@ class Host:
 
     def attach(
         self, client: str, sub_id: int, agent_id: str, channel: str, after_seq: int | None
-    ) -> None:
+    ) -> int:
         """Subscribe ``client``'s subscription ``sub_id`` to the agent (from ``after_seq``);
-        its events go to the client's feed.
+        its events go to the client's feed. Returns how many of them, first, are replayed
+        (exempt from the subscription's window, as in one process).
 
         Raises:
             AgentNotRunning: the agent does not run here.
@@ -332,6 +333,7 @@ class Host:
             after_seq=after_seq,
         )
         feed.attach(sub_id, subscription)
+        return subscription.replay_pending
 
     def detach(self, client: str, sub_id: int) -> None:
         """``client`` closed ``sub_id``."""

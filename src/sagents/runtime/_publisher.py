@@ -525,6 +525,12 @@ class Subscription(AsyncResource):
         sub = self._sub
         return sub.ended and not sub.replay and not sub.queue and not sub.overflow_pending
 
+    @property
+    def replay_pending(self) -> int:
+        """Replayed events (and a gap marker) not taken yet: they come first, and do not count
+        against the queue bound."""
+        return len(self._sub.replay or ())
+
     def get_nowait(self) -> Event | None:
         """The next event if one is ready, else None (also once :attr:`finished`)."""
         sub = self._sub
