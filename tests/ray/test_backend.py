@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import ToolMessage
 
 ray = pytest.importorskip("ray")
 
@@ -33,6 +34,7 @@ from sagents import (  # noqa: E402
     SessionOptions,
     SingleFactoryRouter,
     Status,
+    get_tool_context,
 )
 from sagents.events import (  # noqa: E402
     AgentShutdown,
@@ -44,6 +46,7 @@ from sagents.events import (  # noqa: E402
     StatusChanged,
     SubscriptionOverflow,
 )
+from sagents.execution import Reply, ToolCall  # noqa: E402
 from sagents.middleware import HumanInTheLoop  # noqa: E402
 from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
 from sagents.ray import RayBackend, RayPresence  # noqa: E402
@@ -147,6 +150,28 @@ async def test_a_thousand_agents_spread_over_the_hosts(runtime: Runtime) -> None
     await runtime.agent("agent-7").add_message("hello")
     await asyncio.gather(*(runtime.stop(i) for i in ids))
     assert runtime.agent_count() == 0
+
+
+def whoami() -> str:
+    """Who asks."""
+    data = get_tool_context().tool_context
+    return f"{data.get('user')}@{data.get('tenant')}"
+
+
+async def test_tools_on_a_host_read_the_caller_s_tool_context(runtime: Runtime) -> None:
+    turns = [Reply(tool_calls=[ToolCall(name="whoami", args={})]), Reply(text="ok")]
+    agent = Agent(agent_id="a1", model=ScriptedChatModel(script=turns * 2), tools=[whoami])
+    handle = await runtime.start_agent(
+        agent, tool_context={"user": "ann", "tenant": "acme"}, inactivity_timeout=None
+    )
+    async with handle.subscribe() as events:
+        await handle.add_message("first")
+        await until_status(events, Status.IDLE)
+        await handle.add_message("second", tool_context={"user": "bob"})
+        await until_status(events, Status.IDLE)
+    state = await handle.get_state()
+    results = [m.content for m in state.messages if isinstance(m, ToolMessage)]
+    assert results == ["ann@acme", "bob@acme"]
 
 
 async def test_agents_sharing_files_run_on_the_host_that_holds_them(runtime: Runtime) -> None:

@@ -62,6 +62,7 @@ class AgentHost(Protocol):
         initial_state: State | Mapping[str, Any] | None = None,
         *,
         inactivity_timeout: float | None = ...,
+        tool_context: Mapping[str, Any] = ...,
     ) -> HostedAgent: ...
 
 

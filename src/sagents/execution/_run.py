@@ -31,7 +31,7 @@ from sagents.execution._sink import EventSink, NullSink
 
 if TYPE_CHECKING:
     from sagents.execution._agent import Agent
-    from sagents.execution._tool_context import ToolResume
+    from sagents.execution._tool_context import MessageQueue, ToolResume
     from sagents.execution._tools import ToolOutcome
 
 __all__ = ["Run", "answer_pending_calls", "dismiss_interrupt"]
@@ -58,6 +58,8 @@ class Run:
         tool_outcomes: ``(call, outcome)`` pairs of the last tool execution, in call order.
         tools_in_flight: outcomes of tools finished so far while tools run (for a cancel).
         services: handed to every tool through ``ToolContext.services``.
+        tool_context: handed to every tool as ``ToolContext.tool_context``.
+        message_queue: where ``ToolContext.queue_message`` puts messages (None: nowhere).
         middleware_context: what middleware hooks get from ``get_middleware_context()``.
         metadata: added to the metadata of every telemetry event of the run (e.g.
             ``conversation_id``).
@@ -71,6 +73,8 @@ class Run:
         sink: EventSink | None = None,
         decisions: Sequence[Decision | Mapping[str, Any]] | None = None,
         services: Mapping[str, Any] | None = None,
+        tool_context: Mapping[str, Any] | None = None,
+        message_queue: MessageQueue | None = None,
         metadata: Mapping[str, Any] | None = None,
         middleware_context: MiddlewareContext | None = None,
     ) -> None:
@@ -98,6 +102,8 @@ class Run:
         self.tool_outcomes: list[tuple[ToolCall, ToolOutcome]] = []
         self.tools_in_flight: dict[str, ToolOutcome] | None = None
         self.services: Mapping[str, Any] = services if services is not None else {}
+        self.tool_context: Mapping[str, Any] = tool_context if tool_context is not None else {}
+        self.message_queue = message_queue
         self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
         self.middleware_context = middleware_context or MiddlewareContext(
             agent.agent_id, services=self.services, emit=self.sink.emit

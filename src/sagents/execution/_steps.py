@@ -331,6 +331,8 @@ async def execute_tools(run: Run) -> RunResult | None:
                 services=run.services,
                 agent=agent,
                 resume=resume.pop(call_id, None),
+                tool_context=run.tool_context,
+                message_queue=run.message_queue,
                 debug=wants_debug,
             )
             outcome = await invoke_tool(

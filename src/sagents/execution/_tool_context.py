@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.messages import BaseMessage, HumanMessage
+
 from sagents._errors import SagentsError
 from sagents._interrupt import Decision, Interrupt
 from sagents._state import State
@@ -23,10 +25,16 @@ from sagents.events import Event, MiddlewareAction
 if TYPE_CHECKING:
     from sagents.execution._agent import Agent
 
-__all__ = ["StateUpdate", "ToolContext", "ToolResume", "get_tool_context"]
+__all__ = ["MessageQueue", "StateUpdate", "ToolContext", "ToolResume", "get_tool_context"]
 
 #: A change to apply to the state after the turn's tools have run.
 StateUpdate = Callable[[State], State]
+
+#: Where ``ToolContext.queue_message`` puts a message: ``(message, shown)``, ``shown`` being
+#: the user's version of it (None: the user sees nothing).
+MessageQueue = Callable[[BaseMessage, BaseMessage | None], None]
+
+_NOTHING: Mapping[str, Any] = {}
 
 _current: ContextVar[ToolContext | None] = ContextVar("sagents_tool_context", default=None)
 
@@ -46,6 +54,9 @@ class ToolContext:
         agent: the agent running the tool.
         resume: set when this call was suspended (:meth:`suspend`) and the run is being resumed:
             the human decisions for it and the data it suspended with.
+        tool_context: the caller's data for tools: the ``tool_context`` start option, with
+            the ``tool_context`` of the message that started this run on top (Sagents'
+            ``custom_context``). Empty when none was given.
     """
 
     agent_id: str
@@ -55,6 +66,8 @@ class ToolContext:
     services: Mapping[str, Any] = field(default_factory=dict)
     agent: Agent | None = field(default=None, repr=False)
     resume: ToolResume | None = None
+    tool_context: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
+    message_queue: MessageQueue | None = field(default=None, repr=False)
     updates: list[StateUpdate] = field(default_factory=list)
     interrupt: Interrupt | None = None
     suspended: Interrupt | None = None
@@ -79,6 +92,39 @@ class ToolContext:
         this is ignored.
         """
         self.suspended = interrupt
+
+    def queue_message(
+        self, message: BaseMessage | str, *, display: bool | BaseMessage | str = True
+    ) -> bool:
+        """Queue ``message`` (a string becomes a ``HumanMessage``) as the next turn's input:
+        it enters the conversation when this run ends, at the head of a follow-up run, like
+        a message the user sent meanwhile (and counted against ``max_follow_ups``). Use it to
+        hand the model instructions rather than data: models treat a tool result as data and
+        a user turn as instructions. If the run ends waiting for a human decision, the
+        message waits for the run that continues it.
+
+        ``display`` is what the user sees in the conversation's display rows: the message
+        itself (True), nothing (False: the model sees it, the transcript does not), or
+        another message or text. As nobody typed it, prefer False or your own wording.
+
+        Returns False, queuing nothing, when the tool does not run in an agent server
+        (e.g. a bare ``Run``): the tool should then return the text as its result.
+        """
+        queue = self.message_queue
+        if queue is None:
+            return False
+        if isinstance(message, str):
+            message = HumanMessage(message)
+        if display is True:
+            shown: BaseMessage | None = message
+        elif display is False:
+            shown = None
+        elif isinstance(display, str):
+            shown = HumanMessage(display)
+        else:
+            shown = display
+        queue(message, shown)
+        return True
 
     def wants_debug(self) -> bool:
         """Whether anyone listens on the agent's ``debug`` channel (skip building debug events

@@ -331,8 +331,13 @@ class SubAgent(Middleware):
             else:
                 if runtime.get_status_nowait(sub_id) is not None:
                     await runtime.stop(sub_id, reason="replaced")
+                # The caller's data reaches the sub-agent's tools too.
                 handle = await runtime.start_sub_agent(
-                    ctx.agent_id, agent, state, inactivity_timeout=None
+                    ctx.agent_id,
+                    agent,
+                    state,
+                    inactivity_timeout=None,
+                    tool_context=ctx.tool_context,
                 )
             events = handle.subscribe()
             try:

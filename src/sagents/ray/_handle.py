@@ -56,10 +56,19 @@ class RemoteAgentHandle(AgentHandle):
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await self._backend.call_agent(self.agent_id, method, args, kwargs)
 
-    async def add_message(self, message: BaseMessage | str, *, run: bool = True) -> None:
+    async def add_message(
+        self,
+        message: BaseMessage | str,
+        *,
+        run: bool = True,
+        tool_context: Mapping[str, Any] | None = None,
+    ) -> None:
         if isinstance(message, str):
             message = HumanMessage(message)
-        await self._call("add_message", message, run=run)
+        if tool_context is None:
+            await self._call("add_message", message, run=run)
+        else:
+            await self._call("add_message", message, run=run, tool_context=tool_context)
 
     async def execute(self) -> None:
         await self._call("execute")

@@ -52,16 +52,25 @@ class AgentHandle:
             )
         return server
 
-    async def add_message(self, message: BaseMessage | str, *, run: bool = True) -> None:
+    async def add_message(
+        self,
+        message: BaseMessage | str,
+        *,
+        run: bool = True,
+        tool_context: Mapping[str, Any] | None = None,
+    ) -> None:
         """Append a message and, by default, run. A string becomes a ``HumanMessage``.
 
         While a run is in progress the message is queued and runs next; while interrupted it
-        dismisses the pending approval or question.
+        dismisses the pending approval or question. ``tool_context`` (the caller's data for
+        tools, e.g. the request's user) replaces the previous message's over the start
+        option's, from the run this message starts: tools read it as
+        ``ToolContext.tool_context``.
         """
         if isinstance(message, str):
             message = HumanMessage(message)
         server = self._server()
-        await server.call(server.do_add_message, message, run)
+        await server.call(server.do_add_message, message, run, tool_context)
 
     async def execute(self) -> None:
         """Start a run.

@@ -109,6 +109,7 @@ class StartOptions(TypedDict, total=False):
     queue_size: int
     shutdown_timeout: float
     metadata: Mapping[str, object]
+    tool_context: Mapping[str, Any]
     context: contextvars.Context | None
 
 
@@ -148,6 +149,10 @@ class AgentOptions:
         queue_size: per-subscriber queue bound.
         shutdown_timeout: seconds a graceful stop may take (final save) before it is forced.
         metadata: free-form data reported in telemetry and ``AgentInfo``.
+        tool_context: the caller's data for the agent's tools (a user id, a tenant, a
+            client), read as ``ToolContext.tool_context``; a message's own
+            (``add_message(..., tool_context=...)``) goes over it from the run that message
+            starts. Not persisted: whoever starts the agent again gives it again.
         context: the ``contextvars`` the agent's runs, tools and hooks see (request ids, tenant,
             OpenTelemetry context); None: a copy of the context ``start_agent`` was called in.
             ``handle.update_context()`` replaces it on a running agent.
@@ -172,6 +177,7 @@ class AgentOptions:
     queue_size: int = 1000
     shutdown_timeout: float = 30.0
     metadata: Mapping[str, object] = field(default_factory=lambda: _NO_METADATA)
+    tool_context: Mapping[str, Any] = field(default_factory=lambda: _NO_METADATA)
     context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
@@ -184,6 +190,9 @@ class AgentOptions:
             object.__setattr__(self, "initial_subscribers", tuple(subscribers))
         # A copy the caller cannot change later; the (usual) empty one is shared.
         object.__setattr__(self, "metadata", dict(self.metadata) if self.metadata else _NO_METADATA)
+        object.__setattr__(
+            self, "tool_context", dict(self.tool_context) if self.tool_context else _NO_METADATA
+        )
 
     def _check_times(self) -> None:
         set_ = object.__setattr__
@@ -261,6 +270,8 @@ class AgentOptions:
             raise InvalidOption("filesystem_scope must be hashable, e.g. ('user', 42)")
         if type(self.metadata) is not dict and not isinstance(self.metadata, Mapping):
             raise InvalidOption("metadata must be a dict")
+        if type(self.tool_context) is not dict and not isinstance(self.tool_context, Mapping):
+            raise InvalidOption("tool_context must be a dict of the data your tools read")
         if self.context is not None and not isinstance(self.context, contextvars.Context):
             raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
 

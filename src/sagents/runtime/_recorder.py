@@ -176,7 +176,7 @@ class Recorder:
         self._display_failures = 0
         self._display_dropped = False
         # id(message) -> (message, the user's version): rewritten messages not displayed yet
-        self._shown: dict[int, tuple[BaseMessage, BaseMessage]] | None = None
+        self._shown: dict[int, tuple[BaseMessage, BaseMessage | None]] | None = None
         self._live = False
         self._resume = False
         self._reconcile = restart  # display rows may be ahead of storage: settle them at start
@@ -599,9 +599,10 @@ class Recorder:
 
     # Display messages: appended in order, updated rows broadcast.
 
-    def show_as(self, message: BaseMessage, shown: BaseMessage) -> None:
+    def show_as(self, message: BaseMessage, shown: BaseMessage | None) -> None:
         """The display rows of ``message``, when it enters the state, are ``shown``'s (the
-        user's version of a message a preprocessor rewrote for the model)."""
+        user's version of a message a preprocessor rewrote for the model); None: it has
+        none (a message for the model only)."""
         if self.options.display_message_persistence is not None:
             if self._shown is None:
                 self._shown = {}
@@ -609,7 +610,10 @@ class Recorder:
 
     def _append_display(self, messages: Sequence[BaseMessage], version: int) -> None:
         if self._shown:
-            messages = [self._user_version(message) for message in messages]
+            shown = [self._user_version(message) for message in messages]
+            messages = [message for message in shown if message is not None]
+            if not messages:
+                return
         log = self._display_log
         if log and isinstance(log[-1], list) and log[-1] is not self._in_flight:
             # The last operation is an append, not being written yet: these join it.
@@ -618,7 +622,7 @@ class Recorder:
         else:
             self._display([(message, version) for message in messages])
 
-    def _user_version(self, message: BaseMessage) -> BaseMessage:
+    def _user_version(self, message: BaseMessage) -> BaseMessage | None:
         shown = self._shown
         entry = None if shown is None else shown.pop(id(message), None)
         if shown is not None and not shown:

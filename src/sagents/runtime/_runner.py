@@ -71,6 +71,9 @@ class RunnerHost(EventSink, Protocol):
     last_result: Any
     recorder: Recorder
     services: Mapping[str, Any]
+    #: What tools read as ``ToolContext.tool_context`` (the start option, with the latest
+    #: message's on top).
+    tool_context: Mapping[str, Any]
     #: The context runs start in (a copy each).
     context: contextvars.Context | None
 
@@ -100,13 +103,26 @@ class RunnerHost(EventSink, Protocol):
 class Runner:
     """The run in progress of one agent server and what waits for its end."""
 
-    __slots__ = ("_deferred", "_follow_ups", "_host", "_queued", "run", "task")
+    __slots__ = (
+        "_deferred",
+        "_follow_ups",
+        "_from_tools",
+        "_host",
+        "_queued",
+        "_queued_context",
+        "run",
+        "task",
+    )
 
     def __init__(self, host: RunnerHost) -> None:
         self._host = host
         self.run: Run | None = None
         self.task: asyncio.Task[RunResult] | None = None
         self._queued: list[BaseMessage] | tuple[()] = ()
+        self._queued_context: Mapping[str, Any] | None = None  # the queued messages' latest
+        # Queued by tools (ToolContext.queue_message): they go first in the next turn, after
+        # the run that queued them; one that ends waiting for a decision holds them.
+        self._from_tools: list[BaseMessage] | tuple[()] = ()
         self._deferred: list[tuple[str, Any]] | tuple[()] = ()
         self._follow_ups = 0  # turns chained on queued messages since the user's last run
 
@@ -114,7 +130,7 @@ class Runner:
     def at_rest(self) -> bool:
         """Whether nothing is running, queued or deferred (the server then forgets the runner
         at the end of its mailbox burst)."""
-        return self.run is None and not self._queued and not self._deferred
+        return self.run is None and not self._queued and not self._deferred and not self._from_tools
 
     @property
     def queued_count(self) -> int:
@@ -122,9 +138,12 @@ class Runner:
 
     # -- commands (each one a message in the server's mailbox) -----------------------------------
 
-    def add_message(self, message: BaseMessage, run: bool) -> None:
+    def add_message(
+        self, message: BaseMessage, run: bool, tool_context: Mapping[str, Any] | None = None
+    ) -> None:
         """Append ``message`` and, with ``run``, start a run. During a run it is queued
-        for the next turn; it dismisses a pending approval."""
+        for the next turn; it dismisses a pending approval. Its ``tool_context`` is what
+        tools read from then on (over the start option's)."""
         host = self._host
         preprocess = host.options.message_preprocessor
         if preprocess is not None:
@@ -134,10 +153,16 @@ class Runner:
                 self._queued.append(message)
             else:
                 self._queued = [message]
+            if tool_context is not None:
+                self._queued_context = tool_context
             return
+        if tool_context is not None:
+            host.tool_context = {**host.options.tool_context, **tool_context}
+        messages: tuple[BaseMessage, ...] = (message,)
         if host.status is Status.INTERRUPTED:
             self._dismiss_interrupt()
-        host.set_state(host.state.append(message), (message,))
+            messages = (*self._take_from_tools(), message)  # their run is over
+        host.set_state(host.state.append(*messages), messages)
         if run:
             self._launch()
             self._follow_ups = 0
@@ -206,6 +231,9 @@ class Runner:
                 "nothing to dismiss"
             )
         self._dismiss_interrupt(reason=DISMISSED)
+        held = self._take_from_tools()  # their run is over: kept, without a run
+        if held:
+            host.set_state(host.state.append(*held), held)
         host.touch()
         host.recorder.checkpoint("idle")
         auto_save = host.options.auto_save
@@ -215,7 +243,8 @@ class Runner:
     async def clear(self) -> None:
         """The runs' part of a reset: cancel the run in progress (handling its result if it
         finished before the cancel reached it, as a stop does) and drop the queued messages."""
-        self._queued = ()
+        self._queued = self._from_tools = ()
+        self._queued_context = None
         self._follow_ups = 0
         await self.cancel()
         run, task = self.run, self.task
@@ -287,12 +316,23 @@ class Runner:
             # It finished before the cancel could reach it: its result waits in the mailbox
             # behind the stop and would never be processed, so it is handled here — without
             # the follow-up run its queued messages would start.
-            queued, self._queued = self._queued, ()
+            queued, from_tools = self._queued, self._from_tools
+            self._queued = self._from_tools = ()
             await self.completed(run, task.result())  # the late message then finds no run
-            self._queued = queued
-        if self._queued:
-            host = self._host
-            messages, self._queued = self._queued, ()
+            self._queued, self._from_tools = queued, from_tools
+        host = self._host
+        if host.status is Status.INTERRUPTED and self._from_tools:
+            # After pending tool calls a message would leave the history invalid, and the
+            # interrupt outlives this server: what tools queued for after it is lost. Said.
+            _log.warning(
+                "agent %r stopped while waiting for a decision: %d message(s) queued by its "
+                "tools for after it were dropped",
+                host.agent_id,
+                len(self._from_tools),
+            )
+            self._from_tools = ()
+        messages = self._take_queued()
+        if messages:
             host.set_state(host.state.append(*messages), messages)
 
     async def abandon(self) -> None:
@@ -312,6 +352,8 @@ class Runner:
             sink=host,
             decisions=decisions,
             services=host.services,
+            tool_context=host.tool_context,
+            message_queue=self._queue_from_tool,
             metadata={"conversation_id": host.options.conversation_id, **host.options.metadata},
             middleware_context=host.hooks().context,
         )
@@ -358,16 +400,16 @@ class Runner:
         host.touch()
         # Handled before the status changes, so whoever sees the new status sees their effect.
         await self._deliver_deferred()
-        self._report(result, follow_up=self._follows_up())
-        if self._queued:
+        pending = bool(self._queued) or (
+            bool(self._from_tools) and not isinstance(result, Interrupted)
+        )
+        self._report(result, follow_up=pending and self._follow_ups < host.options.max_follow_ups)
+        if pending:
             self._run_queued()
         auto_save = host.options.auto_save
         if host.status is not Status.RUNNING and auto_save is not None and auto_save.on_idle:
             host.recorder.auto_save("auto_save.on_idle")
         host.run_ended()
-
-    def _follows_up(self) -> bool:
-        return bool(self._queued) and self._follow_ups < self._host.options.max_follow_ups
 
     def _report(self, result: RunResult, *, follow_up: bool) -> None:
         host = self._host
@@ -397,9 +439,33 @@ class Runner:
                 host.set_status(Status.ERROR, str(error))
                 recorder.checkpoint("error")
 
+    def _queue_from_tool(self, message: BaseMessage, shown: BaseMessage | None) -> None:
+        """``ToolContext.queue_message``: called in the run's task, kept for its end."""
+        if shown is not message:
+            self._host.recorder.show_as(message, shown)
+        if isinstance(self._from_tools, list):
+            self._from_tools.append(message)
+        else:
+            self._from_tools = [message]
+
+    def _take_from_tools(self) -> tuple[BaseMessage, ...]:
+        messages, self._from_tools = tuple(self._from_tools), ()
+        return messages
+
+    def _take_queued(self) -> tuple[BaseMessage, ...]:
+        """The messages of the next turn: the tools' first, then those sent meanwhile (whose
+        latest ``tool_context`` takes effect)."""
+        messages = (*self._take_from_tools(), *self._queued)
+        self._queued = ()
+        context, self._queued_context = self._queued_context, None
+        if context is not None:
+            host = self._host
+            host.tool_context = {**host.options.tool_context, **context}
+        return messages
+
     def _run_queued(self) -> None:
         host = self._host
-        messages, self._queued = self._queued, ()
+        messages = self._take_queued()
         follow_up = self._follow_ups < host.options.max_follow_ups
         if host.status is Status.INTERRUPTED:
             self._dismiss_interrupt(announce=not follow_up)
@@ -444,10 +510,10 @@ class Runner:
         host = self._host
         self.run = None
         self.task = None
-        if self._queued:
-            # Sent during the run, so they precede anything sent later: keep them, in order,
-            # without starting a run the user just cancelled.
-            messages, self._queued = self._queued, ()
+        # Sent during the run, so they precede anything sent later: keep them, in order,
+        # without starting a run the user just cancelled.
+        messages = self._take_queued()
+        if messages:
             host.set_state(host.state.append(*messages), messages)
         host.set_status(status)
         host.recorder.checkpoint(status.value)

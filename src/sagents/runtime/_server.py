@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain_core.messages import BaseMessage
 
 from sagents import telemetry
-from sagents._errors import AgentNotRunning, InvalidTransition, StateConflict
+from sagents._errors import AgentNotRunning, InvalidOption, InvalidTransition, StateConflict
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
@@ -127,6 +127,7 @@ class AgentServer:
         "shutdown_reason",
         "state",
         "status",
+        "tool_context",
     )
 
     def __init__(
@@ -155,6 +156,7 @@ class AgentServer:
         self.services: Mapping[str, Any] = services if services is not None else _NO_SERVICES
         #: The context runs start in (a copy each); ``update_context()`` replaces it.
         self.context = options.context if context is None else context
+        self.tool_context: Mapping[str, Any] = options.tool_context
         self._task_context: contextvars.Context | None = None
         self._loop = asyncio.get_running_loop()
         self._started_at = self._loop.time()
@@ -600,11 +602,15 @@ class AgentServer:
 
     # -- commands (run inside the mailbox) -------------------------------------------------------
 
-    def do_add_message(self, message: BaseMessage, run: bool) -> None:
+    def do_add_message(
+        self, message: BaseMessage, run: bool, tool_context: Mapping[str, Any] | None
+    ) -> None:
         if not isinstance(message, BaseMessage):
             raise TypeError(f"add_message takes a langchain message, got {type(message).__name__}")
+        if tool_context is not None and not isinstance(tool_context, Mapping):
+            raise InvalidOption("tool_context must be a dict of the data your tools read")
         self.touch()
-        self._runs().add_message(message, run)
+        self._runs().add_message(message, run, tool_context)
 
     def do_execute(self) -> None:
         self.touch()
