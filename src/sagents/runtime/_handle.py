@@ -19,6 +19,7 @@ from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
+from sagents.runtime import _commands as commands
 from sagents.runtime._context import capture_context
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
@@ -70,7 +71,7 @@ class AgentHandle:
         if isinstance(message, str):
             message = HumanMessage(message)
         server = self._server()
-        await server.call(server.do_add_message, message, run, tool_context)
+        await server.call(commands.add_message, server, message, run, tool_context)
 
     async def execute(self) -> None:
         """Start a run.
@@ -79,7 +80,7 @@ class AgentHandle:
             InvalidTransition: already running, or interrupted (use :meth:`resume`).
         """
         server = self._server()
-        await server.call(server.do_execute)
+        await server.call(commands.execute, server)
 
     async def resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
         """Continue an interrupted run with one decision per pending call: for an approval
@@ -92,7 +93,7 @@ class AgentHandle:
             InvalidDecision: the decisions (or answers) do not fit; the interrupt stays.
         """
         server = self._server()
-        await server.call(server.do_resume, decisions)
+        await server.call(commands.resume, server, decisions)
 
     async def dismiss_interrupt(self) -> None:
         """Clear a pending approval or question without sending a message: every pending call
@@ -103,7 +104,7 @@ class AgentHandle:
             InvalidTransition: the agent is not interrupted.
         """
         server = self._server()
-        await server.call(server.do_dismiss_interrupt)
+        await server.call(commands.dismiss_interrupt, server)
 
     async def reset(self, *, files: ResetFiles = "keep") -> None:
         """Go back to a fresh state without restarting the server: a run in progress is
@@ -121,7 +122,7 @@ class AgentHandle:
         """
         check_files(files)
         server = self._server()
-        await server.call(server.do_reset, files)
+        await server.call(commands.reset_agent, server, files)
 
     async def cancel(self) -> None:
         """Cancel the run in progress.
@@ -130,7 +131,7 @@ class AgentHandle:
             InvalidTransition: nothing is running.
         """
         server = self._server()
-        await server.call(server.do_cancel)
+        await server.call(commands.cancel, server)
 
     async def pause(self) -> None:
         """Pause for infrastructure (a node drain): any run stops, the state is saved with a
@@ -141,7 +142,7 @@ class AgentHandle:
             InvalidTransition: the agent waits for approval (that already survives restarts).
         """
         server = self._server()
-        await server.call(server.do_pause)
+        await server.call(commands.pause, server)
 
     async def stop(self, reason: str = "manual") -> None:
         """Stop gracefully (save, ``AgentShutdown(reason)``); returns once it has left."""
@@ -155,7 +156,7 @@ class AgentHandle:
             InvalidTransition: the agent has no middleware with that key.
         """
         server = self._server()
-        await server.call(server.do_send_to_middleware, key, message)
+        await server.call(commands.send_to_middleware, server, key, message)
 
     async def update_context(self, context: contextvars.Context | None = None) -> None:
         """Replace the ``contextvars`` the agent's next runs and tools see (request id, tenant,
@@ -165,7 +166,7 @@ class AgentHandle:
         elif not isinstance(context, contextvars.Context):
             raise InvalidOption("context must be a contextvars.Context (copy_context()) or None")
         server = self._server()
-        await server.call(server.do_update_context, context)
+        await server.call(commands.update_context, server, context)
 
     async def touch(self) -> None:
         """Count as activity: push the inactivity deadline back."""
@@ -210,12 +211,12 @@ class AgentHandle:
         if not isinstance(state, State):
             state = State.from_dict(state)
         server = self._server()
-        await server.call(server.do_replace_state, state, None)
+        await server.call(commands.replace_state, server, state, None)
 
     async def update_agent_and_state(self, agent: Agent, state: State) -> None:
         """Replace the agent configuration and the state at once; not while running."""
         server = self._server()
-        await server.call(server.do_replace_state, state, agent)
+        await server.call(commands.replace_state, server, state, agent)
 
     def is_running(self) -> bool:
         """Whether a server runs this agent id now (never raises ``AgentNotRunning``)."""

@@ -36,6 +36,7 @@ from sagents.runtime._recorder import common_prefix
 
 if TYPE_CHECKING:
     from sagents.runtime._recorder import Recorder
+    from sagents.runtime._runner import Runner
 
 __all__ = ["HooksHost", "MiddlewareHooks", "has_stop_hooks"]
 
@@ -57,7 +58,9 @@ class HooksHost(Protocol):
 
     def set_state(self, state: State, new_messages: Sequence[BaseMessage] = ()) -> None: ...
 
-    async def do_send_to_middleware(self, key: str, message: Any) -> None: ...
+    def runs(self) -> Runner:
+        """The server's runs (to hand a middleware its message after the run in progress)."""
+        ...
 
 
 class MiddlewareHooks:
@@ -158,7 +161,7 @@ class MiddlewareHooks:
         # Sent by a middleware's background work: a failure is logged, never a crash.
         since = cancel_requests()
         try:
-            await self._host.do_send_to_middleware(key, message)
+            await self._host.runs().send_to_middleware(key, message)
         except BaseException as exc:
             reraise_cancellation(exc, since)  # a kill of the server is not the hook's failure
             _log.error(

@@ -1,14 +1,15 @@
 """``AgentServer``: the actor that runs one agent (docs/runtime.md).
 
 One server per agent id: a mailbox and a status. Every command (add a message, execute, resume,
-dismiss, reset, cancel, stop, replace the state) is a message its :class:`Mailbox` processes in
-order, so commands never interleave halfway; reads (status, state, info) are answered directly
-because they change nothing. The behaviour lives in collaborators: runs are the
-:class:`Runner`'s (and the model loop :class:`~sagents.execution.Run`'s), events go through the
-:class:`Publisher`, saves through the :class:`Recorder`, middleware hooks through
-:class:`MiddlewareHooks`, viewers through a :class:`ViewerWatch`, the idle deadline through an
-:class:`InactivityTimer`, a reset through ``_reset.py``. An idle agent has only the server, its
-recorder and its timer; the others exist while they have work.
+dismiss, reset, cancel, stop, replace the state: ``_commands.py``) is a message its
+:class:`Mailbox` processes in order, so commands never interleave halfway; reads (status,
+state, info) are answered directly because they change nothing. The behaviour lives in
+collaborators: runs are the :class:`Runner`'s (and the model loop
+:class:`~sagents.execution.Run`'s), events go through the :class:`Publisher`, saves through the
+:class:`Recorder`, middleware hooks through :class:`MiddlewareHooks`, viewers through a
+:class:`ViewerWatch`, the idle deadline through an :class:`InactivityTimer`, a reset through
+``_reset.py``. An idle agent has only the server, its recorder and its timer; the others exist
+while they have work.
 
 Its life, driven by its :class:`~sagents.runtime._unit.AgentUnit`, is a line of phases::
 
@@ -32,19 +33,17 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage
 
 from sagents import telemetry
-from sagents._errors import AgentNotRunning, InvalidOption, InvalidTransition, StateConflict
-from sagents._interrupt import Decision
+from sagents._errors import AgentNotRunning, StateConflict
 from sagents._state import State
 from sagents._status import Status
-from sagents.events import AgentShutdown, Event, SaveRefused, StateRestored, StatusChanged
+from sagents.events import AgentShutdown, Event, SaveRefused, StatusChanged
 from sagents.execution._agent import Agent
 from sagents.execution._containment import contained
-from sagents.runtime._context import apply_context
 from sagents.runtime._hooks import MiddlewareHooks, has_stop_hooks
 from sagents.runtime._inactivity import InactivityTimer
 from sagents.runtime._info import AgentInfo
@@ -53,24 +52,11 @@ from sagents.runtime._options import AgentOptions
 from sagents.runtime._presence import ViewerWatch
 from sagents.runtime._publisher import Publisher, Subscription
 from sagents.runtime._recorder import Recorder
-from sagents.runtime._reset import ResetFiles, reset
 from sagents.runtime._runner import Runner, initial_status
 
 if TYPE_CHECKING:
     from sagents.runtime._ownership import Ownership
-
-    class ServerOwner(Protocol):
-        """What a server reports to: the runtime's unit of the agent."""
-
-        def server_ended(self, server: AgentServer, reason: str) -> None: ...
-
-        def keep(self, state: State, version: int) -> None:
-            """The state a restart after a crash resumes from."""
-            ...
-
-        def keep_display(self, operations: list[Any]) -> None:
-            """Display operations a crashed server could not write, for its restart."""
-            ...
+    from sagents.runtime._unit import ServerOwner
 
 
 __all__ = ["AgentServer"]
@@ -584,7 +570,7 @@ class AgentServer:
 
     # -- runs (RunnerHost) -----------------------------------------------------------------------
 
-    def _runs(self) -> Runner:
+    def runs(self) -> Runner:
         # Resolved inside the mailbox (never by a caller before its message is processed): an
         # idle runner is forgotten at the end of each burst.
         runner = self._runner
@@ -599,60 +585,6 @@ class AgentServer:
     def run_ended(self) -> None:
         if self._inactivity is not None:
             self._inactivity.arm()
-
-    # -- commands (run inside the mailbox) -------------------------------------------------------
-
-    def do_add_message(
-        self, message: BaseMessage, run: bool, tool_context: Mapping[str, Any] | None
-    ) -> None:
-        if not isinstance(message, BaseMessage):
-            raise TypeError(f"add_message takes a langchain message, got {type(message).__name__}")
-        if tool_context is not None and not isinstance(tool_context, Mapping):
-            raise InvalidOption("tool_context must be a dict of the data your tools read")
-        self.touch()
-        self._runs().add_message(message, run, tool_context)
-
-    def do_execute(self) -> None:
-        self.touch()
-        self._runs().execute()
-
-    def do_resume(self, decisions: Sequence[Decision | Mapping[str, Any]]) -> None:
-        self.touch()
-        self._runs().resume(decisions)
-
-    def do_dismiss_interrupt(self) -> None:
-        self._runs().dismiss()
-
-    async def do_reset(self, files: ResetFiles) -> None:
-        await reset(self, self._runs(), files)
-
-    async def do_cancel(self) -> None:
-        await self._runs().cancel_run()
-
-    async def do_pause(self) -> None:
-        await self._runs().pause()
-
-    async def do_send_to_middleware(self, key: str, message: Any) -> None:
-        await self._runs().send_to_middleware(key, message)
-
-    def do_update_context(self, context: contextvars.Context) -> None:
-        self.context = context
-        apply_context(context)
-
-    def do_replace_state(self, state: State, agent: Agent | None) -> None:
-        if self.status is Status.RUNNING:
-            raise InvalidTransition(f"agent {self.agent_id!r} is running: cancel it first")
-        if agent is not None:
-            if agent.agent_id != self.agent_id:
-                raise InvalidTransition("update_agent_and_state cannot change the agent_id")
-            self.agent = agent
-        state = state.replace(agent_id=self.agent_id)
-        self.set_state(state)
-        self.touch()
-        self.publisher.publish(StateRestored(state=state))
-        status = Status.INTERRUPTED if state.interrupt is not None else Status.IDLE
-        if status is not self.status:
-            self.set_status(status, state.interrupt)
 
     # -- reads (answered directly) ---------------------------------------------------------------
 

@@ -39,9 +39,23 @@ from sagents.runtime._supervisor import Strategy, Supervisor
 if TYPE_CHECKING:
     from sagents.runtime._ownership import Ownership
 
-__all__ = ["AgentUnit", "UnitHost"]
+__all__ = ["AgentUnit", "ServerOwner", "UnitHost"]
 
 _log = logging.getLogger("sagents.runtime")
+
+
+class ServerOwner(Protocol):
+    """What a server reports to: its agent unit."""
+
+    def server_ended(self, server: AgentServer, reason: str) -> None: ...
+
+    def keep(self, state: State, version: int) -> None:
+        """The state a restart after a crash resumes from."""
+        ...
+
+    def keep_display(self, operations: list[Any]) -> None:
+        """Display operations a crashed server could not write, for its restart."""
+        ...
 
 
 class UnitHost(Protocol):
