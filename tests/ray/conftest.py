@@ -1,10 +1,20 @@
-"""Fixtures of the Ray backend's tests."""
+"""Fixtures of the Ray backend's tests, which are all ``slow``: each module starts a local
+Ray (real processes), so ``scripts/test --fast`` leaves them to CI."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")
