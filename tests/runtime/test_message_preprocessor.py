@@ -117,3 +117,42 @@ async def test_a_preprocessor_that_returns_nonsense_is_refused(
 async def test_the_option_must_be_a_function(runtime: Runtime) -> None:
     with pytest.raises(InvalidOption, match="message_preprocessor must be a function"):
         await runtime.start_agent(make_agent(agent_id="x"), message_preprocessor="nope")
+
+
+async def test_each_message_can_say_what_its_display_rows_show(runtime: Runtime) -> None:
+    store = MemoryPersistence()
+    agent = make_agent(responder=lambda messages: Reply(text="done"))
+    handle = await runtime.start_agent(
+        agent,
+        conversation_id="c1",
+        scope="team",
+        agent_persistence=store,
+        display_message_persistence=store,
+        message_preprocessor=expand_attachments,
+        inactivity_timeout=None,
+    )
+    async with handle.subscribe() as events:
+        # The user typed a command; the model reads its expansion.
+        await handle.add_message("Summarise the changelog in 3 bullets", display="/changelog")
+        await until_status(events, Status.IDLE)
+        await handle.add_message("Context: the user is on plan B.", display=False)
+        await until_status(events, Status.IDLE)
+        # The message's own display wins over the preprocessor's version for the user.
+        await handle.add_message("[[pricing]]", display=HumanMessage("(pricing attached)"))
+        await until_status(events, Status.IDLE)
+        with pytest.raises(InvalidOption, match="display must be"):
+            await handle.add_message("hi", display=3)  # type: ignore[arg-type]
+    await handle.stop()
+
+    rows = await store.list_display_messages("team", "c1")
+    assert [r.content["text"] for r in rows if r.type == "user"] == [
+        "/changelog",
+        "(pricing attached)",
+    ]
+    stored = await store.load_state("team", "c1")
+    assert stored is not None
+    humans = [str(m.content) for m in stored.state.messages if isinstance(m, HumanMessage)]
+    assert humans[0] == "Summarise the changelog in 3 bullets"
+    assert humans[1] == "Context: the user is on plan B."
+    assert "<document name='pricing'>" in humans[2]
+    assert len(humans) == 3  # the refused one was not added

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from sagents._errors import SagentsError
+from sagents._errors import InvalidOption, SagentsError
 from sagents._interrupt import Decision, Interrupt
 from sagents._state import State
 from sagents.events import Event, MiddlewareAction
@@ -25,7 +25,15 @@ from sagents.events import Event, MiddlewareAction
 if TYPE_CHECKING:
     from sagents.execution._agent import Agent
 
-__all__ = ["MessageQueue", "StateUpdate", "ToolContext", "ToolResume", "get_tool_context"]
+__all__ = [
+    "Display",
+    "MessageQueue",
+    "StateUpdate",
+    "ToolContext",
+    "ToolResume",
+    "get_tool_context",
+    "shown_as",
+]
 
 #: A change to apply to the state after the turn's tools have run.
 StateUpdate = Callable[[State], State]
@@ -93,9 +101,7 @@ class ToolContext:
         """
         self.suspended = interrupt
 
-    def queue_message(
-        self, message: BaseMessage | str, *, display: bool | BaseMessage | str = True
-    ) -> bool:
+    def queue_message(self, message: BaseMessage | str, *, display: Display = True) -> bool:
         """Queue ``message`` (a string becomes a ``HumanMessage``) as the next turn's input:
         it enters the conversation when this run ends, at the head of a follow-up run, like
         a message the user sent meanwhile (and counted against ``max_follow_ups``). Use it to
@@ -115,15 +121,7 @@ class ToolContext:
             return False
         if isinstance(message, str):
             message = HumanMessage(message)
-        if display is True:
-            shown: BaseMessage | None = message
-        elif display is False:
-            shown = None
-        elif isinstance(display, str):
-            shown = HumanMessage(display)
-        else:
-            shown = display
-        queue(message, shown)
+        queue(message, shown_as(message, display))
         return True
 
     def wants_debug(self) -> bool:
@@ -144,6 +142,25 @@ class ToolResume:
 
     decisions: tuple[Decision, ...]
     data: Mapping[str, Any]
+
+
+#: What the display rows show of a message: itself (True), nothing (False), or other wording.
+Display = bool | BaseMessage | str
+
+
+def shown_as(message: BaseMessage, display: Display) -> BaseMessage | None:
+    """The user's version of ``message`` for ``display`` (None: no display row)."""
+    if display is True:
+        return message
+    if display is False:
+        return None
+    if isinstance(display, str):
+        return HumanMessage(display)
+    if isinstance(display, BaseMessage):
+        return display
+    raise InvalidOption(
+        f"display must be True, False, a message or its text, got {type(display).__name__}"
+    )
 
 
 def get_tool_context() -> ToolContext:

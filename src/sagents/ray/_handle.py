@@ -26,6 +26,7 @@ from sagents._state import State
 from sagents._status import Status
 from sagents.events import AgentShutdown, Channel, Event, SubscriptionOverflow
 from sagents.execution._agent import Agent
+from sagents.execution._tool_context import Display
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._info import AgentInfo
 from sagents.runtime._options import AgentOptions
@@ -62,13 +63,16 @@ class RemoteAgentHandle(AgentHandle):
         *,
         run: bool = True,
         tool_context: Mapping[str, Any] | None = None,
+        display: Display = True,
     ) -> None:
         if isinstance(message, str):
             message = HumanMessage(message)
-        if tool_context is None:
-            await self._call("add_message", message, run=run)
-        else:
-            await self._call("add_message", message, run=run, tool_context=tool_context)
+        options: dict[str, Any] = {"run": run}  # only what is set travels
+        if tool_context is not None:
+            options["tool_context"] = tool_context
+        if display is not True:
+            options["display"] = display
+        await self._call("add_message", message, **options)
 
     async def execute(self) -> None:
         await self._call("execute")

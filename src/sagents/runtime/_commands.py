@@ -20,6 +20,7 @@ from sagents._state import State
 from sagents._status import Status
 from sagents.events import StateRestored
 from sagents.execution._agent import Agent
+from sagents.execution._tool_context import Display
 from sagents.runtime._context import apply_context
 from sagents.runtime._reset import ResetFiles, reset
 
@@ -45,13 +46,14 @@ def add_message(
     message: BaseMessage,
     run: bool,
     tool_context: Mapping[str, Any] | None,
+    display: Display = True,
 ) -> None:
     if not isinstance(message, BaseMessage):
         raise TypeError(f"add_message takes a langchain message, got {type(message).__name__}")
     if tool_context is not None and not isinstance(tool_context, Mapping):
         raise InvalidOption("tool_context must be a dict of the data your tools read")
     server.touch()
-    server.runs().add_message(message, run, tool_context)
+    server.runs().add_message(message, run, tool_context, display)
 
 
 def execute(server: AgentServer) -> None:

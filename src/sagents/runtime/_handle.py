@@ -19,6 +19,7 @@ from sagents._state import State
 from sagents._status import Status
 from sagents.events import Channel
 from sagents.execution._agent import Agent
+from sagents.execution._tool_context import Display
 from sagents.runtime import _commands as commands
 from sagents.runtime._context import capture_context
 from sagents.runtime._info import AgentInfo
@@ -59,6 +60,7 @@ class AgentHandle:
         *,
         run: bool = True,
         tool_context: Mapping[str, Any] | None = None,
+        display: Display = True,
     ) -> None:
         """Append a message and, by default, run. A string becomes a ``HumanMessage``.
 
@@ -66,12 +68,15 @@ class AgentHandle:
         dismisses the pending approval or question. ``tool_context`` (the caller's data for
         tools, e.g. the request's user) replaces the previous message's over the start
         option's, from the run this message starts: tools read it as
-        ``ToolContext.tool_context``.
+        ``ToolContext.tool_context``. ``display`` is what the conversation's display rows
+        show: the message (or the ``message_preprocessor``'s version of it), nothing (False:
+        the model reads it, the transcript does not), or other wording (e.g. the command the
+        user typed for an expanded prompt).
         """
         if isinstance(message, str):
             message = HumanMessage(message)
         server = self._server()
-        await server.call(commands.add_message, server, message, run, tool_context)
+        await server.call(commands.add_message, server, message, run, tool_context, display)
 
     async def execute(self) -> None:
         """Start a run.

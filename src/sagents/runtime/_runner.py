@@ -42,6 +42,7 @@ from sagents.execution._containment import describe
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
 from sagents.execution._run import Run, answer_pending_calls, dismiss_interrupt
 from sagents.execution._sink import EventSink
+from sagents.execution._tool_context import Display, shown_as
 from sagents.runtime._hooks import middleware_named
 from sagents.runtime._options import AgentOptions, MessagePreprocessor
 
@@ -139,15 +140,23 @@ class Runner:
     # -- commands (each one a message in the server's mailbox) -----------------------------------
 
     def add_message(
-        self, message: BaseMessage, run: bool, tool_context: Mapping[str, Any] | None = None
+        self,
+        message: BaseMessage,
+        run: bool,
+        tool_context: Mapping[str, Any] | None = None,
+        display: Display = True,
     ) -> None:
         """Append ``message`` and, with ``run``, start a run. During a run it is queued
         for the next turn; it dismisses a pending approval. Its ``tool_context`` is what
-        tools read from then on (over the start option's)."""
+        tools read from then on (over the start option's); ``display`` what its display rows
+        show (True: what the preprocessor gives for the user, else the message)."""
         host = self._host
+        shown = None if display is True else shown_as(message, display)  # checked first
         preprocess = host.options.message_preprocessor
         if preprocess is not None:
             message = self._preprocessed(preprocess, message)
+        if display is not True:
+            host.recorder.show_as(message, shown)
         if host.status is Status.RUNNING:
             if isinstance(self._queued, list):
                 self._queued.append(message)
