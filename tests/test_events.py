@@ -31,10 +31,12 @@ from sagents.events import (
     DisplayMessageUpdated,
     Event,
     FileChanged,
+    FollowUpsLimited,
     LLMDeltas,
     LLMError,
     LLMMessage,
     LLMTokenUsage,
+    MessageQueued,
     MiddlewareAction,
     NodeTransferred,
     NodeTransferring,
@@ -174,6 +176,10 @@ SAMPLES: dict[str, Event] = {
     ),
     "run_halted": RunHalted(reason="the budget is spent", **_COMMON),
     "agent_reset": AgentReset(files="clear", **_COMMON),
+    "message_queued": MessageQueued(
+        message=HumanMessage("and in French?"), queued=2, from_tool=False, **_COMMON
+    ),
+    "follow_ups_limited": FollowUpsLimited(max_follow_ups=10, added=1, **_COMMON),
     "agent_state_update": AgentStateUpdate(state=_STATE, **_COMMON),
     "middleware_action": MiddlewareAction(
         middleware="conversation_title", data={"title": "Notes"}, **_COMMON
@@ -205,6 +211,7 @@ EXTRA_SAMPLES: list[Event] = [
     AgentReset(**_COMMON),
     StatusChanged(status=Status.INTERRUPTED, data=_QUESTION_INTERRUPT, **_COMMON),
     FileChanged(path="/notes.md", change="created", **_COMMON),
+    MessageQueued(queued=1, from_tool=True, **_COMMON),  # a tool's hidden message
 ]
 
 

@@ -45,10 +45,12 @@ __all__ = [
     "DisplayMessageUpdated",
     "Event",
     "FileChanged",
+    "FollowUpsLimited",
     "LLMDeltas",
     "LLMError",
     "LLMMessage",
     "LLMTokenUsage",
+    "MessageQueued",
     "MiddlewareAction",
     "NodeTransferred",
     "NodeTransferring",
@@ -285,6 +287,30 @@ class FileChanged(Event):
     previous_path: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageQueued(Event):
+    """A message arrived while a run was in progress (sent by the user, or queued by a tool
+    with ``ToolContext.queue_message``): it waits for the follow-up turn after the run, so a
+    UI can show it as pending. ``message`` is what the user sees of it (None: nothing, a
+    tool's hidden message), ``queued`` how many wait now, ``from_tool`` who queued it."""
+
+    type: ClassVar[str] = "message_queued"
+    message: BaseMessage | None = None
+    queued: int = 1
+    from_tool: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FollowUpsLimited(Event):
+    """``max_follow_ups`` follow-up turns ran in a row, so the ``added`` messages queued
+    meanwhile entered the conversation without a run: nothing answers them until the next
+    message or ``execute()``. Guards against two parties making an agent loop forever."""
+
+    type: ClassVar[str] = "follow_ups_limited"
+    max_follow_ups: int
+    added: int
+
+
 # -- debug channel -----------------------------------------------------------------------------
 
 
@@ -371,6 +397,8 @@ _REGISTRY: dict[str, type[Event]] = {
         FileChanged,
         RunHalted,
         AgentReset,
+        MessageQueued,
+        FollowUpsLimited,
         AgentStateUpdate,
         MiddlewareAction,
         LLMError,

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.tools import tool
 
 from sagents import InvalidOption, Status, get_tool_context
-from sagents.events import StatusChanged
+from sagents.events import FollowUpsLimited, MessageQueued, StatusChanged
 from sagents.execution import Reply, Run, ScriptedChatModel, ToolCall
 from sagents.middleware import HumanInTheLoop, SubAgent, SubAgentSpec
 from sagents.persistence import MemoryPersistence
@@ -71,6 +71,9 @@ async def test_a_queued_message_s_context_applies_from_its_follow_up_turn(
     state = await handle.get_state()
     assert tool_results(state.messages) == ["ann@None", "bob@None"]
     assert statuses(seen) == [Status.RUNNING, Status.IDLE]  # one follow-up, no idle between
+    [queued] = [e for e in seen if isinstance(e, MessageQueued)]  # a UI shows it pending
+    assert queued.message is not None
+    assert (queued.message.content, queued.queued, queued.from_tool) == ("second", 1, False)
 
 
 def ask_then_tell(messages: list[BaseMessage]) -> Reply:
@@ -155,6 +158,9 @@ async def test_a_message_queued_by_a_tool_is_the_next_turn(
         await handle.add_message("deploy it")
         seen = await until_status(events, Status.IDLE)
     assert statuses(seen) == [Status.RUNNING, Status.IDLE]  # the follow-up said no idle
+    [queued] = [e for e in seen if isinstance(e, MessageQueued)]
+    assert queued.from_tool
+    assert (None if queued.message is None else queued.message.content) == shown
     state = await handle.get_state()
     kinds = [(type(m).__name__, str(m.content)) for m in state.messages]
     assert kinds[2:] == [
@@ -231,6 +237,9 @@ async def test_queued_tool_messages_count_against_max_follow_ups(runtime: Runtim
         Status.RUNNING,
         Status.IDLE,
     ]
+    # Said, not only logged: the last queued message got no answer.
+    [limited] = [e for e in seen if isinstance(e, FollowUpsLimited)]
+    assert (limited.max_follow_ups, limited.added) == (2, 1)
     messages = (await handle.get_state()).messages
     humans = [m for m in messages if isinstance(m, HumanMessage)]
     # The first run and two follow-ups ran; the third queued message was only added.

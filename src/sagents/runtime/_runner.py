@@ -37,6 +37,7 @@ from sagents._errors import InvalidDecision, InvalidOption, InvalidTransition, R
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents._status import Status
+from sagents.events import FollowUpsLimited, MessageQueued
 from sagents.execution._agent import Agent
 from sagents.execution._containment import describe
 from sagents.execution._result import Done, Failed, Interrupted, RunResult
@@ -151,11 +152,13 @@ class Runner:
         tools read from then on (over the start option's); ``display`` what its display rows
         show (True: what the preprocessor gives for the user, else the message)."""
         host = self._host
-        shown = None if display is True else shown_as(message, display)  # checked first
+        shown = message if display is True else shown_as(message, display)  # checked first
         preprocess = host.options.message_preprocessor
         if preprocess is not None:
-            message = self._preprocessed(preprocess, message)
-        if display is not True:
+            message, for_user = self._preprocessed(preprocess, message)
+            if display is True:
+                shown = for_user
+        if shown is not message:
             host.recorder.show_as(message, shown)
         if host.status is Status.RUNNING:
             if isinstance(self._queued, list):
@@ -164,6 +167,7 @@ class Runner:
                 self._queued = [message]
             if tool_context is not None:
                 self._queued_context = tool_context
+            self._announce_queued(shown, from_tool=False)
             return
         if tool_context is not None:
             host.tool_context = {**host.options.tool_context, **tool_context}
@@ -176,9 +180,11 @@ class Runner:
             self._launch()
             self._follow_ups = 0
 
-    def _preprocessed(self, preprocess: MessagePreprocessor, message: BaseMessage) -> BaseMessage:
-        """The model's version of ``message``; the user's is handed to the recorder for the
-        display rows (see ``AgentOptions.message_preprocessor``)."""
+    def _preprocessed(
+        self, preprocess: MessagePreprocessor, message: BaseMessage
+    ) -> tuple[BaseMessage, BaseMessage]:
+        """The model's and the user's versions of ``message`` (see
+        ``AgentOptions.message_preprocessor``)."""
         host = self._host
         result = preprocess(message, host.state)
         if not (isinstance(result, tuple) and len(result) == 2):
@@ -199,8 +205,7 @@ class Runner:
                 "message_preprocessor: the user's version must be a message or its text, got "
                 f"{type(for_user).__name__}"
             )
-        host.recorder.show_as(for_model, for_user)
-        return for_model
+        return for_model, for_user
 
     def execute(self) -> None:
         """Start a run."""
@@ -412,7 +417,12 @@ class Runner:
         pending = bool(self._queued) or (
             bool(self._from_tools) and not isinstance(result, Interrupted)
         )
-        self._report(result, follow_up=pending and self._follow_ups < host.options.max_follow_ups)
+        limit = host.options.max_follow_ups
+        follow_up = pending and self._follow_ups < limit
+        if pending and not follow_up:  # said before the status that follows
+            added = len(self._queued) + len(self._from_tools)
+            host.emit(FollowUpsLimited(max_follow_ups=limit, added=added))
+        self._report(result, follow_up=follow_up)
         if pending:
             self._run_queued()
         auto_save = host.options.auto_save
@@ -456,6 +466,11 @@ class Runner:
             self._from_tools.append(message)
         else:
             self._from_tools = [message]
+        self._announce_queued(shown, from_tool=True)
+
+    def _announce_queued(self, shown: BaseMessage | None, *, from_tool: bool) -> None:
+        queued = len(self._queued) + len(self._from_tools)
+        self._host.emit(MessageQueued(message=shown, queued=queued, from_tool=from_tool))
 
     def _take_from_tools(self) -> tuple[BaseMessage, ...]:
         messages, self._from_tools = tuple(self._from_tools), ()
@@ -480,10 +495,11 @@ class Runner:
             self._dismiss_interrupt(announce=not follow_up)
         host.set_state(host.state.append(*messages), messages)
         if not follow_up:
+            limit = host.options.max_follow_ups
             _log.warning(
                 "agent %r reached max_follow_ups=%d; queued messages were added without a run",
                 host.agent_id,
-                host.options.max_follow_ups,
+                limit,
             )
             if host.status is Status.RUNNING:  # the ended run said nothing yet
                 host.set_status(Status.IDLE)
