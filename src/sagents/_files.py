@@ -38,7 +38,7 @@ import mimetypes
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -208,12 +208,13 @@ class ConversationFiles:
     A ``Runtime(filesystem_store=...)`` factory receives it as the scope to open.
 
     Attributes:
-        scope: the tenant (``AgentOptions.scope``); None for single-tenant applications.
+        scope: the tenant (``AgentOptions.scope``: any hashable value); None for
+            single-tenant applications.
         conversation_id: the conversation; None for an agent started without one.
         agent_id: the agent, only when there is no conversation id (its files are then its own).
     """
 
-    scope: str | None = None
+    scope: Hashable | None = None
     conversation_id: str | None = None
     agent_id: str | None = None
 

@@ -8,7 +8,7 @@ pytest.importorskip("ray")
 
 from sagents import ConfigurationError
 from sagents.ray._directory import Directory
-from sagents.ray._host import scope_key
+from sagents.ray._host import files_key
 
 
 def test_a_shared_scope_is_held_by_one_host_at_a_time() -> None:
@@ -46,8 +46,10 @@ def test_a_draining_host_keeps_its_scopes_until_it_releases_them() -> None:
     assert directory.claim_files("'a'", "h2") is None
 
 
-def test_a_scope_key_is_the_same_in_every_process() -> None:
-    assert scope_key("team") == "'team'"
-    assert scope_key(("tenant", 7)) == "('tenant', 7)"
-    with pytest.raises(ConfigurationError, match="repr"):
-        scope_key(object())
+def test_a_files_key_is_the_same_in_every_process() -> None:
+    assert files_key("team") == "team"
+    assert files_key(("tenant", 7)) == '§("tenant",7)'
+    # A frozenset's repr follows the hash seed; its key does not.
+    assert files_key(frozenset({"b", "a"})) == files_key(frozenset({"a", "b"}))
+    with pytest.raises(ConfigurationError, match="same key in every process"):
+        files_key(object())

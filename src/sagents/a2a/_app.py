@@ -116,7 +116,8 @@ async def build_agent_card(
         skills: the card's skills; by default one per tool of the agent (see ``agent``).
         agent: the agent whose tools become the skills; by default the factory of ``config``
             builds one (for conversation ``CARD_CONVERSATION_ID`` in ``scope``, never started).
-        scope: the tenant the default agent is built for.
+        scope: the tenant the default agent is built for (any hashable value with a stable
+            key: see :func:`sagents.persistence.scope_key`).
         provider: the organisation that runs the agent.
         documentation_url: where people read about it.
 
@@ -170,7 +171,9 @@ def a2a_app(
         card: the agent card (:func:`build_agent_card`), served at ``card_path``.
         task_store: where A2A tasks are kept (default: in memory, lost with the process; the
             conversations themselves are kept by ``config``'s persistence).
-        scope: the tenant of a request (see :class:`SessionExecutor`).
+        scope: the tenant of a request (see :class:`SessionExecutor`): a callable of the
+            request context answering any hashable value with a stable key (see
+            :func:`sagents.persistence.scope_key`).
         rpc_path: the path of the JSON-RPC endpoint (the card's interface URL points here).
         card_path: the path of the agent card.
         interrupted_task_timeout: seconds a task waiting for input keeps the SDK's workers for

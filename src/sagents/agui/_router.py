@@ -26,8 +26,9 @@ agent, and the next run (or any other door) sees what it did.
 tab of the web demo: when the last one goes, the agent's grace period starts.
 
 **Plug points.** The application gives the runtime and the session configuration (each a value,
-or a callable of the request), a FastAPI dependency answering the caller's scope (its auth), and
-optionally ``prepare_thread``, called before each run to check or create the conversation.
+or a callable of the request), a FastAPI dependency answering the caller's scope (its auth: any
+hashable value with a stable key, see :func:`sagents.persistence.scope_key`), and optionally
+``prepare_thread``, called before each run to check or create the conversation.
 
 Errors before the stream starts are HTTP errors (415 not JSON, 422 an input that does not fit,
 404 a thread the caller may not use, 503 retry); once it has started they are ``RUN_ERROR``
@@ -55,6 +56,7 @@ from pydantic import ValidationError
 
 from sagents._errors import (
     AgentNotRunning,
+    ConfigurationError,
     ConversationNotFound,
     ConversationOwnedElsewhere,
     InvalidDecision,
@@ -71,6 +73,7 @@ from sagents.agui._input import UnsupportedInput, plan_run, user_texts
 from sagents.agui._mapping import EventMapper, agui_messages, default_state_view
 from sagents.events import Event
 from sagents.persistence._protocols import Scope
+from sagents.persistence._scope import scope_key
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._runtime import Runtime
 from sagents.session._config import SessionConfig
@@ -215,8 +218,9 @@ def agui_router(
         config: the ``SessionConfig`` of the conversations, or a callable (sync or async)
             answering it for a request.
         scope: a FastAPI dependency answering the caller's scope (the tenant its conversations
-            belong to); it raises ``HTTPException`` to refuse the caller. None: one scope,
-            ``None``, for everyone.
+            belong to: any hashable value with a stable key, see
+            :func:`sagents.persistence.scope_key`); it raises ``HTTPException`` to refuse the
+            caller. None: one scope, ``None``, for everyone.
         prepare_thread: awaited before each run with a :class:`ThreadRun`, to check the thread
             or create its conversation; it raises ``ConversationNotFound`` to refuse the thread
             (404), ``RegistryUnavailable`` to say "retry" (503).
@@ -243,6 +247,11 @@ def agui_router(
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
             raise _refuse(422, f"not a RunAgentInput: {where}: {exc.errors()[0]['msg']}") from None
         texts = _check_input(run, max_message_chars)
+        try:
+            scope_key(caller)  # a scope without a key is the application's bug: 500, logged
+        except ConfigurationError as exc:
+            status, _, message = _failure(exc, "AG-UI scope dependency")
+            raise _refuse(status, message) from None
         the_runtime = runtime if isinstance(runtime, Runtime) else runtime(request)
         the_config = config
         if not isinstance(the_config, SessionConfig):
@@ -318,7 +327,9 @@ class _RunStream:
         topic = self.config.presence_topic(self.run.thread_id)
         try:
             if presence is not None:
-                await presence.track(topic, self.viewer, {"scope": self.scope, "via": "agui"})
+                # The scope's key: presence metadata may be listed as JSON or cross processes.
+                meta = {"scope": scope_key(self.scope), "via": "agui"}
+                await presence.track(topic, self.viewer, meta)
             async for event in self._drive(session.handle, session.events):
                 yield event
         except SagentsError as exc:

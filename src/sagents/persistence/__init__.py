@@ -1,4 +1,5 @@
-"""Persistence: the protocols adapters implement, and an in-memory implementation.
+"""Persistence: the protocols adapters implement, an in-memory implementation, and
+:func:`scope_key`, the stable text of a tenant scope that stores keep.
 
 The SQL implementation (SQLAlchemy 2, SQLite by default, PostgreSQL) lives in
 :mod:`sagents.persistence.sql` so that ``import sagents`` never imports SQLAlchemy.
@@ -25,6 +26,7 @@ from sagents.persistence._protocols import (
     StoredState,
     ToolCallStatus,
 )
+from sagents.persistence._scope import scope_key
 
 __all__ = [
     "AgentPersistence",
@@ -43,6 +45,7 @@ __all__ = [
     "StateSnapshot",
     "StoredState",
     "ToolCallStatus",
+    "scope_key",
 ]
 
 _publish(globals(), __all__, __name__)

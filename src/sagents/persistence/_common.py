@@ -7,6 +7,7 @@ so that what one accepts the other accepts too: both call the same checks.
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from sagents._errors import StateError
 from sagents._messages import message_to_json
 from sagents._state import State
 from sagents.persistence._protocols import DisplayMessage, Scope, StateSnapshot, ToolCallStatus
+from sagents.persistence._scope import SCOPE_KEY_MARK, scope_key
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -27,6 +29,7 @@ __all__ = [
     "check_display_messages",
     "check_id",
     "check_limit",
+    "check_scope",
     "check_status",
     "check_target",
     "decode_state",
@@ -96,7 +99,7 @@ def is_delta(snapshot: StateSnapshot, stored_version: int | None, stored_count: 
     )
 
 
-#: The longest id (conversation, scope, tool call, display message) the SQL schema stores.
+#: The longest id (conversation, scope key, tool call, display message) the SQL schema stores.
 MAX_ID_LENGTH = 255
 
 
@@ -114,10 +117,37 @@ def check_id(value: str | None, what: str) -> None:
         )
 
 
-def check_target(scope: Scope, conversation_id: str) -> None:
-    """Raise ValueError for a malformed scope or conversation id."""
-    check_id(scope, "scope")
+def check_scope(scope: Scope) -> str | None:
+    """The key both adapters keep ``scope`` by (see :func:`scope_key`).
+
+    Both key by it, the in-memory adapter included, so that they tell apart the same scopes:
+    ``1`` and ``True`` are equal in Python but two tenants in SQL, and so in memory too.
+
+    Raises:
+        ConfigurationError: the scope has no key (see :func:`scope_key`).
+        ValueError: a text scope that is empty or longer than 255 characters (as stored).
+    """
+    key = scope_key(scope)
+    if isinstance(scope, str) and not isinstance(scope, enum.Enum):  # text: its own key
+        check_id(scope, "scope")
+        if key is not None and len(key) > MAX_ID_LENGTH:
+            raise ValueError(
+                f"scope {scope!r:.80} starts with {SCOPE_KEY_MARK!r}, so it is stored escaped, "
+                f"in more than {MAX_ID_LENGTH} characters; use a shorter scope"
+            )
+    return key
+
+
+def check_target(scope: Scope, conversation_id: str) -> str | None:
+    """The key of ``scope`` (see :func:`check_scope`), once ``conversation_id`` is checked too.
+
+    Raises:
+        ConfigurationError: the scope has no key.
+        ValueError: a malformed text scope or conversation id.
+    """
+    key = check_scope(scope)
     check_id(conversation_id, "conversation_id")
+    return key
 
 
 def check_status(status: str) -> None:

@@ -3,8 +3,10 @@
 It is the reference for what the SQL adapter must do, and the contract tests run both against
 the same expectations:
 
-* **Scope**: every record remembers the scope that created it; a caller from another scope
-  sees exactly what it would see for an unknown id (None, ``[]``, False), and a write to it raises
+* **Scope**: every record remembers the key of the scope that created it
+  (:func:`~sagents.persistence.scope_key`, as the SQL adapter stores it, so that both tell
+  apart exactly the same scopes); a caller from another scope sees exactly what it would see
+  for an unknown id (None, ``[]``, False), and a write to it raises
   :class:`ConversationNotFound` rather than touching another tenant's data.
 * **Versions**: a snapshot whose version is not newer than the stored one is ignored.
 * **Deltas**: messages are kept as a list of encoded rows plus a small head (todos, metadata,
@@ -40,6 +42,7 @@ from sagents.persistence._common import (
     check_display_messages,
     check_id,
     check_limit,
+    check_scope,
     check_status,
     check_target,
     decode_state,
@@ -72,7 +75,7 @@ __all__ = ["MemoryPersistence"]
 class _Record:
     """One conversation with its state and display messages (mutable, never handed out)."""
 
-    scope: Scope
+    key: str | None  # the scope's key
     title: str | None
     metadata: dict[str, Any]
     interrupted: bool
@@ -85,10 +88,10 @@ class _Record:
     lease: LeaseRow | None = None
     files: dict[str, str] = field(default_factory=dict)
 
-    def conversation(self, conversation_id: str) -> Conversation:
+    def conversation(self, conversation_id: str, scope: Scope) -> Conversation:
         return Conversation(
             id=conversation_id,
-            scope=self.scope,
+            scope=scope,
             title=self.title,
             metadata=copy.deepcopy(self.metadata),
             interrupted=self.interrupted,
@@ -124,18 +127,18 @@ class MemoryPersistence:
 
     # -- lookups -----------------------------------------------------------------------------
 
-    def _find(self, scope: Scope, conversation_id: str) -> _Record | None:
+    def _find(self, key: str | None, conversation_id: str) -> _Record | None:
         record = self._records.get(conversation_id)
-        if record is None or record.scope != scope:
+        if record is None or record.key != key:
             return None
         return record
 
-    def _find_or_create(self, scope: Scope, conversation_id: str) -> _Record:
+    def _find_or_create(self, key: str | None, conversation_id: str) -> _Record:
         record = self._records.get(conversation_id)
         if record is None:
             now = self._clock.now()
             record = _Record(
-                scope=scope,
+                key=key,
                 title=None,
                 metadata={},
                 interrupted=False,
@@ -143,7 +146,7 @@ class MemoryPersistence:
                 updated_at=now,
             )
             self._records[conversation_id] = record
-        elif record.scope != scope:
+        elif record.key != key:
             raise ConversationNotFound(
                 f"no conversation {conversation_id!r} in this scope; use a new conversation id"
             )
@@ -159,9 +162,9 @@ class MemoryPersistence:
             StateError: the state holds something that is not JSON.
             ValueError: malformed scope or conversation id.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         existing = self._records.get(conversation_id)
-        if existing is not None and existing.scope != scope:
+        if existing is not None and existing.key != key:
             raise ConversationNotFound(
                 f"no conversation {conversation_id!r} in this scope; use a new conversation id"
             )
@@ -184,7 +187,7 @@ class MemoryPersistence:
         else:
             start, kept = 0, []
         rows = json_copy(encode_messages(state, start), "a message")
-        record = self._find_or_create(scope, conversation_id)
+        record = self._find_or_create(key, conversation_id)
         record.version = snapshot.version
         record.head = head
         record.messages = kept + rows
@@ -194,8 +197,8 @@ class MemoryPersistence:
 
     async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
         """The stored state and its version; None when missing or in another scope."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None or record.head is None or record.version is None:
             return None
         # Messages may share nested dicts with the rows they were built from: copy the rows.
@@ -219,16 +222,16 @@ class MemoryPersistence:
             ConversationOwnedElsewhere: another owner holds a live lease.
             ConversationNotFound: in another scope, or missing and ``create`` is False.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_owner(owner)
         duration = check_ttl(ttl)
-        record = self._find(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             if not create or conversation_id in self._records:
                 raise ConversationNotFound(
                     f"no conversation {conversation_id!r} in this scope; create it first"
                 )
-            record = self._find_or_create(scope, conversation_id)
+            record = self._find_or_create(key, conversation_id)
         was_recovered = recovered(record.lease)
         row = record.lease = take(record.lease, conversation_id, owner, duration, self._clock.now())
         return Lease(
@@ -269,8 +272,8 @@ class MemoryPersistence:
 
     async def release_lease(self, scope: Scope, conversation_id: str, lease: Lease) -> None:
         """Let ``lease`` expire now if it is still the conversation's."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         row = None if record is None else record.lease
         if record is not None and row is not None and row.token == lease.token:
             record.lease = LeaseRow(
@@ -289,8 +292,8 @@ class MemoryPersistence:
     ) -> list[DisplayMessage]:
         """Drop rows newer than the stored state and settle tool calls left ``executing``
         (see :class:`~sagents.persistence.DisplayReconciliation`)."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             return []
         record.display = [
@@ -321,7 +324,7 @@ class MemoryPersistence:
             StateError: a message's content or metadata is not JSON.
             ValueError: malformed ids, or a message names another conversation.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_display_messages(conversation_id, messages)
         if not messages:
             return []
@@ -335,7 +338,7 @@ class MemoryPersistence:
                 )
             )
         if lease_token is not None:
-            existing = self._find(scope, conversation_id)
+            existing = self._find(key, conversation_id)
             fence(
                 conversation_id,
                 None if existing is None else existing.lease,
@@ -343,7 +346,7 @@ class MemoryPersistence:
                 self._clock.now(),
                 exists=existing is not None,
             )
-        record = self._find_or_create(scope, conversation_id)
+        record = self._find_or_create(key, conversation_id)
         now = self._clock.now()
         # Stored rows always have a sequence; ``or 0`` only narrows the type.
         last = (record.display[-1].sequence or 0) if record.display else 0
@@ -369,9 +372,9 @@ class MemoryPersistence:
         limit: int = 200,
     ) -> list[DisplayMessage]:
         """Up to ``limit`` messages with a sequence above ``after_sequence``, in order."""
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_limit(limit)
-        record = self._find(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             return []
         after = 0 if after_sequence is None else after_sequence
@@ -379,9 +382,9 @@ class MemoryPersistence:
         return [_copy_out(m) for m in page]
 
     def _tool_call(self, scope: Scope, conversation_id: str, tool_call_id: str) -> int | None:
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_id(tool_call_id, "tool_call_id")
-        record = self._find(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             return None
         for index in range(len(record.display) - 1, -1, -1):
@@ -444,12 +447,12 @@ class MemoryPersistence:
             ConversationExists: the id is taken (in any scope: ids are global).
         """
         conversation_id = new_id() if conversation_id is None else conversation_id
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         if conversation_id in self._records:
             raise ConversationExists(f"conversation {conversation_id!r} already exists")
         now = self._clock.now()
         record = _Record(
-            scope=scope,
+            key=key,
             title=title,
             metadata=json_copy(dict(metadata or {}), "metadata"),
             interrupted=False,
@@ -457,28 +460,28 @@ class MemoryPersistence:
             updated_at=now,
         )
         self._records[conversation_id] = record
-        return record.conversation(conversation_id)
+        return record.conversation(conversation_id, scope)
 
     async def get_conversation(self, scope: Scope, conversation_id: str) -> Conversation | None:
         """The conversation, or None when missing or in another scope."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
-        return None if record is None else record.conversation(conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
+        return None if record is None else record.conversation(conversation_id, scope)
 
     async def list_conversations(
         self, scope: Scope, *, limit: int = 50, before: datetime | None = None
     ) -> list[Conversation]:
         """Most recently updated first; ``before`` keeps those updated strictly earlier."""
-        check_id(scope, "scope")
+        key = check_scope(scope)
         check_limit(limit)
         cutoff = None if before is None else to_utc(before)
         rows = [
             (record.updated_at, cid, record)
             for cid, record in self._records.items()
-            if record.scope == scope and (cutoff is None or record.updated_at < cutoff)
+            if record.key == key and (cutoff is None or record.updated_at < cutoff)
         ]
         rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
-        return [record.conversation(cid) for _, cid, record in rows[:limit]]
+        return [record.conversation(cid, scope) for _, cid, record in rows[:limit]]
 
     async def update_conversation(
         self,
@@ -489,8 +492,8 @@ class MemoryPersistence:
         metadata: Mapping[str, Any] | None = None,
     ) -> Conversation | None:
         """Set the title and/or replace the metadata (None leaves a field as it is)."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             return None
         new_metadata = None if metadata is None else json_copy(dict(metadata), "metadata")
@@ -499,12 +502,12 @@ class MemoryPersistence:
         if new_metadata is not None:
             record.metadata = new_metadata
         record.updated_at = self._clock.now()
-        return record.conversation(conversation_id)
+        return record.conversation(conversation_id, scope)
 
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> bool:
         """Delete the conversation, its state and its display messages."""
-        check_target(scope, conversation_id)
-        if self._find(scope, conversation_id) is None:
+        key = check_target(scope, conversation_id)
+        if self._find(key, conversation_id) is None:
             return False
         del self._records[conversation_id]
         return True
@@ -515,8 +518,8 @@ class MemoryPersistence:
 
     async def load_files(self, scope: Scope, conversation_id: str) -> dict[str, str]:
         """The conversation's files by path; ``{}`` when none, or in another scope."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             return {}
         return dict(record.files)
@@ -524,8 +527,8 @@ class MemoryPersistence:
     async def list_files(self, scope: Scope, conversation_id: str) -> dict[str, FileInfo]:
         """Each file's size, without its content (this store keeps no file times); ``{}`` when
         none, or in another scope."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         if record is None:
             return {}
         return {
@@ -540,8 +543,8 @@ class MemoryPersistence:
 
     async def load_file(self, scope: Scope, conversation_id: str, path: str) -> str | None:
         """One file's content; None when it does not exist (or is in another scope)."""
-        check_target(scope, conversation_id)
-        record = self._find(scope, conversation_id)
+        key = check_target(scope, conversation_id)
+        record = self._find(key, conversation_id)
         return None if record is None else record.files.get(path)
 
     async def save_files(
@@ -556,11 +559,11 @@ class MemoryPersistence:
             ConversationNotFound: the conversation belongs to another scope.
             ValueError: a path is not a normalised virtual path, or a content is not text.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_file_changes(changes)
         if not changes:
             return
-        files = self._find_or_create(scope, conversation_id).files
+        files = self._find_or_create(key, conversation_id).files
         for path, content in changes.items():
             if content is None:
                 files.pop(path, None)

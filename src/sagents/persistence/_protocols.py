@@ -11,10 +11,14 @@ Two protocols, kept apart because they store different things:
   message, an assistant message, a tool call and its status, a tool result, ...), ordered by a
   per-conversation sequence.
 
-Every call takes the caller's ``scope`` (the tenant: a user id, an account id, or None for a
-single-tenant app). An adapter filters every query by it: a wrong-scope caller gets "not found",
-never another tenant's data. The scope is runtime data of the caller and is never written
-into the state.
+Every call takes the caller's ``scope``: the tenant, as any hashable value the application uses
+for one (a user id, a tuple such as ``("acme", 42)``, an Enum member, a frozen dataclass), or
+None for a single-tenant app. Adapters receive the value itself, so an application's own adapter
+may use it (to authorise, say); an adapter that stores text stores
+:func:`~sagents.persistence.scope_key` of it, which is the same in every process and tells
+apart exactly the scopes that are different tenants. An adapter filters every query by it: a
+wrong-scope caller gets "not found", never another tenant's data. The scope is runtime data of
+the caller and is never written into the state.
 
 Versions make saves safe to race: a snapshot carries a version that increases with every
 state change; an adapter ignores (returns False for) a snapshot whose version is not newer than
@@ -32,7 +36,7 @@ has its saves refused — loudly — instead of interleaving with the new owner'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -53,8 +57,10 @@ __all__ = [
     "ToolCallStatus",
 ]
 
-#: The tenant a caller acts for (e.g. a user id); None for single-tenant apps.
-Scope: TypeAlias = str | None
+#: The tenant a caller acts for: any hashable value (a user id, a tuple, an Enum member, a frozen
+#: dataclass...; see :func:`~sagents.persistence.scope_key` for the ones the shipped stores
+#: accept); None for single-tenant apps.
+Scope: TypeAlias = Hashable | None
 
 ToolCallStatus: TypeAlias = Literal["executing", "completed", "failed", "interrupted", "cancelled"]
 
@@ -118,7 +124,11 @@ class Lease:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conversation:
-    """A conversation row: who owns it, its title, whether approval is pending."""
+    """A conversation row: who owns it, its title, whether approval is pending.
+
+    ``scope`` is the scope of the caller that read it (every read is filtered by it): the value
+    itself, not its stored key.
+    """
 
     id: str
     scope: Scope

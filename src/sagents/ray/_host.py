@@ -29,13 +29,14 @@ from sagents._errors import (
     SagentsError,
 )
 from sagents.events import NodeTransferred, NodeTransferring
+from sagents.persistence import scope_key as persistence_scope_key
 from sagents.ray._calls import Request, run_batch
 from sagents.ray._feed import Feed, FeedItem
 from sagents.ray._shared import SharedObjects
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
 
-__all__ = ["ConfigMissing", "FilesOpenElsewhere", "Host", "scope_key"]
+__all__ = ["ConfigMissing", "FilesOpenElsewhere", "Host", "files_key"]
 
 _log = logging.getLogger("sagents.ray")
 
@@ -342,14 +343,22 @@ class Host:
             feed.detach(sub_id)
 
 
-def scope_key(scope: Hashable) -> str:
-    """A shared filesystem scope as the directory knows it, the same in every process."""
-    key = repr(scope)
-    if " at 0x" in key:  # the default repr: an address, different in each process
+def files_key(scope: Hashable) -> str:
+    """A shared filesystem scope as the directory knows it: its
+    :func:`~sagents.persistence.scope_key`, the same in every process (a ``repr`` is not: a
+    frozenset's order follows the hash seed).
+
+    Raises:
+        ConfigurationError: the scope has no stable key.
+    """
+    try:
+        key = persistence_scope_key(scope)
+    except ConfigurationError as exc:
         raise ConfigurationError(
-            f"filesystem_scope {key}: with RayBackend a shared scope must look the same in "
-            "every process (its repr): use a str, a tuple or a dataclass"
-        )
+            f"filesystem_scope {scope!r}: with RayBackend a shared scope must be known by the "
+            f"same key in every process: {exc}"
+        ) from None
+    assert key is not None  # a None scope shares nothing
     return key
 
 
@@ -371,13 +380,13 @@ class _FilesGuard:
         self._directory = directory
 
     async def claim(self, scope: Hashable) -> None:
-        key = scope_key(scope)
+        key = files_key(scope)
         holder: str | None = await self._directory.claim_files.remote(key, self._host)
         if holder is not None:
             raise FilesOpenElsewhere(key, holder)
 
     def release(self, scope: Hashable) -> None:
-        self._directory.release_files.remote(self._host, scope_key(scope))
+        self._directory.release_files.remote(self._host, files_key(scope))
 
 
 class ConfigMissing(Exception):

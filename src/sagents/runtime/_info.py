@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagents._status import Status
+from sagents.persistence._protocols import Scope
 
 __all__ = ["AgentInfo"]
 
@@ -28,7 +29,8 @@ class AgentInfo:
         queued_messages: messages waiting for the current run to finish.
         todo_count: todos in its state.
         metadata: the ``metadata`` start option.
-        scope: the tenant the agent serves (the ``scope`` start option).
+        scope: the tenant the agent serves (the ``scope`` start option): the value itself, any
+            hashable value; :func:`sagents.persistence.scope_key` gives its stable text.
         instance: identifies this server instance: a restarted agent (whose events are
             numbered from 1 again) has a new one, also when it restarts in another process.
         node: where it runs, with a distributed backend (a Ray host's name); None in one
@@ -47,6 +49,6 @@ class AgentInfo:
     queued_messages: int = 0
     todo_count: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
-    scope: str | None = None
+    scope: Scope = None
     instance: int = 0
     node: str | None = None

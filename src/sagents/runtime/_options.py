@@ -100,7 +100,7 @@ class StartOptions(TypedDict, total=False):
     display_message_persistence: DisplayMessagePersistence | None
     lease_ttl: float | None
     create_conversation: bool
-    scope: str | None
+    scope: Hashable | None
     state_version: int | None
     filesystem_scope: Hashable | None
     initial_subscribers: Sequence[InitialSubscriber]
@@ -109,7 +109,7 @@ class StartOptions(TypedDict, total=False):
     queue_size: int
     shutdown_timeout: float
     metadata: Mapping[str, object]
-    tool_context: Mapping[str, Any]
+    tool_context: Mapping[str, object]
     context: contextvars.Context | None
 
 
@@ -139,7 +139,9 @@ class AgentOptions:
             shutdown) or expired (``lease_ttl`` seconds after a crash). None: take no lease.
         create_conversation: whether starting may create a conversation that does not exist
             in storage (False: a deleted conversation cannot be brought back by a start).
-        scope: the tenant (e.g. a user id) passed to the persistence adapters.
+        scope: the tenant the agent serves, passed to the persistence adapters: any hashable
+            value (a user id, a ``(tenant, user)`` tuple, a frozen dataclass); stores that
+            need text store its key (:func:`sagents.persistence.scope_key`).
         state_version: the stored version ``initial_state`` was loaded with, so the first save
             builds on it instead of rewriting everything.
         filesystem_scope: the key of the filesystem server shared by this agent.
@@ -168,7 +170,7 @@ class AgentOptions:
     display_message_persistence: DisplayMessagePersistence | None = None
     lease_ttl: float | None = 30.0
     create_conversation: bool = True
-    scope: str | None = None
+    scope: Hashable | None = None
     state_version: int | None = None
     filesystem_scope: Hashable | None = None
     initial_subscribers: Sequence[InitialSubscriber] = ()
@@ -177,7 +179,7 @@ class AgentOptions:
     queue_size: int = 1000
     shutdown_timeout: float = 30.0
     metadata: Mapping[str, object] = field(default_factory=lambda: _NO_METADATA)
-    tool_context: Mapping[str, Any] = field(default_factory=lambda: _NO_METADATA)
+    tool_context: Mapping[str, object] = field(default_factory=lambda: _NO_METADATA)
     context: contextvars.Context | None = None
 
     def __post_init__(self) -> None:
@@ -224,6 +226,9 @@ class AgentOptions:
                 "message_preprocessor must be a function (message, state) -> "
                 "(for_the_model, for_the_user)"
             )
+        self._check_stores()
+
+    def _check_stores(self) -> None:
         if self.agent_persistence is not None:
             if not isinstance(self.agent_persistence, AgentPersistence):
                 raise InvalidOption(
@@ -238,8 +243,8 @@ class AgentOptions:
                 )
             if self.conversation_id is None:
                 raise InvalidOption("display_message_persistence needs a conversation_id")
-        if self.scope is not None and not isinstance(self.scope, str):
-            raise InvalidOption("scope must be a string (e.g. the owner's id) or None")
+        if self.scope is not None and not isinstance(self.scope, Hashable):
+            raise InvalidOption("scope must be hashable (a user id, a tuple, a frozen dataclass)")
         if self.state_version is not None and (
             isinstance(self.state_version, bool)
             or not isinstance(self.state_version, int)

@@ -7,6 +7,12 @@ so fifty concurrent ``start`` calls build exactly one agent and the others retur
 
 ``RegistryUnavailable`` from the runtime propagates unchanged: it means "retry shortly" (a web
 layer maps it to HTTP 503), never "not running".
+
+A caller's ``scope`` may be any hashable value with a stable key (see
+:func:`~sagents.persistence.scope_key`); one without is refused with ``ConfigurationError``
+before anything starts. Scopes are compared by that key, as the shipped stores compare them,
+so a running agent is "not found" for exactly the callers its stored conversation is hidden
+from.
 """
 
 from __future__ import annotations
@@ -20,11 +26,17 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sagents._errors import AgentNotRunning, ConversationNotFound, InvalidOption
+from sagents._errors import (
+    AgentNotRunning,
+    ConfigurationError,
+    ConversationNotFound,
+    InvalidOption,
+)
 from sagents._interrupt import Decision
 from sagents._state import State
 from sagents.execution._agent import Agent
 from sagents.persistence._protocols import ConversationStore, Scope
+from sagents.persistence._scope import scope_key
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._options import InitialSubscriber, StartOptions
 from sagents.runtime._presence import PresenceTracking
@@ -69,12 +81,21 @@ class _AnyScope:
 _ANY_SCOPE = _AnyScope()
 
 
-def _running_in(runtime: Runtime, agent_id: str, scope: Scope) -> bool:
+def _serves(theirs: Scope, key: str | None) -> bool:
+    """Whether an agent started for the scope ``theirs`` serves the caller whose scope has
+    ``key``."""
+    try:
+        return scope_key(theirs) == key
+    except ConfigurationError:
+        return False  # started outside sessions, with a scope no session caller can name
+
+
+def _running_in(runtime: Runtime, agent_id: str, key: str | None) -> bool:
     """Whether the agent runs; a caller of another scope is told it does not exist."""
     info = runtime.agent_info_nowait(agent_id)
     if info is None:
         return False
-    if info.scope != scope:
+    if not _serves(info.scope, key):
         raise _not_in_scope(agent_id)
     return True
 
@@ -134,8 +155,11 @@ class Session:
         """Start the conversation's agent, or return it if it runs.
 
         Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
+            ConversationNotFound: the agent runs for another scope.
             RegistryUnavailable: the runtime is starting or stopping; retry.
         """
+        key = scope_key(scope)
         agent_id = config.agent_id_for(conversation_id)
         if runtime.backend is not None:
             if initial_subscribers:
@@ -148,7 +172,7 @@ class Session:
                 runtime, "start", config, agent_id, (conversation_id,), kwargs
             )
         async with _lock(runtime, agent_id):
-            if _running_in(runtime, agent_id, scope):
+            if _running_in(runtime, agent_id, key):
                 return cls(
                     agent_id=agent_id,
                     conversation_id=conversation_id,
@@ -180,7 +204,12 @@ class Session:
         When this call starts the agent, the returned ``events`` are attached through
         ``initial_subscribers`` and see its whole boot; when it already runs, ``events`` is a
         fresh subscription. Close ``events`` when done.
+
+        Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
+            ConversationNotFound: the agent runs for another scope.
         """
+        key = scope_key(scope)
         agent_id = config.agent_id_for(conversation_id)
         if runtime.backend is not None:
             kwargs = {"scope": scope, "request_opts": request_opts}
@@ -195,7 +224,7 @@ class Session:
             await _attached(remote_events)
             return dataclasses.replace(session, events=remote_events)
         async with _lock(runtime, agent_id):
-            if _running_in(runtime, agent_id, scope):
+            if _running_in(runtime, agent_id, key):
                 handle = runtime.agent(agent_id)
                 return cls(
                     agent_id=agent_id,
@@ -239,9 +268,11 @@ class Session:
         state — the interrupt is durable — and the decisions are applied at once.
 
         Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
             InvalidTransition: nothing is waiting for a decision.
             InvalidDecision: the decisions do not fit; the interrupt stays.
         """
+        scope_key(scope)  # refuses a scope without a key before anything runs
         if runtime.backend is not None:
             agent_id = config.agent_id_for(conversation_id)
             args = (conversation_id, list(decisions))
@@ -270,8 +301,10 @@ class Session:
         state first (the interrupt is durable), as :meth:`resume` does.
 
         Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
             InvalidTransition: nothing is waiting for a decision.
         """
+        scope_key(scope)  # refuses a scope without a key before anything runs
         if runtime.backend is not None:
             agent_id = config.agent_id_for(conversation_id)
             kwargs = {"scope": scope, "request_opts": request_opts}
@@ -298,7 +331,11 @@ class Session:
 
         With ``scope``, a caller of another scope gets ``ConversationNotFound``; without
         it (trusted server code), any agent of the conversation is stopped.
+
+        Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
         """
+        key = None if isinstance(scope, _AnyScope) else scope_key(scope)
         agent_id = config.agent_id_for(conversation_id)
         backend = runtime.backend
         if backend is not None:
@@ -312,7 +349,7 @@ class Session:
             if isinstance(scope, _AnyScope):
                 if runtime.get_status_nowait(agent_id) is None:
                     return False
-            elif not _running_in(runtime, agent_id, scope):
+            elif not _running_in(runtime, agent_id, key):
                 return False
             await runtime.stop(agent_id, reason=reason)
             return True
@@ -336,9 +373,11 @@ class Session:
         once the conversation is gone).
 
         Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
             ConversationNotFound: the agent runs for another scope.
             InvalidOption: neither persistence of ``config`` is a ``ConversationStore``.
         """
+        key = scope_key(scope)
         store: ConversationStore | None = None
         for candidate in (config.agent_persistence, config.display_message_persistence):
             if isinstance(candidate, ConversationStore):
@@ -362,7 +401,7 @@ class Session:
                 if deleted is not None:
                     return deleted is True
         async with _lock(runtime, agent_id):
-            if _running_in(runtime, agent_id, scope):
+            if _running_in(runtime, agent_id, key):
                 await runtime.stop(agent_id, reason="deleted")
             return await store.delete_conversation(scope, conversation_id)
 
@@ -380,14 +419,16 @@ class Session:
         backend's cluster; never starts or restores it.
 
         Raises:
+            ConfigurationError: ``scope`` is not hashable or has no stable key.
             ConversationNotFound: the agent runs for another scope than ``scope`` (None is the
                 scope of a single-tenant app).
         """
+        key = scope_key(scope)
         agent_id = config.agent_id_for(conversation_id)
         info = await runtime.agent_info(agent_id)
         if info is None:
             return None
-        if info.scope != scope:
+        if not _serves(info.scope, key):
             raise _not_in_scope(agent_id)
         try:
             handle = runtime.agent(agent_id)

@@ -48,7 +48,7 @@ def mount_agui(app: FastAPI, services: WebServices) -> bool:
         return False
 
     async def open_thread(thread: ThreadRun) -> None:
-        if thread.scope is None:  # pragma: no cover - _identity always answers one
+        if not isinstance(thread.scope, str):  # pragma: no cover - _identity answers one
             raise ConversationNotFound("no identity")
         first = thread.user_texts[0] if thread.user_texts else None
         await services.open_thread(thread.scope, thread.thread_id, first)

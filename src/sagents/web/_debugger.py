@@ -59,6 +59,7 @@ from sagents._errors import (
 )
 from sagents._resource import AsyncResource
 from sagents.events import Channel, SubscriptionOverflow
+from sagents.persistence import scope_key
 from sagents.runtime import AgentInfo, Runtime
 from sagents.web._debugger_access import AccessGuard
 from sagents.web._debugger_telemetry import TelemetryCounters
@@ -97,7 +98,16 @@ def debugger_app(
 
 
 def agent_json(info: AgentInfo) -> dict[str, Any]:
-    """The JSON row of one agent in the debugger's list."""
+    """The JSON row of one agent in the debugger's list.
+
+    Its ``scope`` is the scope's key (:func:`sagents.persistence.scope_key`: a text scope
+    as itself, a tuple or a dataclass as the text the stores keep), so the row stays JSON.
+    """
+    try:
+        scope = scope_key(info.scope)
+    except ConfigurationError:
+        # No stable key (an agent started outside sessions with such a scope): shown, not keyed.
+        scope = repr(info.scope)
     return {
         "id": info.agent_id,
         "status": info.status.value,
@@ -110,7 +120,7 @@ def agent_json(info: AgentInfo) -> dict[str, Any]:
         "has_interrupt": info.has_interrupt,
         "queued_messages": info.queued_messages,
         "todo_count": info.todo_count,
-        "scope": info.scope,
+        "scope": scope,
         "metadata": info.metadata,
         "node": info.node,
     }

@@ -37,7 +37,7 @@ from sqlalchemy import delete as sql_delete
 from sagents._errors import ConversationNotFound, PersistenceFailed, StateError
 from sagents.persistence._common import encode_messages, is_delta, to_utc
 from sagents.persistence._leases import LeaseRow, fence
-from sagents.persistence._protocols import Scope, StateSnapshot
+from sagents.persistence._protocols import StateSnapshot
 from sagents.persistence.sql._models import SqlTables
 
 __all__ = [
@@ -69,12 +69,13 @@ class Stored(NamedTuple):
 class SaveStatements(Protocol):
     """The statements of a save, inside the caller's transaction."""
 
-    def touch(self, scope: Scope, conversation_id: str, values: dict[str, Any]) -> bool:
-        """Set ``values`` on the conversation row of ``scope`` (its lock); False if absent."""
+    def touch(self, key: str | None, conversation_id: str, values: dict[str, Any]) -> bool:
+        """Set ``values`` on the conversation row of the scope whose key is ``key`` (its
+        lock); False if absent."""
         ...
 
-    def owner(self, conversation_id: str) -> tuple[bool, Scope]:
-        """Whether the conversation exists in any scope, and its scope."""
+    def owner(self, conversation_id: str) -> tuple[bool, str | None]:
+        """Whether the conversation exists in any scope, and its scope's key."""
         ...
 
     def create(self, values: dict[str, Any]) -> bool:
@@ -100,15 +101,16 @@ class SaveStatements(Protocol):
 
 def lock_conversation(
     statements: SaveStatements,
-    scope: Scope,
+    key: str | None,
     conversation_id: str,
     touch: dict[str, Any],
     now: datetime,
     *,
     create: bool = True,
 ) -> bool:
-    """Lock the conversation row, creating it in ``scope`` if it does not exist and
-    ``create`` allows; False when it does not exist (and was not created).
+    """Lock the conversation row, creating it in the scope whose key
+    (:func:`~sagents.persistence.scope_key`) is ``key`` if it does not exist and ``create``
+    allows; False when it does not exist (and was not created).
 
     ``touch`` holds the columns to set (``updated_at``...); the UPDATE that sets them is
     what takes the lock, so the common case costs one statement.
@@ -118,11 +120,11 @@ def lock_conversation(
         PersistenceFailed: it kept appearing and disappearing (concurrent creates and deletes).
     """
     for _ in range(3):
-        if statements.touch(scope, conversation_id, touch):
+        if statements.touch(key, conversation_id, touch):
             return True
         exists, owner = statements.owner(conversation_id)
         if exists:
-            if owner != scope:
+            if owner != key:
                 raise not_found(conversation_id)
             # Ours, but created by a transaction that committed after our UPDATE looked
             # (PostgreSQL, read committed): the next UPDATE sees and locks it.
@@ -131,7 +133,7 @@ def lock_conversation(
             return False
         values = {
             "id": conversation_id,
-            "scope": scope,
+            "scope": key,
             "title": None,
             "metadata": {},
             "interrupted": False,
@@ -149,7 +151,7 @@ def lock_conversation(
 
 def save(
     statements: SaveStatements,
-    scope: Scope,
+    key: str | None,
     conversation_id: str,
     snapshot: StateSnapshot,
     head: Any,
@@ -159,7 +161,8 @@ def save(
     """The statements of a save, in the caller's transaction; False when a newer version is
     stored (the caller must roll back: nothing is written, not even the conversation's touch).
 
-    ``head`` is the encoded head, ``encode`` what message rows go through (escaping).
+    ``key`` is the key of the writer's scope, ``head`` the encoded head, ``encode`` what
+    message rows go through (escaping).
 
     Raises:
         ConversationNotFound: the conversation belongs to another scope.
@@ -170,7 +173,7 @@ def save(
     touch = {"updated_at": now, "interrupted": state.interrupt is not None}
     # With a lease, the conversation exists since the lease was taken: a missing row was
     # deleted meanwhile, and a save must not bring it back.
-    exists = lock_conversation(statements, scope, conversation_id, touch, now, create=token is None)
+    exists = lock_conversation(statements, key, conversation_id, touch, now, create=token is None)
     stored = statements.stored(conversation_id) if exists else Stored(None, 0, None)
     fence(conversation_id, stored.lease, token, now, exists=exists)
     if stored.version is not None and stored.version >= snapshot.version:
@@ -211,11 +214,9 @@ class CoreStatements:
         self._tables = tables
         self._insert_if_absent = insert_if_absent
 
-    def touch(self, scope: Scope, conversation_id: str, values: dict[str, Any]) -> bool:
+    def touch(self, key: str | None, conversation_id: str, values: dict[str, Any]) -> bool:
         conversations = self._tables.conversations
-        scope_is = (
-            conversations.c.scope.is_(None) if scope is None else conversations.c.scope == scope
-        )
+        scope_is = conversations.c.scope.is_(None) if key is None else conversations.c.scope == key
         updated = self._conn.execute(
             update(conversations)
             .where(conversations.c.id == conversation_id, scope_is)
@@ -224,7 +225,7 @@ class CoreStatements:
         )
         return bool(updated.rowcount == 1)
 
-    def owner(self, conversation_id: str) -> tuple[bool, Scope]:
+    def owner(self, conversation_id: str) -> tuple[bool, str | None]:
         conversations = self._tables.conversations
         row = self._conn.execute(
             select(conversations.c.scope).where(conversations.c.id == conversation_id)
@@ -370,7 +371,7 @@ class SqliteSaver:
 
     def save(
         self,
-        scope: Scope,
+        key: str | None,
         conversation_id: str,
         snapshot: StateSnapshot,
         head: Any,
@@ -393,7 +394,7 @@ class SqliteSaver:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    saved = save(statements, scope, conversation_id, snapshot, head, now, _same)
+                    saved = save(statements, key, conversation_id, snapshot, head, now, _same)
                 except BaseException:
                     if driver.in_transaction:  # type: ignore[union-attr]
                         cursor.execute("ROLLBACK")  # (some failures rolled it back already)
@@ -444,19 +445,19 @@ class _DriverStatements:
         self._json = processors["json"]
         self._time = processors["time"]
 
-    def touch(self, scope: Scope, conversation_id: str, values: dict[str, Any]) -> bool:
+    def touch(self, key: str | None, conversation_id: str, values: dict[str, Any]) -> bool:
         self._cursor.execute(
             self._sql["touch"],
             (
                 self._time(values["updated_at"]),
                 self._p["bool"](values["interrupted"]),
                 conversation_id,
-                scope,
+                key,
             ),
         )
         return bool(self._cursor.rowcount == 1)
 
-    def owner(self, conversation_id: str) -> tuple[bool, Scope]:
+    def owner(self, conversation_id: str) -> tuple[bool, str | None]:
         row = self._cursor.execute(self._sql["owner"], (conversation_id,)).fetchone()
         return (False, None) if row is None else (True, row[0])
 

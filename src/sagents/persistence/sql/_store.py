@@ -5,9 +5,12 @@ an async engine (aiosqlite, asyncpg).
 
 Invariants:
 
-* **Scope**: every statement filters on the conversation's scope. A caller from another
-  scope reads nothing (None, ``[]``, False), and a write to a conversation id owned by another
-  scope raises :class:`ConversationNotFound`; no statement ever changes another tenant's rows.
+* **Scope**: every statement filters on the conversation's scope, stored as its key
+  (:func:`~sagents.persistence.scope_key`: a text scope as itself, any other hashable value as
+  a canonical text that is the same in every process). A caller from another scope reads
+  nothing (None, ``[]``, False), and a write to a conversation id owned by another scope raises
+  :class:`ConversationNotFound`; no statement ever changes another tenant's rows. Rows read
+  back carry the caller's scope object, which the key alone could not rebuild.
 * **Atomic, ordered saves**: a save is one transaction. It first locks the conversation row
   (an ``UPDATE`` of it, which takes the row lock on PostgreSQL; on SQLite every write
   transaction starts with ``BEGIN IMMEDIATE`` and so holds the database's write lock), then reads
@@ -59,6 +62,7 @@ from sagents.persistence._common import (
     check_display_messages,
     check_id,
     check_limit,
+    check_scope,
     check_status,
     check_target,
     decode_state,
@@ -108,8 +112,8 @@ class _Stale(Exception):
 # -- the store --------------------------------------------------------------------------------
 
 
-def _scope_is(column: ColumnElement[Any], scope: Scope) -> ColumnElement[bool]:
-    return column.is_(None) if scope is None else column == scope
+def _scope_is(column: ColumnElement[Any], key: str | None) -> ColumnElement[bool]:
+    return column.is_(None) if key is None else column == key
 
 
 def _same(value: Any) -> Any:
@@ -132,10 +136,12 @@ def _display(row: RowMapping, text: Callable[[Any], Any] = _same) -> DisplayMess
     )
 
 
-def _conversation(row: RowMapping, text: Callable[[Any], Any] = _same) -> Conversation:
+def _conversation(row: RowMapping, scope: Scope, text: Callable[[Any], Any]) -> Conversation:
+    # The row holds the scope's key; every read is filtered by the caller's, so the caller's
+    # scope is the row's.
     return Conversation(
         id=row["id"],
-        scope=row["scope"],
+        scope=scope,
         title=unescape(row["title"]),  # a text column: escaped on every database
         metadata=text(row["metadata"]),
         interrupted=row["interrupted"],
@@ -333,18 +339,19 @@ class SqlPersistence:
     async def _lock_conversation(
         self,
         conn: AsyncConnection,
-        scope: Scope,
+        key: str | None,
         conversation_id: str,
         touch: dict[str, Any],
         now: datetime,
         *,
         create: bool = True,
     ) -> bool:
-        """:func:`~sagents.persistence.sql._save.lock_conversation` on an async connection."""
+        """:func:`~sagents.persistence.sql._save.lock_conversation` (of the scope whose key is
+        ``key``) on an async connection."""
         locked: bool = await conn.run_sync(
             lambda sync: lock_conversation(
                 CoreStatements(sync, self._tables, self._insert_if_absent),
-                scope,
+                key,
                 conversation_id,
                 touch,
                 now,
@@ -373,17 +380,17 @@ class SqlPersistence:
             StateError: the state holds something that is not JSON.
             PersistenceFailed: the database failed; nothing was written.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         head = self._in(encode_head(snapshot.state))
         if self._saver is not None:
             await self._ready()
             async with self._write_lock or contextlib.nullcontext():
                 return await asyncio.to_thread(
-                    self._saver.save, scope, conversation_id, snapshot, head, self._clock.now()
+                    self._saver.save, key, conversation_id, snapshot, head, self._clock.now()
                 )
         try:
             async with self._write(f"save the state of conversation {conversation_id!r}") as conn:
-                await conn.run_sync(self._save_now, scope, conversation_id, snapshot, head)
+                await conn.run_sync(self._save_now, key, conversation_id, snapshot, head)
         except _Stale:
             return False
         return True
@@ -391,14 +398,14 @@ class SqlPersistence:
     def _save_now(
         self,
         conn: Connection,
-        scope: Scope,
+        key: str | None,
         conversation_id: str,
         snapshot: StateSnapshot,
         head: Any,
     ) -> None:
         statements = CoreStatements(conn, self._tables, self._insert_if_absent)
         now = self._clock.now()
-        if not save(statements, scope, conversation_id, snapshot, head, now, self._in):
+        if not save(statements, key, conversation_id, snapshot, head, now, self._in):
             raise _Stale  # rolls the transaction back: not even the touch is written
 
     async def load_state(self, scope: Scope, conversation_id: str) -> StoredState | None:
@@ -408,7 +415,7 @@ class SqlPersistence:
             StateError: the stored data is not a valid state.
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         tables = self._tables
         states, conversations, rows = (
             tables.agent_states,
@@ -422,7 +429,7 @@ class SqlPersistence:
                     .join(conversations, conversations.c.id == states.c.conversation_id)
                     .where(
                         states.c.conversation_id == conversation_id,
-                        _scope_is(conversations.c.scope, scope),
+                        _scope_is(conversations.c.scope, key),
                     )
                 )
             ).first()
@@ -470,7 +477,7 @@ class SqlPersistence:
             ConversationNotFound: in another scope, or missing and ``create`` is False.
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_owner(owner)
         duration = check_ttl(ttl)
         tables = self._tables
@@ -478,7 +485,7 @@ class SqlPersistence:
         async with self._write(f"take the lease of conversation {conversation_id!r}") as conn:
             now = self._clock.now()
             if not await self._lock_conversation(
-                conn, scope, conversation_id, {}, now, create=create
+                conn, key, conversation_id, {}, now, create=create
             ):
                 raise ConversationNotFound(
                     f"no conversation {conversation_id!r} in this scope; create it first"
@@ -554,7 +561,7 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         leases, conversations = self._tables.leases, self._tables.conversations
         async with self._write(f"release the lease of conversation {conversation_id!r}") as conn:
             await conn.execute(
@@ -563,7 +570,7 @@ class SqlPersistence:
                     leases.c.conversation_id == conversation_id,
                     leases.c.token == lease.token,
                     leases.c.conversation_id.in_(
-                        select(conversations.c.id).where(_scope_is(conversations.c.scope, scope))
+                        select(conversations.c.id).where(_scope_is(conversations.c.scope, key))
                     ),
                 )
                 .values(expires_at=self._clock.now(), released=True)
@@ -585,14 +592,12 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         display = self._tables.display_messages
         action = f"reconcile the display messages of conversation {conversation_id!r}"
         async with self._write(action) as conn:
             now = self._clock.now()
-            if not await self._lock_conversation(
-                conn, scope, conversation_id, {}, now, create=False
-            ):
+            if not await self._lock_conversation(conn, key, conversation_id, {}, now, create=False):
                 return []
             ahead: list[ColumnElement[bool]] = [display.c.state_version.is_not(None)]
             if state_version is not None:
@@ -641,7 +646,7 @@ class SqlPersistence:
             ValueError: a message names another conversation.
             PersistenceFailed: the database failed; nothing was written.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_display_messages(conversation_id, messages)
         if not messages:
             return []
@@ -658,7 +663,7 @@ class SqlPersistence:
             now = self._clock.now()
             exists = await self._lock_conversation(
                 conn,
-                scope,
+                key,
                 conversation_id,
                 {"updated_at": now},
                 now,
@@ -733,7 +738,7 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_limit(limit)
         display, conversations = self._tables.display_messages, self._tables.conversations
         query = (
@@ -741,7 +746,7 @@ class SqlPersistence:
             .join(conversations, conversations.c.id == display.c.conversation_id)
             .where(
                 display.c.conversation_id == conversation_id,
-                _scope_is(conversations.c.scope, scope),
+                _scope_is(conversations.c.scope, key),
             )
             .order_by(display.c.sequence)
             .limit(limit)
@@ -761,7 +766,7 @@ class SqlPersistence:
         status: str | None,
         changes: Mapping[str, Any],
     ) -> DisplayMessage | None:
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         check_id(tool_call_id, "tool_call_id")
         display, conversations = self._tables.display_messages, self._tables.conversations
         action = f"update tool call {tool_call_id!r} of conversation {conversation_id!r}"
@@ -773,7 +778,7 @@ class SqlPersistence:
                         .join(conversations, conversations.c.id == display.c.conversation_id)
                         .where(
                             display.c.conversation_id == conversation_id,
-                            _scope_is(conversations.c.scope, scope),
+                            _scope_is(conversations.c.scope, key),
                             display.c.type == "tool_call",
                             display.c.tool_call_id == tool_call_id,
                         )
@@ -850,7 +855,7 @@ class SqlPersistence:
             PersistenceFailed: the database failed.
         """
         conversation_id = new_id() if conversation_id is None else conversation_id
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         now = self._clock.now()
         conversation = Conversation(
             id=conversation_id,
@@ -866,7 +871,7 @@ class SqlPersistence:
             created = await conn.execute(
                 self._insert_if_absent(conversations).values(
                     id=conversation_id,
-                    scope=scope,
+                    scope=key,
                     title=escape(title),
                     metadata=self._in(conversation.metadata),
                     interrupted=False,
@@ -884,17 +889,17 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         conversations = self._tables.conversations
         async with self._read(f"get conversation {conversation_id!r}") as conn:
             result = await conn.execute(
                 select(conversations).where(
                     conversations.c.id == conversation_id,
-                    _scope_is(conversations.c.scope, scope),
+                    _scope_is(conversations.c.scope, key),
                 )
             )
             row = result.mappings().first()
-        return None if row is None else _conversation(row, self._out)
+        return None if row is None else _conversation(row, scope, self._out)
 
     async def list_conversations(
         self, scope: Scope, *, limit: int = 50, before: datetime | None = None
@@ -904,12 +909,12 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_id(scope, "scope")
+        key = check_scope(scope)
         check_limit(limit)
         conversations = self._tables.conversations
         query = (
             select(conversations)
-            .where(_scope_is(conversations.c.scope, scope))
+            .where(_scope_is(conversations.c.scope, key))
             .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
             .limit(limit)
         )
@@ -917,7 +922,7 @@ class SqlPersistence:
             query = query.where(conversations.c.updated_at < to_utc(before))
         async with self._read("list conversations") as conn:
             result = await conn.execute(query)
-            return [_conversation(row, self._out) for row in result.mappings()]
+            return [_conversation(row, scope, self._out) for row in result.mappings()]
 
     async def update_conversation(
         self,
@@ -932,7 +937,7 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         values: dict[str, Any] = {"updated_at": self._clock.now()}
         if title is not None:
             values["title"] = escape(title)
@@ -944,13 +949,13 @@ class SqlPersistence:
                 update(conversations)
                 .where(
                     conversations.c.id == conversation_id,
-                    _scope_is(conversations.c.scope, scope),
+                    _scope_is(conversations.c.scope, key),
                 )
                 .values(**values)
                 .returning(*conversations.c)
             )
             row = result.mappings().first()
-        return None if row is None else _conversation(row, self._out)
+        return None if row is None else _conversation(row, scope, self._out)
 
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> bool:
         """Delete the conversation; its state and display messages go with it (cascade).
@@ -958,13 +963,13 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         conversations = self._tables.conversations
         async with self._write(f"delete conversation {conversation_id!r}") as conn:
             result = await conn.execute(
                 sql_delete(conversations).where(
                     conversations.c.id == conversation_id,
-                    _scope_is(conversations.c.scope, scope),
+                    _scope_is(conversations.c.scope, key),
                 )
             )
             return result.rowcount == 1
@@ -978,9 +983,9 @@ class SqlPersistence:
             StateError: a stored file is not UTF-8 text.
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         files = self._tables.files
-        query = self._files_of(select(files.c.path, files.c.content), scope, conversation_id)
+        query = self._files_of(select(files.c.path, files.c.content), key, conversation_id)
         async with self._read(f"load the files of conversation {conversation_id!r}") as conn:
             rows = (await conn.execute(query)).all()
         return {path: _text(content, path, conversation_id) for path, content in rows}
@@ -992,11 +997,11 @@ class SqlPersistence:
         Raises:
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         files = self._tables.files
         query = self._files_of(
             select(files.c.path, func.length(files.c.content), files.c.updated_at),
-            scope,
+            key,
             conversation_id,
         )
         async with self._read(f"list the files of conversation {conversation_id!r}") as conn:
@@ -1015,21 +1020,21 @@ class SqlPersistence:
             StateError: the stored file is not UTF-8 text.
             PersistenceFailed: the database failed.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         files = self._tables.files
-        query = self._files_of(select(files.c.content), scope, conversation_id).where(
+        query = self._files_of(select(files.c.content), key, conversation_id).where(
             files.c.path == path
         )
         async with self._read(f"load {path} of conversation {conversation_id!r}") as conn:
             content = (await conn.execute(query)).scalar_one_or_none()
         return None if content is None else _text(content, path, conversation_id)
 
-    def _files_of(self, query: Any, scope: Scope, conversation_id: str) -> Any:
-        """``query`` over the files of ``conversation_id`` in ``scope``."""
+    def _files_of(self, query: Any, key: str | None, conversation_id: str) -> Any:
+        """``query`` over the files of ``conversation_id`` in the scope whose key is ``key``."""
         files, conversations = self._tables.files, self._tables.conversations
         return query.join(conversations, conversations.c.id == files.c.conversation_id).where(
             files.c.conversation_id == conversation_id,
-            _scope_is(conversations.c.scope, scope),
+            _scope_is(conversations.c.scope, key),
         )
 
     async def save_files(
@@ -1043,7 +1048,7 @@ class SqlPersistence:
             ValueError: a path is not a normalised virtual path, or a content is not text.
             PersistenceFailed: the database failed; nothing was written.
         """
-        check_target(scope, conversation_id)
+        key = check_target(scope, conversation_id)
         encoded = check_file_changes(changes)
         if not encoded:
             return
@@ -1052,7 +1057,7 @@ class SqlPersistence:
             now = self._clock.now()
             # The conversation row's lock orders this save with the conversation's others (and
             # with its deletion), and refuses another tenant's conversation.
-            await self._lock_conversation(conn, scope, conversation_id, {}, now)
+            await self._lock_conversation(conn, key, conversation_id, {}, now)
             await conn.execute(
                 sql_delete(files).where(
                     files.c.conversation_id == conversation_id, files.c.path.in_(list(encoded))
