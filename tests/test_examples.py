@@ -91,3 +91,21 @@ def test_the_default_stack_example_runs() -> None:
     assert "standard: ['TodoList', 'FileSystem', 'SubAgent', 'Summarization'" in done.stdout
     assert "tailored: ['TodoList', 'FileSystem', 'Summarization', 'HumanInTheLoop'" in done.stdout
     assert "saved and reviewed" in done.stdout
+
+
+def test_the_chat_app_example_runs_as_a_script() -> None:
+    # The browser test (tests/web/test_router_browser.py) serves the app; this one checks that
+    # `python examples/chat_app.py` builds it in a fresh process and hands it to uvicorn.
+    code = (
+        "import runpy, sys, uvicorn\n"
+        "uvicorn.run = lambda app, **options: print(type(app).__name__, options)\n"
+        "runpy.run_path(sys.argv[1], run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLES / "chat_app.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "FastAPI {'host': '127.0.0.1', 'port': 8000}"

@@ -1,4 +1,4 @@
-"""Fixtures of the web demo tests: a real uvicorn server on a free port, SQLite in tmp_path.
+"""Fixtures of the web tests: a real uvicorn server on a free port, SQLite in tmp_path.
 
 Everything runs on real time (a server, sockets, a browser); waits are for conditions, with
 short timeouts, never sleeps used as assertions.
@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from langchain_core.language_models import BaseChatModel
 from playwright.async_api import Browser, async_playwright
+from starlette.types import ASGIApp
 from websockets.asyncio.client import ClientConnection, connect
 
 from sagents.web import WebConfig, WebServices, create_app
@@ -59,7 +60,8 @@ class Demo:
 
     def ws_url(self, conversation_id: str, **query: Any) -> str:
         params = "&".join(f"{k}={v}" for k, v in query.items())
-        return f"{self.url.replace('http', 'ws', 1)}/ws/conversations/{conversation_id}?{params}"
+        base = self.url.replace("http", "ws", 1)
+        return f"{base}/api/conversations/{conversation_id}/ws?{params}"
 
     def socket(self, client: httpx.AsyncClient, conversation_id: str, **query: Any) -> Any:
         """A websocket on a conversation, with ``client``'s identity cookie."""
@@ -89,6 +91,14 @@ async def running_demo(
 ) -> AsyncIterator[Demo]:
     """The demo on uvicorn at 127.0.0.1:``port`` (0: a free one), with ``model`` if given."""
     app = create_app(config, model=model)
+    async with serving(app, port=port) as url:
+        yield Demo(url=url, services=app.state.services, config=config)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, *, port: int = 0) -> AsyncIterator[str]:
+    """``app`` on uvicorn at 127.0.0.1:``port`` (0: a free one), with its lifespan; yields its
+    base URL (``http://127.0.0.1:PORT``, no trailing slash)."""
     server = _Server(
         uvicorn.Config(
             app,
@@ -105,11 +115,11 @@ async def running_demo(
         while not server.started:
             if task.done():
                 await task
-                raise RuntimeError("the demo server did not start")
+                raise RuntimeError("the server did not start")
             await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Demo(url=f"http://127.0.0.1:{port}", services=app.state.services, config=config)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task

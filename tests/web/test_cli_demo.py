@@ -92,7 +92,8 @@ async def test_sigterm_drains_saves_and_exits(tmp_path: Path) -> None:
             assert (await client.get("/health/ready")).status_code == 200
             conversation = (await client.post("/api/conversations", json={})).json()["id"]
             cookie = client.cookies[COOKIE_NAME]
-            ws_url = f"{url.replace('http', 'ws', 1)}/ws/conversations/{conversation}"
+            base = url.replace("http", "ws", 1).rstrip("/")
+            ws_url = f"{base}/api/conversations/{conversation}/ws"
             async with connect(
                 ws_url, additional_headers={"Cookie": f"{COOKIE_NAME}={cookie}"}
             ) as ws:

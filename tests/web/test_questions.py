@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from sagents._errors import InvalidOption
 from sagents.session import Session
-from sagents.web._socket import client_error
+from sagents.web._client_errors import client_error
 from tests.web.conftest import Demo, is_event, is_status, next_frame, wait_until
 
 #: What the person answers: their own words to the first question (it allows "other"), two

@@ -287,7 +287,7 @@ async def test_a_sub_agent_question_is_a_form_and_a_halted_run_says_why(
         routes.append(ws)
 
     async with opened(browser, demo.url, errors) as page:
-        await page.route_web_socket(re.compile(r"/ws/conversations/"), route)
+        await page.route_web_socket(re.compile(r"/api/conversations/[^/]+/ws"), route)
         await start_conversation(page)
         await expect(page.locator("body")).to_have_attribute("data-socket", "open")
         [socket] = routes

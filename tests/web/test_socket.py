@@ -16,9 +16,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from sagents._errors import PersistenceFailed, StateError
-from sagents.web import WebConfig, WebServices
+from sagents.web._conversations import Conversations
 from sagents.web._identity import COOKIE_NAME
-from sagents.web._socket import PingFrame, SendFrame, _Connection
+from sagents.web._protocol import PingFrame, SendFrame
+from sagents.web._socket import SocketLimits, _Connection
 from tests.web.conftest import Demo, StartDemo, is_event, is_status, next_frame, wait_until
 
 
@@ -398,9 +399,7 @@ async def test_defect_a_client_that_leaves_before_its_reply_logs_no_error_traceb
     assert len(left) <= tabs
 
 
-class _StubServices:
-    config = WebConfig(max_message_chars=5)
-
+class _StubConversations:
     def agent_id(self, conversation_id: str) -> str:
         return f"conversation-{conversation_id}"
 
@@ -431,7 +430,13 @@ class _Socket:
 
 
 def connection_on(socket: _Socket) -> _Connection:
-    return _Connection(cast(WebSocket, socket), cast(WebServices, _StubServices()), "s", "c1")
+    return _Connection(
+        cast(WebSocket, socket),
+        cast(Conversations, _StubConversations()),
+        "s",
+        "c1",
+        SocketLimits(max_message_chars=5),
+    )
 
 
 async def _raise(exc: BaseException) -> None:

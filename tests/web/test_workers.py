@@ -126,7 +126,7 @@ async def drain(ws: ClientConnection) -> None:
 
 
 def ws_of(demo: Demo, conversation: str) -> str:
-    return f"{demo.url.replace('http', 'ws', 1)}/ws/conversations/{conversation}"
+    return f"{demo.url.replace('http', 'ws', 1)}/api/conversations/{conversation}/ws"
 
 
 async def agents(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,8 @@ import logging
 from fastapi import FastAPI, HTTPException, Request
 
 from sagents._errors import ConversationNotFound
-from sagents.web._identity import identity_of, same_origin
+from sagents.web._identity import identity_of
+from sagents.web._origin import same_origin
 from sagents.web._services import WebServices
 
 __all__ = ["AGUI_PATH", "mount_agui"]
@@ -48,7 +49,7 @@ def mount_agui(app: FastAPI, services: WebServices) -> bool:
         return False
 
     async def open_thread(thread: ThreadRun) -> None:
-        if not isinstance(thread.scope, str):  # pragma: no cover - _identity answers one
+        if thread.scope is None:  # pragma: no cover - _identity always answers one
             raise ConversationNotFound("no identity")
         first = thread.user_texts[0] if thread.user_texts else None
         await services.open_thread(thread.scope, thread.thread_id, first)

@@ -1,8 +1,12 @@
-"""The REST API of the demo: conversations, messages, approvals and questions, files.
+"""The REST API of the demo: messages, approvals and questions, titles, files.
 
-Every route acts for the caller's identity (the signed cookie); a conversation of another
-identity is indistinguishable from one that does not exist (404). Errors are JSON
-``{"error": code, "detail": message}`` with one status per decision the client makes:
+Listing, creating and loading conversations (``/api/conversations``, ``/api/conversations/{id}``)
+and the websocket are the :func:`~sagents.web.conversation_router` the demo mounts at ``/api``;
+this module adds the demo's own routes beside it, on the same operations
+(``WebServices.conversations``). Every route acts for the caller's identity (the signed
+cookie); a conversation of another identity is indistinguishable from one that does not exist
+(404). Errors are JSON ``{"error": code, "detail": message}`` with one status per decision the
+client makes:
 
 =====  ====================  ===================================================
  400   ``bad_json``          the body is not JSON (or is nested past what a parser takes)
@@ -23,7 +27,6 @@ the websocket's. The origin check (403) and the body limit are middleware (``cre
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -34,10 +37,12 @@ from starlette.exceptions import HTTPException
 
 from sagents._errors import FileSystemError, PathNotAllowed, SagentsError
 from sagents.runtime._reset import ResetFiles
+from sagents.web._client_errors import INTERNAL, client_error
+from sagents.web._conversations import Conversations, conversation_json
 from sagents.web._identity import identity_of
 from sagents.web._limits import ConversationId, StorableText, Title
-from sagents.web._services import WebServices, conversation_json
-from sagents.web._socket import INTERNAL, DecisionFrame, client_error
+from sagents.web._protocol import DecisionFrame
+from sagents.web._services import WebServices
 
 __all__ = ["install_error_handlers", "router"]
 
@@ -57,6 +62,10 @@ def _services(request: Request) -> WebServices:
     return services
 
 
+def _conversations(request: Request) -> Conversations:
+    return _services(request).conversations
+
+
 def _identity(request: Request) -> str:
     identity = identity_of(request.scope)
     if identity is None:  # pragma: no cover - the middleware always sets one for HTTP
@@ -65,15 +74,12 @@ def _identity(request: Request) -> str:
 
 
 Services = Annotated[WebServices, Depends(_services)]
+Ops = Annotated[Conversations, Depends(_conversations)]
 Identity = Annotated[str, Depends(_identity)]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class CreateBody(_Body):
-    title: Title | None = None
 
 
 class RenameBody(_Body):
@@ -99,59 +105,29 @@ async def me(identity: Identity) -> dict[str, Any]:
     return {"identity": identity}
 
 
-@router.get("/conversations")
-async def list_conversations(services: Services, identity: Identity) -> dict[str, Any]:
-    return {"conversations": await services.list_conversations(identity)}
-
-
-@router.post("/conversations", status_code=201)
-async def create_conversation(
-    services: Services, identity: Identity, body: CreateBody | None = None
-) -> dict[str, Any]:
-    conversation = await services.create_conversation(identity, body.title if body else None)
-    return conversation_json(conversation, "not_running")
-
-
-class _AsciiJSON(JSONResponse):
-    """JSON escaped to ASCII, nested as deep as the JSON parser allows.
-
-    A conversation is stored content; whatever it holds, its page must load. The escape keeps a
-    lone surrogate stored before the edge refused them from breaking the UTF-8 encoding, and
-    the stdlib encoder takes any nesting that came in as JSON (pydantic's response serializer
-    stops far sooner, which made such a conversation unreadable).
-    """
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-@router.get("/conversations/{conversation_id}", response_class=_AsciiJSON)
-async def get_conversation(
-    conversation_id: ConversationId, services: Services, identity: Identity
-) -> _AsciiJSON:
-    """The whole conversation as a page shows it: messages, todos, pending approval, status."""
-    return _AsciiJSON((await services.snapshot(identity, conversation_id)).to_json())
-
-
 @router.patch("/conversations/{conversation_id}")
 async def rename_conversation(
-    conversation_id: ConversationId, body: RenameBody, services: Services, identity: Identity
+    conversation_id: ConversationId, body: RenameBody, ops: Ops, identity: Identity
 ) -> dict[str, Any]:
-    conversation = await services.rename(identity, conversation_id, body.title)
-    return conversation_json(conversation, await services.status(identity, conversation_id))
+    conversation = await ops.rename(identity, conversation_id, body.title)
+    return conversation_json(conversation, await ops.status(identity, conversation_id))
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
 async def delete_conversation(
-    conversation_id: ConversationId, services: Services, identity: Identity
+    conversation_id: ConversationId, ops: Ops, identity: Identity
 ) -> Response:
-    await services.delete(identity, conversation_id)
+    await ops.delete(identity, conversation_id)
     return Response(status_code=204)
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=202)
 async def send_message(
-    conversation_id: ConversationId, body: MessageBody, services: Services, identity: Identity
+    conversation_id: ConversationId,
+    body: MessageBody,
+    services: Services,
+    ops: Ops,
+    identity: Identity,
 ) -> dict[str, Any]:
     limit = services.config.max_message_chars
     if len(body.text) > limit:
@@ -164,56 +140,54 @@ async def send_message(
                 }
             ]
         )
-    await services.send(identity, conversation_id, body.text)
-    return {"status": await services.status(identity, conversation_id)}
+    await ops.send(identity, conversation_id, body.text)
+    return {"status": await ops.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/cancel", status_code=202)
 async def cancel_run(
-    conversation_id: ConversationId, services: Services, identity: Identity
+    conversation_id: ConversationId, ops: Ops, identity: Identity
 ) -> dict[str, Any]:
-    await services.cancel(identity, conversation_id)
-    return {"status": await services.status(identity, conversation_id)}
+    await ops.cancel(identity, conversation_id)
+    return {"status": await ops.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/retry", status_code=202)
 async def retry_run(
-    conversation_id: ConversationId, services: Services, identity: Identity
+    conversation_id: ConversationId, ops: Ops, identity: Identity
 ) -> dict[str, Any]:
     """Run again after a run that ended in an error (409 when there is nothing to retry)."""
-    await services.retry(identity, conversation_id)
-    return {"status": await services.status(identity, conversation_id)}
+    await ops.retry(identity, conversation_id)
+    return {"status": await ops.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/decisions", status_code=202)
 async def decide(
-    conversation_id: ConversationId, body: DecisionsBody, services: Services, identity: Identity
+    conversation_id: ConversationId, body: DecisionsBody, ops: Ops, identity: Identity
 ) -> dict[str, Any]:
     decisions = [d.model_dump() for d in body.decisions]
-    await services.decide(identity, conversation_id, decisions)
-    return {"status": await services.status(identity, conversation_id)}
+    await ops.decide(identity, conversation_id, decisions)
+    return {"status": await ops.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/dismiss", status_code=202)
-async def dismiss(
-    conversation_id: ConversationId, services: Services, identity: Identity
-) -> dict[str, Any]:
+async def dismiss(conversation_id: ConversationId, ops: Ops, identity: Identity) -> dict[str, Any]:
     """Clear the pending approval or question without a decision (409 when nothing waits)."""
-    await services.dismiss(identity, conversation_id)
-    return {"status": await services.status(identity, conversation_id)}
+    await ops.dismiss(identity, conversation_id)
+    return {"status": await ops.status(identity, conversation_id)}
 
 
 @router.post("/conversations/{conversation_id}/reset", status_code=202)
 async def reset(
     conversation_id: ConversationId,
-    services: Services,
+    ops: Ops,
     identity: Identity,
     body: ResetBody | None = None,
 ) -> dict[str, Any]:
     """Start the conversation over; its files stay (``"clear"`` is refused: they are shared
     by the identity's conversations)."""
-    await services.reset(identity, conversation_id, body.files if body else "keep")
-    return {"status": await services.status(identity, conversation_id)}
+    await ops.reset(identity, conversation_id, body.files if body else "keep")
+    return {"status": await ops.status(identity, conversation_id)}
 
 
 @router.get("/files")

@@ -3,7 +3,9 @@
 ``create_app`` wires the pieces — :class:`~sagents.web._services.WebServices` started and
 closed by the lifespan, the middleware (outermost first: cross-origin writes to the API are
 refused, bodies over ``max_body_bytes`` are refused unparsed, the identity cookie is read or
-issued), the REST API, the websocket, the AG-UI endpoint (``/agui``, with the ``agui`` extra),
+issued), the :func:`~sagents.web.conversation_router` at ``/api`` with the cookie's identity as
+the scope (the list, the snapshot and the websocket: the demo is one user of the library's
+router), the demo's own REST routes, the AG-UI endpoint (``/agui``, with the ``agui`` extra),
 the health probes, the static page (plain ES modules and CSS shipped in the package: no build
 step and nothing fetched from a CDN) and, when enabled, the live debugger at ``/debug``.
 
@@ -45,10 +47,11 @@ from sagents.web import _api, _health
 from sagents.web._agui import mount_agui
 from sagents.web._config import WebConfig
 from sagents.web._debugger import debugger_app
-from sagents.web._identity import IdentityMiddleware, SameOriginMiddleware, Signer, load_secret
+from sagents.web._identity import IdentityMiddleware, Signer, cookie_identity, load_secret
 from sagents.web._limits import BodyLimitMiddleware
+from sagents.web._origin import SameOriginMiddleware
+from sagents.web._router import conversation_router
 from sagents.web._services import RAY_NAMESPACE, WebServices
-from sagents.web._socket import conversation_socket
 
 __all__ = ["WORKER_CONFIG_ENV", "bind", "create_app", "serve", "serve_workers", "worker_app"]
 
@@ -92,9 +95,18 @@ def create_app(config: WebConfig | None = None, *, model: BaseChatModel | None =
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(SameOriginMiddleware, prefix="/api/")
     _api.install_error_handlers(app)
+    conversations = conversation_router(
+        services.runtime,
+        services.session_config,
+        scope=cookie_identity,
+        store=services.store,
+        before_action=services.before_action,
+        max_frame_bytes=config.max_frame_bytes,
+        max_message_chars=config.max_message_chars,
+    )
+    app.include_router(conversations, prefix="/api")
     app.include_router(_api.router)
     app.include_router(_health.router)
-    app.add_api_websocket_route("/ws/conversations/{conversation_id}", conversation_socket)
     mount_agui(app, services)  # POST /agui, when the agui extra is installed
 
     @app.get("/", include_in_schema=False)

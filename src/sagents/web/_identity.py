@@ -7,15 +7,13 @@ id cannot be forged or guessed. The id is the *scope* handed to persistence and 
 
 Choices: the stdlib ``hmac`` rather than a session library (the cookie holds one opaque id and
 nothing else); a pure ASGI middleware rather than a dependency, so HTTP routes, static pages and
-websockets all see the same ``scope["state"]["identity"]``. Only HTTP requests are given a new
-identity: a websocket without a valid cookie has none, and is refused by its handler.
+websockets all see the same ``scope["state"]["identity"]``; :func:`cookie_identity` hands it to
+the conversation router as the caller's scope. Only HTTP requests are given a new identity: a
+websocket without a valid cookie has none, and is refused (close code 4404).
 
 **Only the app's own pages act for an identity.** Browsers attach the cookie to requests that
-other pages of the same *site* make (another port of localhost, say): ``SameSite=Lax`` stops
-cross-site posts, not those. So every request that changes state — a websocket, a REST
-``POST``/``PUT``/``PATCH``/``DELETE`` — must come without an ``Origin`` header (not a browser,
-or a browser's same-origin request that omits it) or from this very host (:func:`same_origin`);
-:class:`SameOriginMiddleware` refuses the others with 403 before they are read.
+other pages of the same *site* make (another port of localhost, say), so every request that
+changes state must come from the app's own origin: see ``_origin.py``.
 """
 
 from __future__ import annotations
@@ -29,11 +27,10 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import cookie_parser
-from starlette.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sagents._errors import ConfigurationError
@@ -41,11 +38,10 @@ from sagents._errors import ConfigurationError
 __all__ = [
     "COOKIE_NAME",
     "IdentityMiddleware",
-    "SameOriginMiddleware",
     "Signer",
+    "cookie_identity",
     "identity_of",
     "load_secret",
-    "same_origin",
 ]
 
 COOKIE_NAME = "sagents_identity"
@@ -124,6 +120,19 @@ def identity_of(scope: Scope) -> str | None:
     return identity if isinstance(identity, str) else None
 
 
+def cookie_identity(connection: HTTPConnection) -> str:
+    """The caller's identity, as the scope of the demo's conversations (a FastAPI dependency).
+
+    Raises:
+        HTTPException: 404 for a websocket without a valid cookie (the page was not loaded
+            first, or the cookie is forged): it has no conversation.
+    """
+    identity = identity_of(connection.scope)
+    if identity is None:  # HTTP requests are always given one by the middleware
+        raise HTTPException(404, "no identity cookie; load the page first")
+    return identity
+
+
 class IdentityMiddleware:
     """Puts the browser's identity in ``scope["state"]["identity"]``; issues one when missing."""
 
@@ -159,51 +168,3 @@ class IdentityMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
-
-
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def same_origin(headers: Headers) -> bool:
-    """True when a request has no ``Origin`` header or comes from this very host.
-
-    ``Origin: null`` (a sandboxed frame, a ``file:`` page) is another origin.
-    """
-    origin = headers.get("origin")
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
-
-
-class SameOriginMiddleware:
-    """Refuses cross-origin requests that change state (any method but GET, HEAD, OPTIONS).
-
-    Args:
-        app: the application.
-        prefix: the paths it guards (the REST API); the rest of the app (the debugger has a
-            guard of its own) is passed through.
-    """
-
-    def __init__(self, app: ASGIApp, *, prefix: str = "/api/") -> None:
-        self.app = app
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] not in _SAFE_METHODS
-            and scope["path"].startswith(self.prefix)
-            and not same_origin(Headers(scope=scope))
-        ):
-            response = JSONResponse(
-                {
-                    "error": "forbidden",
-                    "detail": "cross-origin requests are refused; use the app's own page",
-                },
-                status_code=403,
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

@@ -1,23 +1,28 @@
-"""The conversation websocket: live events out, actions in.
+"""The conversation websocket: live events out, actions in, one socket per open tab.
 
-``/ws/conversations/{id}?after_seq=N&instance=T`` — one socket per open tab.
-
-**Presence.** Each socket is one viewer of ``conversation:<id>``, tracked under a key of its own
-from the handler's task, so it disappears however the socket ends. When the last tab closes, the
-agent's grace period starts and it shuts down with reason ``no_viewers``; the next message
-restarts it through ``Session.ensure_running`` with its state restored.
-
-**Events out.** A *pump* follows the conversation's agent across server instances. While the
-agent runs it forwards that instance's events; when it stops the pump waits, through
-``runtime.watch``, for the next instance and subscribes to it with ``after_seq=0``, so the
-instance's replay buffer hands over everything it published before the pump got there (nothing
-is lost between the watch seeing the first event and the subscription). Frames::
+Served by :func:`~sagents.web.conversation_router` at ``{prefix}/conversations/{id}/ws``
+(``?after_seq=N&instance=T`` when a tab reconnects); ``docs/web.md`` is the protocol's
+reference. Frames out::
 
     {"type": "attached", "status": ..., "instance": T, "resumed": bool}
     {"type": "event", "instance": T, "event": {...event.to_json()...}}
     {"type": "detached", "status": "not_running"}
     {"type": "ok", "action": ..., "ref": ...}  |  {"type": "pong", "ref": ...}
     {"type": "error", "code": ..., "message": ..., "ref": ...}
+
+and in: the frames of ``_protocol.py`` (send, cancel, decide, dismiss, reset, retry, ping).
+
+**Presence.** Each socket is one viewer of the conversation's presence topic (the
+``SessionConfig``'s), tracked under a key of its own from the handler's task, so it disappears
+however the socket ends. When the last tab closes, the agent's grace period starts and it shuts
+down with reason ``no_viewers``; the next message restarts it through
+``Session.ensure_running`` with its state restored.
+
+**Events out.** A *pump* follows the conversation's agent across server instances. While the
+agent runs it forwards that instance's events; when it stops the pump waits, through
+``runtime.watch``, for the next instance and subscribes to it with ``after_seq=0``, so the
+instance's replay buffer hands over everything it published before the pump got there (nothing
+is lost between the watch seeing the first event and the subscription).
 
 Every server instance numbers its events from 1, so ``instance`` (``AgentInfo.instance``) says
 which numbering a ``seq`` belongs to. A tab that reconnects passes the last ``seq`` and
@@ -35,27 +40,16 @@ process; a Ray host's replay has no such moment (see ``_catch_up``). A resumed t
 this: the replay after its ``seq`` holds the rest of the deltas or, once the message is complete
 and its deltas are compacted away, the whole message as ``llm_message``.
 
-**Actions in.** ``{"type": "send", "text": ...}``, ``{"type": "cancel"}``,
-``{"type": "decide", "decisions": [...]}`` (approve, edit, reject, respond — or answer a
-question: ``{"type": "answer", "answers": [...]}``), ``{"type": "dismiss"}`` (clear a pending
-approval or question without deciding), ``{"type": "reset", "files": "keep"}`` (start the
-conversation over), ``{"type": "retry"}`` (run again after a run that ended in an error),
-``{"type": "ping"}``, each with an optional ``ref`` echoed in the reply. The frames bound the
-shape of a decision (how many answers, how many choices); whether it fits the pending call is
-the core's check (``parse_decisions``), answered with ``invalid_decision``.
-Every inbound frame is checked for size, kind (text), JSON and schema, with the bounds the REST
-API applies too (storable text, the shape of edited arguments: see ``_limits.py``); a bad one,
-or an action the agent refuses, gets an error frame — the socket, its handler and the agent
-carry on.
+**Actions in.** Every inbound frame is checked for size, kind (text), JSON and schema, with the
+bounds the REST door applies too (``_limits.py``); a bad one, or an action the agent refuses,
+gets an error frame — the socket, its handler and the agent carry on. The actions themselves
+are :class:`~sagents.web._conversations.Conversations`' (one implementation for every door).
 
-**Refusals at connection.** Before anything else the socket is accepted and checked; a refusal
-is an error frame, then a close whose code is 4000 plus the HTTP status the REST API would give:
-4403 (another origin), 4422 (an id no conversation can have), 4404 (no such conversation for
-this identity), 4503 (storage unavailable), 4500 (anything else).
-
-**Errors out.** :func:`client_error` is the one translation of sagents errors for both doors:
-what the client reads never quotes the database (its messages can name tables and values); the
-detail goes to the log.
+**Refusals at connection.** The socket is accepted and checked before anything else; a refusal
+is an error frame, then a close whose code is 4000 plus the HTTP status the REST door would
+give: 4403 (another origin), the application's auth refusing the caller (4401, 4403... its
+``HTTPException``'s status), 4422 (an id no conversation can have), 4404 (no such conversation
+for this scope), 4503 (storage unavailable), 4500 (anything else).
 
 **A client that leaves** mid-conversation (before its reply, during a stream) ends the
 connection quietly: one debug line, not a traceback.
@@ -68,26 +62,14 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Collection
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from sagents._errors import (
-    AgentNotRunning,
-    ConversationNotFound,
-    ConversationOwnedElsewhere,
-    InvalidDecision,
-    InvalidOption,
-    InvalidTransition,
-    PersistenceFailed,
-    RegistryUnavailable,
-    SagentsError,
-    StateConflict,
-)
-from sagents._interrupt import MAX_CHOICES, MAX_QUESTIONS
+from sagents._errors import AgentNotRunning
 from sagents._status import Status
 from sagents.events import (
     Event,
@@ -96,187 +78,46 @@ from sagents.events import (
     StatusChanged,
     SubscriptionOverflow,
 )
+from sagents.persistence._protocols import Scope
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._publisher import Subscription
-from sagents.runtime._reset import ResetFiles
-from sagents.web._identity import identity_of, same_origin
-from sagents.web._limits import ConversationId, StorableText, ToolArguments
-from sagents.web._services import WebServices
+from sagents.web._client_errors import ClientError, client_error
+from sagents.web._conversations import Conversations
+from sagents.web._limits import ConversationId
+from sagents.web._origin import same_origin
+from sagents.web._protocol import (
+    MAX_REF_CHARS,
+    AnyFrame,
+    CancelFrame,
+    DecideFrame,
+    DismissFrame,
+    PingFrame,
+    ResetFrame,
+    RetryFrame,
+    SendFrame,
+    frames,
+)
 
-__all__ = ["INTERNAL", "ClientError", "ClientFrame", "client_error", "conversation_socket"]
+__all__ = ["SocketLimits", "serve_socket"]
 
 _log = logging.getLogger("sagents.web")
 
-
-class _Frame(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    ref: Annotated[str, Field(max_length=64)] | None = None
-
-
-class SendFrame(_Frame):
-    type: Literal["send"]
-    # The length limit is the configuration's (max_message_chars), checked on use.
-    text: Annotated[StorableText, Field(min_length=1)]
-
-
-class CancelFrame(_Frame):
-    type: Literal["cancel"]
-
-
-class PingFrame(_Frame):
-    type: Literal["ping"]
-
-
-class RetryFrame(_Frame):
-    type: Literal["retry"]
-
-
-class ApproveDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["approve"]
-
-
-class EditDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["edit"]
-    arguments: ToolArguments
-
-
-class RejectDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["reject"]
-    message: Annotated[StorableText, Field(max_length=2000)] | None = None
-
-
-class RespondDecision(BaseModel):
-    """The person answers in place of the call (a question, or an approval that allows it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["respond"]
-    # Empty or overlong text is refused by the core, with the words a person reads.
-    message: StorableText
-
-
-#: One answer: a choice or text, or the choices of a multiple-choice question.
-AnswerValue = StorableText | Annotated[list[StorableText], Field(max_length=MAX_CHOICES)]
-
-
-class AnswerDecision(BaseModel):
-    """The answers to a call's questions, one per question, in order."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["answer"]
-    answers: Annotated[list[AnswerValue], Field(max_length=MAX_QUESTIONS)]
-
-
-DecisionFrame = Annotated[
-    ApproveDecision | EditDecision | RejectDecision | RespondDecision | AnswerDecision,
-    Field(discriminator="type"),
-]
-
-
-class DecideFrame(_Frame):
-    type: Literal["decide"]
-    decisions: Annotated[list[DecisionFrame], Field(min_length=1, max_length=100)]
-
-
-class DismissFrame(_Frame):
-    type: Literal["dismiss"]
-
-
-class ResetFrame(_Frame):
-    type: Literal["reset"]
-    files: ResetFiles = "keep"
-
-
-_AnyFrame = (
-    SendFrame | CancelFrame | DecideFrame | DismissFrame | ResetFrame | RetryFrame | PingFrame
-)
-ClientFrame = Annotated[_AnyFrame, Field(discriminator="type")]
-_frames: TypeAdapter[_AnyFrame] = TypeAdapter(ClientFrame)
 _conversation_ids: TypeAdapter[str] = TypeAdapter(ConversationId)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClientError:
-    """What a client is told about a failure: an HTTP status, an error code, a message.
+class SocketLimits:
+    """What one socket accepts.
 
     Attributes:
-        hidden: the message does not say what failed (the cause may quote the database); the
-            cause goes to the log instead (:meth:`log`).
+        max_frame_bytes: the largest frame; a larger one gets a ``too_large`` error frame.
+        max_message_chars: the longest message a ``send`` frame may carry.
+        allowed_origins: origins besides the app's own whose pages may open the socket.
     """
 
-    status: int
-    code: str
-    message: str
-    hidden: bool = False
-
-    def log(self, exc: BaseException, doing: str) -> None:
-        """Log the cause of a hidden failure for the operator; the client was told the rest."""
-        if not self.hidden:
-            return
-        if self.status == 503:  # retryable: the client was told to try again
-            _log.warning("%s: unavailable for now: %r", doing, exc, exc_info=exc)
-        else:
-            _log.error("%s failed: %r", doing, exc, exc_info=exc)
-
-
-#: An unexpected failure of the server (a bug, or storage refusing a value).
-INTERNAL = ClientError(
-    status=500,
-    code="internal",
-    message="the server could not do that; try again, or reload the page",
-    hidden=True,
-)
-_RETRY = ClientError(
-    status=503,
-    code="unavailable",
-    message="the server cannot do that right now; try again in a moment",
-    hidden=True,
-)
-
-
-def client_error(exc: SagentsError) -> ClientError:
-    """Translate an error of the services into what the client is told (REST and websocket).
-
-    The errors a client acts on keep their message. Storage errors and unexpected ones get a
-    generic message — a storage error quotes the database driver, which can name tables,
-    columns and stored values — and are marked ``hidden``: the caller logs their cause.
-    """
-    if isinstance(exc, ConversationNotFound):
-        return ClientError(status=404, code="not_found", message=str(exc))
-    if isinstance(exc, InvalidDecision):
-        return ClientError(status=422, code="invalid_decision", message=str(exc))
-    if isinstance(exc, InvalidOption):
-        # A value the request chose that the operation refuses (a reset clearing files shared
-        # with other conversations): the client's to change, and the message says how.
-        return ClientError(status=422, code="invalid", message=str(exc))
-    if isinstance(exc, InvalidTransition | AgentNotRunning):
-        return ClientError(status=409, code="conflict", message=str(exc))
-    if isinstance(exc, RegistryUnavailable):
-        return ClientError(status=503, code="unavailable", message=str(exc))
-    if isinstance(exc, ConversationOwnedElsewhere):
-        # Another worker or host runs it: said in words (the owner's name is an operator's
-        # detail, not the visitor's), and retryable: the lease passes when that process stops.
-        return ClientError(
-            status=409,
-            code="owned_elsewhere",
-            message=(
-                "This conversation is open in another server process right now; try again in "
-                "a few seconds."
-            ),
-        )
-    if isinstance(exc, StateConflict):
-        return ClientError(
-            status=409,
-            code="conflict",
-            message="This conversation changed elsewhere; reload the page to see it.",
-        )
-    # PersistenceFailed: the database is unreachable or timed out. Other errors may declare
-    # themselves worth a retry (e.g. a conversation run by another process for now).
-    if isinstance(exc, PersistenceFailed) or getattr(exc, "retryable", False) is True:
-        return _RETRY
-    return INTERNAL
+    max_frame_bytes: int = 64 * 1024
+    max_message_chars: int = 20_000
+    allowed_origins: Collection[str] = ()
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -288,14 +129,22 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 class _Connection:
-    """One open tab: its socket, its viewer entry and its event pump."""
+    """One open tab: its socket, its event pump and its reader of actions."""
 
-    def __init__(self, ws: WebSocket, services: WebServices, scope: str, conversation_id: str):
+    def __init__(
+        self,
+        ws: WebSocket,
+        conversations: Conversations,
+        scope: Scope,
+        conversation_id: str,
+        limits: SocketLimits,
+    ) -> None:
         self.ws = ws
-        self.services = services
+        self.conversations = conversations
         self.scope = scope
         self.conversation_id = conversation_id
-        self.agent_id = services.agent_id(conversation_id)
+        self.limits = limits
+        self.agent_id = conversations.agent_id(conversation_id)
         self._send_lock = asyncio.Lock()
         self._gone_logged = False
 
@@ -310,8 +159,8 @@ class _Connection:
     # -- events out ------------------------------------------------------------------------------
 
     async def pump(self, after_seq: int | None, instance: int | None) -> None:
-        services, runtime = self.services, self.services.runtime
-        current = (await services.running(self.scope, self.conversation_id))[1]
+        conversations, runtime = self.conversations, self.conversations.runtime
+        current = (await conversations.running(self.scope, self.conversation_id))[1]
         resumed = after_seq is not None and instance is not None and current == instance
         after = after_seq if resumed else None
         while True:
@@ -331,7 +180,7 @@ class _Connection:
             except AgentNotRunning:
                 after, resumed = 0, False  # it ended already; wait for the next one
                 continue
-            status, instance = await services.running(self.scope, self.conversation_id)
+            status, instance = await conversations.running(self.scope, self.conversation_id)
             async with subscription:
                 await self.send(
                     {
@@ -356,7 +205,7 @@ class _Connection:
     # -- actions in ------------------------------------------------------------------------------
 
     async def read(self) -> None:
-        limit = self.services.config.max_frame_bytes
+        limit = self.limits.max_frame_bytes
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -374,48 +223,53 @@ class _Connection:
                 await self.error("bad_json", "the frame is not valid JSON")
                 continue
             try:
-                frame = _frames.validate_python(raw)
+                frame = frames.validate_python(raw)
             except ValidationError as exc:
                 ref = raw.get("ref") if isinstance(raw, dict) else None
                 await self.error("invalid", _validation_message(exc), ref if _short(ref) else None)
                 continue
             await self._act(frame)
 
-    async def _act(self, frame: _AnyFrame) -> None:
+    async def _act(self, frame: AnyFrame) -> None:
         # Only the action itself is guarded here. A reply that cannot be sent means the client
         # left: that ends the reader (see guarded), and is no failure of the action.
-        services, scope, cid = self.services, self.scope, self.conversation_id
         if isinstance(frame, PingFrame):
             await self.send({"type": "pong", "ref": frame.ref})
             return
-        limit = services.config.max_message_chars
+        limit = self.limits.max_message_chars
         if isinstance(frame, SendFrame) and len(frame.text) > limit:
             await self.error("invalid", f"text: at most {limit} characters", frame.ref)
             return
         failure: ClientError | None = None
         try:
-            if isinstance(frame, SendFrame):
-                await services.send(scope, cid, frame.text)
-            elif isinstance(frame, CancelFrame):
-                await services.cancel(scope, cid)
-            elif isinstance(frame, RetryFrame):
-                await services.retry(scope, cid)
-            elif isinstance(frame, DismissFrame):
-                await services.dismiss(scope, cid)
-            elif isinstance(frame, ResetFrame):
-                await services.reset(scope, cid, frame.files)
-            else:
-                await services.decide(scope, cid, [d.model_dump() for d in frame.decisions])
-        except SagentsError as exc:
+            await self._apply(frame)
+        except Exception as exc:  # a SagentsError the client acts on, or a bug (INTERNAL)
             failure = client_error(exc)
-            failure.log(exc, f"websocket action {frame.type} on conversation {cid}")
-        except Exception as exc:
-            failure = INTERNAL
-            failure.log(exc, f"websocket action {frame.type} on conversation {cid}")
+            failure.log(
+                exc, f"websocket action {frame.type} on conversation {self.conversation_id}"
+            )
         if failure is not None:
             await self.error(failure.code, failure.message, frame.ref)
         else:
             await self.send({"type": "ok", "action": frame.type, "ref": frame.ref})
+
+    async def _apply(self, frame: AnyFrame) -> None:
+        conversations, scope, cid = self.conversations, self.scope, self.conversation_id
+        match frame:
+            case SendFrame(text=text):
+                await conversations.send(scope, cid, text)
+            case CancelFrame():
+                await conversations.cancel(scope, cid)
+            case RetryFrame():
+                await conversations.retry(scope, cid)
+            case DismissFrame():
+                await conversations.dismiss(scope, cid)
+            case ResetFrame(files=files):
+                await conversations.reset(scope, cid, files)
+            case DecideFrame(decisions=decisions):
+                await conversations.decide(scope, cid, [d.model_dump() for d in decisions])
+            case _:  # pragma: no cover - ping is answered before
+                raise AssertionError(f"unhandled frame {frame.type}")
 
     async def guarded(self, work: Awaitable[None]) -> None:
         """Run one side of the connection; the client leaving just ends it, a bug is logged."""
@@ -493,7 +347,7 @@ def _in_progress(backlog: list[Event]) -> list[Event]:
 
 
 def _short(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 64
+    return isinstance(value, str) and len(value) <= MAX_REF_CHARS
 
 
 def _number(text: str | None) -> int | None:
@@ -507,56 +361,92 @@ def _number(text: str | None) -> int | None:
     return value if value >= 0 else None
 
 
-async def _refuse(ws: WebSocket, status: int, code: str, message: str) -> None:
+async def _refuse(ws: WebSocket, failure: ClientError) -> None:
     """An error frame, then the close code ``4000 + status`` (the client may be gone already)."""
+    frame = {"type": "error", "code": failure.code, "message": failure.message}
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-        await ws.send_text(json.dumps({"type": "error", "code": code, "message": message}))
-        await ws.close(code=4000 + status)
+        await ws.send_text(json.dumps(frame))
+        await ws.close(code=4000 + failure.status)
 
 
-async def conversation_socket(ws: WebSocket) -> None:
-    """The websocket endpoint of one conversation (see the module docs for the protocol)."""
-    services: WebServices = ws.app.state.services
-    scope = identity_of(ws.scope)
+async def serve_socket(
+    ws: WebSocket,
+    *,
+    conversations: Conversations,
+    conversation_id: str,
+    scope: Scope,
+    refused: ClientError | None,
+    limits: SocketLimits,
+) -> None:
+    """Serve one conversation's socket until either side ends it (see the module docs).
+
+    Args:
+        ws: the socket, not accepted yet.
+        conversations: the operations, for the application's runtime and configuration.
+        conversation_id: the id in the socket's path, unchecked.
+        scope: the caller's scope, as the application's auth answered it.
+        refused: what the application's auth refused the caller with (then ``scope`` is
+            meaningless), or None.
+        limits: what the socket accepts.
+    """
     await ws.accept()
-    if not same_origin(ws.headers):
+    if not same_origin(ws.headers, limits.allowed_origins):
         # Browsers send cookies on websocket handshakes from other origins of the same site
-        # (another port of localhost): only the app's own pages may act for the identity.
-        await _refuse(ws, 403, "forbidden", "cross-origin socket")
+        # (another port of localhost), and no CORS applies: only the app's own pages (or the
+        # origins it lists) may act for the caller.
+        await _refuse(ws, ClientError(status=403, code="forbidden", message="cross-origin socket"))
+        return
+    if refused is not None:
+        await _refuse(ws, refused)
         return
     try:
-        conversation_id = _conversation_ids.validate_python(ws.path_params["conversation_id"])
+        conversation_id = _conversation_ids.validate_python(conversation_id)
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"]
-        await _refuse(ws, 422, "invalid", f"conversation id: {reason}")
+        await _refuse(
+            ws, ClientError(status=422, code="invalid", message=f"conversation id: {reason}")
+        )
         return
     try:
-        if scope is None:
-            raise ConversationNotFound("no identity cookie; load the page first")
-        await services.conversation(scope, conversation_id)
+        await conversations.get(scope, conversation_id)
     except Exception as exc:
-        failure = client_error(exc) if isinstance(exc, SagentsError) else INTERNAL
+        failure = client_error(exc)
         failure.log(exc, f"websocket of conversation {conversation_id}")
-        await _refuse(ws, failure.status, failure.code, failure.message)
+        await _refuse(ws, failure)
         return
-    connection = _Connection(ws, services, scope, conversation_id)
-    topic = services.session_config.presence_topic(conversation_id)
+    connection = _Connection(ws, conversations, scope, conversation_id, limits)
+    after_seq = _number(ws.query_params.get("after_seq"))
+    instance = _number(ws.query_params.get("instance"))
+    async with _viewer(conversations, scope, conversation_id):
+        try:
+            # Whichever side ends first (the tab left, or the pump failed) ends the other.
+            async with asyncio.TaskGroup() as tasks:
+                pump = tasks.create_task(connection.guarded(connection.pump(after_seq, instance)))
+                reader = tasks.create_task(connection.guarded(connection.read()))
+                pump.add_done_callback(lambda _: reader.cancel())
+                reader.add_done_callback(lambda _: pump.cancel())
+        finally:
+            if ws.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(code=1011)
+
+
+@contextlib.asynccontextmanager
+async def _viewer(
+    conversations: Conversations, scope: Scope, conversation_id: str
+) -> AsyncIterator[None]:
+    """This socket as one viewer of the conversation, for as long as it is open."""
+    config = conversations.config
+    if config.presence is None:
+        yield
+        return
+    topic = config.presence_topic(conversation_id)
     # Unique across the server's processes: with several workers over one cluster, a counter
     # per process would give two tabs one key (one viewer), and one's leaving would drop both.
     key = f"tab-{uuid.uuid4().hex}"
     # Tracked from this task: the viewer disappears when the handler ends, however it ends.
-    viewer = await services.presence.track(topic, key, {"identity": scope})
-    after_seq = _number(ws.query_params.get("after_seq"))
-    instance = _number(ws.query_params.get("instance"))
+    viewer = await config.presence.track(topic, key, {"scope": scope, "via": "websocket"})
     try:
-        # Whichever side ends first (the tab left, or the pump failed) ends the other.
-        async with asyncio.TaskGroup() as tasks:
-            pump = tasks.create_task(connection.guarded(connection.pump(after_seq, instance)))
-            reader = tasks.create_task(connection.guarded(connection.read()))
-            pump.add_done_callback(lambda _: reader.cancel())
-            reader.add_done_callback(lambda _: pump.cancel())
+        yield
     finally:
-        await services.presence.untrack(topic, key, viewer)  # this connection only
-        if ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close(code=1011)
+        await config.presence.untrack(topic, key, viewer)  # this connection only

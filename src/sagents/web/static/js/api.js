@@ -1,4 +1,5 @@
-// The REST API of the demo (see docs/web.md). Every call sends the identity cookie.
+// The REST API of the demo (see docs/web.md). Every call sends the identity cookie. The
+// conversation list, the snapshot and the socket are the conversation router's, at /api.
 
 export class ApiError extends Error {
   constructor(status, code, detail) {
@@ -37,3 +38,6 @@ export const api = {
   files: () => request("GET", "/api/files"),
   file: (path) => request("GET", `/api/files/content?path=${encodeURIComponent(path)}`),
 };
+
+// The conversation's socket (the router's), for sagents-client.js's connect().
+export const socketPath = (id) => `/api/conversations/${encodeURIComponent(id)}/ws`;

@@ -1,8 +1,8 @@
 // The chat page: the conversation list, one conversation's live view, its panels.
 
-import { api } from "./api.js";
+import { connect } from "../sagents-client.js";
+import { api, socketPath } from "./api.js";
 import { asks, renderApprovals, reopenApprovals, setApprovalNote } from "./approvals.js";
-import { ConversationSocket } from "./socket.js";
 import {
   MessageList,
   contentText,
@@ -31,13 +31,12 @@ const REFUSED = {
 
 const state = {
   current: null, // conversation id
-  socket: null,
+  socket: null, // the conversation's client (sagents-client.js)
   loaded: false, // the snapshot of the current conversation is rendered
-  queue: [], // event frames that arrived before it was
+  queue: [], // events that arrived before it was
   status: "not_running",
   interrupt: false, // an approval or a question is pending
   asking: false, // what is pending asks the person questions
-  actions: new Map(), // ref of a frame sent -> its type, until the server answers it
   wasDown: false, // the connection dropped since the page opened this conversation
 };
 
@@ -86,11 +85,12 @@ async function createConversation() {
 // -- one conversation -------------------------------------------------------------------------
 
 function openConversation(id) {
-  if (state.socket) state.socket.close();
-  state.current = id;
+  const previous = state.socket;
+  state.socket = null;
+  state.current = id; // first: the previous socket's callbacks are ignored from now on
+  if (previous) previous.close();
   state.loaded = false;
   state.queue = [];
-  state.actions.clear();
   state.wasDown = false;
   messages.clear();
   showApprovals(null);
@@ -105,7 +105,17 @@ function openConversation(id) {
     return;
   }
   $("conversation-title").textContent = "…";
-  state.socket = new ConversationSocket(id, onFrame, onSocketState);
+  // Callbacks of a conversation the page has left (its socket closing) are ignored.
+  const current = (handler) => (...args) => {
+    if (state.current === id) handler(...args);
+  };
+  state.socket = connect(socketPath(id), {
+    onAttached: current(onAttached),
+    onEvent: current(onEvent),
+    onAccepted: current(onAccepted),
+    onError: current(onRefusal),
+    onConnection: current(onSocketState),
+  });
   refreshList();
   refreshFiles();
 }
@@ -136,7 +146,7 @@ async function loadSnapshot() {
   showApprovals(pending ? snapshot.interrupt : null);
   setStatus(snapshot.status);
   state.loaded = true;
-  for (const frame of state.queue.splice(0)) applyEvent(frame.event);
+  for (const event of state.queue.splice(0)) applyEvent(event);
   // The socket replays a recent run's error; an older one is only known by the status.
   if (state.status === "error" && !messages.hasRunError()) {
     messages.showRunError("The last run ended in an error (the server's log has the details).", retry);
@@ -166,49 +176,38 @@ function showBackOnline() {
   }, 3000);
 }
 
-function onFrame(frame, first) {
-  switch (frame.type) {
-    case "attached":
-    case "detached":
-      if (first && !frame.resumed) {
-        state.loaded = false;
-        loadSnapshot();
-      }
-      if (frame.type === "detached") setStatus("not_running");
-      else if (state.loaded) setStatus(frame.status);
-      break;
-    case "event":
-      if (!state.loaded) state.queue.push(frame);
-      else applyEvent(frame.event);
-      break;
-    case "error":
-      onRefusal(frame);
-      break;
-    case "ok":
-      onAccepted(frame);
-      break;
-    default:
-      break;
+// The socket follows an agent instance, or waits for the next one (instance null). The first
+// attachment of a connection that did not resume means: load the conversation over HTTP.
+function onAttached({ instance, status, resumed, first }) {
+  if (first && !resumed) {
+    state.loaded = false;
+    loadSnapshot();
   }
+  if (instance === null) setStatus("not_running");
+  else if (state.loaded) setStatus(status);
 }
 
-function onAccepted(frame) {
-  const kind = state.actions.get(frame.ref);
-  state.actions.delete(frame.ref);
-  if (kind === "send") messages.settlePending(frame.ref, null);
-  if (kind === "decide") setApprovalNote("sent");
-  if (frame.action === "send") refreshList();
+function onEvent(event) {
+  if (!state.loaded) state.queue.push(event);
+  else applyEvent(event);
+}
+
+function onAccepted({ action, ref }) {
+  if (action === "send") {
+    messages.settlePending(ref, null);
+    refreshList();
+  }
+  if (action === "decide") setApprovalNote("sent");
 }
 
 // Every error frame is told to the person, in words, with what it was answering.
-function onRefusal(frame) {
-  const kind = state.actions.get(frame.ref);
-  state.actions.delete(frame.ref);
+function onRefusal(error) {
+  const kind = error.action;
   // A refused socket is reported once, by onSocketState("gone").
-  if (!kind && frame.code === "not_found") return;
-  const reason = frame.message || frame.code || "the server refused it";
+  if (!kind && error.code === "not_found") return;
+  const reason = error.message || error.code || "the server refused it";
   showError(`${REFUSED[kind] || "The server refused a request"}: ${reason}`);
-  if (kind === "send") messages.settlePending(frame.ref, reason);
+  if (kind === "send") messages.settlePending(error.ref, reason);
   // Nothing changed: the dialogs and forms are usable again, with the reason.
   if (kind === "decide" || kind === "dismiss") reopenApprovals(reason);
   if (kind === "retry") messages.showRunError(reason, retry);
@@ -335,20 +334,20 @@ async function refreshDecisions() {
 
 // -- actions ----------------------------------------------------------------------------------
 
-// Sends an action frame; returns its ref and whether it went out now or waits in a queue.
-function act(frame) {
+// Takes an action through the client; returns its ref and whether it went out now or waits
+// in the client's queue, or null when it was refused (the conversation is gone).
+function act(kind, ...args) {
   if (!state.socket) return null;
-  const sent = state.socket.send(frame);
+  const sent = state.socket[kind](...args);
   if (sent.outcome === "refused") {
-    showError(`${REFUSED[frame.type]}: this conversation is no longer available`);
+    showError(`${REFUSED[kind]}: this conversation is no longer available`);
     return null;
   }
-  state.actions.set(sent.ref, frame.type);
   return sent;
 }
 
 function decide(decisions) {
-  const sent = act({ type: "decide", decisions });
+  const sent = act("decide", decisions);
   if (!sent) return "not sent";
   return sent.outcome === "queued" ? "queued: sent when the connection is back" : "sending…";
 }
@@ -358,11 +357,11 @@ function retry() {
     button.disabled = true;
     button.textContent = "Retrying…";
   }
-  act({ type: "retry" });
+  act("retry");
 }
 
 function sendMessage(text) {
-  const sent = act({ type: "send", text });
+  const sent = act("send", text);
   if (sent && sent.outcome === "queued") messages.addPending(sent.ref, text);
   return sent !== null;
 }
@@ -374,7 +373,7 @@ function cancelRun() {
     showError("Not cancelled: the page is not connected, and a cancel is not queued. Try again once it is back online.");
     return;
   }
-  act({ type: "cancel" });
+  act("cancel");
 }
 
 // Neither is a dismiss or a reset: sent late, they could clear what came after the click.
@@ -387,13 +386,13 @@ function liveOnly(what) {
 // Returns what happens, in words, or null when nothing was sent.
 function dismiss() {
   if (!liveOnly("Not dismissed")) return null;
-  return act({ type: "dismiss" }) ? "dismissing…" : null;
+  return act("dismiss") ? "dismissing…" : null;
 }
 
 // The demo's files are shared by all conversations of this browser, so a reset keeps them
 // (the server refuses to clear them).
 function resetConversation() {
-  if (liveOnly("Not reset")) act({ type: "reset", files: "keep" });
+  if (liveOnly("Not reset")) act("reset", "keep");
 }
 
 // -- files ------------------------------------------------------------------------------------
