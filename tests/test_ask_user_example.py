@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 from sagents import Answer, Interrupt
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ask_user.py"
+from tests.examples import load_example
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ask_user_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ask_user_example"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("ask_user.py", register=True)
 
 
 async def test_the_example_answers_with_the_recommended_choices(example: ModuleType) -> None:

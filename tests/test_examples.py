@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,19 +12,14 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from sagents import Done, Edit, Interrupt, Reject
+from tests.examples import load_example
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture(scope="module")
 def walkthrough() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("walkthrough", EXAMPLES / "walkthrough.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["walkthrough"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("walkthrough.py", register=True)
 
 
 async def test_walkthrough_plans_writes_after_approval_and_finishes(

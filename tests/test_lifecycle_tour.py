@@ -7,8 +7,6 @@ auto-save interval) take no time here and are exact.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +14,7 @@ import pytest
 
 from sagents import Status, telemetry
 from sagents.runtime import AgentInfo
+from tests.examples import load_example
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -24,13 +23,7 @@ pytestmark = pytest.mark.looptime
 
 @pytest.fixture(scope="module")
 def tour() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lifecycle_tour", EXAMPLES / "lifecycle_tour.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lifecycle_tour"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("lifecycle_tour.py", register=True)
 
 
 async def test_every_section_runs_in_the_order_of_the_chapter(tour: ModuleType) -> None:

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from collections.abc import AsyncIterator
-from pathlib import Path
 from types import ModuleType
 
 import httpx
 import pytest
 
 from tests.agui.conftest import AguiClient
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agui_app.py"
+from tests.examples import load_example
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("agui_app", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("agui_app.py")
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 from sagents import Agent, State, Status
 from sagents.events import Event, StatusChanged
 from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
-from sagents.runtime import Runtime
+from sagents.persistence import MemoryPersistence
+from sagents.runtime import AgentHandle, Runtime
 
 
 @pytest.fixture
@@ -62,3 +63,21 @@ def user(text: str = "hi") -> State:
     from langchain_core.messages import HumanMessage
 
     return State(messages=[HumanMessage(text)])
+
+
+async def start_saved(
+    runtime: Runtime, agent: Agent, **options: Any
+) -> tuple[AgentHandle, MemoryPersistence]:
+    """``agent`` started as conversation ``c1`` of scope ``team``, saving its state and display
+    rows to a fresh memory store (returned with its handle)."""
+    store = MemoryPersistence()
+    handle = await runtime.start_agent(
+        agent,
+        conversation_id="c1",
+        scope="team",
+        agent_persistence=store,
+        display_message_persistence=store,
+        inactivity_timeout=None,
+        **options,
+    )
+    return handle, store

@@ -13,7 +13,7 @@ from sagents.execution import Reply
 from sagents.persistence import MemoryPersistence
 from sagents.runtime import Runtime
 
-from .conftest import make_agent, until_status
+from .conftest import make_agent, start_saved, until_status
 
 pytestmark = pytest.mark.looptime  # (a reply that takes a second takes no real time)
 
@@ -31,17 +31,8 @@ def expand_attachments(message: BaseMessage, state: Any) -> tuple[BaseMessage, B
 
 
 async def test_the_model_and_the_user_each_see_their_version(runtime: Runtime) -> None:
-    store = MemoryPersistence()
     agent = make_agent(responder=lambda messages: Reply(text="Plan A is cheaper."))
-    handle = await runtime.start_agent(
-        agent,
-        conversation_id="c1",
-        scope="team",
-        agent_persistence=store,
-        display_message_persistence=store,
-        message_preprocessor=expand_attachments,
-        inactivity_timeout=None,
-    )
+    handle, store = await start_saved(runtime, agent, message_preprocessor=expand_attachments)
     async with handle.subscribe() as events:
         await handle.add_message("Which plan is cheaper? [[pricing]]")
         await until_status(events, Status.IDLE)
@@ -120,17 +111,8 @@ async def test_the_option_must_be_a_function(runtime: Runtime) -> None:
 
 
 async def test_each_message_can_say_what_its_display_rows_show(runtime: Runtime) -> None:
-    store = MemoryPersistence()
     agent = make_agent(responder=lambda messages: Reply(text="done"))
-    handle = await runtime.start_agent(
-        agent,
-        conversation_id="c1",
-        scope="team",
-        agent_persistence=store,
-        display_message_persistence=store,
-        message_preprocessor=expand_attachments,
-        inactivity_timeout=None,
-    )
+    handle, store = await start_saved(runtime, agent, message_preprocessor=expand_attachments)
     async with handle.subscribe() as events:
         # The user typed a command; the model reads its expansion.
         await handle.add_message("Summarise the changelog in 3 bullets", display="/changelog")

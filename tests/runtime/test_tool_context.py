@@ -13,10 +13,9 @@ from sagents import InvalidOption, Status, get_tool_context
 from sagents.events import FollowUpsLimited, MessageQueued, StatusChanged
 from sagents.execution import Reply, Run, ScriptedChatModel, ToolCall
 from sagents.middleware import HumanInTheLoop, SubAgent, SubAgentSpec
-from sagents.persistence import MemoryPersistence
 from sagents.runtime import Runtime
 
-from .conftest import make_agent, statuses, until_status, user
+from .conftest import make_agent, start_saved, statuses, until_status, user
 
 pytestmark = pytest.mark.looptime
 
@@ -144,16 +143,8 @@ def activate_script() -> list[Reply]:
 async def test_a_message_queued_by_a_tool_is_the_next_turn(
     runtime: Runtime, display: Any, shown: str | None
 ) -> None:
-    store = MemoryPersistence()
     agent = make_agent(activate_script(), tools=[queuing_tool(display)])
-    handle = await runtime.start_agent(
-        agent,
-        conversation_id="c1",
-        scope="team",
-        agent_persistence=store,
-        display_message_persistence=store,
-        inactivity_timeout=None,
-    )
+    handle, store = await start_saved(runtime, agent)
     async with handle.subscribe() as events:
         await handle.add_message("deploy it")
         seen = await until_status(events, Status.IDLE)

@@ -8,20 +8,17 @@ Without Chromium it skips, except under CI.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.examples import load_example
 from tests.web.conftest import OUTPUT, chromium, serving
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chat_app.py"
 TIMEOUT = 15_000  # ms, for every wait on the page
 TOPIC = "supervision trees"
 FIRST_REPLY = f"Let me plan how to research {TOPIC!r}."
@@ -52,19 +49,9 @@ AS_ADA = """(path) => fetch("/chat" + path, { headers: { authorization: "Bearer 
   .then((reply) => reply.status)"""
 
 
-def load_example() -> ModuleType:
-    """A fresh copy of the example module: its own runtime, store and app."""
-    spec = importlib.util.spec_from_file_location("chat_app_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 async def example_url() -> AsyncIterator[str]:
-    async with serving(load_example().app) as url:
+    async with serving(load_example("chat_app.py").app) as url:
         yield url
 
 
