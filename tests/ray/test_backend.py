@@ -282,8 +282,16 @@ async def test_a_dead_host_fails_calls_clearly_and_its_agents_restart_elsewhere(
     host = backend.host_of("conversation-c1")
     assert host is not None
     ray.kill(ray.get_actor(host, namespace=backend.namespace))
+
+    async def until_unreachable() -> None:
+        # ray.kill only asks: a call right after it may still be answered; then every call
+        # fails with AgentUnavailable, never a hang.
+        for _ in range(100):
+            await asyncio.wait_for(session.handle.get_state(), 10)
+            await asyncio.sleep(0.05)
+
     with pytest.raises(AgentUnavailable):
-        await session.handle.get_state()
+        await until_unreachable()
     with pytest.raises(AgentUnavailable):  # after the events received before the loss
         await drain(session.events)
     # The directory forgot the dead host: the conversation comes back elsewhere, whole, at

@@ -169,7 +169,6 @@ class RemoteSubscription(Subscription):
         "_error",
         "_last_seq",
         "_link",
-        "_received",
         "_replayed",
         "_sub_id",
         "_taken",
@@ -188,9 +187,8 @@ class RemoteSubscription(Subscription):
         self._last_seq = after_seq or 0
         self._buffer: deque[Event] = deque()
         # The window counts live events only, as in one process: the first ``_replayed``
-        # received (all of them until the host has answered how many) are the replay.
+        # (all of them until the host has answered how many) are the replay.
         self._replayed: int | None = None
-        self._received = 0
         self._taken = 0
         self._waiter: asyncio.Future[None] | None = None
         self._sub_id = link.add(self)
@@ -223,11 +221,6 @@ class RemoteSubscription(Subscription):
         if isinstance(event, SubscriptionOverflow):
             self._dropped += event.dropped
         return event
-
-    def _unread_live(self) -> int:
-        if self._replayed is None:
-            return 0
-        return max(0, self._received - max(self._taken, self._replayed))
 
     @property
     def is_attached(self) -> bool:
@@ -265,14 +258,15 @@ class RemoteSubscription(Subscription):
     def deliver(self, events: tuple[Event, ...], ended: bool, window: int) -> bool:
         if self._ended:
             return False
-        replay = 0 if self._replayed is None else max(0, self._replayed - self._received)
-        room = replay + window - self._unread_live() if self._replayed is not None else len(events)
+        if self._replayed is None:  # not attached yet: what arrives now is (mostly) replay
+            room = len(events)
+        else:  # the replay not taken yet, received or to come, is room beyond the window
+            room = window - len(self._buffer) + max(0, self._replayed - self._taken)
         if len(events) > room:
             kept = events[: max(room, 0)]
             if kept:
                 self._last_seq = kept[-1].seq
             self._buffer.extend(kept)
-            self._received += len(kept)
             overflow = SubscriptionOverflow(
                 agent_id=self._agent_id, seq=self._last_seq, dropped=len(events) - len(kept)
             )
@@ -282,7 +276,6 @@ class RemoteSubscription(Subscription):
         if events:
             self._last_seq = events[-1].seq
             self._buffer.extend(events)
-            self._received += len(events)
         if ended:
             self._end()
             return False

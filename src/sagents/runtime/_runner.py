@@ -136,7 +136,8 @@ class Runner:
 
     @property
     def queued_count(self) -> int:
-        return len(self._queued)
+        """Messages waiting for the next turn (sent during the run, or queued by its tools)."""
+        return len(self._queued) + len(self._from_tools)
 
     # -- commands (each one a message in the server's mailbox) -----------------------------------
 
@@ -420,11 +421,10 @@ class Runner:
         limit = host.options.max_follow_ups
         follow_up = pending and self._follow_ups < limit
         if pending and not follow_up:  # said before the status that follows
-            added = len(self._queued) + len(self._from_tools)
-            host.emit(FollowUpsLimited(max_follow_ups=limit, added=added))
+            host.emit(FollowUpsLimited(max_follow_ups=limit, added=self.queued_count))
         self._report(result, follow_up=follow_up)
         if pending:
-            self._run_queued()
+            self._run_queued(follow_up=follow_up)
         auto_save = host.options.auto_save
         if host.status is not Status.RUNNING and auto_save is not None and auto_save.on_idle:
             host.recorder.auto_save("auto_save.on_idle")
@@ -469,8 +469,8 @@ class Runner:
         self._announce_queued(shown, from_tool=True)
 
     def _announce_queued(self, shown: BaseMessage | None, *, from_tool: bool) -> None:
-        queued = len(self._queued) + len(self._from_tools)
-        self._host.emit(MessageQueued(message=shown, queued=queued, from_tool=from_tool))
+        event = MessageQueued(message=shown, queued=self.queued_count, from_tool=from_tool)
+        self._host.emit(event)
 
     def _take_from_tools(self) -> tuple[BaseMessage, ...]:
         messages, self._from_tools = tuple(self._from_tools), ()
@@ -487,19 +487,17 @@ class Runner:
             host.tool_context = {**host.options.tool_context, **context}
         return messages
 
-    def _run_queued(self) -> None:
+    def _run_queued(self, *, follow_up: bool) -> None:
         host = self._host
         messages = self._take_queued()
-        follow_up = self._follow_ups < host.options.max_follow_ups
         if host.status is Status.INTERRUPTED:
             self._dismiss_interrupt(announce=not follow_up)
         host.set_state(host.state.append(*messages), messages)
         if not follow_up:
-            limit = host.options.max_follow_ups
             _log.warning(
                 "agent %r reached max_follow_ups=%d; queued messages were added without a run",
                 host.agent_id,
-                limit,
+                host.options.max_follow_ups,
             )
             if host.status is Status.RUNNING:  # the ended run said nothing yet
                 host.set_status(Status.IDLE)
