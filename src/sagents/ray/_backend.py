@@ -28,7 +28,7 @@ from sagents._errors import AgentNotRunning, AgentUnavailable, ConfigurationErro
 from sagents._state import State
 from sagents.events import Channel
 from sagents.execution._agent import Agent
-from sagents.ray._calls import CallBatcher, Request
+from sagents.ray._calls import CallBatcher
 from sagents.ray._directory import DIRECTORY_NAME, Directory
 from sagents.ray._feed import FeedLink
 from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription, RemoteWatch
@@ -69,7 +69,7 @@ class _HostDied(AgentUnavailable):
 
 #: Feed items a host may send ahead of this process's reading (each carries every event
 #: pending for it, so a few suffice; past them the host's subscriptions overflow).
-_FEED_BACKPRESSURE = 8
+_FEED_AHEAD = 8
 
 #: The resource only the head node of a Ray cluster has.
 _HEAD_RESOURCE = "node:__internal_head__"
@@ -409,12 +409,11 @@ class RayBackend:
         if batcher is None:
             host = self._host(name)
 
-            async def send(requests: list[Request]) -> list[tuple[bool, Any]]:
-                what = f"{len(requests)} call(s) to agents on it"
-                outcomes: list[tuple[bool, Any]] = await self._await(
-                    name, host.calls.remote(requests), what
+            async def send(batch: bytes) -> bytes:
+                answer: bytes = await self._await(
+                    name, host.calls.remote(batch), "calls to agents on it"
                 )
-                return outcomes
+                return answer
 
             batcher = self._batchers[name] = CallBatcher(send)
         return batcher
@@ -465,7 +464,7 @@ class RayBackend:
         link = self._links.get(name)
         if link is None or not link.alive:
             link = self._links[name] = FeedLink(
-                self._host(name), name, self._stream_window, _FEED_BACKPRESSURE
+                self._host(name), name, self._stream_window, _FEED_AHEAD
             )
             link.on_lost = self._link_lost
         return link

@@ -9,19 +9,20 @@ the next batch. An idle process pays no delay; a busy one sends one task per bat
 
 The host runs a batch's calls concurrently, each as it would run alone, and answers with one
 outcome per call: its result or its exception (re-raised in the caller's process as the same
-type). Calls to one agent keep their order: a batch starts its calls in order, and batches
-start in the order they were sent.
+type). A batch and its answer travel pickled (:mod:`sagents.ray._wire`). Calls to one agent
+keep their order: a batch starts its calls in order, and batches start in the order they were
+sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ray import cloudpickle
-
 from sagents._errors import AgentUnavailable
+from sagents.ray import _wire as wire
 
 __all__ = ["CallBatcher", "Request", "run_batch"]
 
@@ -33,17 +34,14 @@ class CallBatcher:
     """The calls of this process to one host (see the module docstring).
 
     Args:
-        send: ``send(requests)`` sends one batch to the host and returns its outcomes, a list
-            of ``(True, result)`` or ``(False, exception)`` in request order; an exception it
-            raises fails every call of the batch.
+        send: ``send(batch)`` sends one batch (the requests, pickled) to the host and returns
+            its answer: the outcomes pickled, a list of ``(True, result)`` or ``(False,
+            exception)`` in request order; an exception it raises fails every call of the
+            batch.
         in_flight: batches that may be on their way at once.
     """
 
-    def __init__(
-        self,
-        send: Callable[[list[Request]], Awaitable[list[tuple[bool, Any]]]],
-        in_flight: int = 4,
-    ) -> None:
+    def __init__(self, send: Callable[[bytes], Awaitable[bytes]], in_flight: int = 4) -> None:
         self._send = send
         self._in_flight = in_flight
         self._sending = 0
@@ -70,7 +68,8 @@ class CallBatcher:
 
     async def _run(self, batch: list[tuple[Request, asyncio.Future[Any]]]) -> None:
         try:
-            outcomes = await self._send([request for request, _ in batch])
+            answer = await self._send(wire.dumps([request for request, _ in batch]))
+            outcomes: list[tuple[bool, Any]] = wire.loads(answer)
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -91,33 +90,36 @@ class CallBatcher:
                 self._flush()
 
 
-async def run_batch(
-    requests: list[Request], run: Callable[[Request], Awaitable[Any]]
-) -> list[tuple[bool, Any]]:
-    """The host's side: ``run(request)`` for each, concurrently, started in order; the
-    outcomes in request order, each exception one that can travel back."""
+async def run_batch(batch: bytes, run: Callable[[Request], Awaitable[Any]]) -> bytes:
+    """The host's side: ``run(request)`` for each request of ``batch``, concurrently, started
+    in order; the outcomes in request order, pickled, each one that can travel back."""
+    requests: list[Request] = wire.loads(batch)
+    outcomes: list[tuple[bool, Any]]
     if len(requests) == 1:  # the common case when the client is not busy: no task
         try:
-            return [(True, await run(requests[0]))]
+            outcomes = [(True, await run(requests[0]))]
         except Exception as exc:
-            return [(False, _travelling(exc))]
-    results = await asyncio.gather(*(run(request) for request in requests), return_exceptions=True)
-    return [
-        (False, _travelling(result)) if isinstance(result, BaseException) else (True, result)
-        for result in results
-    ]
+            outcomes = [(False, exc)]
+    else:
+        results = await asyncio.gather(*map(run, requests), return_exceptions=True)
+        outcomes = [(not isinstance(result, BaseException), result) for result in results]
+    if all(ok or isinstance(value, Exception) for ok, value in outcomes):
+        with contextlib.suppress(Exception):  # else one cannot travel: say which, below
+            return wire.dumps(outcomes)
+    return wire.dumps([_travelling(ok, value) for ok, value in outcomes])
 
 
-def _travelling(error: BaseException) -> BaseException:
-    """``error``, or a stand-in when it cannot be pickled or must not be raised elsewhere (a
-    cancellation here is not one of the caller's)."""
-    if not isinstance(error, Exception):
-        return AgentUnavailable(
-            f"the call was interrupted on its host ({type(error).__name__}): it is stopping; "
+def _travelling(ok: bool, value: Any) -> tuple[bool, Any]:
+    """The outcome ``(ok, value)``, or a stand-in when it cannot be pickled or must not be
+    raised elsewhere (a cancellation here is not one of the caller's)."""
+    if not ok and not isinstance(value, Exception):
+        return False, AgentUnavailable(
+            f"the call was interrupted on its host ({type(value).__name__}): it is stopping; "
             "retry once the agent runs again"
         )
     try:
-        cloudpickle.dumps(error)  # type: ignore[no-untyped-call]
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return error
+        wire.dumps(value)
+    except Exception as exc:
+        what = "its result" if ok else f"its error ({type(value).__name__}: {value})"
+        return False, RuntimeError(f"{what} cannot be sent back from the host: {exc}")
+    return ok, value

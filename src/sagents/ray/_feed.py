@@ -16,6 +16,13 @@ everything pending for that process: under load, the events of many conversation
   subscription its events; a subscription whose reader falls ``window`` events behind
   overflows here by the same rule, and is detached on the host.
 
+Flow control: the host sends at most ``ahead`` items beyond what the client has read, and the
+client says how far it has read every ``ahead // 2`` items (one call, not awaited). Ray's own
+generator backpressure would do the same with an acknowledgement per item, which doubled the
+CPU a streamed item costs both processes (measured: +250 µs each, +0.27 ms of latency).
+Should the client stop reading (its loop is starved), the host stops sending, its
+subscriptions stop being read and overflow by the in-process rule: nothing grows without bound.
+
 Ordering: the events of one subscription arrive in order (one pump, one stream). A
 subscription is attached by a call that returns once the host has subscribed it; its events may
 arrive before that call's answer, and wait in the subscription.
@@ -35,6 +42,7 @@ import ray
 
 from sagents._errors import AgentUnavailable
 from sagents.events import Event
+from sagents.ray import _wire as wire
 from sagents.runtime._publisher import Subscription
 
 __all__ = ["Feed", "FeedItem", "FeedLink", "FeedSubscriber"]
@@ -51,10 +59,15 @@ class Feed:
     Args:
         window: events a subscription may have waiting in the feed before its pump stops
             reading it (its in-process queue then overflows).
+        ahead: items that may be sent beyond what the client said it has read.
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, ahead: int = 8) -> None:
         self.window = window
+        self.ahead = ahead
+        self._sent = 0
+        self._read = 0
+        self._credit = asyncio.Event()
         self._pending: dict[int, list[Event]] = {}
         self._ended: set[int] = set()
         self._pumps: dict[int, asyncio.Task[None]] = {}
@@ -77,6 +90,12 @@ class Feed:
         self._pending.pop(sub_id, None)
         self._ended.discard(sub_id)
         self._room.pop(sub_id, None)
+
+    def read(self, count: int) -> None:
+        """The client has read ``count`` items of this feed."""
+        if count > self._read:
+            self._read = count
+            self._credit.set()
 
     def close(self) -> None:
         """The client is gone: stop every pump."""
@@ -102,11 +121,15 @@ class Feed:
                 self._news.set()
             self._room.pop(sub_id, None)
 
-    async def items(self) -> AsyncIterator[FeedItem]:
-        """The stream: each item everything pending, once there is something."""
+    async def items(self) -> AsyncIterator[bytes]:
+        """The stream: each item everything pending, once there is something (a
+        :data:`FeedItem`, pickled: :mod:`sagents.ray._wire`)."""
         try:
             while True:
                 await self._news.wait()
+                while self._sent - self._read >= self.ahead:
+                    self._credit.clear()
+                    await self._credit.wait()
                 self._news.clear()
                 item: FeedItem = []
                 pending, self._pending = self._pending, {}
@@ -119,7 +142,8 @@ class Feed:
                     if room is not None:
                         room.set()
                 if item:
-                    yield item
+                    self._sent += 1
+                    yield wire.dumps(item)
         finally:
             self.close()
 
@@ -131,21 +155,22 @@ class FeedLink:
         host: the host's actor handle.
         host_name: its name, for errors.
         window: events a subscription may hold unread here before it overflows.
-        backpressure: feed items the host may send ahead of this process's reading.
+        ahead: feed items the host may send ahead of this process's reading.
     """
 
     _clients = itertools.count()
 
-    def __init__(self, host: Any, host_name: str, window: int, backpressure: int) -> None:
+    def __init__(self, host: Any, host_name: str, window: int, ahead: int) -> None:
         self.host = host
         self.host_name = host_name
         self.client_id = f"{uuid.uuid4().hex}-{next(self._clients)}"
         self._window = window
         self._ids = itertools.count(1)
         self._subscriptions: dict[int, FeedSubscriber] = {}
-        stream = host.feed.options(
-            num_returns="streaming", _generator_backpressure_num_objects=backpressure
-        ).remote(self.client_id, window)
+        self._read_count = 0
+        self._said = 0
+        self._say_every = max(1, ahead // 2)
+        stream = host.feed.options(num_returns="streaming").remote(self.client_id, window, ahead)
         self._stream = stream
         self._reader = asyncio.get_running_loop().create_task(
             self._read(stream), name=f"sagents feed from {host_name}"
@@ -169,7 +194,11 @@ class FeedLink:
     async def _read(self, stream: Any) -> None:
         try:
             async for ref in stream:
-                item: FeedItem = await ref
+                item: FeedItem = wire.loads(await ref)
+                self._read_count += 1
+                if self._read_count - self._said >= self._say_every:
+                    self._said = self._read_count
+                    self.host.feed_read.remote(self.client_id, self._read_count)
                 for sub_id, events, ended in item:
                     subscriber = self._subscriptions.get(sub_id)
                     if subscriber is None:

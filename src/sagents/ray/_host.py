@@ -31,7 +31,7 @@ from sagents._errors import (
 from sagents.events import NodeTransferred, NodeTransferring
 from sagents.persistence import scope_key as persistence_scope_key
 from sagents.ray._calls import Request, run_batch
-from sagents.ray._feed import Feed, FeedItem
+from sagents.ray._feed import Feed
 from sagents.ray._shared import SharedObjects
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
@@ -285,10 +285,11 @@ class Host:
 
     # -- calls and streams -----------------------------------------------------------------
 
-    async def calls(self, requests: list[Request]) -> list[tuple[bool, Any]]:
+    async def calls(self, requests: bytes) -> bytes:
         """Run a batch of handle calls (:mod:`sagents.ray._calls`), each ``(agent_id,
         method, args, kwargs)``: ``runtime.agent(agent_id).<method>(*args, **kwargs)``; one
-        ``(True, result)`` or ``(False, exception)`` per call."""
+        ``(True, result)`` or ``(False, exception)`` per call (both lists pickled:
+        :mod:`sagents.ray._wire`)."""
         return await run_batch(requests, self._call)
 
     async def _call(self, request: Request) -> Any:
@@ -301,20 +302,27 @@ class Host:
     async def agent_info(self, agent_id: str) -> Any:
         return self._located(await self._runtime.agent_info(agent_id))
 
-    async def feed(self, client: str, window: int) -> AsyncIterator[FeedItem]:
+    async def feed(self, client: str, window: int, ahead: int) -> AsyncIterator[bytes]:
         """The event feed of ``client`` (a process's :class:`~sagents.ray._feed.FeedLink`; a
         Ray streaming generator): the events of its subscriptions here, each item everything
-        pending for it."""
+        pending for it, at most ``ahead`` items beyond what it said it has read."""
         feed = self._feeds.get(client)
         if feed is None:
-            feed = self._feeds[client] = Feed(window)
+            feed = self._feeds[client] = Feed(window, ahead)
         feed.window = window
+        feed.ahead = ahead
         try:
             async for item in feed.items():
                 yield item
         finally:
             if self._feeds.get(client) is feed:
                 del self._feeds[client]
+
+    def feed_read(self, client: str, count: int) -> None:
+        """``client`` has read ``count`` items of its feed from here."""
+        feed = self._feeds.get(client)
+        if feed is not None:
+            feed.read(count)
 
     def attach(
         self, client: str, sub_id: int, agent_id: str, channel: str, after_seq: int | None
