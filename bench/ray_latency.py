@@ -1,13 +1,15 @@
 """Latency through the Ray backend, against the bare Ray primitives it is built on.
 
-``python -m bench.ray_latency`` starts a local Ray and measures, in one run:
+``python -m bench.ray_latency`` starts a local Ray and measures, in one run, round after round
+(so that a machine's drift touches every path alike):
 
-- a handle call (``handle.get_status()``) in-process, through ``RayBackend``, and a bare Ray
-  actor call that does nothing (``await actor.ping.remote()``): round trips, p50 and p99;
+- a handle call (``handle.get_status()``) in-process and through ``RayBackend``, against two
+  bare Ray actor calls: one that carries nothing (``await actor.ping.remote()``) and one that
+  carries what a handle call must (the agent's id and the method, in; a ``Status``, out);
 - a streamed event: a model streams deltas stamped with ``time.perf_counter()`` (the same
   monotonic clock in every process of one machine), and the subscriber in the benchmark's
-  process records when each arrives; against a bare Ray streaming generator yielding
-  ``perf_counter()`` stamps at the same pace.
+  process records when each arrives; against a bare Ray streaming generator yielding, at the
+  same pace, a float stamp, and the same ``LLMDeltas`` event (one stamped chunk).
 
 Numbers for ``docs/distributed.md``; nothing here is asserted.
 """
@@ -65,10 +67,23 @@ class Bare:
     async def ping(self) -> None:
         return None
 
+    async def call(self, agent_id: str, method: str) -> Any:
+        from sagents import Status
+
+        return Status.IDLE
+
     async def stream(self, items: int, pace: float) -> AsyncIterator[float]:
         for _ in range(items):
             await asyncio.sleep(pace)
             yield time.perf_counter()
+
+    async def events(self, items: int, pace: float) -> AsyncIterator[Any]:
+        from sagents.events import LLMDeltas
+
+        for _ in range(items):
+            await asyncio.sleep(pace)
+            chunk = AIMessageChunk(content=f"{time.perf_counter()} ")
+            yield LLMDeltas(deltas=[chunk])
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -90,6 +105,11 @@ async def _calls(call: Any, n: int) -> list[float]:
     return times
 
 
+def _stamp_latencies(deltas: Any, now: float) -> list[float]:
+    stamps = [str(delta.content).split() for delta in deltas]
+    return [now - float(stamp[0]) for stamp in stamps if stamp]
+
+
 async def _agent_stream(handle: Any) -> list[float]:
     from sagents import Status
     from sagents.events import LLMDeltas, StatusChanged
@@ -99,43 +119,62 @@ async def _agent_stream(handle: Any) -> list[float]:
         await handle.add_message("stream")
         async for event in events:
             if isinstance(event, LLMDeltas):
-                now = time.perf_counter()
-                stamps = [str(delta.content).split() for delta in event.deltas]
-                latencies += [now - float(stamp[0]) for stamp in stamps if stamp]
+                latencies += _stamp_latencies(event.deltas, time.perf_counter())
             elif isinstance(event, StatusChanged) and event.status is Status.IDLE:
                 break
     return latencies
 
 
-async def measure(calls: int, deltas: int, pace: float) -> dict[str, Any]:
+async def _bare_stream(generator: Any, items: int, pace: float) -> list[float]:
+    latencies: list[float] = []
+    async for ref in generator.options(num_returns="streaming").remote(items, pace):
+        item = await ref
+        now = time.perf_counter()
+        if isinstance(item, float):
+            latencies.append(now - item)
+        else:
+            latencies += _stamp_latencies(item.deltas, now)
+    return latencies
+
+
+async def measure(calls: int, deltas: int, pace: float, rounds: int) -> dict[str, Any]:
     import bench.ray_latency as this
     from sagents import Agent, Runtime
     from sagents.ray import RayBackend
 
     ray.cloudpickle.register_pickle_by_value(this)
-    model = StampingModel(deltas=deltas, pace=pace)
-    result: dict[str, Any] = {"calls": calls, "deltas": deltas, "pace_s": pace}
-    async with Runtime() as local:
-        handle = await local.start_agent(Agent(agent_id="a", model=model), inactivity_timeout=None)
-        result["in_process_call"] = _ms(await _calls(handle.get_status, calls))
-        result["in_process_event"] = _ms(await _agent_stream(handle))
-    backend = RayBackend(hosts=1, host_cpus=0, stop_hosts=True)
-    async with Runtime(backend=backend) as remote:
-        handle = await remote.start_agent(Agent(agent_id="a", model=model), inactivity_timeout=None)
-        result["ray_backend_call"] = _ms(await _calls(handle.get_status, calls))
-        result["ray_backend_event"] = _ms(await _agent_stream(handle))
+    model = StampingModel(deltas=max(1, deltas // rounds), pace=pace)
+    per_round = max(1, calls // rounds)
+    samples: dict[str, list[float]] = {}
+
+    def add(name: str, values: list[float]) -> None:
+        samples.setdefault(name, []).extend(values)
+
     bare = ray.remote(Bare).options(num_cpus=0).remote()
 
     async def ping() -> None:
         await bare.ping.remote()
 
-    result["bare_ray_call"] = _ms(await _calls(ping, calls))
-    latencies = []
-    async for ref in bare.stream.options(num_returns="streaming").remote(deltas, pace):
-        stamp = await ref
-        latencies.append(time.perf_counter() - stamp)
-    result["bare_ray_streamed_item"] = _ms(latencies)
+    async def call() -> None:
+        await bare.call.remote("a", "get_status")
+
+    backend = RayBackend(hosts=1, host_cpus=0, stop_hosts=True)
+    async with Runtime() as local, Runtime(backend=backend) as remote:
+        agent = Agent(agent_id="a", model=model)
+        here = await local.start_agent(agent, inactivity_timeout=None)
+        there = await remote.start_agent(agent, inactivity_timeout=None)
+        for _ in range(rounds):
+            add("in_process_call", await _calls(here.get_status, per_round))
+            add("ray_backend_call", await _calls(there.get_status, per_round))
+            add("bare_ray_call", await _calls(ping, per_round))
+            add("bare_ray_call_with_arguments", await _calls(call, per_round))
+            add("in_process_event", await _agent_stream(here))
+            add("ray_backend_event", await _agent_stream(there))
+            add("bare_ray_streamed_item", await _bare_stream(bare.stream, model.deltas, pace))
+            add("bare_ray_streamed_event", await _bare_stream(bare.events, model.deltas, pace))
     ray.kill(bare)
+    result: dict[str, Any] = {"calls": calls, "deltas": deltas, "pace_s": pace, "rounds": rounds}
+    result.update((name, _ms(values)) for name, values in samples.items())
     return result
 
 
@@ -144,10 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--deltas", type=int, default=500)
     parser.add_argument("--pace", type=float, default=0.002, help="seconds between deltas")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over every path")
     args = parser.parse_args(argv)
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
-        result = asyncio.run(measure(args.calls, args.deltas, args.pace))
+        result = asyncio.run(measure(args.calls, args.deltas, args.pace, args.rounds))
     finally:
         ray.shutdown()
     print(json.dumps(result, indent=1))

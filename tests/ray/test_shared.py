@@ -41,12 +41,18 @@ def test_agents_started_on_a_host_share_their_model_and_tools() -> None:
     assert a1.tools[0] is a2.tools[0]
     assert a1.model is not model  # (a copy on the host, shared by its agents)
     assert a1.mode is DEFAULT_MODE  # the default pipeline travels as a name
+    # The model bound to the tools' schemas is derived again on the host, not carried by
+    # each agent: one binding for both, as in one process.
+    assert a1.models[0] is a2.models[0]
+    assert a1.all_tools.keys() == {"shout"}
 
 
 def test_a_shared_object_no_agent_uses_any_more_is_sent_again() -> None:
     model = ScriptedChatModel(script=[Reply(text="hi")])
     client, host = SharedPickler(), SharedObjects()
-    payload, shared = client.dumps(agent("a1", model))
+    # Without tools: a model bound to tools is also kept by the bounded cache of bindings
+    # (as in one process), for as long as that keeps it.
+    payload, shared = client.dumps(Agent(agent_id="a1", model=model))
     loaded = host.loads(payload, shared)
     del loaded
     gc.collect()

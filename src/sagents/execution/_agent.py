@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -81,6 +81,11 @@ def _bind(model: BaseChatModel, tools: tuple[BaseTool, ...]) -> tuple[Runnable[A
     if len(_bind_cache) > _BIND_CACHE_SIZE:
         _bind_cache.popitem(last=False)
     return bound, name
+
+
+def _rebuilt(cls: type[Agent], arguments: dict[str, Any]) -> Agent:
+    """An unpickled :class:`Agent` (see ``Agent.__reduce__``)."""
+    return cls(**arguments)
 
 
 def _instantiate(entry: Any, index: int) -> Middleware:
@@ -241,6 +246,14 @@ class Agent:
                     "until_tool", f"{name!r} is not one of the tools: {sorted(tools)}"
                 )
         return tools
+
+    def __reduce__(self) -> tuple[Callable[..., Agent], tuple[type[Agent], dict[str, Any]]]:
+        # Pickled as its arguments, so that where it is unpickled (a Ray host) the derived
+        # fields are derived again: the models bound to the tools' schemas are then shared
+        # with every agent of the same model and tools there, as in one process, instead of
+        # each agent bringing its own copy (8 KiB for three tools, measured).
+        arguments = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return _rebuilt, (type(self), arguments)
 
     @property
     def middleware_instances(self) -> tuple[Middleware, ...]:
