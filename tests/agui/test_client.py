@@ -3,9 +3,10 @@
 resume, the todos in the client's state — and the same after the agent was shut down for
 inactivity and restored from its saved state.
 
-The client is installed from npm by the fixture (``package.json`` pins it, ``package-lock.json``
-fixes the rest; ``node_modules`` is kept between runs). Without Node or npm, or when the
-install fails, the test skips — except under CI (``CI`` set), where that is a failure.
+The client is installed from npm by ``scripts/node`` (``package.json`` pins it,
+``package-lock.json`` fixes the rest), which ``scripts/test`` runs; the tests install nothing.
+Without Node 18+ or the pinned client, the test skips — except under CI (``CI`` set), where
+that is a failure.
 """
 
 from __future__ import annotations
@@ -52,30 +53,19 @@ def _installed() -> bool:
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """Node, with the pinned ``@ag-ui/client`` installed next to the driver."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _unavailable("Node.js and npm are needed (node 18 or later)")
+    """Node, with the pinned ``@ag-ui/client`` installed next to the driver (by
+    ``scripts/node``)."""
+    node = shutil.which("node")
+    if node is None:
+        _unavailable("Node.js 18 or later is needed (run scripts/node to install it)")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
     major = version.stdout.strip().lstrip("v").split(".")[0]
     if not major.isdigit() or int(major) < 18:
         _unavailable(f"Node.js 18 or later is needed, found {version.stdout.strip()!r}")
     if not _installed():
-        command = "ci" if (HERE / "package-lock.json").is_file() else "install"
-        try:
-            done = subprocess.run(
-                [npm, command, "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=HERE,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-                env={**os.environ, "NO_UPDATE_NOTIFIER": "1"},
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable("npm did not install @ag-ui/client within 5 minutes")
-        if done.returncode != 0 or not _installed():
-            _unavailable(f"npm {command} failed:\n{done.stdout}\n{done.stderr}")
+        _unavailable(
+            f"@ag-ui/client {_pinned()} is not installed in {HERE} (run scripts/node to install it)"
+        )
     return node
 
 

@@ -2,13 +2,15 @@
 
 The MCP server is real: ``mcp_server.py`` (FastMCP) run as a stdio subprocess, one per agent
 server. Its ``pid`` tool says which process served a call, so the tests follow each process:
-started with the agent server, gone when that server ends (stop, inactivity, crash, runtime
-shutdown), a new one when the agent comes back. Runs are driven by a ``ScriptedChatModel``
-whose responder turns the user message ``"<tool> <json arguments>"`` into that tool call.
+started with the agent server, gone when that server ends (stop, inactivity, no viewers, crash,
+runtime shutdown), a new one when the agent comes back — by hand or through ``Session``, as an
+application restores a conversation. Runs are driven by a ``ScriptedChatModel`` whose
+responder turns the user message ``"<tool> <json arguments>"`` into that tool call.
 
 These tests run in real time: a subprocess's I/O cannot run on virtual time (looptime would
-jump the clock past every timeout while the process is starting). The one inactivity expiry is
-real and short (``INACTIVITY``), in a test marked slow.
+jump the clock past every timeout while the process is starting). The inactivity expiries are
+real and short (``INACTIVITY``), in tests marked slow; the no-viewers grace period is half a
+second.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+from mcp.server.fastmcp import FastMCP
 from mcp.types import Tool
 
 from sagents import (
@@ -37,13 +41,20 @@ from sagents import (
     ConfigurationError,
     Done,
     InvalidMiddleware,
+    LocalPresence,
     Reject,
+    Session,
+    SessionConfig,
+    SessionOptions,
+    SingleFactoryRouter,
     State,
     Status,
 )
 from sagents.events import AgentShutdown, Event, StatusChanged
 from sagents.middleware import HumanInTheLoop, MCPTools
+from sagents.persistence import MemoryPersistence
 from sagents.runtime import AgentHandle, PendingSubscription, Runtime
+from sagents.session import FactoryConfig
 from sagents.testing import Reply, ScriptedChatModel, ToolCall, crash_agent
 
 from . import mcp_server
@@ -113,7 +124,7 @@ async def call_pid(handle: AgentHandle) -> int:
     return int(result.text)
 
 
-async def last_event(events: PendingSubscription) -> Event:
+async def last_event(events: Any) -> Event:
     async with asyncio.timeout(60):
         seen = [event async for event in events]
     return seen[-1]
@@ -325,6 +336,75 @@ async def test_inactivity_ends_the_process_and_the_next_message_brings_a_new_one
     assert not psutil.pid_exists(second)
 
 
+class MCPFactory:
+    """A session factory whose agents have the MCP tools (one ``MCPTools`` for all)."""
+
+    def __init__(self, mcp: MCPTools) -> None:
+        self.mcp = mcp
+
+    def create_agent(self, agent_id: str, config: FactoryConfig) -> tuple[Agent, SessionOptions]:
+        return make_agent(self.mcp, agent_id), SessionOptions()
+
+
+def session_config(mcp: MCPTools, **options: Any) -> SessionConfig:
+    store = MemoryPersistence()
+    return SessionConfig(
+        factory_router=SingleFactoryRouter(MCPFactory(mcp)),
+        agent_persistence=store,
+        display_message_persistence=store,
+        **options,
+    )
+
+
+@pytest.mark.slow
+async def test_a_session_restored_after_inactivity_has_a_new_process(
+    runtime: Runtime, definitions: list[Tool]
+) -> None:
+    config = session_config(mcp_tools(definitions), inactivity_timeout=INACTIVITY)
+    session = await Session.ensure_running(runtime, config, "c1")
+    assert (session.started, session.restored) == (True, False)
+    first = await call_pid(session.handle)
+    assert alive(first)
+    shutdown = await last_event(session.events)  # the real inactivity expiry
+    assert isinstance(shutdown, AgentShutdown)
+    assert shutdown.reason == "inactivity"
+    assert not psutil.pid_exists(first)
+    # The conversation's next message: the session restores the agent from its saved state.
+    session = await Session.ensure_running(runtime, config, "c1")
+    assert (session.started, session.restored) == (True, True)
+    async with session.events:
+        second = await call_pid(session.handle)
+        assert second != first
+        assert alive(second)
+        results = [
+            m.text
+            for m in (await session.handle.get_state()).messages
+            if isinstance(m, ToolMessage)
+        ]
+        assert results == [str(first), str(second)]  # the earlier turn was restored
+        await Session.stop(runtime, config, "c1")
+    assert not psutil.pid_exists(second)
+
+
+async def test_the_last_viewer_leaving_ends_the_process(
+    runtime: Runtime, definitions: list[Tool]
+) -> None:
+    presence = LocalPresence()
+    config = session_config(
+        mcp_tools(definitions), presence=presence, grace_period=0.5, inactivity_timeout=None
+    )
+    topic = config.presence_topic("c1")
+    viewer = presence.track_nowait(topic, "ada", auto_untrack=False)  # a page open on it
+    session = await Session.ensure_running(runtime, config, "c1")
+    pid = await call_pid(session.handle)
+    assert alive(pid)
+    await presence.untrack(topic, "ada", viewer)  # the page closes: the grace period starts
+    shutdown = await last_event(session.events)
+    assert isinstance(shutdown, AgentShutdown)
+    assert shutdown.reason == "no_viewers"
+    assert not psutil.pid_exists(pid)
+
+
 async def test_a_crash_of_the_agent_server_ends_its_process_and_the_restart_opens_another(
     runtime: Runtime, definitions: list[Tool]
 ) -> None:
@@ -513,28 +593,53 @@ async def test_a_hundred_agents_with_their_own_servers_leave_no_process_behind(
 # -- streamable HTTP ----------------------------------------------------------------------------
 
 
+@dataclass
+class HttpServer:
+    """The test server over streamable HTTP: its URL and its ``FastMCP`` (whose session
+    manager knows the sessions it holds)."""
+
+    url: str
+    mcp: FastMCP
+
+    def holds(self, session_id: str) -> bool:
+        # The manager has no public listing of its sessions: its table is read here, and
+        # the protocol's own answer (404 for an ended session) is checked beside it.
+        return session_id in self.mcp.session_manager._server_instances
+
+    async def answer_to(self, session_id: str) -> int:
+        """The HTTP status a request on ``session_id`` gets."""
+        import httpx
+
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        headers = {"mcp-session-id": session_id, "accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient() as client:
+            response = await client.post(self.url, json=ping, headers=headers)
+        return response.status_code
+
+
 @pytest.fixture
-async def http_server() -> AsyncIterator[str]:
+async def http_server() -> AsyncIterator[HttpServer]:
     """The test server over streamable HTTP, served in this process by uvicorn."""
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = mcp_server.build().streamable_http_app()
+    mcp = mcp_server.build()
+    app = mcp.streamable_http_app()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: server.started)
-    yield f"http://127.0.0.1:{port}/mcp"
+    yield HttpServer(url=f"http://127.0.0.1:{port}/mcp", mcp=mcp)
     server.should_exit = True
     await task
 
 
 async def test_streamable_http_sessions_per_agent_server(
-    runtime: Runtime, http_server: str
+    runtime: Runtime, http_server: HttpServer
 ) -> None:
-    servers = {"web": {"transport": "streamable_http", "url": http_server}}
+    servers = {"web": {"transport": "streamable_http", "url": http_server.url}}
     mcp = await MCPTools.discover(servers, include={"web": ["add", "session_id"]})
     assert [tool.name for tool in mcp.tools()] == ["add", "session_id"]
     first = await runtime.start_agent(make_agent(mcp, "a"))
@@ -547,6 +652,11 @@ async def test_streamable_http_sessions_per_agent_server(
     assert b1
     assert a1 != b1  # a session per agent server
     assert (await send(first, "session_id")).text == a1  # kept while the agent lives
+    assert http_server.holds(a1)
     await runtime.stop("a")
+    # The stop ended a's session on the server (the client's DELETE), not b's.
+    assert not http_server.holds(a1)
+    assert await http_server.answer_to(a1) == 404
+    assert http_server.holds(b1)
     first = await runtime.start_agent(make_agent(mcp, "a"))
     assert (await send(first, "session_id")).text not in {a1, b1}  # a new one on restart

@@ -1,7 +1,8 @@
 """``sagents-client.js`` on its own, under Node: a fake ``WebSocket`` and timers the script
 fires by hand, so reconnects, the queue and resuming are checked without a server, a browser
 or real time. (The browser tests drive it against real servers: the demo's page and
-``examples/chat_app.py``.) Skips without Node 18+, except under CI.
+``examples/chat_app.py``.) Skips without Node 18+ (``scripts/node`` installs it), except under
+CI.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -79,13 +80,22 @@ console.log(JSON.stringify(out));
 """
 
 
+def _unavailable(reason: str) -> NoReturn:
+    if in_ci():
+        pytest.fail(f"the sagents-client.js tests cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def node() -> str:
+    """Node 18+ (``scripts/node`` installs it), as ``tests/agui/test_client.py`` needs it."""
     found = shutil.which("node")
     if found is None:
-        if in_ci():
-            pytest.fail("node is missing; CI installs Node.js")
-        pytest.skip("node is missing")
+        _unavailable("Node.js 18 or later is needed (run scripts/node to install it)")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
+    major = version.stdout.strip().lstrip("v").split(".")[0]
+    if not major.isdigit() or int(major) < 18:
+        _unavailable(f"Node.js 18 or later is needed, found {version.stdout.strip()!r}")
     return found
 
 

@@ -245,7 +245,10 @@ class AgentServer:
         self._phase = _LIVE
         timeout = self.options.inactivity_timeout
         if timeout is not None:
-            self._inactivity = InactivityTimer(self, timeout, since=self._started_at)
+            # From now, not from the server's creation: the start (the claim, presence, the
+            # ``on_server_start`` hooks: an MCP server given up to its connect timeout) may have
+            # taken longer than the timeout, and would leave an agent no time at all.
+            self._inactivity = InactivityTimer(self, timeout, since=self._loop.time())
             self._inactivity.arm()
         self.recorder.go_live()
         self.recorder.arm_interval()
