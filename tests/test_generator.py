@@ -128,7 +128,7 @@ def test_setup_writes_the_package_and_a_test_and_lists_them(tmp_path: Path) -> N
     listed = [line.split()[-1] for line in out.splitlines() if line.startswith("  created")]
     assert listed == DEFAULT_FILES
     assert f"wrote {len(DEFAULT_FILES)} files" in out
-    assert "pytest tests/test_conversations_session.py" in out
+    assert "\n  python -m pytest tests/test_conversations_session.py\n" in out
     for name, content in files_under(tmp_path).items():
         if name.endswith(".py"):
             ast.parse(content, filename=name)  # plain Python, every file
@@ -342,6 +342,44 @@ def test_the_generated_test_passes_in_a_subprocess(tmp_path: Path) -> None:
     result = run(["-m", "pytest", test, "-q", "-p", "no:cacheprovider", "-W", "error"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def next_commands(out: str) -> list[str]:
+    """The commands ``sagents setup`` prints under "next:" (its last line is prose)."""
+    lines = out.split("next:\n", 1)[1].splitlines()
+    assert lines[-1].startswith("  then use "), out
+    return [line.strip() for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("layout", ["flat", "src"])
+def test_the_printed_next_commands_work_as_printed(tmp_path: Path, layout: str) -> None:
+    """Each command printed after "next:" passes when pasted into a shell at the project's
+    root, in a virtual environment where the project is not installed (no PYTHONPATH)."""
+    if layout == "src":
+        (tmp_path / "src" / "myapp").mkdir(parents=True)
+    status, out, _ = generate(tmp_path, "myapp.conversations")
+    assert status == 0
+    commands = next_commands(out)
+    assert [c.split(" -m ")[1].split()[0] for c in commands] == [
+        "pytest",
+        "myapp.conversations.migrations",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # plain pytest, as in a fresh project
+    for command in commands:
+        result = subprocess.run(
+            command,
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
+    assert (tmp_path / "data" / "conversations.db").is_file()
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sagents._errors import ConfigurationError, SagentsError
 
@@ -158,10 +158,18 @@ def _setup(args: argparse.Namespace) -> int:
     for item in written:
         print(f"  {item.action:<9} {item.path}")
     module = options.target
+    # The commands must work from the project's root in a fresh virtual environment, where
+    # the project is not installed: ``python -m`` puts the current folder on ``sys.path``
+    # (plain ``pytest`` does not, and the generated test could not import the package), and
+    # a src layout needs ``src`` there too. Generating a conftest.py or pytest settings
+    # instead would write into files the project may already have.
+    depth = len(plan.package_path.parts) - len(options.parts)
+    source = PurePosixPath(*plan.package_path.parts[:depth])
+    python = "python" if source == PurePosixPath() else f"PYTHONPATH={source} python"
     print(
         "next:\n"
-        f"  pytest {plan.test_path}\n"
-        f"  python -m {module}.migrations sqlite+aiosqlite:///data/{options.module}.db"
+        f"  {python} -m pytest {plan.test_path}\n"
+        f"  {python} -m {module}.migrations sqlite+aiosqlite:///data/{options.module}.db"
         "  # create the tables\n"
         f"  then use {module}.{options.coordinator} from your app "
         f"(see {plan.package_path}/coordinator.py)"

@@ -222,7 +222,7 @@ async def test_sessions_with_a_durable_approval(runtime: Runtime, config: Sessio
     # Restarted from storage (on whichever host), the approval still waits.
     resumed = await Session.resume(runtime, config, "c1", [{"type": "approve"}])
     assert resumed.restored
-    async with resumed.handle.subscribe(after_seq=0) as events:
+    async with resumed.events as events:  # the resumed run, from the restarted agent's start
         await until_status(events, Status.IDLE)
     state = await resumed.handle.get_state()
     assert state.messages[-1].content == "done: deleted /tmp/x"

@@ -110,11 +110,12 @@ async def test_a_question_waits_across_shutdown_and_is_answered_after_restore(
         )
     handle = runtime.agent(config.agent_id_for("q1"))
     assert await handle.get_status() is Status.INTERRUPTED
+    assert (await handle.info()).subscriber_count == 0  # the refused call's events are closed
 
-    async with handle.subscribe() as events:
-        session = await Session.resume(
-            runtime, config, "q1", [{"type": "answer", "answers": ["basic"]}], scope="u"
-        )
+    session = await Session.resume(
+        runtime, config, "q1", [{"type": "answer", "answers": ["basic"]}], scope="u"
+    )
+    async with session.events as events:
         await wait_status(events, Status.IDLE)
     state = await session.handle.get_state()
     assert "Answer: basic" in str(state.messages[-1].content)

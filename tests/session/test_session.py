@@ -28,7 +28,13 @@ from sagents import (
     State,
     Status,
 )
-from sagents.events import AgentShutdown, DisplayMessageSaved, StatusChanged
+from sagents.events import (
+    AgentShutdown,
+    DisplayMessageSaved,
+    LLMMessage,
+    StatusChanged,
+    ToolExecutionCompleted,
+)
 from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
 from sagents.middleware import HumanInTheLoop
 from sagents.session import FactoryConfig
@@ -179,8 +185,16 @@ async def test_resume_wakes_an_agent_that_shut_down_while_interrupted(
     assert conversation.interrupted  # a persisted fact a UI can show (S1b)
     resumed = await Session.resume(runtime, config, "5", [{"type": "approve"}], scope="u")
     assert resumed.restored
-    async with resumed.handle.subscribe() as events:
-        await wait_status(events, Status.IDLE)
+    assert resumed.started
+    seen: list[Any] = []
+    async with resumed.events as events:  # attached before the restarted agent's first event
+        await wait_status(events, Status.IDLE, seen)
+    # The whole resumed run, from the restarted agent's first event, with no gap.
+    assert [e.seq for e in seen] == list(range(seen[0].seq, seen[0].seq + len(seen)))
+    assert any(isinstance(e, ToolExecutionCompleted) for e in seen)
+    assert any(
+        isinstance(e, LLMMessage) and e.message.content == "done: deleted /tmp/x" for e in seen
+    )
     state = await resumed.handle.get_state()
     assert state.messages[-1].content == "done: deleted /tmp/x"
     await Session.stop(runtime, config, "5")
@@ -189,11 +203,36 @@ async def test_resume_wakes_an_agent_that_shut_down_while_interrupted(
     assert stored.state == state
 
 
+async def test_resume_of_a_running_agent_subscribes_before_the_decisions(
+    runtime: Runtime, config: SessionConfig
+) -> None:
+    """As with ensure_running, ``events`` of a running agent is a fresh subscription; it is
+    attached before the decisions are sent, so it sees the resumed run from its start."""
+    session = await Session.ensure_running(runtime, config, "r", scope="u")
+    async with session.events as events:
+        await session.handle.add_message("please delete it")
+        await wait_status(events, Status.INTERRUPTED)
+    resumed = await Session.resume(runtime, config, "r", [{"type": "approve"}], scope="u")
+    assert (resumed.started, resumed.restored) == (False, False)
+    seen: list[Any] = []
+    async with resumed.events as events:
+        await wait_status(events, Status.IDLE, seen)
+    statuses = [e.status for e in seen if isinstance(e, StatusChanged)]
+    assert statuses == [Status.RUNNING, Status.IDLE]
+    assert [e.seq for e in seen] == list(range(seen[0].seq, seen[0].seq + len(seen)))
+    [message] = [e.message for e in seen if isinstance(e, LLMMessage)]
+    assert message.content == "done: deleted /tmp/x"
+    assert (await resumed.handle.info()).subscriber_count == 0  # closed by the async with
+
+
 async def test_resume_without_an_interrupt_is_refused(
     runtime: Runtime, config: SessionConfig
 ) -> None:
     with pytest.raises(InvalidTransition):
         await Session.resume(runtime, config, "3", [{"type": "approve"}])
+    # The refused call leaves no subscription behind (it started the agent to ask it).
+    handle = runtime.agent(config.agent_id_for("3"))
+    assert (await handle.info()).subscriber_count == 0
 
 
 async def test_stop_and_is_running(runtime: Runtime, config: SessionConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -17,6 +18,8 @@ from websockets.asyncio.client import connect
 from sagents.cli import build_parser, main
 from sagents.persistence.sql import SqlPersistence, sqlite_url
 from sagents.web._identity import COOKIE_NAME
+from tests.web.conftest import wait_until
+from tests.web.product_helpers import closed_port
 
 
 def test_demo_options_and_defaults() -> None:
@@ -125,6 +128,62 @@ async def test_sigterm_drains_saves_and_exits(tmp_path: Path) -> None:
     assert stored is not None
     assert stored.state.interrupt is not None
     assert stored.state.interrupt.action_requests[0].name == "write_file"
+
+
+async def test_a_failed_run_is_written_to_stderr(tmp_path: Path) -> None:
+    """The server's log says why a run failed (the page says it too), with no page open:
+    a real provider's model pointed at a port nothing listens on."""
+    port = closed_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env |= {
+        "PYTHONWARNINGS": "error",
+        "OPENAI_API_KEY": "sk-test-not-a-key",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "OPENAI_MAX_RETRIES": "0",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sagents.cli",
+        "demo",
+        "--port",
+        "0",
+        "--data",
+        str(tmp_path / "data"),
+        "--model",
+        "openai:gpt-4o-mini",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        url = await _read_url(process)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            conversation = (await client.post("/api/conversations", json={})).json()["id"]
+            sent = await client.post(
+                f"/api/conversations/{conversation}/messages", json={"text": "Unreachable"}
+            )
+            assert sent.status_code == 202
+
+            async def failed() -> bool:
+                answer = await client.get(f"/api/conversations/{conversation}")
+                return bool(answer.json()["status"] == "error")
+
+            await wait_until(failed, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            _, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = err.decode()
+    [line] = [line for line in log.splitlines() if "the run failed" in line]
+    # One line a person can read: when, how bad, where from, which agent, and why.
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING sagents\.", line), line
+    assert f"conversation-{conversation}" in line
+    assert "Connection error" in line
+    assert process.returncode == 0
 
 
 def test_a_port_in_use_is_one_line_and_exit_status_1(

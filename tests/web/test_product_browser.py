@@ -30,13 +30,20 @@ from playwright.async_api import (
     ViewportSize,
     expect,
 )
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
+from sagents.web import create_app
+from sagents.web._client_errors import refusal
+from sagents.web._socket import _refuse as refuse_socket
 from tests.web.conftest import (
     Demo,
     StartDemo,
     chromium,
     demo_config,
     running_demo,
+    serving,
     wait_until,
 )
 from tests.web.product_helpers import Switch, closed_port, flaky_model, gated_model
@@ -430,6 +437,56 @@ async def test_cancel_is_refused_while_offline(
     assert errors == []
 
 
+async def test_dismiss_and_reset_are_refused_while_offline(
+    start_demo: StartDemo, browser: Browser, errors: list[str]
+) -> None:
+    """Sent late, a dismiss or a reset could clear what came after the click: while the page is
+    offline both are refused, in words, and nothing changes; back online, the approval waits."""
+    demo = await start_demo()
+    async with opened(browser, demo.url, errors) as page:
+        await start_conversation(page)
+        await send(page, "Dismiss offline")
+        await until_approval(page)
+        await page.context.set_offline(True)
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+        await expect(page.locator("#connection")).to_contain_text(
+            "Cancel, Dismiss and Reset need a live connection"
+        )
+        said = page.locator("#errors .error")
+
+        await page.click("#approvals button.dismiss")
+        await expect(said.last).to_have_text(
+            "Not dismissed: the page is not connected. Try again once it is back online."
+        )
+        await expect(page.locator("#approvals button.dismiss")).to_be_enabled()
+        await expect(page.locator(".dismiss-note")).to_have_text(
+            "decide nothing: the agent stops here and waits for your next message"
+        )
+
+        await page.click("#reset")
+        await expect(page.locator("#reset")).to_have_text("Really reset? Files stay")
+        await page.click("#reset")
+        await expect(said.last).to_have_text(
+            "Not reset: the page is not connected. Try again once it is back online."
+        )
+        await expect(said).to_have_count(2)  # each said once, and nothing else went wrong
+        await expect(page.locator(".message.reset-divider")).to_have_count(0)
+        await expect(page.locator(".message.user .bubble")).to_have_text(["Dismiss offline"])
+
+        await page.context.set_offline(False)
+        await expect(page.locator("#agent-status")).not_to_have_attribute("data-stale", "true")
+        # Neither went out later (a frame queued then would reach the server before this
+        # approval): the approval still waits, the call runs, and the conversation is whole.
+        await until_approval(page)
+        await page.click(".approval button.approve")
+        await until_idle(page)
+        write = page.locator(".tool-call[data-tool=write_file]")
+        await expect(write).to_have_attribute("data-status", "completed")
+        await expect(page.locator(".message.reset-divider")).to_have_count(0)
+        await expect(page.locator(".message.user .bubble")).to_have_text(["Dismiss offline"])
+    assert errors == []
+
+
 # -- 2. errors are visible -------------------------------------------------------------------------
 
 
@@ -493,6 +550,67 @@ async def test_a_refused_message_is_said_in_words(
         await expect(page.locator("#errors .error")).to_have_text(
             "Your message was not sent: text: at most 10 characters"
         )
+    assert errors == []
+
+
+class RefusingSockets:
+    """The demo behind a gate that refuses the socket of a conversation named
+    ``refused-<status>`` the way the conversation router refuses a caller its app's auth turns
+    away with ``HTTPException(status)``: an error frame, then the close code 4000 + status.
+
+    (The demo's own auth is its cookie, which only ever refuses with 404; a page of the demo
+    mounted in an app with its own auth meets the others.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "websocket" else ""
+        match = re.fullmatch(r"/api/conversations/refused-(\d{3})/ws", path)
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        ws = WebSocket(scope, receive, send)
+        await ws.accept()
+        await refuse_socket(ws, refusal(HTTPException(int(match[1]), "the app's own reason")))
+
+
+async def test_a_refused_conversation_is_said_by_its_close_code(
+    tmp_path: Path, browser: Browser, errors: list[str]
+) -> None:
+    """A socket refused for good says why in words that depend on its close code: 4404 and
+    4422 from the demo itself, 4401, 4403 and another code from an app's auth."""
+    config = demo_config(tmp_path)
+    app = create_app(config)
+    async with serving(RefusingSockets(app)) as url, opened(browser, url, errors) as page:
+        said = page.locator("#errors .error")
+        cases = [
+            ("no-such-conversation", 4404, "that conversation does not exist (or is not yours)"),
+            ("x" * 300, 4422, "that is not a conversation id: check the link"),
+            ("refused-403", 4403, "you are not allowed to open that conversation"),
+            (
+                "refused-401",
+                4401,
+                "you are not signed in (any more): sign in again, then reload the page",
+            ),
+            (
+                "refused-409",
+                4409,
+                "the server refused that conversation: the app's own reason",
+            ),
+        ]
+        for conversation, code, words in cases:
+            await page.evaluate("document.getElementById('errors').replaceChildren()")
+            async with page.expect_websocket() as opening:
+                await page.evaluate(f"location.hash = '#/c/{conversation}'")
+            socket = await opening.value
+            await socket.wait_for_event("close")
+            # Said once, in these words (the error frame before the close is not said apart).
+            await expect(said).to_have_text([words])
+            await expect(page.locator("#welcome")).to_be_visible()  # back to the start
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "gone")
+            assert await page.evaluate("document.body.dataset.socket") == "gone", code
     assert errors == []
 
 

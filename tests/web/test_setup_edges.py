@@ -303,3 +303,92 @@ def test_a_postgres_url_of_its_own_is_left_alone(tmp_path: Path, fakebin: Path) 
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "services: PostgreSQL from SAGENTS_TEST_POSTGRES_URL (left alone)\n"
+
+
+def _on_a_fake_root(fakebin: Path, root: Path, tool: str) -> None:
+    """``tool`` (a real one of ``fakebin``) with every path under ``/etc/postgresql`` or
+    ``/usr/lib/postgresql`` moved under ``root``: the script's files of a PostgreSQL install,
+    read and edited where the test can see them, never on the machine."""
+    real = (fakebin / tool).resolve()
+    _program(
+        fakebin / tool,
+        "args=()\n"
+        'for a in "$@"; do case "$a" in\n'
+        f'  /etc/postgresql*|/usr/lib/postgresql*) args+=("{root}$a") ;;\n'
+        '  *) args+=("$a") ;;\n'
+        "esac; done\n"
+        f'exec {real} "${{args[@]}}"',
+    )
+
+
+def test_a_missing_postgres_is_installed_given_a_cluster_trust_and_the_database(
+    tmp_path: Path, fakebin: Path
+) -> None:
+    """The whole install path on a machine without PostgreSQL: apt installs it (fake), a
+    cluster is created for the newest version, trust for the loopback goes first in its
+    pg_hba.conf, the cluster is started, and the database test is created."""
+    root = tmp_path / "root"  # the machine's /etc and /usr/lib, as far as PostgreSQL goes
+    log = tmp_path / "calls.log"  # what the PostgreSQL programs were asked, in order
+    for tool in ("ls", "grep", "sed"):
+        _on_a_fake_root(fakebin, root, tool)
+    for tool in ("touch", "chmod"):  # for the fakes only: the script does not use them
+        real = shutil.which(tool)
+        if real is None:
+            pytest.skip(f"{tool} is not installed")
+        (fakebin / tool).symlink_to(real)
+    hba = root / "etc/postgresql/17/main/pg_hba.conf"
+    default_hba = "local all postgres peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    # What Debian's postgresql package brings: its programs, and its servers' binaries.
+    programs = {
+        "pg_lsclusters": f'[ -e "{root}/cluster" ] && echo "17 main 5432 down postgres"; true',
+        "pg_createcluster": (
+            f'echo "pg_createcluster $*" >> "{log}"\ntouch "{root}/cluster"\n'
+            f'mkdir -p "{hba.parent}"\ncat > "{hba}" <<\'HBA\'\n{default_hba}HBA'
+        ),
+        "pg_ctlcluster": f'echo "pg_ctlcluster $*" >> "{log}"\ntouch "{root}/started"',
+    }
+    install = "".join(
+        f"cat > {fakebin}/{name} <<'PROGRAM'\n#!{BASH}\n{body}\nPROGRAM\n"
+        f"chmod +x {fakebin}/{name}\n"
+        for name, body in programs.items()
+    )
+    # Version folders as a machine may have them: 9.6 comes last as text, 17 by version.
+    versions = " ".join(f"{root}/usr/lib/postgresql/{v}/bin" for v in ("9.6", "15", "17"))
+    _program(
+        fakebin / "apt-get",
+        f'echo "$*" >> "{fakebin}/apt.log"\n[ "$1" = update ] && exit 0\n'
+        f"{install}mkdir -p {versions}\n"
+        + "".join(f"touch {root}/usr/lib/postgresql/{v}/bin/postgres\n" for v in ("15", "17")),
+    )
+    _program(fakebin / "pg_isready", f'[ -e "{root}/started" ]')
+    _program(fakebin / "psql", f'[ -e "{root}/database" ] && echo 1; true')
+    _program(fakebin / "createdb", f'echo "createdb $*" >> "{log}"\ntouch "{root}/database"')
+
+    result = _services(tmp_path, fakebin, CI="true")
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "services: PostgreSQL is not installed; installing Debian's postgresql",
+        'services: creating the PostgreSQL 17 cluster "main" on port 5432',
+        "services: PostgreSQL is not answering; starting cluster 17 main",
+        "services: PostgreSQL ok",
+    ]
+    assert (fakebin / "apt.log").read_text().splitlines() == [
+        "update -qq",
+        "install -y -qq --no-install-recommends postgresql",
+    ]
+    assert log.read_text().splitlines() == [
+        "pg_createcluster --port 5432 17 main",
+        "pg_ctlcluster 17 main start",
+        "createdb -w -h 127.0.0.1 -U postgres test",
+    ]
+    # Trust first (the first matching line decides), the package's lines kept after it.
+    assert hba.read_text() == (
+        "# sagents scripts/services: the tests connect as postgres, no password\n"
+        "host all all 127.0.0.1/32 trust\n"
+        "host all all ::1/128 trust\n" + default_hba
+    )
+    # Run again: everything is there, and nothing is done twice.
+    again = _services(tmp_path, fakebin, CI="true")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "services: PostgreSQL ok\n", "")
+    assert len(log.read_text().splitlines()) == 3

@@ -72,7 +72,7 @@ HANDLE_METHODS = frozenset(
 _FEED_WINDOW = 256
 
 #: The session operations a client runs on the host that holds (or is to hold) the agent.
-SESSION_METHODS = frozenset({"start", "ensure_running", "resume", "dismiss", "stop", "delete"})
+SESSION_METHODS = frozenset({"start", "ensure_running", "dismiss", "stop", "delete"})
 
 
 class Host:

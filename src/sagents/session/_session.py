@@ -120,7 +120,8 @@ async def _maybe_await(value: T | Awaitable[T]) -> T:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Session:
-    """A running conversation agent, as returned by :meth:`start` / :meth:`ensure_running`.
+    """A running conversation agent, as returned by :meth:`start`, :meth:`ensure_running` or
+    :meth:`resume`.
 
     Attributes:
         agent_id: the agent's id.
@@ -128,8 +129,9 @@ class Session:
         handle: talk to the agent.
         restored: True when this call started it from persisted state.
         started: True when this call started it (False: it was already running).
-        events: with :meth:`ensure_running`, the caller's subscription (attached before the
-            agent's first event when this call started it).
+        events: with :meth:`ensure_running` and :meth:`resume`, the caller's subscription
+            (attached before the agent's first event when this call started it); None
+            otherwise.
     """
 
     agent_id: str
@@ -261,27 +263,37 @@ class Session:
         *,
         scope: Scope = None,
         request_opts: Mapping[str, Any] | None = None,
+        channel: str = "main",
     ) -> Session:
-        """Resume an interrupted conversation.
+        """Resume an interrupted conversation, subscribed to the run the decisions start.
 
         If its agent shut down while waiting (inactivity), it is restarted from the persisted
-        state — the interrupt is durable — and the decisions are applied at once.
+        state — the interrupt is durable — and the decisions are applied at once. The agent is
+        reached as :meth:`ensure_running` reaches it, so ``events`` is attached before the
+        decisions are sent (and, when this call restarts the agent, before its first event):
+        the resumed run is seen whole. Close ``events`` when done.
 
         Raises:
             ConfigurationError: ``scope`` is not hashable or has no stable key.
             InvalidTransition: nothing is waiting for a decision.
             InvalidDecision: the decisions do not fit; the interrupt stays.
         """
-        scope_key(scope)  # refuses a scope without a key before anything runs
-        if runtime.backend is not None:
-            agent_id = config.agent_id_for(conversation_id)
-            args = (conversation_id, list(decisions))
-            kwargs = {"scope": scope, "request_opts": request_opts}
-            return await cls._on_host(runtime, "resume", config, agent_id, args, kwargs)
-        session = await cls.start(
-            runtime, config, conversation_id, scope=scope, request_opts=request_opts
+        # ensure_running then the handle's resume, on a backend too: the host only starts the
+        # agent, and the subscription lives with the caller who closes it (a session made on
+        # the host would leave its events there, open, with nobody to read them).
+        session = await cls.ensure_running(
+            runtime,
+            config,
+            conversation_id,
+            scope=scope,
+            request_opts=request_opts,
+            channel=channel,
         )
-        await session.handle.resume(decisions)
+        try:
+            await session.handle.resume(decisions)
+        except BaseException:
+            await session.events.aclose()
+            raise
         return session
 
     @classmethod

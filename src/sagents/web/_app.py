@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import errno
 import logging
@@ -134,7 +135,8 @@ async def serve(
         host: the interface to listen on.
         port: the port; 0 picks a free one.
         on_ready: called with the page's URL once the server listens.
-        log_level: uvicorn's log level.
+        log_level: uvicorn's log level. The ``sagents`` loggers print INFO and up to stderr,
+            unless this process configured logging itself.
 
     Raises:
         ConfigurationError: the port is in use.
@@ -354,6 +356,38 @@ def bind(host: str, port: int) -> socket.socket:
     return listener
 
 
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus sagents' own loggers on stderr when nothing else shows them.
+
+    Without a handler, what sagents logs (a run that failed, with the model's error; a save
+    that did not finish) reaches only Python's last-resort handler: bare messages, with no
+    time, level or source, and none of its INFO lines. So, in the process that serves and in
+    each worker (uvicorn applies this configuration in both), the ``sagents`` loggers get a
+    handler of their own, one line per record. A process that configured logging itself (a
+    handler on the root or the ``sagents`` logger) keeps its configuration.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    if logging.getLogger().handlers or logging.getLogger("sagents").handlers:
+        return log_config
+    log_config["formatters"]["sagents"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    }
+    log_config["handlers"]["sagents"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "sagents",
+        "stream": "ext://sys.stderr",
+    }
+    # Not propagated: a root handler added later would print each line twice.
+    log_config["loggers"]["sagents"] = {
+        "handlers": ["sagents"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return log_config
+
+
 def _uvicorn_config(
     app: FastAPI | str, config: WebConfig, *, host: str, port: int, log_level: str, **more: Any
 ) -> Any:
@@ -365,6 +399,7 @@ def _uvicorn_config(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=_log_config(),
         lifespan="on",
         ws="websockets-sansio",
         # Frames far above the app's own limit are cut by the protocol (close 1009); the app

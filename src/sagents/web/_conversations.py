@@ -351,9 +351,11 @@ class Conversations:
         """
         await self._about_to("decide", scope, conversation_id)
         await self.get(scope, conversation_id)
-        await Session.resume(
+        session = await Session.resume(
             self.runtime, self.config, conversation_id, list(decisions), scope=scope
         )
+        # Each socket follows the agent on its own; this subscription is not needed.
+        await session.events.aclose()
 
     async def dismiss(self, scope: Scope, conversation_id: str) -> None:
         """Clear the pending approval or question without a decision: the calls are answered

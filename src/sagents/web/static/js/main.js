@@ -29,6 +29,22 @@ const REFUSED = {
   retry: "The retry did not start",
 };
 
+// Why a conversation's socket was refused for good, by its close code (4000 + the HTTP status
+// of the error frame sent just before it). Another code says the frame's own message.
+const NOT_YOURS = "that conversation does not exist (or is not yours)";
+const GONE = {
+  4404: NOT_YOURS,
+  4403: "you are not allowed to open that conversation",
+  4401: "you are not signed in (any more): sign in again, then reload the page",
+  4422: "that is not a conversation id: check the link",
+};
+
+function goneText(code, refusal) {
+  if (GONE[code]) return GONE[code];
+  const reason = refusal ? refusal.message || refusal.code : `close code ${code}`;
+  return `the server refused that conversation: ${reason}`;
+}
+
 const state = {
   current: null, // conversation id
   socket: null, // the conversation's client (sagents-client.js)
@@ -38,6 +54,8 @@ const state = {
   interrupt: false, // an approval or a question is pending
   asking: false, // what is pending asks the person questions
   wasDown: false, // the connection dropped since the page opened this conversation
+  attached: false, // the current connection follows the agent (not refused)
+  refusal: null, // the error frame that refused the current connection, until it closes
 };
 
 const messages = new MessageList(document.getElementById("messages"));
@@ -92,6 +110,8 @@ function openConversation(id) {
   state.loaded = false;
   state.queue = [];
   state.wasDown = false;
+  state.attached = false;
+  state.refusal = null;
   messages.clear();
   showApprovals(null);
   renderTodos([]);
@@ -127,7 +147,7 @@ async function loadSnapshot() {
     snapshot = await api.snapshot(id);
   } catch (error) {
     if (error.status === 404) {
-      showError("that conversation does not exist (or is not yours)");
+      showError(NOT_YOURS);
       location.hash = "";
       return;
     }
@@ -155,6 +175,10 @@ async function loadSnapshot() {
 
 function onSocketState(socketState, detail) {
   document.body.dataset.socket = socketState;
+  // A connection that opens is not attached yet: an error frame before it attaches refuses it.
+  state.attached = false;
+  const refusal = state.refusal;
+  state.refusal = null;
   markStatusStale(socketState !== "open" && socketState !== "connecting");
   if (socketState === "open" || socketState === "connecting") {
     if (socketState === "open" && state.wasDown) showBackOnline();
@@ -164,8 +188,11 @@ function onSocketState(socketState, detail) {
   state.wasDown = true;
   showConnection(socketState, detail.retryIn);
   if (socketState === "gone") {
-    showError("that conversation does not exist (or is not yours)");
+    showError(goneText(detail.code, refusal));
     location.hash = "";
+  } else if (refusal) {
+    // Refused for now (the storage is unavailable, say): the client tries again.
+    showError(`The server refused the connection: ${refusal.message || refusal.code}`);
   }
 }
 
@@ -179,6 +206,7 @@ function showBackOnline() {
 // The socket follows an agent instance, or waits for the next one (instance null). The first
 // attachment of a connection that did not resume means: load the conversation over HTTP.
 function onAttached({ instance, status, resumed, first }) {
+  state.attached = true;
   if (first && !resumed) {
     state.loaded = false;
     loadSnapshot();
@@ -203,8 +231,12 @@ function onAccepted({ action, ref }) {
 // Every error frame is told to the person, in words, with what it was answering.
 function onRefusal(error) {
   const kind = error.action;
-  // A refused socket is reported once, by onSocketState("gone").
-  if (!kind && error.code === "not_found") return;
+  if (!kind && !state.attached) {
+    // The frame that refuses the connection, just before its close: told once, when the
+    // socket closes (onSocketState), in words that depend on the close code.
+    state.refusal = error;
+    return;
+  }
   const reason = error.message || error.code || "the server refused it";
   showError(`${REFUSED[kind] || "The server refused a request"}: ${reason}`);
   if (kind === "send") messages.settlePending(error.ref, reason);
