@@ -28,6 +28,7 @@ from sagents import (  # noqa: E402
     AgentAlreadyRunning,
     AgentNotRunning,
     AgentUnavailable,
+    ConfigurationError,
     Runtime,
     Session,
     SessionConfig,
@@ -478,3 +479,32 @@ async def test_a_watch_follows_an_agent_across_restarts_and_hosts(runtime: Runti
         assert second[0].seq == 1  # the next instance, from its start
         assert any(isinstance(e, LLMMessage) and e.message.content == "echo: two" for e in second)
         await again.stop()
+
+
+def _collector(_host: Any) -> tuple[tuple[int, ...], int]:
+    import gc
+
+    return gc.get_threshold(), gc.get_freeze_count()
+
+
+async def test_hosts_tune_their_own_collector_unless_told_not_to(namespace: str) -> None:
+    tuned = RayBackend(hosts=1, host_cpus=0, namespace=namespace, stop_hosts=True)
+    async with Runtime(backend=tuned):
+        [name] = list(await tuned.hosts())
+        host = ray.get_actor(name, namespace=namespace)
+        thresholds, frozen = await host.__ray_call__.remote(_collector)
+        assert thresholds == (100_000, 20, 100)
+        assert frozen > 0  # what the start-up made is out of the collector's way
+    left = RayBackend(
+        hosts=1, host_cpus=0, namespace=f"{namespace}-b", stop_hosts=True, host_gc_thresholds=None
+    )
+    async with Runtime(backend=left):
+        [name] = list(await left.hosts())
+        host = ray.get_actor(name, namespace=f"{namespace}-b")
+        assert await host.__ray_call__.remote(_collector) == ((700, 10, 10), 0)
+
+
+@pytest.mark.parametrize("thresholds", [(1, 2), (1, 2, -3), [700, 10, 10], (1.5, 2, 3)])
+def test_host_gc_thresholds_are_three_ints_or_none(thresholds: Any) -> None:
+    with pytest.raises(ConfigurationError, match="host_gc_thresholds"):
+        RayBackend(host_gc_thresholds=thresholds)

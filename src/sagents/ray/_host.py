@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import Any
@@ -82,10 +83,19 @@ class Host:
         name: the host's name in the directory (its Ray actor name).
         directory: the directory actor.
         runtime_options: the in-process runtime's arguments (``max_restarts``...).
+        gc_thresholds: the collector's thresholds in this process, set once started (with the
+            start-up's objects frozen); None leaves the collector as it is.
     """
 
-    def __init__(self, name: str, directory: Any, runtime_options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Any,
+        runtime_options: Mapping[str, Any],
+        gc_thresholds: tuple[int, int, int] | None = None,
+    ) -> None:
         self._name = name
+        self._gc_thresholds = gc_thresholds
         self._directory = directory
         self._runtime = Runtime(**runtime_options)
         self._runtime.guard_filesystems(_FilesGuard(name, directory))
@@ -102,6 +112,13 @@ class Host:
         self._runtime.follow_registry(self._report)
         await self._runtime.start()
         await self._directory.add_host.remote(self._name, self._runtime.owner_id)
+        if self._gc_thresholds is not None:
+            # A host process is sagents' own: tune its collector as docs/reliability.md
+            # advises a process holding many conversations. What start-up made (Ray,
+            # langchain, the modules) is never garbage: frozen, full collections skip it.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*self._gc_thresholds)
         return self._name
 
     def _report(self, agent_id: str, registered: bool) -> None:
