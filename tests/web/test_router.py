@@ -312,6 +312,51 @@ async def test_other_origins_are_refused_unless_listed() -> None:
                     assert first["type"] == "detached"
 
 
+async def test_a_conversation_is_renamed_and_deleted_by_its_own_scope_only() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def record(action: ConversationAction) -> None:
+        seen.append((action.kind, action.conversation_id))
+
+    async with (
+        chat_app(before_action=record) as app,
+        app.client("ada") as ada,
+        app.client("bob") as bob,
+    ):
+        mine = await create(ada)
+        async with app.socket(mine, "ada") as ws:  # its agent runs
+            await ws.send(json.dumps({"type": "send", "text": "hello", "ref": "m1"}))
+            await next_frame(ws, is_status("idle"))
+            # Bob knows nothing of it: he can neither rename nor delete it.
+            for attempt in (
+                bob.patch(f"/conversations/{mine}", json={"title": "mine now"}),
+                bob.delete(f"/conversations/{mine}"),
+            ):
+                refused = await attempt
+                assert (refused.status_code, refused.json()["error"]) == (404, "not_found")
+            renamed = await ada.patch(f"/conversations/{mine}", json={"title": "Plans"})
+            assert renamed.status_code == 200
+            assert renamed.json()["title"] == "Plans"
+            assert renamed.json()["status"] == "idle"
+            other_origin = await ada.delete(
+                f"/conversations/{mine}", headers={"Origin": "http://localhost:3000"}
+            )
+            assert other_origin.status_code == 403
+            assert (await ada.delete(f"/conversations/{mine}")).status_code == 204
+        assert app.config.agent_id_for(mine) not in app.runtime.list_running_agents()
+        assert (await ada.get(f"/conversations/{mine}")).status_code == 404
+        assert (await ada.get("/conversations")).json()["conversations"] == []
+        assert (await ada.delete(f"/conversations/{mine}")).status_code == 404
+    # Each of them went through before_action first (Bob's too; not the other origin's).
+    assert [kind for kind, _ in seen if kind in ("rename", "delete")] == [
+        "rename",
+        "delete",
+        "rename",
+        "delete",
+        "delete",
+    ]
+
+
 async def test_before_action_can_refuse_an_action() -> None:
     seen: list[ConversationAction] = []
 

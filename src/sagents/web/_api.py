@@ -1,8 +1,9 @@
-"""The REST API of the demo: messages, approvals and questions, titles, files.
+"""The REST API of the demo: messages, approvals and questions, files.
 
-Listing, creating and loading conversations (``/api/conversations``, ``/api/conversations/{id}``)
-and the websocket are the :func:`~sagents.web.conversation_router` the demo mounts at ``/api``;
-this module adds the demo's own routes beside it, on the same operations
+Listing, creating, loading, renaming and deleting conversations (``/api/conversations``,
+``/api/conversations/{id}``) and the websocket are the
+:func:`~sagents.web.conversation_router` the demo mounts at ``/api``; this module adds the
+demo's own routes beside it, on the same operations
 (``WebServices.conversations``). Every route acts for the caller's identity (the signed
 cookie); a conversation of another identity is indistinguishable from one that does not exist
 (404). Errors are JSON ``{"error": code, "detail": message}`` with one status per decision the
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,9 +39,9 @@ from starlette.exceptions import HTTPException
 from sagents._errors import FileSystemError, PathNotAllowed, SagentsError
 from sagents.runtime._reset import ResetFiles
 from sagents.web._client_errors import INTERNAL, client_error
-from sagents.web._conversations import Conversations, conversation_json
+from sagents.web._conversations import Conversations
 from sagents.web._identity import identity_of
-from sagents.web._limits import ConversationId, StorableText, Title
+from sagents.web._limits import ConversationId, StorableText
 from sagents.web._protocol import DecisionFrame
 from sagents.web._services import WebServices
 
@@ -82,10 +83,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RenameBody(_Body):
-    title: Title
-
-
 class MessageBody(_Body):
     # The length limit is the configuration's (max_message_chars), checked in the route.
     text: Annotated[StorableText, Field(min_length=1)]
@@ -103,22 +100,6 @@ class ResetBody(_Body):
 async def me(identity: Identity) -> dict[str, Any]:
     """The caller's identity (the scope its conversations belong to)."""
     return {"identity": identity}
-
-
-@router.patch("/conversations/{conversation_id}")
-async def rename_conversation(
-    conversation_id: ConversationId, body: RenameBody, ops: Ops, identity: Identity
-) -> dict[str, Any]:
-    conversation = await ops.rename(identity, conversation_id, body.title)
-    return conversation_json(conversation, await ops.status(identity, conversation_id))
-
-
-@router.delete("/conversations/{conversation_id}", status_code=204)
-async def delete_conversation(
-    conversation_id: ConversationId, ops: Ops, identity: Identity
-) -> Response:
-    await ops.delete(identity, conversation_id)
-    return Response(status_code=204)
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=202)

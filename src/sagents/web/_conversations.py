@@ -65,7 +65,9 @@ _TITLE_CHARS = 60
 _PAGE = 200
 
 #: What a caller does to a conversation (``"create"``: a new one).
-ActionKind: TypeAlias = Literal["create", "send", "retry", "cancel", "decide", "dismiss", "reset"]
+ActionKind: TypeAlias = Literal[
+    "create", "rename", "delete", "send", "retry", "cancel", "decide", "dismiss", "reset"
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,6 +275,7 @@ class Conversations:
         Raises:
             ConversationNotFound: not this scope's conversation.
         """
+        await self._about_to("rename", scope, conversation_id)
         updated = await self.store.update_conversation(scope, conversation_id, title=title)
         if updated is None:
             raise ConversationNotFound(f"no conversation {conversation_id!r} here")
@@ -280,6 +283,7 @@ class Conversations:
 
     async def delete(self, scope: Scope, conversation_id: str) -> None:
         """Stop the agent and delete the conversation, as one step (see ``Session.delete``)."""
+        await self._about_to("delete", scope, conversation_id)
         if not await Session.delete(self.runtime, self.config, conversation_id, scope=scope):
             raise ConversationNotFound(f"no conversation {conversation_id!r} here")
 

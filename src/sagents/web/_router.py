@@ -13,6 +13,8 @@ Under the prefix:
 ``POST /conversations``                    a new one (``{"title"?}``), 201
 ``GET /conversations/{id}``                what a page shows on load: display messages, todos,
                                            the pending interrupt, the status and instance
+``PATCH /conversations/{id}``              rename it (``{"title"}``)
+``DELETE /conversations/{id}``             stop its agent and delete it, 204
 ``WS /conversations/{id}/ws``              the conversation live: events out, actions in
                                            (``_socket.py``; the reference is ``docs/web.md``)
 ``GET /sagents-client.js``                 the browser client of the socket (an ES module)
@@ -30,12 +32,12 @@ declares ``Header``, ``Cookie`` or ``Query`` parameters, or an ``HTTPConnection`
 the socket's query string.) A ``yield`` dependency cannot have its refusal turned into a close
 code; its refusal denies the handshake.
 
-**Origins.** Whatever changes state (the socket, ``POST``) must come from the app's own origin,
-without an ``Origin`` header, or from ``allowed_origins`` (``_origin.py``): cookie-based auth
-would otherwise act for pages of other origins.
+**Origins.** Whatever changes state (the socket, ``POST``, ``PATCH``, ``DELETE``) must come
+from the app's own origin, without an ``Origin`` header, or from ``allowed_origins``
+(``_origin.py``): cookie-based auth would otherwise act for pages of other origins.
 
 **What it does not do.** No body-size limit (the only body is a title; put a limit in front of
-the app, as for any FastAPI app), no rename or delete routes (``Session.delete``), no files.
+the app, as for any FastAPI app), no files.
 Errors of the conversation operations are answered ``{"error": code, "detail": message}``
 (``_client_errors.py``); request validation errors are the app's (FastAPI's 422).
 """
@@ -88,6 +90,13 @@ class CreateBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     title: Title | None = None
+
+
+class RenameBody(BaseModel):
+    """The body of ``PATCH /conversations/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: Title
 
 
 class _AsciiJSON(JSONResponse):
@@ -252,6 +261,38 @@ def conversation_router(
             return _AsciiJSON((await ops.snapshot(caller, conversation_id)).to_json())
         except Exception as exc:
             return _failed(exc, f"loading conversation {conversation_id}")
+
+    @router.patch("/conversations/{conversation_id}", summary="Rename a conversation")
+    async def rename_conversation(
+        request: Request,
+        conversation_id: ConversationId,
+        body: RenameBody,
+        ops: Ops,
+        caller: Caller,
+    ) -> Response:
+        if not same_origin(request.headers, limits.allowed_origins):
+            return _answer(_CROSS_ORIGIN)
+        try:
+            renamed = await ops.rename(caller, conversation_id, body.title)
+            status = await ops.status(caller, conversation_id)
+        except Exception as exc:
+            return _failed(exc, f"renaming conversation {conversation_id}")
+        return _AsciiJSON(conversation_json(renamed, status))
+
+    @router.delete(
+        "/conversations/{conversation_id}", status_code=204, summary="Delete a conversation"
+    )
+    async def delete_conversation(
+        request: Request, conversation_id: ConversationId, ops: Ops, caller: Caller
+    ) -> Response:
+        """Stops its agent and deletes it with its messages and files (``Session.delete``)."""
+        if not same_origin(request.headers, limits.allowed_origins):
+            return _answer(_CROSS_ORIGIN)
+        try:
+            await ops.delete(caller, conversation_id)
+        except Exception as exc:
+            return _failed(exc, f"deleting conversation {conversation_id}")
+        return Response(status_code=204)
 
     @router.websocket("/conversations/{conversation_id}/ws")
     async def conversation_socket(
