@@ -126,6 +126,9 @@ async def test_an_agent_runs_on_a_host_and_streams_its_events(runtime: Runtime) 
     assert info is not None
     assert info.status is Status.IDLE
     assert info.message_count == 2
+    agent = await handle.get_agent()  # the host's copy of the configuration
+    assert agent.agent_id == "a1"
+    assert isinstance(agent.model, ScriptedChatModel)
     with pytest.raises(AgentAlreadyRunning):
         await runtime.start_agent(echo_agent("a1"))
     await handle.stop()

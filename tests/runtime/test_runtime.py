@@ -311,3 +311,19 @@ async def test_every_server_instance_has_its_own_instance_id(runtime: Runtime) -
     assert second is not None
     assert len({first.instance, second.instance, third.instance}) == 3
     assert (await runtime.agent_info("again")) == second
+
+
+async def test_get_agent_answers_the_configuration_the_server_runs(runtime: Runtime) -> None:
+    first = make_agent([Reply(text="one")], base_system_prompt="You are terse.")
+    handle = await runtime.start_agent(first, inactivity_timeout=None)
+    assert await handle.get_agent() is first
+    second = make_agent([Reply(text="two")], base_system_prompt="You are verbose.")
+    await handle.update_agent_and_state(second, user("again"))
+    assert await handle.get_agent() is second
+    async with handle.subscribe() as events:
+        await handle.execute()
+        await until_status(events, Status.IDLE)
+    assert (await handle.get_state()).messages[-1].content == "two"
+    await handle.stop()
+    with pytest.raises(AgentNotRunning):
+        await handle.get_agent()

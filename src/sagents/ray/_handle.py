@@ -124,6 +124,10 @@ class RemoteAgentHandle(AgentHandle):
         info: AgentInfo = await self._call("info")
         return info
 
+    async def get_agent(self) -> Agent:
+        agent: Agent = await self._call("get_agent")
+        return agent
+
     async def options(self) -> AgentOptions:
         options: AgentOptions = await self._call("options")
         return options

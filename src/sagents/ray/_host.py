@@ -58,6 +58,7 @@ HANDLE_METHODS = frozenset(
         "send_to_middleware",
         "touch",
         "get_state",
+        "get_agent",
         "export_state",
         "get_status",
         "info",

@@ -193,6 +193,11 @@ class AgentHandle:
     async def info(self) -> AgentInfo:
         return self._server().info()
 
+    async def get_agent(self) -> Agent:
+        """The agent's configuration the server runs: as started, or as last replaced by
+        :meth:`update_agent_and_state`."""
+        return self._server().agent
+
     async def options(self) -> AgentOptions:
         """The validated options the agent's server runs with. Agents started with equal plain
         options (numbers, strings, None) may share one instance."""
