@@ -142,6 +142,51 @@ async def test_a_failing_title_model_is_ignored_and_not_retried_by_this_server(
     assert "background task failed" not in caplog.text  # ignored, not an error
 
 
+async def test_the_fallbacks_are_tried_in_order_until_one_gives_a_title(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    down, blank, good, unused = (
+        failing_title_model(),
+        title_model('"..."'),  # cleaned to nothing: no title
+        title_model('"Lisbon in May"'),
+        title_model("never asked"),
+    )
+    titler = ConversationTitle(down, fallbacks=[blank, good, unused])
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent_with(titler), first_user(), initial_subscribers=[events]
+    )
+    with caplog.at_level(logging.INFO, logger="sagents.middleware"):
+        await handle.execute()
+        await next_title_or_idle(events, title=True)
+    assert (await handle.get_state()).metadata["conversation_title"] == {"title": "Lisbon in May"}
+    assert (down.calls, blank.calls, good.calls, unused.calls) == (1, 1, 1, 0)
+    assert "(ConnectionError: down) from title model 1 of 4; trying the next model" in caplog.text
+    assert "from title model 2 of 4; trying the next model" in caplog.text
+
+
+async def test_when_every_title_model_fails_the_conversation_stays_untitled(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = failing_title_model(), failing_title_model()
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent_with(ConversationTitle(first, fallbacks=[second])),
+        first_user(),
+        initial_subscribers=[events],
+    )
+    with caplog.at_level(logging.INFO, logger="sagents.middleware"):
+        await handle.execute()
+        await next_title_or_idle(events, title=False)
+        for _ in range(50):  # the title task runs beside the turn
+            if second.calls:
+                break
+            await asyncio.sleep(0.1)
+    assert "conversation_title" not in (await handle.get_state()).metadata
+    assert (first.calls, second.calls) == (1, 1)
+    assert "from title model 2 of 2; it stays untitled" in caplog.text
+
+
 async def test_a_restarted_server_tries_again(runtime: Runtime) -> None:
     calls = 0
 
@@ -299,3 +344,8 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
 def test_a_model_is_required() -> None:
     with pytest.raises(InvalidMiddleware, match="chat model"):
         ConversationTitle("cheap")  # type: ignore[arg-type]
+
+
+def test_a_fallback_must_be_a_chat_model() -> None:
+    with pytest.raises(InvalidMiddleware, match=r"fallbacks=\.\.\.\)\[1\]"):
+        ConversationTitle(title_model(), fallbacks=[title_model(), "cheap"])  # type: ignore[list-item]

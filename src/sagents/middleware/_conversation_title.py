@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +75,11 @@ class ConversationTitle(Middleware):
         model: the (cheap) model that writes the title.
         max_length: longest title kept, in characters.
         prompt: the instructions given to the title model.
+        fallbacks: models tried in order when the one before fails or gives no title.
 
     Raises:
-        InvalidMiddleware: ``model`` is not a chat model or ``max_length`` is not positive.
+        InvalidMiddleware: ``model`` or a fallback is not a chat model, or ``max_length`` is
+            not positive.
     """
 
     key = TITLE_KEY
@@ -87,10 +90,12 @@ class ConversationTitle(Middleware):
         *,
         max_length: int = 80,
         prompt: str = DEFAULT_TITLE_PROMPT,
+        fallbacks: Sequence[BaseChatModel] = (),
     ) -> None:
         self.model = model
         self.max_length = max_length
         self.prompt = prompt
+        self.fallbacks = tuple(fallbacks)
         # The servers that already tried (by their middleware context, one per server
         # instance): a restarted server may try again, and an ended one is forgotten.
         self._attempted: weakref.WeakSet[MiddlewareContext] = weakref.WeakSet()
@@ -99,6 +104,12 @@ class ConversationTitle(Middleware):
     def validate(self) -> None:
         if not isinstance(self.model, BaseChatModel):
             raise InvalidMiddleware("ConversationTitle(model=...) must be a langchain chat model")
+        for index, fallback in enumerate(self.fallbacks):
+            if not isinstance(fallback, BaseChatModel):
+                raise InvalidMiddleware(
+                    f"ConversationTitle(fallbacks=...)[{index}] must be a langchain chat model, "
+                    f"got {type(fallback).__name__}"
+                )
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int):
             raise InvalidMiddleware("ConversationTitle(max_length=...) must be an int")
         if self.max_length < 1:
@@ -123,21 +134,28 @@ class ConversationTitle(Middleware):
         return None
 
     async def _generate(self, ctx: MiddlewareContext, first: str) -> None:
-        try:
-            reply = await self.model.ainvoke(
-                [SystemMessage(self.prompt), HumanMessage(first[:_MESSAGE_LIMIT])]
-            )
-            title = clean_title(reply.text, self.max_length)
-            if not title:
-                raise ValueError("the title model returned no title")
+        prompt = [SystemMessage(self.prompt), HumanMessage(first[:_MESSAGE_LIMIT])]
+        models = (self.model, *self.fallbacks)
+        for attempt, model in enumerate(models, start=1):
+            try:
+                reply = await model.ainvoke(prompt)
+                title = clean_title(reply.text, self.max_length)
+                if not title:
+                    raise ValueError("the title model returned no title")
+            except Exception as exc:
+                after = "trying the next model" if attempt < len(models) else "it stays untitled"
+                _log.info(
+                    "agent %r: no conversation title (%s: %s) from title model %d of %d; %s",
+                    ctx.agent_id,
+                    type(exc).__name__,
+                    exc,
+                    attempt,
+                    len(models),
+                    after,
+                )
+                continue
             ctx.send(self.key, TitleReady(title=title))
-        except Exception as exc:
-            _log.info(
-                "agent %r: no conversation title (%s: %s); the conversation stays untitled",
-                ctx.agent_id,
-                type(exc).__name__,
-                exc,
-            )
+            return
 
     async def handle_message(self, message: Any, state: State) -> State | None:
         if not isinstance(message, TitleReady):
