@@ -133,9 +133,13 @@ async def test_the_key_facts_hold(tour: ModuleType) -> None:
     assert health["info"].message_count == 1
     assert health["info"].has_interrupt is False
 
-    # 13. telemetry: every event of the chapter but the crash, all from the observed agent
+    # 13. telemetry: every event of the chapter but the crash and the halt (the tour has
+    # neither), all from the observed agent
     names = [event for event, _ in report.telemetry]
-    assert set(names) == set(tour.TELEMETRY_EVENTS) - {("sagents", "agent", "crash")}
+    assert set(names) == set(tour.TELEMETRY_EVENTS) - {
+        ("sagents", "agent", "crash"),
+        ("sagents", "execution", "halt"),
+    }
     assert names[0] == ("sagents", "agent", "start")
     assert names[-1] == ("sagents", "agent", "stop")
     assert report.telemetry[-1][1]["reason"] == "manual"

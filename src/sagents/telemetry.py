@@ -20,6 +20,7 @@ Events emitted by sagents:
 =====================================  ==========================================
 ``("sagents", "agent", "start"|"stop"|"crash")``   an agent server's life
 ``("sagents", "execution", "start"|"stop"|"interrupt")``  one run of the loop
+``("sagents", "execution", "halt")``                    a run halted on purpose (``Halt``)
 ``("sagents", "llm", "request"|"response"|"error")``     one model call attempt
 ``("sagents", "tool", "start"|"stop"|"error")``          one tool call
 =====================================  ==========================================
@@ -45,6 +46,7 @@ __all__ = [
     "AGENT_CRASH",
     "AGENT_START",
     "AGENT_STOP",
+    "EXECUTION_HALT",
     "EXECUTION_INTERRUPT",
     "EXECUTION_START",
     "EXECUTION_STOP",
@@ -79,6 +81,8 @@ AGENT_CRASH: EventName = ("sagents", "agent", "crash")
 EXECUTION_START: EventName = ("sagents", "execution", "start")
 EXECUTION_STOP: EventName = ("sagents", "execution", "stop")
 EXECUTION_INTERRUPT: EventName = ("sagents", "execution", "interrupt")
+#: Besides its ``stop`` (status ``idle``): the run was halted, ``reason`` in the metadata.
+EXECUTION_HALT: EventName = ("sagents", "execution", "halt")
 LLM_REQUEST: EventName = ("sagents", "llm", "request")
 LLM_RESPONSE: EventName = ("sagents", "llm", "response")
 LLM_ERROR: EventName = ("sagents", "llm", "error")
@@ -96,6 +100,7 @@ EVENTS: tuple[EventName, ...] = (
     EXECUTION_START,
     EXECUTION_STOP,
     EXECUTION_INTERRUPT,
+    EXECUTION_HALT,
     LLM_REQUEST,
     LLM_RESPONSE,
     LLM_ERROR,

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from sagents import Agent, Done, Halt, RetryPolicy, SagentsError, State, Status, get_tool_context
+from sagents import (
+    Agent,
+    Done,
+    Halt,
+    RetryPolicy,
+    SagentsError,
+    State,
+    Status,
+    get_tool_context,
+    telemetry,
+)
 from sagents.events import RunHalted, StatusChanged, TodosUpdated, ToolExecutionCompleted
 from sagents.execution import (
     DEFAULT_MODE,
@@ -256,3 +266,24 @@ async def test_a_halted_run_leaves_the_agent_idle_with_the_reason() -> None:
         state = await handle.get_state()
         assert state.messages[-1].content == "more"
         assert_history_valid(state.messages)
+
+
+async def test_a_halt_is_a_telemetry_event_besides_the_run_s_stop() -> None:
+    seen: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    def record(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        seen.append((event, dict(metadata)))
+
+    names = [telemetry.EXECUTION_HALT, telemetry.EXECUTION_STOP]
+    telemetry.attach_many("halt-test", names, record)
+    try:
+        model = ScriptedChatModel(
+            script=[Reply(tool_calls=[ToolCall(name="spend", args={"amount": 50}, id="c1")])]
+        )
+        await Agent(agent_id="a", model=model, tools=Tools().tools()).run(start())
+    finally:
+        telemetry.detach("halt-test")
+    assert [(event, meta.get("status"), meta.get("reason")) for event, meta in seen] == [
+        (telemetry.EXECUTION_STOP, "idle", None),
+        (telemetry.EXECUTION_HALT, None, "the budget is spent (50 > 10)"),
+    ]

@@ -39,6 +39,7 @@ __all__ = ["Run", "answer_pending_calls", "dismiss_interrupt"]
 _START = telemetry.EXECUTION_START
 _STOP = telemetry.EXECUTION_STOP
 _INTERRUPT = telemetry.EXECUTION_INTERRUPT
+_HALT = telemetry.EXECUTION_HALT
 
 CANCELLED_TOOL_RESULT = "Cancelled: the run was stopped before this tool call finished."
 
@@ -178,6 +179,14 @@ class Run:
             meta = self._telemetry_metadata()
             telemetry.execute(
                 event, measurements, meta if status is None else {**meta, "status": status}
+            )
+        if isinstance(result, Done) and result.halted is not None and telemetry.has_handlers(_HALT):
+            measurements = {
+                "duration": time.perf_counter() - started,
+                "model_calls": self.model_calls,
+            }
+            telemetry.execute(
+                _HALT, measurements, {**self._telemetry_metadata(), "reason": result.halted}
             )
         return result
 
