@@ -3,6 +3,7 @@
 import { connect } from "../sagents-client.js";
 import { api, socketPath } from "./api.js";
 import { asks, renderApprovals, reopenApprovals, setApprovalNote } from "./approvals.js";
+import { AT_REST, QUEUE_EVENTS, followUpsText, queuedEntry, recall, remember } from "./queued.js";
 import {
   MessageList,
   contentText,
@@ -51,6 +52,7 @@ const state = {
   loaded: false, // the snapshot of the current conversation is rendered
   queue: [], // events that arrived before it was
   status: "not_running",
+  instance: null, // the agent instance the socket follows
   interrupt: false, // an approval or a question is pending
   asking: false, // what is pending asks the person questions
   wasDown: false, // the connection dropped since the page opened this conversation
@@ -112,6 +114,7 @@ function openConversation(id) {
   state.wasDown = false;
   state.attached = false;
   state.refusal = null;
+  state.instance = null;
   messages.clear();
   showApprovals(null);
   renderTodos([]);
@@ -161,11 +164,13 @@ async function loadSnapshot() {
   const rows = snapshot.messages;
   const from = rows.map((row) => row.type).lastIndexOf("reset");
   for (const row of rows.slice(Math.max(from, 0))) messages.add(row);
+  for (const entry of recall(id, snapshot)) messages.addQueued(entry);
   renderTodos(snapshot.todos);
   const pending = snapshot.status === "interrupted" || snapshot.status === "not_running";
   showApprovals(pending ? snapshot.interrupt : null);
   setStatus(snapshot.status);
   state.loaded = true;
+  rememberQueued();
   for (const event of state.queue.splice(0)) applyEvent(event);
   // The socket replays a recent run's error; an older one is only known by the status.
   if (state.status === "error" && !messages.hasRunError()) {
@@ -207,6 +212,7 @@ function showBackOnline() {
 // attachment of a connection that did not resume means: load the conversation over HTTP.
 function onAttached({ instance, status, resumed, first }) {
   state.attached = true;
+  state.instance = instance;
   if (first && !resumed) {
     state.loaded = false;
     loadSnapshot();
@@ -247,6 +253,7 @@ function onRefusal(error) {
 
 function setStatus(status) {
   state.status = status;
+  if (AT_REST.has(status)) messages.settleQueued();
   showStatus(status, state.asking);
   messages.cards.setAgent(status, state.interrupt);
   const item = document.querySelector(`#conversations li[data-id="${state.current}"] .status`);
@@ -308,6 +315,16 @@ function applyEvent(event) {
     case "run_halted":
       messages.showNotice(`Stopped: ${event.reason}`);
       break;
+    case "message_queued": {
+      const entry = queuedEntry(event, { afterSeq: messages.lastSeq(), instance: state.instance });
+      if (entry) messages.addQueued(entry);
+      break;
+    }
+    case "follow_ups_limited":
+      // The queued messages enter the conversation without a run: nothing answers them.
+      messages.settleQueued();
+      messages.showNotice(followUpsText(event), "follow-ups");
+      break;
     case "agent_shutdown":
       setStatus("not_running");
       document.body.dataset.lastShutdown = event.reason;
@@ -322,6 +339,13 @@ function applyEvent(event) {
     default:
       break;
   }
+  if (QUEUE_EVENTS.has(event.type)) rememberQueued();
+}
+
+// The messages shown queued, kept for a reload of this tab (see queued.js). Not before the
+// conversation is loaded: its snapshot first restores the ones kept.
+function rememberQueued() {
+  if (state.loaded && state.current) remember(state.current, messages.queuedEntries());
 }
 
 function onStatusChanged(event) {

@@ -4,6 +4,7 @@
 
 import { ToolCards } from "./cards.js";
 import { contentText, el, pretty } from "./dom.js";
+import { isRowOf } from "./queued.js";
 
 export { contentText, el };
 
@@ -45,7 +46,8 @@ export function markStatusStale(stale) {
 // -- messages ---------------------------------------------------------------------------------
 
 // The conversation's rows, kept in the order of their stored `sequence`. Elements without one
-// (the streamed reply, a run's error, a message still queued) stay below every stored row.
+// (the streamed reply, a run's error, a message still queued) stay below every stored row; the
+// messages queued for the next turn stay last.
 export class MessageList {
   constructor(container) {
     this.container = container;
@@ -102,6 +104,7 @@ export class MessageList {
     // snapshot and the live events can both bring it after a reload).
     if (row.type === "assistant") this.dropFinishedStream();
     if (row.sequence !== null && this.rows.has(row.sequence)) return;
+    this.takeQueued(row);
     if (row.type === "user") {
       this.userSeqs.push(row.sequence);
       this.userSeqs.sort((a, b) => a - b);
@@ -207,15 +210,82 @@ export class MessageList {
     for (const node of this.container.querySelectorAll(".run-error")) node.remove();
   }
 
-  // A run the agent ended on purpose (run_halted): said once, until the next run starts.
-  showNotice(text) {
-    this.clearNotices();
-    this.place(el("div", { class: "message notice", role: "status", text }), Infinity);
+  // What the agent did on its own (run_halted, follow_ups_limited): said once per kind, until
+  // the next run starts.
+  showNotice(text, kind = "halted") {
+    for (const node of this.container.querySelectorAll(`.message.notice[data-notice="${kind}"]`)) node.remove();
+    this.place(el("div", { class: "message notice", role: "status", "data-notice": kind, text }), Infinity);
     this.scroll();
   }
 
   clearNotices() {
     for (const node of this.container.querySelectorAll(".message.notice")) node.remove();
+  }
+
+  // -- messages queued for the next turn (message_queued; see queued.js) -----------------------
+
+  // The sequence of the last stored row shown: a queued message's row comes after it.
+  lastSeq() {
+    let last = 0;
+    for (const seq of this.rows.keys()) if (typeof seq === "number" && seq > last) last = seq;
+    return last;
+  }
+
+  // `entry`: from queuedEntry. Shown last, marked, until its row arrives.
+  addQueued(entry) {
+    const kind = entry.kind === "user" || entry.kind === "assistant" ? entry.kind : "queued-other";
+    const note = entry.fromTool
+      ? "queued by a tool — taken up after the current reply"
+      : "queued — answered after the current reply";
+    const node = el(
+      "div",
+      {
+        class: `message ${kind} queued`,
+        "data-queued": entry.kind,
+        "data-after-seq": entry.afterSeq,
+        "data-instance": entry.instance,
+        "data-from-tool": entry.fromTool ? "true" : null,
+      },
+      el("div", { class: "bubble", text: entry.text }),
+      el("p", { class: "note", text: note }),
+    );
+    this.container.append(node);
+    this.scroll();
+  }
+
+  entryOf(node) {
+    const instance = node.dataset.instance;
+    return {
+      kind: node.dataset.queued,
+      text: node.querySelector(".bubble").textContent,
+      fromTool: node.dataset.fromTool === "true",
+      afterSeq: Number(node.dataset.afterSeq),
+      instance: instance === undefined ? null : Number(instance),
+    };
+  }
+
+  // The messages still marked queued, oldest first (what the page keeps for a reload).
+  queuedEntries() {
+    return [...this.container.querySelectorAll(":scope > .message.queued")].map((node) => this.entryOf(node));
+  }
+
+  // A stored row replaces the queued message it is the row of: its turn has started.
+  takeQueued(row) {
+    for (const node of this.container.querySelectorAll(":scope > [data-queued]")) {
+      if (isRowOf(this.entryOf(node), row)) {
+        node.remove();
+        return;
+      }
+    }
+  }
+
+  // The agent came to rest or reached the follow-up limit: every queued message is in the
+  // conversation now, so the mark goes (the bubble stays until its row replaces it).
+  settleQueued() {
+    for (const node of this.container.querySelectorAll(":scope > .message.queued")) {
+      node.classList.remove("queued");
+      node.querySelector(".note").remove();
+    }
   }
 
   // -- messages sent while the page is not connected --------------------------------------------
