@@ -20,6 +20,7 @@ from sagents import (
     Done,
     Interrupted,
     InvalidDecision,
+    InvalidMiddleware,
     Question,
     Reject,
     Respond,
@@ -193,6 +194,61 @@ async def test_the_user_may_reply_in_words_or_decline() -> None:
     assert isinstance(declined, Done)
     result_message = tool_results(declined.state)["ask-1"]
     assert "declined to answer: not now" in str(result_message.content)
+
+
+# -- the middleware's options -------------------------------------------------------------
+
+
+async def test_a_question_of_a_kind_not_allowed_is_the_model_s_to_fix() -> None:
+    only_text = AskUserQuestion(response_types=["free_text"])
+    built, _ = agent(
+        Reply(tool_calls=[ask(DATABASE)]),
+        Reply(tool_calls=[ask(NAME, call_id="ask-2")]),
+        middleware=[only_text],
+    )
+    assert "Only ask free_text questions here." in (only_text.system_prompt() or "")
+    assert "(free text)" in only_text.tools()[0].description
+    result = await built.run(start())
+    error = tool_results(result.state)["ask-1"]
+    assert error.status == "error"
+    assert "a single_choice question is not allowed here; ask it as free_text" in str(error.content)
+    assert isinstance(result, Interrupted)  # asked again, as free text
+    [request] = result.interrupt.action_requests
+    assert request.questions == (Question(question=NAME["question"], type="free_text"),)
+
+
+@pytest.mark.parametrize("forced", [True, False])
+async def test_allow_other_can_be_forced_on_every_choice_question(forced: bool) -> None:
+    asking = {**FEATURES, "allow_other": not forced}
+    built, _ = agent(
+        Reply(tool_calls=[ask(DATABASE, asking, NAME)]),
+        middleware=[AskUserQuestion(allow_other=forced)],
+    )
+    result = await built.run(start())
+    assert isinstance(result, Interrupted)
+    [request] = result.interrupt.action_requests
+    assert request.questions is not None
+    assert [q.allow_other for q in request.questions] == [forced, forced, False]
+
+
+async def test_without_allow_cancel_the_user_must_answer_or_reply() -> None:
+    built, _ = agent(
+        Reply(tool_calls=[ask(*QUESTIONS)]), middleware=[AskUserQuestion(allow_cancel=False)]
+    )
+    result = await built.run(start())
+    assert isinstance(result, Interrupted)
+    [request] = result.interrupt.action_requests
+    assert request.allowed_decisions == ("answer", "respond")
+    with pytest.raises(InvalidDecision, match="'reject' is not allowed"):
+        await built.resume(result.state, [Reject(message="not now")])
+    answered = await built.resume(result.state, [Answer(GOOD)])
+    assert isinstance(answered, Done)
+
+
+@pytest.mark.parametrize("kinds", [[], ["yes_no"], ["free_text", "essay"]])
+def test_response_types_must_be_kinds_of_question(kinds: list[str]) -> None:
+    with pytest.raises(InvalidMiddleware, match="response_types"):
+        AskUserQuestion(response_types=kinds)  # type: ignore[arg-type]
 
 
 BAD_ANSWERS = [

@@ -33,14 +33,16 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from sagents._errors import StateError
+from sagents._errors import InvalidMiddleware, StateError
 from sagents._interrupt import (
     MAX_QUESTIONS,
     QUESTION_DECISIONS,
+    QUESTION_TYPES,
     ActionRequest,
     Answer,
     Interrupt,
     Question,
+    QuestionType,
     Reject,
     Respond,
     format_answers,
@@ -101,32 +103,59 @@ class AskUserQuestion(Middleware):
 
     Args:
         system_prompt: what the model is told about asking (None: nothing).
+        response_types: the kinds of question the model may ask; a question of another kind
+            is refused, and the model told which kinds it may use.
+        allow_other: True gives every choice question an "other" answer in the user's own
+            words, False takes it from every question; None (default): as the model asks.
+        allow_cancel: whether the user may decline to answer (``Reject``); False leaves
+            answering and replying in words.
+
+    Raises:
+        InvalidMiddleware: ``response_types`` is empty or names an unknown kind.
     """
 
     key = "ask_user_question"
 
-    def __init__(self, *, system_prompt: str | None = _PROMPT) -> None:
+    def __init__(
+        self,
+        *,
+        system_prompt: str | None = _PROMPT,
+        response_types: Sequence[QuestionType] = QUESTION_TYPES,
+        allow_other: bool | None = None,
+        allow_cancel: bool = True,
+    ) -> None:
         self._prompt = system_prompt
+        self.response_types = tuple(dict.fromkeys(response_types))
+        unknown = [kind for kind in self.response_types if kind not in QUESTION_TYPES]
+        if not self.response_types or unknown:
+            raise InvalidMiddleware(
+                f"AskUserQuestion(response_types=...) must list some of "
+                f"{', '.join(QUESTION_TYPES)}; got {list(response_types)!r}"
+            )
+        self.allow_other = allow_other
+        self.allowed_decisions = tuple(
+            d for d in QUESTION_DECISIONS if allow_cancel or d != "reject"
+        )
+        kinds = " or ".join(kind.replace("_", " ") for kind in self.response_types)
         self._tool = StructuredTool.from_function(
             coroutine=self._ask_user,
             name=ASK_USER_TOOL,
-            description=(
-                "Ask the user one or more questions (single choice, multiple choice or free "
-                "text) and wait for the answers."
-            ),
+            description=f"Ask the user one or more questions ({kinds}) and wait for the answers.",
             args_schema=AskUserArgs,
             metadata={"display_text": "Asking you"},
         )
 
     def system_prompt(self) -> str | None:
-        return self._prompt
+        if self._prompt is None or self.response_types == QUESTION_TYPES:
+            return self._prompt
+        return f"{self._prompt}\nOnly ask {' or '.join(self.response_types)} questions here."
 
     def tools(self) -> Sequence[BaseTool]:
         return (self._tool,)
 
     async def _ask_user(self, questions: list[QuestionInput]) -> ToolMessage | str:
         ctx = get_tool_context()
-        asked = _questions(questions)
+        asked = _questions(questions, self.response_types, self.allow_other)
         resume = ctx.resume
         if resume is None:
             ctx.suspend(
@@ -137,7 +166,7 @@ class AskUserQuestion(Middleware):
                             tool_call_id=ctx.tool_call_id,
                             name=ctx.tool_name,
                             arguments={"questions": [q.to_dict() for q in asked]},
-                            allowed_decisions=QUESTION_DECISIONS,
+                            allowed_decisions=self.allowed_decisions,
                             questions=asked,
                         ),
                     ),
@@ -166,11 +195,22 @@ class AskUserQuestion(Middleware):
                 raise ValueError(f"a question cannot be resumed with {other.type!r}")
 
 
-def _questions(inputs: Sequence[QuestionInput]) -> tuple[Question, ...]:
-    """The model's questions, checked (the model is told what to fix)."""
+def _questions(
+    inputs: Sequence[QuestionInput],
+    kinds: tuple[QuestionType, ...] = QUESTION_TYPES,
+    allow_other: bool | None = None,
+) -> tuple[Question, ...]:
+    """The model's questions, checked (the model is told what to fix), of the ``kinds``
+    allowed, with ``allow_other`` forced when it is not None."""
     asked = []
     for i, item in enumerate(inputs):
         kind = item.type or ("single_choice" if item.choices else "free_text")
+        if kind not in kinds:
+            raise ValueError(
+                f"questions[{i}]: a {kind} question is not allowed here; ask it as "
+                f"{' or '.join(kinds)} and call ask_user again"
+            )
+        other = item.allow_other if allow_other is None else allow_other and kind != "free_text"
         try:
             asked.append(
                 Question(
@@ -178,7 +218,7 @@ def _questions(inputs: Sequence[QuestionInput]) -> tuple[Question, ...]:
                     type=kind,
                     choices=tuple(item.choices),
                     recommended=item.recommended,
-                    allow_other=item.allow_other,
+                    allow_other=other,
                 )
             )
         except StateError as exc:
