@@ -10,7 +10,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from sagents import Agent, Done, State, Todo, TodoStatus
-from sagents.events import TodosUpdated, ToolExecutionFailed
+from sagents.events import TodosUpdated, ToolCallIdentified, ToolExecutionFailed
 from sagents.execution import CollectingSink, Reply, ScriptedChatModel, ToolCall
 from sagents.middleware import TodoList
 
@@ -407,3 +407,21 @@ async def test_restored_todos_can_be_merged_in_a_later_run() -> None:
     state, _ = await _run(later, restored.append(HumanMessage("finish it")))
 
     assert _pairs(state.todos) == [("one", TodoStatus.COMPLETED)]
+
+
+@pytest.mark.parametrize(
+    ("display_text", "shown"), [(None, "Write todos"), ("Planning", "Planning")]
+)
+async def test_what_uis_show_for_a_write_todos_call(display_text: str | None, shown: str) -> None:
+    model = ScriptedChatModel(
+        script=[
+            Reply(tool_calls=[_write("call_1", [{"id": "a", "content": "one"}])]),
+            Reply(text="done"),
+        ]
+    )
+    agent = Agent(
+        agent_id="todo-agent", model=model, middleware=[TodoList(display_text=display_text)]
+    )
+    _, sink = await _run(agent)
+    [identified] = [e for e in sink.events if isinstance(e, ToolCallIdentified)]
+    assert identified.display_text == shown

@@ -54,11 +54,17 @@ def merge_todos(current: Sequence[Todo], incoming: Sequence[Todo]) -> list[Todo]
 
 
 class TodoList(Middleware):
-    """Gives the model the ``write_todos(todos, merge=False)`` tool."""
+    """Gives the model the ``write_todos(todos, merge=False)`` tool.
+
+    Args:
+        system_prompt: what the model is told about planning.
+        display_text: what UIs show for a ``write_todos`` call (``ToolCallIdentified`` and
+            the tool call's display row); None: the tool's name, humanised.
+    """
 
     key = "todo_list"
 
-    def __init__(self, *, system_prompt: str = _PROMPT) -> None:
+    def __init__(self, *, system_prompt: str = _PROMPT, display_text: str | None = None) -> None:
         self._prompt = system_prompt
         self._tool = StructuredTool.from_function(
             coroutine=self._write_todos,
@@ -68,6 +74,7 @@ class TodoList(Middleware):
                 "appends new todos."
             ),
             args_schema=WriteTodosArgs,
+            metadata={"display_text": display_text} if display_text else None,
         )
 
     def system_prompt(self) -> str | None:
