@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from sagents._errors import FileSystemError, InvalidMiddleware, PathNotAllowed
 from sagents.execution._middleware import Middleware
+from sagents.execution._tools import tool_display_text
 from sagents.middleware import DiskFileStore, MemoryFileStore
 from sagents.middleware._file_system import FILE_SYSTEM_TOOLS, FileSystem
 
@@ -140,6 +141,36 @@ def test_validate_rejects_a_bad_size_limit() -> None:
     fs = FileSystem(MemoryFileStore(), max_file_size=0)
     with pytest.raises(InvalidMiddleware, match="max_file_size"):
         fs.validate()
+
+
+async def test_tool_descriptions_and_display_texts_replace_the_built_in_ones() -> None:
+    fs = FileSystem(
+        tool_descriptions={"write_file": "Save a document of the case file."},
+        display_texts={"write_file": "Saving a document", "ls": "Looking at the files"},
+    )
+    fs.validate()
+    tools = {tool.name: tool for tool in fs.tools()}
+    assert tools["write_file"].description == "Save a document of the case file."
+    assert tools["read_file"].description == FileSystem().tools()[1].description
+    assert tool_display_text(tools["write_file"], "write_file") == "Saving a document"
+    assert tool_display_text(tools["ls"], "ls") == "Looking at the files"
+    assert tool_display_text(tools["read_file"], "read_file") == "Read file"
+    # Each call of tools() builds its tools afresh: nothing leaks into another instance.
+    assert tool_display_text(FileSystem().tools()[0], "ls") == "Ls"
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"tool_descriptions": {"rm": "Remove."}}, "tool_descriptions names an unknown tool 'rm'"),
+        ({"display_texts": {"ls": "  "}}, r"display_texts\['ls'\] must be a non-empty string"),
+    ],
+)
+def test_validate_rejects_texts_for_unknown_tools_or_empty_ones(
+    options: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(InvalidMiddleware, match=match):
+        FileSystem(**options).validate()
 
 
 async def test_two_middleware_can_share_a_store() -> None:

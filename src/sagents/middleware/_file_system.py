@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Annotated, Literal, cast
 
 import re2  # type: ignore[import-untyped]
@@ -250,6 +250,10 @@ class FileSystem(Middleware):
             lines and a note to page through it with ``read_file`` (or cut, when it cannot be
             saved). None keeps every result whole. The default, 80,000 characters, is about
             20,000 tokens.
+        tool_descriptions: the description the model reads, by tool name, instead of the
+            built-in one (e.g. in the application's language or with its conventions).
+        display_texts: what UIs show for a call, by tool name (the tool's ``display_text``;
+            default: its name, humanised).
     """
 
     def __init__(
@@ -259,7 +263,11 @@ class FileSystem(Middleware):
         enabled_tools: Collection[str] | None = None,
         max_file_size: int = 1_000_000,
         max_tool_result_chars: int | None = 80_000,
+        tool_descriptions: Mapping[str, str] | None = None,
+        display_texts: Mapping[str, str] | None = None,
     ) -> None:
+        self._descriptions = dict(tool_descriptions or {})
+        self._display_texts = dict(display_texts or {})
         self._explicit = store is not None
         self._store: FileStore = (
             store if store is not None else MemoryFileStore(max_file_size=max_file_size)
@@ -318,9 +326,24 @@ class FileSystem(Middleware):
 
         Raises:
             InvalidMiddleware: ``enabled_tools`` is a string or names an unknown tool,
-                ``max_file_size`` is not a positive int, or ``max_tool_result_chars`` is
-                neither None nor an int of at least 100.
+                ``max_file_size`` is not a positive int, ``max_tool_result_chars`` is
+                neither None nor an int of at least 100, or ``tool_descriptions`` /
+                ``display_texts`` name an unknown tool or give no text.
         """
+        for option, texts in (
+            ("tool_descriptions", self._descriptions),
+            ("display_texts", self._display_texts),
+        ):
+            for name, text in texts.items():
+                if name not in FILE_SYSTEM_TOOLS:
+                    raise InvalidMiddleware(
+                        f"FileSystem: {option} names an unknown tool {name!r}; valid names "
+                        f"are {', '.join(FILE_SYSTEM_TOOLS)}"
+                    )
+                if not isinstance(text, str) or not text.strip():
+                    raise InvalidMiddleware(
+                        f"FileSystem: {option}[{name!r}] must be a non-empty string"
+                    )
         if isinstance(self._enabled, str):
             raise InvalidMiddleware(
                 f"FileSystem: enabled_tools must be a collection of tool names, not the string "
@@ -371,7 +394,16 @@ class FileSystem(Middleware):
             "glob": self._glob_tool,
             "grep": self._grep_tool,
         }
-        return [builders[name]() for name in self.enabled_tools]
+        tools = [builders[name]() for name in self.enabled_tools]
+        for tool in tools:
+            if tool.name in self._descriptions:
+                tool.description = self._descriptions[tool.name]
+            if tool.name in self._display_texts:
+                tool.metadata = {
+                    **(tool.metadata or {}),
+                    "display_text": self._display_texts[tool.name],
+                }
+        return tools
 
     # -- helpers -------------------------------------------------------------------------------
 
