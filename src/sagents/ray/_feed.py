@@ -26,6 +26,14 @@ subscriptions stop being read and overflow by the in-process rule: nothing grows
 Ordering: the events of one subscription arrive in order (one pump, one stream). A
 subscription is attached by a call that returns once the host has subscribed it; its events may
 arrive before that call's answer, and wait in the subscription.
+
+A client process that dies (killed, out of memory, a web worker recycled) tells no one, and
+Ray (2.60) neither cancels an actor's streaming generator whose caller died nor fails its
+yields (their reports to the dead caller fail and are only logged): the feed would wait, its
+subscriptions open, forever. So the client also calls the host's ``feed_owner``, pending for as
+long as the feed lives, and hands its result (an object the client owns) to the feed, which
+awaits it: Ray fails an object whose owner died with ``OwnerDiedError`` (measured: 2 s after a
+SIGKILL), and the feed ends, its subscriptions closed. Nothing travels while the client lives.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import ray
@@ -73,6 +81,16 @@ class Feed:
         self._pumps: dict[int, asyncio.Task[None]] = {}
         self._room: dict[int, asyncio.Event] = {}
         self._news = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the feed has ended (its client closed it, or is gone)."""
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        """Return once the feed has ended."""
+        await self._closed.wait()
 
     def attach(self, sub_id: int, subscription: Subscription) -> None:
         """Start feeding ``subscription``'s events as ``sub_id``."""
@@ -98,9 +116,13 @@ class Feed:
             self._credit.set()
 
     def close(self) -> None:
-        """The client is gone: stop every pump."""
+        """The client is gone: stop every pump (their in-process subscriptions close), and
+        end the stream."""
         for sub_id in list(self._pumps):
             self.detach(sub_id)
+        self._closed.set()
+        self._news.set()
+        self._credit.set()
 
     async def _pump(self, sub_id: int, subscription: Subscription) -> None:
         room = self._room[sub_id]
@@ -121,15 +143,25 @@ class Feed:
                 self._news.set()
             self._room.pop(sub_id, None)
 
-    async def items(self) -> AsyncIterator[bytes]:
+    async def items(self, owner: Awaitable[object] | None = None) -> AsyncIterator[bytes]:
         """The stream: each item everything pending, once there is something (a
-        :data:`FeedItem`, pickled: :mod:`sagents.ray._wire`)."""
+        :data:`FeedItem`, pickled: :mod:`sagents.ray._wire`), until the feed is closed.
+
+        Args:
+            owner: pending for as long as the client lives (an object it owns, which Ray
+                fails once it has died); the feed closes when it is done, whichever way.
+        """
+        watch = None
+        if owner is not None:
+            watch = asyncio.get_running_loop().create_task(self._watch(owner))
         try:
-            while True:
+            while not self.closed:
                 await self._news.wait()
-                while self._sent - self._read >= self.ahead:
+                while self._sent - self._read >= self.ahead and not self.closed:
                     self._credit.clear()
                     await self._credit.wait()
+                if self.closed:
+                    break
                 self._news.clear()
                 item: FeedItem = []
                 pending, self._pending = self._pending, {}
@@ -145,7 +177,16 @@ class Feed:
                     self._sent += 1
                     yield wire.dumps(item)
         finally:
+            if watch is not None:
+                watch.cancel()
             self.close()
+
+    async def _watch(self, owner: Awaitable[object]) -> None:
+        try:
+            await owner
+        except Exception as exc:  # OwnerDiedError: the client process died
+            _log.info("an event feed's client is gone (%s): its feed ends", type(exc).__name__)
+        self.close()
 
 
 class FeedLink:
@@ -170,7 +211,13 @@ class FeedLink:
         self._read_count = 0
         self._said = 0
         self._say_every = max(1, ahead // 2)
-        stream = host.feed.options(num_returns="streaming").remote(self.client_id, window, ahead)
+        # Pending while the feed lives; the feed awaits it, and Ray fails it once this
+        # process has died (an object whose owner died): then the host ends the feed. In a
+        # list: Ray passes it on without waiting for it.
+        self._owner = host.feed_owner.remote(self.client_id)
+        stream = host.feed.options(num_returns="streaming").remote(
+            self.client_id, window, ahead, [self._owner]
+        )
         self._stream = stream
         self._reader = asyncio.get_running_loop().create_task(
             self._read(stream), name=f"sagents feed from {host_name}"

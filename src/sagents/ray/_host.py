@@ -25,6 +25,7 @@ from ray import cloudpickle
 
 from sagents._errors import (
     AgentNotRunning,
+    AgentUnavailable,
     ConfigurationError,
     ConversationOwnedElsewhere,
     SagentsError,
@@ -73,6 +74,11 @@ HANDLE_METHODS = frozenset(
 #: client's window, which the feed's call brings, is the same by default).
 _FEED_WINDOW = 256
 
+#: How many ended feeds a host remembers, so that a call about one arriving late (an attach,
+#: ``feed_owner``: calls to a host may start out of order) does not open it again. Client ids
+#: are never reused; the calls that may arrive late are in flight for milliseconds.
+_ENDED_FEEDS_KEPT = 1024
+
 #: The session operations a client runs on the host that holds (or is to hold) the agent.
 SESSION_METHODS = frozenset({"start", "ensure_running", "dismiss", "stop", "delete"})
 
@@ -106,6 +112,7 @@ class Host:
         self._reports: dict[str, Report | asyncio.Task[Report]] = {}
         self._announced: set[str] = set()  # agents whose arrival by a drain was published
         self._feeds: dict[str, Feed] = {}  # client process -> its event feed from here
+        self._ended_feeds: dict[str, None] = {}  # the last clients whose feed ended, in order
         self._shared = SharedObjects()  # the models and tools of the agents started here
 
     async def start(self) -> str:
@@ -320,21 +327,49 @@ class Host:
     async def agent_info(self, agent_id: str) -> Any:
         return self._located(await self._runtime.agent_info(agent_id))
 
-    async def feed(self, client: str, window: int, ahead: int) -> AsyncIterator[bytes]:
+    async def feed(
+        self, client: str, window: int, ahead: int, owner: list[Any]
+    ) -> AsyncIterator[bytes]:
         """The event feed of ``client`` (a process's :class:`~sagents.ray._feed.FeedLink`; a
         Ray streaming generator): the events of its subscriptions here, each item everything
-        pending for it, at most ``ahead`` items beyond what it said it has read."""
-        feed = self._feeds.get(client)
+        pending for it, at most ``ahead`` items beyond what it said it has read.
+
+        ``owner`` is ``[ref]``, the client's call to :meth:`feed_owner`: the feed ends once
+        it fails, that is once the client process has died (Ray fails an object whose owner
+        died; it neither cancels nor fails a stream whose caller died).
+        """
+        feed = self._feed(client)
         if feed is None:
-            feed = self._feeds[client] = Feed(window, ahead)
+            return  # it has ended already (its client closed it)
         feed.window = window
         feed.ahead = ahead
         try:
-            async for item in feed.items():
+            async for item in feed.items(owner[0]):
                 yield item
         finally:
+            feed.close()
             if self._feeds.get(client) is feed:
                 del self._feeds[client]
+            self._ended_feeds[client] = None
+            while len(self._ended_feeds) > _ENDED_FEEDS_KEPT:
+                del self._ended_feeds[next(iter(self._ended_feeds))]
+
+    async def feed_owner(self, client: str) -> None:
+        """Pending for as long as ``client``'s feed from here lives: the client owns its
+        result, which the feed awaits (see :meth:`feed`)."""
+        feed = self._feed(client)
+        if feed is not None:
+            await feed.wait_closed()
+
+    def _feed(self, client: str) -> Feed | None:
+        """``client``'s feed, made here if its own call has not run yet; None if it has
+        ended."""
+        if client in self._ended_feeds:
+            return None
+        feed = self._feeds.get(client)
+        if feed is None:
+            feed = self._feeds[client] = Feed(_FEED_WINDOW)
+        return feed
 
     def feed_read(self, client: str, count: int) -> None:
         """``client`` has read ``count`` items of its feed from here."""
@@ -351,10 +386,11 @@ class Host:
 
         Raises:
             AgentNotRunning: the agent does not run here.
+            AgentUnavailable: the client's feed from here has ended.
         """
-        feed = self._feeds.get(client)
-        if feed is None:  # the feed's own call has not run yet: it finds this one
-            feed = self._feeds[client] = Feed(_FEED_WINDOW)
+        feed = self._feed(client)
+        if feed is None:
+            raise AgentUnavailable(f"the event feed from sagents host {self._name} has ended")
         subscription = self._runtime.agent(agent_id).subscribe(
             channel,  # type: ignore[arg-type]
             after_seq=after_seq,
