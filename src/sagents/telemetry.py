@@ -23,6 +23,10 @@ Events emitted by sagents:
 ``("sagents", "execution", "halt")``                    a run halted on purpose (``Halt``)
 ``("sagents", "llm", "request"|"response"|"error")``     one model call attempt
 ``("sagents", "tool", "start"|"stop"|"error")``          one tool call
+``("sagents", "middleware", "task", "spawned"|"completed"|"failed")``  a middleware's
+                                                         background task (``ctx.spawn``)
+``("sagents", "middleware", "message", "received")``     a message for a middleware's
+                                                         ``handle_message``
 =====================================  ==========================================
 
 :func:`span` wraps a block of your own code in a ``start`` / ``stop`` / ``exception`` triple, like
@@ -51,6 +55,10 @@ __all__ = [
     "EXECUTION_START",
     "EXECUTION_STOP",
     "LLM_ERROR",
+    "MIDDLEWARE_MESSAGE_RECEIVED",
+    "MIDDLEWARE_TASK_COMPLETED",
+    "MIDDLEWARE_TASK_FAILED",
+    "MIDDLEWARE_TASK_SPAWNED",
     "LLM_REQUEST",
     "LLM_RESPONSE",
     "PERSISTENCE_ERROR",
@@ -89,6 +97,10 @@ LLM_ERROR: EventName = ("sagents", "llm", "error")
 TOOL_START: EventName = ("sagents", "tool", "start")
 TOOL_STOP: EventName = ("sagents", "tool", "stop")
 TOOL_ERROR: EventName = ("sagents", "tool", "error")
+MIDDLEWARE_TASK_SPAWNED: EventName = ("sagents", "middleware", "task", "spawned")
+MIDDLEWARE_TASK_COMPLETED: EventName = ("sagents", "middleware", "task", "completed")
+MIDDLEWARE_TASK_FAILED: EventName = ("sagents", "middleware", "task", "failed")
+MIDDLEWARE_MESSAGE_RECEIVED: EventName = ("sagents", "middleware", "message", "received")
 PERSISTENCE_SAVE: EventName = ("sagents", "persistence", "save")
 PERSISTENCE_ERROR: EventName = ("sagents", "persistence", "error")
 
@@ -107,6 +119,10 @@ EVENTS: tuple[EventName, ...] = (
     TOOL_START,
     TOOL_STOP,
     TOOL_ERROR,
+    MIDDLEWARE_TASK_SPAWNED,
+    MIDDLEWARE_TASK_COMPLETED,
+    MIDDLEWARE_TASK_FAILED,
+    MIDDLEWARE_MESSAGE_RECEIVED,
     PERSISTENCE_SAVE,
     PERSISTENCE_ERROR,
 )

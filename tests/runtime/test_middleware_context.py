@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sagents import Middleware, State, Status
+from sagents import Middleware, State, Status, telemetry
 from sagents.events import MiddlewareAction
 from sagents.execution import Reply, get_middleware_context
 from sagents.persistence import MemoryPersistence
@@ -124,3 +124,63 @@ async def test_send_to_an_unknown_key_is_logged_not_a_crash(
     await handle.touch()
     assert "message to middleware 'nobody' failed" in caplog.text
     assert await handle.get_status() is Status.IDLE
+
+
+@pytest.fixture
+def middleware_telemetry() -> Any:
+    """The middleware telemetry events seen, as ``(event's last part, metadata)``."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    names = [
+        telemetry.MIDDLEWARE_TASK_SPAWNED,
+        telemetry.MIDDLEWARE_TASK_COMPLETED,
+        telemetry.MIDDLEWARE_TASK_FAILED,
+        telemetry.MIDDLEWARE_MESSAGE_RECEIVED,
+    ]
+
+    def record(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        seen.append((f"{event[2]}.{event[3]}", dict(metadata)))
+
+    telemetry.attach_many("middleware-telemetry-test", names, record)
+    yield seen
+    telemetry.detach("middleware-telemetry-test")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_background_tasks_and_messages_are_telemetry_events(
+    runtime: Runtime, middleware_telemetry: list[tuple[str, dict[str, Any]]], fail: bool
+) -> None:
+    agent = make_agent([Reply(text="hello")], middleware=[Titler(fail=fail)])
+    events = PendingSubscription()
+    handle = await runtime.start_agent(agent, user(), initial_subscribers=[events])
+    await handle.execute()
+    await until_status(events, Status.IDLE)
+    await asyncio.sleep(6)  # the task's five seconds
+    kinds = [kind for kind, _ in middleware_telemetry]
+    if fail:
+        assert kinds == ["task.spawned", "task.failed"]
+        assert middleware_telemetry[1][1]["error"] == "RuntimeError: title model down"
+    else:  # the message the task sent may be handled before or after the task ends
+        assert sorted(kinds) == ["message.received", "task.completed", "task.spawned"]
+        seen = dict(middleware_telemetry)
+        assert seen["task.completed"]["cancelled"] is False
+        assert seen["message.received"] == {
+            "agent_id": "agent-1",
+            "middleware": "conversation_title",
+        }
+    assert all(meta["agent_id"] == "agent-1" for _, meta in middleware_telemetry)
+    assert await handle.get_status() is Status.IDLE
+
+
+async def test_a_task_cancelled_with_its_server_completes_as_cancelled(
+    runtime: Runtime, middleware_telemetry: list[tuple[str, dict[str, Any]]]
+) -> None:
+    agent = make_agent([Reply(text="hello")], middleware=[Titler()])
+    events = PendingSubscription()
+    handle = await runtime.start_agent(agent, user(), initial_subscribers=[events])
+    await handle.execute()
+    await until_status(events, Status.IDLE)
+    await runtime.stop("agent-1")
+    assert [(kind, meta.get("cancelled")) for kind, meta in middleware_telemetry] == [
+        ("task.spawned", None),
+        ("task.completed", True),
+    ]

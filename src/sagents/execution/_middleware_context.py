@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from sagents import telemetry
 from sagents._errors import SagentsError
 from sagents.events import Event
 from sagents.execution._containment import contained
@@ -120,15 +122,35 @@ class MiddlewareContext:
         """
         task = asyncio.get_running_loop().create_task(contained(coro), name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        started = time.perf_counter()
+        task.add_done_callback(lambda done: self._task_done(done, started))
+        if telemetry.has_handlers(telemetry.MIDDLEWARE_TASK_SPAWNED):
+            telemetry.execute(
+                telemetry.MIDDLEWARE_TASK_SPAWNED,
+                {"system_time": time.time()},
+                {"agent_id": self.agent_id, "task": task.get_name()},
+            )
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], started: float) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
             _log.error(
                 "agent %r: a middleware background task failed", self.agent_id, exc_info=error
             )
+        event = (
+            telemetry.MIDDLEWARE_TASK_COMPLETED
+            if error is None
+            else telemetry.MIDDLEWARE_TASK_FAILED
+        )
+        if telemetry.has_handlers(event):
+            metadata: dict[str, Any] = {"agent_id": self.agent_id, "task": task.get_name()}
+            if error is None:
+                metadata["cancelled"] = task.cancelled()
+            else:
+                metadata["error"] = f"{type(error).__name__}: {error}"
+            telemetry.execute(event, {"duration": time.perf_counter() - started}, metadata)
 
     async def aclose(self) -> None:
         """Cancel the background tasks and wait for them (called by the host when it ends)."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.messages import BaseMessage
 
+from sagents import telemetry
 from sagents._errors import InvalidTransition
 from sagents._state import State
 from sagents.events import Event
@@ -89,6 +91,12 @@ class MiddlewareHooks:
 
     async def deliver(self, mw: Middleware, message: Any) -> None:
         """Run ``mw``'s ``handle_message`` hook on ``message``."""
+        if telemetry.has_handlers(telemetry.MIDDLEWARE_MESSAGE_RECEIVED):
+            telemetry.execute(
+                telemetry.MIDDLEWARE_MESSAGE_RECEIVED,
+                {"system_time": time.time()},
+                {"agent_id": self._host.agent_id, "middleware": mw.key},
+            )
         set_middleware_context(self.context)
         self._apply(await mw.handle_message(message, self._host.state))
 
