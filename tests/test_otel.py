@@ -313,6 +313,32 @@ async def test_an_agent_server_lifetime_is_a_span(bridge: Bridge) -> None:
     assert metrics["sagents.agent.stops"][0][0] == {"sagents.reason": "user_left"}
 
 
+async def test_the_start_metadata_is_on_every_span(bridge: Bridge) -> None:
+    """Sagents' ``:otel_attributes``: what the application adds at start reaches the agent,
+    run, model and tool spans alike."""
+    async with Runtime() as runtime:
+        events = PendingSubscription()
+        handle = await runtime.start_agent(
+            scripted_agent("tagged"),
+            State(messages=[HumanMessage("hi")]),
+            metadata={"tenant": "acme", "plan": "pro"},
+            initial_subscribers=[events],
+        )
+        await handle.execute()
+        async for event in events:
+            if isinstance(event, StatusChanged) and event.status is Status.IDLE:
+                break
+        await handle.stop()
+    names = ["sagents.agent", "sagents.execution", "sagents.llm", "sagents.tool"]
+    spans = [span for name in names for span in bridge.spans(name)]
+    assert {span.name for span in spans} == set(names)
+    for span in spans:
+        attributes = span.attributes or {}
+        assert (attributes["sagents.tenant"], attributes["sagents.plan"]) == ("acme", "pro"), (
+            span.name
+        )
+
+
 def test_instrumenting_twice_is_refused_until_uninstrumented(bridge: Bridge) -> None:
     assert bridge.instrumentation.active
     with pytest.raises(SagentsError, match="already instrumented"):
