@@ -25,7 +25,12 @@ from sagents import (
     SingleFactoryRouter,
     Status,
 )
-from sagents._errors import ConversationNotFound, FileSystemError, PersistenceFailed
+from sagents._errors import (
+    ConversationNotFound,
+    FileSystemError,
+    PersistenceFailed,
+    StateConflict,
+)
 from sagents.events import AgentShutdown, StatusChanged
 from sagents.execution import Reply, RetryPolicy, ScriptedChatModel, ToolCall
 from sagents.middleware import ConversationFiles, FileStore, FileSystem, MemoryFileStore
@@ -245,6 +250,29 @@ async def test_concurrent_changes_reach_the_storage_in_order() -> None:
     await asyncio.gather(*(files.write("/a.md", str(i)) for i in range(20)))
     assert storage.files["/a.md"] == await files.read("/a.md") == "19"
     await files.aclose()
+
+
+async def test_a_persisted_store_writes_under_the_lease_and_reports_a_refusal(
+    store: Store,
+) -> None:
+    # Its process stalled past the lease while another took the conversation over: the write
+    # names the old token, fails the call, changes nothing, and is reported (to stop the agent).
+    old = await store.acquire_lease(ALICE, "c1", "worker-a", 1e-6)
+    refusals: list[StateConflict] = []
+    files = await PersistedFileStore.open(
+        store, ALICE, "c1", lease_token=lambda: old.token, on_refused=refusals.append
+    )
+    await files.write("/plan.md", "mine")
+    new = await store.acquire_lease(ALICE, "c1", "worker-b", 30.0)
+    await store.save_files(ALICE, "c1", {"/plan.md": "the new owner's"}, lease_token=new.token)
+    with pytest.raises(FileSystemError, match="cannot save /plan.md .* no longer owns") as failed:
+        await files.write("/plan.md", "stale")
+    assert isinstance(failed.value.__cause__, StateConflict)
+    with pytest.raises(FileSystemError, match="no longer owns"):
+        await files.delete("/plan.md")
+    assert [r.reason for r in refusals] == ["owned_elsewhere", "owned_elsewhere"]
+    assert await files.read("/plan.md") == "mine"  # the index did not change either
+    assert await store.load_files(ALICE, "c1") == {"/plan.md": "the new owner's"}
 
 
 # -- conversations through sessions --------------------------------------------------------------

@@ -6,6 +6,8 @@ repeats a timestamp), which lets these tests cover expiry without waiting.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 from langchain_core.messages import HumanMessage
 
@@ -177,3 +179,114 @@ async def test_display_rows_of_a_fenced_writer_are_refused(store: Store) -> None
     assert refused.value.reason == "owned_elsewhere"
     assert await store.append_display_messages(ALICE, "c", [row], lease_token=new.token)
     assert len(await store.list_display_messages(ALICE, "c")) == 2
+
+
+# -- every other write of a fenced writer: tool-call rows, reconciliation, files --------------
+#
+# A process that stalled past its lease while another took the conversation over writes with
+# the token it had: each write is refused with StateConflict, in the write's own transaction,
+# and nothing of the new owner's changes.
+
+
+def call_row(status: str = "executing") -> DisplayMessage:
+    return DisplayMessage(
+        conversation_id="c",
+        type="tool_call",
+        content={"name": "ping", "arguments": {}},
+        tool_call_id="call-1",
+        status=status,
+        state_version=1,
+    )
+
+
+async def test_tool_call_row_updates_of_a_fenced_writer_are_refused(store: Store) -> None:
+    old = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    await store.append_display_messages(ALICE, "c", [call_row()], lease_token=old.token)
+    assert await store.update_tool_call_status(
+        ALICE, "c", "call-1", "interrupted", lease_token=old.token
+    )
+    new = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    with pytest.raises(StateConflict) as refused:
+        await store.update_tool_call_status(
+            ALICE, "c", "call-1", "completed", {"by": "zombie"}, lease_token=old.token
+        )
+    assert refused.value.reason == "owned_elsewhere"
+    with pytest.raises(StateConflict) as refused:
+        await store.record_decision(ALICE, "c", "call-1", {"type": "reject"}, lease_token=old.token)
+    assert refused.value.reason == "owned_elsewhere"
+    [row] = await store.list_display_messages(ALICE, "c")
+    assert (row.status, row.metadata) == ("interrupted", {})  # nothing changed
+    # The owner's own writes pass.
+    decided = await store.record_decision(
+        ALICE, "c", "call-1", {"type": "approve"}, lease_token=new.token
+    )
+    assert decided is not None
+    assert decided.metadata == {"decision": {"type": "approve"}}
+    done = await store.update_tool_call_status(
+        ALICE, "c", "call-1", "completed", lease_token=new.token
+    )
+    assert done is not None
+    assert done.status == "completed"
+
+
+async def test_a_fenced_writer_cannot_reconcile_the_new_owners_rows(store: Store) -> None:
+    old = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    new = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    rows = [
+        call_row(),
+        DisplayMessage(conversation_id="c", type="user", content={}, state_version=2),
+    ]
+    await store.append_display_messages(ALICE, "c", rows, lease_token=new.token)
+    with pytest.raises(StateConflict) as refused:
+        await store.reconcile_display_messages(
+            ALICE, "c", state_version=0, tool_call_statuses={}, lease_token=old.token
+        )
+    assert refused.value.reason == "owned_elsewhere"
+    stored = await store.list_display_messages(ALICE, "c")
+    assert [(r.type, r.status) for r in stored] == [("tool_call", "executing"), ("user", None)]
+
+
+async def test_file_writes_of_a_fenced_writer_are_refused(store: Store) -> None:
+    old = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    await store.save_files(ALICE, "c", {"/plan.md": "old owner's"}, lease_token=old.token)
+    new = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    await store.save_files(ALICE, "c", {"/plan.md": "new owner's"}, lease_token=new.token)
+    for changes in ({"/plan.md": "zombie's"}, {"/plan.md": None}, {"/other.md": "zombie's"}):
+        with pytest.raises(StateConflict) as refused:
+            await store.save_files(ALICE, "c", changes, lease_token=old.token)
+        assert refused.value.reason == "owned_elsewhere"
+    assert await store.load_files(ALICE, "c") == {"/plan.md": "new owner's"}
+
+
+async def test_writes_never_bring_a_deleted_conversation_back(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    await store.append_display_messages(ALICE, "c", [call_row()], lease_token=lease.token)
+    await store.save_files(ALICE, "c", {"/plan.md": "plan"}, lease_token=lease.token)
+    assert await store.delete_conversation(ALICE, "c")
+    token = lease.token
+    writes: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.save_files(ALICE, "c", {"/plan.md": "again"}, lease_token=token),
+        lambda: store.update_tool_call_status(ALICE, "c", "call-1", "failed", lease_token=token),
+        lambda: store.record_decision(ALICE, "c", "call-1", {"type": "x"}, lease_token=token),
+        lambda: store.reconcile_display_messages(
+            ALICE, "c", state_version=None, tool_call_statuses={}, lease_token=token
+        ),
+    ]
+    for write in writes:
+        with pytest.raises(StateConflict) as refused:
+            await write()
+        assert refused.value.reason == "deleted"
+    assert await store.get_conversation(ALICE, "c") is None
+    assert await store.load_files(ALICE, "c") == {}
+    assert await store.list_display_messages(ALICE, "c") == []
+
+
+async def test_a_fenced_write_to_another_scope_is_not_found(store: Store) -> None:
+    lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
+    with pytest.raises(ConversationNotFound):
+        await store.save_files(BOB, "c", {"/x.md": "x"}, lease_token=lease.token)
+    with pytest.raises(ConversationNotFound):
+        await store.update_tool_call_status(BOB, "c", "call-1", "failed", lease_token=lease.token)
+    with pytest.raises(ConversationNotFound):
+        await store.append_display_messages(BOB, "c", [call_row()], lease_token=lease.token)
+    assert await store.load_files(ALICE, "c") == {}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
 
-from sagents import Agent, SagentsError, State, Status
+from sagents import Agent, SagentsError, State, StateConflict, Status
+from sagents.events import SaveRefused, ToolExecutionFailed
 from sagents.execution import Reply, ToolCall
 from sagents.middleware import (
     ConversationFiles,
@@ -21,6 +22,7 @@ from sagents.middleware import (
 )
 from sagents.persistence import MemoryPersistence
 from sagents.runtime import PendingSubscription, Runtime
+from sagents.testing import crash_agent
 
 from .conftest import make_agent, tool_turn, until_status, user
 
@@ -187,3 +189,43 @@ async def test_a_conversation_restarted_at_once_finds_its_filesystem_server(
         [*_, result] = tool_results(await runtime.agent("conv-1").get_state())
         assert result.status == "success", result.content
         await runtime.stop("conv-1")
+
+
+async def test_persisted_files_follow_the_lease_across_a_crash_restart(runtime: Runtime) -> None:
+    # The files are written under the lease the conversation's agent holds; its restarted
+    # server takes the lease again (a new token), and the files' server, which outlives the
+    # crash, writes under that one: neither refused nor unfenced.
+    store = MemoryPersistence()
+    agent = make_agent(
+        [
+            tool_turn("write_file", file_path="/a.md", content="before"),
+            Reply(text="written"),
+            tool_turn("write_file", file_path="/b.md", content="after"),
+            Reply(text="written"),
+        ],
+        tools=[],
+        middleware=[FileSystem()],
+    )
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent, conversation_id="c1", agent_persistence=store, initial_subscribers=[events]
+    )
+    await handle.add_message("one")
+    await until_status(events, Status.IDLE)
+    crashed = runtime.agent_info_nowait("agent-1")
+    assert crashed is not None
+    crash_agent(runtime, "agent-1")
+    for _ in range(100):
+        info = runtime.agent_info_nowait("agent-1")
+        if info is not None and info.instance != crashed.instance:
+            break
+        await asyncio.sleep(0.01)
+    async with handle.subscribe() as after:
+        await handle.add_message("two")
+        seen = await until_status(after, Status.IDLE, Status.ERROR)
+    assert not [e for e in seen if isinstance(e, SaveRefused | ToolExecutionFailed)]
+    assert await store.load_files(None, "c1") == {"/a.md": "before", "/b.md": "after"}
+    # The premise: the restart took a new lease (token 2), which fences the first one.
+    with pytest.raises(StateConflict):
+        await store.save_files(None, "c1", {"/c.md": "x"}, lease_token=1)
+    await store.save_files(None, "c1", {"/c.md": "x"}, lease_token=2)

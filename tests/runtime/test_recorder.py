@@ -20,11 +20,13 @@ from sagents.events import (
     DisplayMessageSaved,
     DisplayMessageUpdated,
     Event,
+    FileChanged,
     SaveRefused,
     StatusChanged,
+    ToolExecutionFailed,
 )
 from sagents.execution import Middleware, Reply, ToolCall, get_middleware_context
-from sagents.middleware import HumanInTheLoop
+from sagents.middleware import FileSystem, HumanInTheLoop
 from sagents.persistence import Lease, MemoryPersistence, StateSnapshot
 from sagents.runtime import PendingSubscription, Runtime
 from sagents.testing import crash_agent
@@ -215,6 +217,88 @@ async def test_a_lease_taken_over_while_stalled_stops_the_agent(runtime: Runtime
     assert [e.reason for e in seen if isinstance(e, SaveRefused)] == ["owned_elsewhere"]
     assert isinstance(seen[-1], AgentShutdown)
     assert seen[-1].reason == "save_refused"
+
+
+async def take_over(store: LeaseLog, runtime: Runtime) -> Lease:
+    """This process stalled past the expiry, and another one took the conversation over before
+    any renewal of this one's noticed: the new owner's lease."""
+    held = store.leases[-1]
+    assert held.owner == runtime.owner_id
+    await store.release_lease("team", "c1", held)
+    return await store.acquire_lease("team", "c1", "another-host:1:x", 30.0)
+
+
+async def test_a_stalled_agents_tool_call_row_update_is_refused_and_stops_it(
+    runtime: Runtime,
+) -> None:
+    store = LeaseLog()
+    agent = make_agent(
+        [Reply(tool_calls=[ToolCall(name="ping", args={}, id="call-1")]), Reply(text="done")],
+        middleware=[HumanInTheLoop(interrupt_on={"ping": True})],
+    )
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent,
+        user(),
+        agent_persistence=store,
+        display_message_persistence=store,
+        lease_ttl=3.0,
+        initial_subscribers=[events],
+        **CONVERSATION,
+    )
+    await handle.execute()
+    await until_status(events, Status.INTERRUPTED)
+    await asyncio.sleep(0.1)  # the rows are written: the call waits for a human
+    await take_over(store, runtime)
+    # The decision is the stalled agent's first write: its row must not record it.
+    await handle.resume([{"type": "approve"}])
+    seen = [event async for event in events]
+    assert [e.reason for e in seen if isinstance(e, SaveRefused)] == ["owned_elsewhere"]
+    updates = [e for e in seen if isinstance(e, DisplayMessageUpdated)]
+    assert not [e for e in updates if e.display_message["metadata"]]  # no decision said stored
+    last = seen[-1]
+    assert isinstance(last, AgentShutdown)
+    assert last.reason == "save_refused"
+    rows = await store.list_display_messages("team", "c1")
+    call = next(r for r in rows if r.type == "tool_call")
+    assert (call.status, call.metadata) == ("interrupted", {})
+    assert not [r for r in rows if r.type == "tool_result"]
+
+
+async def test_a_stalled_agents_file_write_fails_its_tool_call_and_stops_it(
+    runtime: Runtime,
+) -> None:
+    store = LeaseLog()
+    write = ToolCall(
+        name="write_file", args={"file_path": "/plan.md", "content": "stale"}, id="call-1"
+    )
+    agent = make_agent(
+        [Reply(tool_calls=[write]), Reply(text="written")], tools=[], middleware=[FileSystem()]
+    )
+    events = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent,
+        agent_persistence=store,
+        lease_ttl=3.0,
+        initial_subscribers=[events],
+        **CONVERSATION,
+    )
+    await take_over(store, runtime)
+    await store.save_files("team", "c1", {"/plan.md": "the new owner's"})  # its own write
+    await handle.add_message("write the plan")
+    seen = [event async for event in events]
+    # The call fails (the model would read why), and the agent stops as for a refused save.
+    failed = [e for e in seen if isinstance(e, ToolExecutionFailed)]
+    assert [e.tool_call_id for e in failed] == ["call-1"]
+    assert "no longer owns conversation 'c1'" in failed[0].error
+    assert not [e for e in seen if isinstance(e, FileChanged)]
+    assert [e.reason for e in seen if isinstance(e, SaveRefused)] == ["owned_elsewhere"]
+    last = seen[-1]
+    assert isinstance(last, AgentShutdown)
+    assert last.reason == "save_refused"
+    assert await store.load_files("team", "c1") == {"/plan.md": "the new owner's"}
+    stored = await store.load_state("team", "c1")
+    assert stored is None  # nothing of the stalled run was saved either
 
 
 async def test_the_lease_is_renewed_while_the_agent_runs(runtime: Runtime) -> None:

@@ -24,16 +24,26 @@ surface later, to nobody who could act on it. Nothing is ever pending, so a shut
 to flush. The cost is one small transaction per changed file, next to a model call that takes
 seconds. Only the changed file is written (a delta): a conversation's other files are not
 touched.
+
+Writes are fenced like the conversation's state saves: the store names the fencing token of the
+lease its process holds on the conversation (``lease_token``, asked at each write, since the
+agent holding it may restart and take a new one), so a process that stalled while another took
+the conversation over cannot overwrite the new owner's files, nor bring a deleted conversation
+back. A refused write fails its tool call (``FileSystemError``, the ``StateConflict`` chained)
+*and* is reported through ``on_refused``, by which the runtime stops the agent as it does for
+any refused save: failing the call alone would let the agent carry on with work nobody can
+store.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, cast, runtime_checkable
 
-from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed
+from sagents._errors import ConfigurationError, FileSystemError, PathNotAllowed, StateConflict
 from sagents._files import FileInfo, IndexedFileStore, _Index, normalize_path
+from sagents.persistence._leases import takes_lease_token
 from sagents.persistence._protocols import Scope
 
 __all__ = [
@@ -64,8 +74,16 @@ class FilePersistence(Protocol):
 
         Creates the conversation in ``scope`` if it does not exist yet.
 
+        An adapter with ownership leases should also take ``lease_token: int | None = None``
+        as a keyword (both shipped adapters do): with a token, the changes are refused with
+        ``StateConflict`` unless that lease is still the conversation's, and a missing
+        (deleted) conversation is not created again. :class:`PersistedFileStore` passes the
+        token of the lease its process holds, to an adapter whose ``save_files`` takes one.
+
         Raises:
             ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: written under a ``lease_token`` its writer no longer holds, or to a
+                deleted conversation; nothing was written.
             PersistenceFailed: the storage failed; nothing was written.
             ValueError: a path is not a normalised virtual path, or a content is not text.
         """
@@ -116,6 +134,20 @@ def check_file_changes(changes: Mapping[str, str | None]) -> dict[str, bytes | N
     return encoded
 
 
+class _FencedFiles(Protocol):
+    """A file persistence whose ``save_files`` takes the writer's lease token (both shipped
+    adapters)."""
+
+    async def save_files(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        changes: Mapping[str, str | None],
+        *,
+        lease_token: int | None = None,
+    ) -> None: ...
+
+
 class PersistedFileStore(IndexedFileStore):
     """The files of one conversation, written through to a :class:`FilePersistence`.
 
@@ -131,6 +163,11 @@ class PersistedFileStore(IndexedFileStore):
         conversation_id: the conversation.
         max_file_size: the largest file accepted, in UTF-8 bytes.
         max_files: the most files the store holds.
+        lease_token: asked at each write: the fencing token of the conversation's lease this
+            process holds, named on the write (to a persistence whose ``save_files`` takes
+            one); None (or no function): the write is not fenced.
+        on_refused: called with the ``StateConflict`` when the storage refused a write made
+            under that token, before the write fails with ``FileSystemError``.
     """
 
     def __init__(
@@ -141,10 +178,14 @@ class PersistedFileStore(IndexedFileStore):
         *,
         max_file_size: int = 1_000_000,
         max_files: int = 10_000,
+        lease_token: Callable[[], int | None] | None = None,
+        on_refused: Callable[[StateConflict], None] | None = None,
     ) -> None:
         self._persistence = persistence
         self._scope = scope
         self._conversation_id = conversation_id
+        self._lease_token = lease_token
+        self._on_refused = on_refused
         self._index = _Index(max_file_size=max_file_size, max_files=max_files)
         self._lock = asyncio.Lock()
         self._state = "new"  # "new" -> "open" -> "closed"
@@ -159,6 +200,8 @@ class PersistedFileStore(IndexedFileStore):
         max_file_size: int = 1_000_000,
         max_files: int = 10_000,
         lazy: bool | None = None,
+        lease_token: Callable[[], int | None] | None = None,
+        on_refused: Callable[[StateConflict], None] | None = None,
     ) -> PersistedFileStore:
         """Load the conversation's files (or only their names) and return the open store.
 
@@ -171,6 +214,8 @@ class PersistedFileStore(IndexedFileStore):
             lazy: load only the files' names, sizes and times now and each content on its
                 first read. By default, whenever ``persistence`` can
                 (:class:`FileIndexPersistence`).
+            lease_token: the fencing token each write names (see the class).
+            on_refused: told of a write the storage refused as fenced (see the class).
 
         Raises:
             ConfigurationError: ``lazy=True`` with a persistence that cannot load lazily.
@@ -190,6 +235,8 @@ class PersistedFileStore(IndexedFileStore):
             conversation_id,
             max_file_size=max_file_size,
             max_files=max_files,
+            lease_token=lease_token,
+            on_refused=on_refused,
         )
         try:
             if can_index and lazy is not False:
@@ -289,20 +336,42 @@ class PersistedFileStore(IndexedFileStore):
         self, changes: dict[str, str | None], what: str, apply: Callable[[], None]
     ) -> None:
         """Store ``changes``, then ``apply`` them to the index; raise if the storage refused."""
-        save = asyncio.ensure_future(
-            self._persistence.save_files(self._scope, self._conversation_id, changes)
-        )
+        save = asyncio.ensure_future(self._write(changes))
         try:
             # Shielded: a cancelled tool call must not leave the storage and the index apart.
             await asyncio.shield(save)
         except asyncio.CancelledError:
             await asyncio.wait([save])
-            if not save.cancelled() and save.exception() is None:
-                apply()
+            if not save.cancelled():
+                error = save.exception()
+                if error is None:
+                    apply()
+                elif isinstance(error, StateConflict):
+                    self._refused(error)  # the call is gone, but the agent must still stop
             raise
+        except StateConflict as conflict:
+            self._refused(conflict)
+            raise FileSystemError(
+                f"cannot save {what} in conversation {self._conversation_id!r}: {conflict}; "
+                "nothing was changed"
+            ) from conflict
         except Exception as exc:
             raise FileSystemError(
                 f"cannot save {what} in conversation {self._conversation_id!r}: {exc}; "
                 "nothing was changed, try again"
             ) from exc
         apply()
+
+    def _write(self, changes: dict[str, str | None]) -> Awaitable[None]:
+        """The persistence's ``save_files`` of ``changes``, under the lease token if any."""
+        token = None if self._lease_token is None else self._lease_token()
+        persistence = self._persistence
+        if token is not None and takes_lease_token(type(persistence), "save_files"):
+            return cast(_FencedFiles, persistence).save_files(
+                self._scope, self._conversation_id, changes, lease_token=token
+            )
+        return persistence.save_files(self._scope, self._conversation_id, changes)
+
+    def _refused(self, conflict: StateConflict) -> None:
+        if self._on_refused is not None:
+            self._on_refused(conflict)

@@ -21,13 +21,23 @@ that agree to well within the lease's ``ttl`` (NTP does this by milliseconds).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sagents._errors import ConversationOwnedElsewhere, StateConflict
 
-__all__ = ["LeaseRow", "check_owner", "check_ttl", "fence", "recovered", "take"]
+__all__ = [
+    "LeaseRow",
+    "check_owner",
+    "check_ttl",
+    "fence",
+    "recovered",
+    "take",
+    "takes_lease_token",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +132,18 @@ def fence(
             f"{row.expires_at.isoformat()}; a writer without its lease may not save it",
             reason="owned_elsewhere",
         )
+
+
+@functools.cache
+def takes_lease_token(adapter: type, method: str) -> bool:
+    """Whether ``adapter``'s write ``method`` takes a ``lease_token`` keyword.
+
+    Both shipped adapters' writes do; the protocols leave it out, so that an application's
+    adapter written without it keeps working, unfenced (as does a subclass overriding a write
+    without it): callers pass a token only where this says it is taken.
+    """
+    try:
+        parameters = inspect.signature(getattr(adapter, method)).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "lease_token" in parameters

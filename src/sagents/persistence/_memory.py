@@ -152,6 +152,30 @@ class MemoryPersistence:
             )
         return record
 
+    def _fence(self, key: str | None, conversation_id: str, lease_token: int | None) -> None:
+        """Refuse a write made under ``lease_token`` unless its writer still holds that lease
+        (see ``_leases.fence``); a missing conversation was deleted under the writer and is not
+        created again. None: an unfenced write, nothing is checked.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: the writer lost its lease, or the conversation was deleted.
+        """
+        if lease_token is None:
+            return
+        record = self._records.get(conversation_id)
+        if record is not None and record.key != key:
+            raise ConversationNotFound(
+                f"no conversation {conversation_id!r} in this scope; use a new conversation id"
+            )
+        fence(
+            conversation_id,
+            None if record is None else record.lease,
+            lease_token,
+            self._clock.now(),
+            exists=record is not None,
+        )
+
     # -- AgentPersistence --------------------------------------------------------------------
 
     async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
@@ -289,10 +313,17 @@ class MemoryPersistence:
         *,
         state_version: int | None,
         tool_call_statuses: Mapping[str, ToolCallStatus],
+        lease_token: int | None = None,
     ) -> list[DisplayMessage]:
         """Drop rows newer than the stored state and settle tool calls left ``executing``
-        (see :class:`~sagents.persistence.DisplayReconciliation`)."""
+        (see :class:`~sagents.persistence.DisplayReconciliation`).
+
+        Raises:
+            StateConflict: made under ``lease_token``, and that lease is no longer the
+                conversation's (or the conversation was deleted): nothing changes.
+        """
         key = check_target(scope, conversation_id)
+        self._fence(key, conversation_id, lease_token)
         record = self._find(key, conversation_id)
         if record is None:
             return []
@@ -317,10 +348,13 @@ class MemoryPersistence:
         *,
         lease_token: int | None = None,
     ) -> list[DisplayMessage]:
-        """Append in order with sequences after the last one; creates the conversation if new.
+        """Append in order with sequences after the last one; creates the conversation if new
+        (unless written under ``lease_token``: see :meth:`update_tool_call_status`).
 
         Raises:
             ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: written under ``lease_token``, and that lease is no longer the
+                conversation's, or the conversation was deleted.
             StateError: a message's content or metadata is not JSON.
             ValueError: malformed ids, or a message names another conversation.
         """
@@ -337,15 +371,7 @@ class MemoryPersistence:
                     metadata=json_copy(message.metadata, f"messages[{i}].metadata"),
                 )
             )
-        if lease_token is not None:
-            existing = self._find(key, conversation_id)
-            fence(
-                conversation_id,
-                None if existing is None else existing.lease,
-                lease_token,
-                self._clock.now(),
-                exists=existing is not None,
-            )
+        self._fence(key, conversation_id, lease_token)
         record = self._find_or_create(key, conversation_id)
         now = self._clock.now()
         # Stored rows always have a sequence; ``or 0`` only narrows the type.
@@ -381,18 +407,6 @@ class MemoryPersistence:
         page = [m for m in record.display if (m.sequence or 0) > after][:limit]
         return [_copy_out(m) for m in page]
 
-    def _tool_call(self, scope: Scope, conversation_id: str, tool_call_id: str) -> int | None:
-        key = check_target(scope, conversation_id)
-        check_id(tool_call_id, "tool_call_id")
-        record = self._find(key, conversation_id)
-        if record is None:
-            return None
-        for index in range(len(record.display) - 1, -1, -1):
-            message = record.display[index]
-            if message.type == "tool_call" and message.tool_call_id == tool_call_id:
-                return index
-        return None
-
     def _change_tool_call(
         self,
         scope: Scope,
@@ -400,11 +414,25 @@ class MemoryPersistence:
         tool_call_id: str,
         status: str | None,
         metadata: Mapping[str, Any],
+        lease_token: int | None,
     ) -> DisplayMessage | None:
-        index = self._tool_call(scope, conversation_id, tool_call_id)
+        key = check_target(scope, conversation_id)
+        check_id(tool_call_id, "tool_call_id")
+        self._fence(key, conversation_id, lease_token)
+        record = self._find(key, conversation_id)
+        if record is None:
+            return None
+        display = record.display
+        index = next(
+            (
+                i
+                for i in range(len(display) - 1, -1, -1)
+                if display[i].type == "tool_call" and display[i].tool_call_id == tool_call_id
+            ),
+            None,
+        )
         if index is None:
             return None
-        display = self._records[conversation_id].display
         message = display[index]
         merged = json_copy({**message.metadata, **metadata}, "metadata")
         display[index] = dataclasses.replace(
@@ -419,17 +447,44 @@ class MemoryPersistence:
         tool_call_id: str,
         status: ToolCallStatus,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        lease_token: int | None = None,
     ) -> DisplayMessage | None:
-        """Set the status of the ``tool_call`` row (``metadata`` is merged into its metadata)."""
+        """Set the status of the ``tool_call`` row (``metadata`` is merged into its metadata).
+
+        Args:
+            lease_token: the fencing token of the lease the writer holds (None: it holds none,
+                and nothing is checked). With it the change is refused unless that lease is
+                still the conversation's, as its state saves are, and a deleted conversation
+                is never created again.
+
+        Returns:
+            The updated row, or None when this scope has no such tool call.
+
+        Raises:
+            StateConflict: the writer lost its lease, or the conversation was deleted.
+            ConversationNotFound: written under ``lease_token`` to another scope's conversation.
+        """
         check_status(status)
-        return self._change_tool_call(scope, conversation_id, tool_call_id, status, metadata or {})
+        return self._change_tool_call(
+            scope, conversation_id, tool_call_id, status, metadata or {}, lease_token
+        )
 
     async def record_decision(
-        self, scope: Scope, conversation_id: str, tool_call_id: str, decision: Mapping[str, Any]
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        decision: Mapping[str, Any],
+        *,
+        lease_token: int | None = None,
     ) -> DisplayMessage | None:
-        """Keep ``decision`` as ``metadata["decision"]`` of the ``tool_call`` row."""
+        """Keep ``decision`` as ``metadata["decision"]`` of the ``tool_call`` row (fenced by
+        ``lease_token`` as :meth:`update_tool_call_status` is)."""
         change = {"decision": dict(decision)}
-        return self._change_tool_call(scope, conversation_id, tool_call_id, None, change)
+        return self._change_tool_call(
+            scope, conversation_id, tool_call_id, None, change, lease_token
+        )
 
     # -- ConversationStore -------------------------------------------------------------------
 
@@ -548,21 +603,30 @@ class MemoryPersistence:
         return None if record is None else record.files.get(path)
 
     async def save_files(
-        self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
+        self,
+        scope: Scope,
+        conversation_id: str,
+        changes: Mapping[str, str | None],
+        *,
+        lease_token: int | None = None,
     ) -> None:
-        """Apply ``changes`` (None deletes a path); creates the conversation if new.
+        """Apply ``changes`` (None deletes a path); creates the conversation if new, unless
+        written under ``lease_token`` (fenced as :meth:`update_tool_call_status` is).
 
         The conversation's ``updated_at`` is left alone: files change during a run, whose
         state save moves the conversation up the list anyway.
 
         Raises:
             ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: the writer lost its lease, or the conversation was deleted; nothing
+                was written.
             ValueError: a path is not a normalised virtual path, or a content is not text.
         """
         key = check_target(scope, conversation_id)
         check_file_changes(changes)
         if not changes:
             return
+        self._fence(key, conversation_id, lease_token)
         files = self._find_or_create(key, conversation_id).files
         for path, content in changes.items():
             if content is None:

@@ -32,6 +32,14 @@ one batch, and a clean shutdown releases it; after a crash it simply expires. Ea
 increases the lease's *fencing token*, and a snapshot carries the token of the lease it was made
 under, so a writer that lost its lease (it stalled past the expiry and someone else took over)
 has its saves refused — loudly — instead of interleaving with the new owner's.
+
+The same holds for everything else a writer stores of the conversation: both shipped adapters
+take an optional ``lease_token`` keyword on every display-row write (appends, tool-call status
+updates, decisions, reconciliation) and on ``FilePersistence.save_files``, checked in the
+write's own transaction, so a fenced writer changes none of the new owner's rows or files and
+never creates a deleted conversation again. The keyword is left out of the protocols'
+signatures on purpose: an adapter written without it keeps working, unfenced, because the
+runtime passes a token only to a method that takes one.
 """
 
 from __future__ import annotations
@@ -202,7 +210,13 @@ class AgentPersistence(Protocol):
 
 @runtime_checkable
 class DisplayMessagePersistence(Protocol):
-    """Stores display messages by conversation, within a scope."""
+    """Stores display messages by conversation, within a scope.
+
+    An adapter with ownership leases should also take ``lease_token: int | None = None`` as a
+    keyword on every write (see the module docstring): with a token, the write is refused with
+    ``StateConflict`` unless that lease is still the conversation's, and a missing (deleted)
+    conversation is not created again; without one, it is not checked.
+    """
 
     async def append_display_messages(
         self, scope: Scope, conversation_id: str, messages: Sequence[DisplayMessage]

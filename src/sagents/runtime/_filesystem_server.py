@@ -21,7 +21,10 @@ Where a scope's files live: in the runtime's ``filesystem_store`` factory when t
 gave one (for every scope, a conversation's included); otherwise, for a conversation whose
 ``agent_persistence`` also stores files (a :class:`~sagents.persistence.FilePersistence`, as
 both shipped adapters do), in that persistence, so that the files last as long as the messages
-that mention them; otherwise in memory, for as long as the scope's agents run.
+that mention them; otherwise in memory, for as long as the scope's agents run. A conversation's
+persisted files are written under the lease its agent holds (see ``_ownership.py``): a process
+that lost the conversation cannot overwrite the new owner's files, and the refusal stops its
+agent.
 
 Tools reach the store through ``ToolContext.services["filesystem"]``, resolved on every call, so
 they always see the current incarnation.
@@ -35,11 +38,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from sagents._files import ConversationFiles, FileStore, FileStoreUser, MemoryFileStore
 from sagents.persistence._files import FilePersistence, PersistedFileStore
+from sagents.persistence._protocols import ConversationLeases
 from sagents.runtime._child import Ready
 
 if TYPE_CHECKING:
     from sagents.execution._agent import Agent
     from sagents.runtime._options import AgentOptions
+    from sagents.runtime._ownership import Ownership
 
 __all__ = [
     "FileStoreFactory",
@@ -91,7 +96,11 @@ def default_filesystem_scope(agent: Agent, options: AgentOptions) -> Conversatio
 
 
 def file_store_factory(
-    scope: Hashable, options: AgentOptions, configured: FileStoreFactory | None
+    scope: Hashable,
+    options: AgentOptions,
+    configured: FileStoreFactory | None,
+    *,
+    ownership: Ownership | None = None,
 ) -> FileStoreFactory:
     """Where the files of ``scope`` live, for its first agent (started with ``options``).
 
@@ -99,6 +108,8 @@ def file_store_factory(
         scope: the filesystem scope.
         options: the start options of the agent that brings the scope up.
         configured: the runtime's ``filesystem_store``, if the application gave one.
+        ownership: the runtime's leases: a conversation's persisted files are written under
+            the lease its agent holds there (None: unfenced).
     """
     if configured is not None:
         return configured
@@ -109,9 +120,24 @@ def file_store_factory(
         and isinstance(persistence, FilePersistence)
     ):
         tenant, conversation_id = scope.scope, scope.conversation_id
+        # One writer for every incarnation of the scope's server: a restarted one keeps
+        # naming the last token seen.
+        writer = (
+            ownership.writer(persistence, conversation_id)
+            if ownership is not None and isinstance(persistence, ConversationLeases)
+            else None
+        )
 
         async def persisted(_: Hashable) -> FileStore:
-            return await PersistedFileStore.open(persistence, tenant, conversation_id)
+            if writer is None:
+                return await PersistedFileStore.open(persistence, tenant, conversation_id)
+            return await PersistedFileStore.open(
+                persistence,
+                tenant,
+                conversation_id,
+                lease_token=writer.lease_token,
+                on_refused=writer.refused,
+            )
 
         return persisted
     return memory_file_store

@@ -30,19 +30,21 @@ not already hold a newer state than the one it starts from — after a crash res
 another process saved between the load and the lease — and adopts it if so. A save storage
 refuses (a newer state is stored, another process took the conversation over, the conversation
 was deleted) fences the recorder: it saves nothing more and tells the server, which reports it
-and stops, because work it does from then on could never be saved.
+and stops, because work it does from then on could never be saved. Every display write — an
+append, a tool call's status, a decision, the reconciliation — names the lease's token too, and
+one refused fences the recorder the same way; so does a write of the conversation's files
+refused under the lease (the file store reports it through the runtime's ownership, see
+``_ownership.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 from langchain_core.messages import BaseMessage, ToolMessage
@@ -53,6 +55,7 @@ from sagents._interrupt import Answer, Decision, Edit, Interrupt, Reject, Respon
 from sagents._state import State
 from sagents._title import title_of
 from sagents.events import DisplayMessageSaved, DisplayMessageUpdated, SaveFailed
+from sagents.persistence._leases import takes_lease_token
 from sagents.persistence._protocols import (
     ConversationLeases,
     ConversationStore,
@@ -240,6 +243,7 @@ class Recorder:
                 self.options.lease_ttl or 0.0,
                 create=self.options.create_conversation,
                 on_lost=self._lease_lost,
+                on_refused=self._refuse,
             )
             stored_version = self._lease.state_version
             # Its previous holder died without releasing it: what it stored may need settling.
@@ -287,12 +291,25 @@ class Recorder:
         scope = self.options.scope
         version, statuses = self.version, _tool_call_statuses(self._state)
 
-        async def settle(store: DisplayMessagePersistence, conversation_id: str) -> None:
+        async def settle(
+            recorder: Recorder, store: DisplayMessagePersistence, conversation_id: str
+        ) -> None:
             assert isinstance(store, DisplayReconciliation)
-            for row in await store.reconcile_display_messages(
-                scope, conversation_id, state_version=version, tool_call_statuses=statuses
-            ):
-                self._updated(row)
+            token = recorder._lease_token(store, "reconcile_display_messages")
+            if token is None:
+                rows = await store.reconcile_display_messages(
+                    scope, conversation_id, state_version=version, tool_call_statuses=statuses
+                )
+            else:
+                rows = await cast(_FencedDisplay, store).reconcile_display_messages(
+                    scope,
+                    conversation_id,
+                    state_version=version,
+                    tool_call_statuses=statuses,
+                    lease_token=token,
+                )
+            for row in rows:
+                recorder._updated(row)
 
         self._display(settle)
 
@@ -634,10 +651,9 @@ class Recorder:
         store: DisplayMessagePersistence,
         conversation_id: str,
         batch: list[tuple[BaseMessage, int]],
-    ) -> Callable[[DisplayMessagePersistence, str], Awaitable[None]] | None:
+    ) -> Callable[[Recorder, DisplayMessagePersistence, str], Awaitable[None]] | None:
         """Append the rows of ``batch``; what remains to do (status updates of calls whose row
         an earlier batch wrote) is returned, to be done as an operation of its own."""
-        scope = self.options.scope
         rows = [
             row
             for message, version in batch
@@ -651,55 +667,100 @@ class Recorder:
         for i, row in enumerate(rows):
             if row.type == "tool_call" and row.tool_call_id in finished:
                 rows[i] = dataclasses.replace(row, status=finished.pop(row.tool_call_id))
-        lease = self._lease
-        if lease is not None and _takes_lease_token(type(store)):
-            # Our stores take the lease's token on display writes too: a writer that lost the
-            # conversation writes no rows after the new owner reconciled them.
-            fenced = cast(_FencedDisplay, store)
-            saved = await fenced.append_display_messages(
-                scope, conversation_id, rows, lease_token=lease.token
-            )
-        else:
-            saved = await store.append_display_messages(scope, conversation_id, rows)
-        for row in saved:
-            self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
+        await self._append(store, conversation_id, rows)
         if not finished:
             return None
 
-        async def statuses(store: DisplayMessagePersistence, conversation_id: str) -> None:
+        async def statuses(
+            recorder: Recorder, store: DisplayMessagePersistence, conversation_id: str
+        ) -> None:
             for tool_call_id, status in finished.items():  # calls an earlier batch wrote
-                self._updated(
-                    await store.update_tool_call_status(
-                        scope, conversation_id, tool_call_id, status
-                    )
-                )
+                await recorder._set_status(store, conversation_id, tool_call_id, status)
 
         return statuses
 
+    # Each display write names the lease's token when the store takes one (both shipped stores
+    # do): a writer that lost the conversation changes none of the new owner's rows, and a
+    # refusal (StateConflict) fences this recorder (see _flush_display).
+
+    def _lease_token(self, store: DisplayMessagePersistence, method: str) -> int | None:
+        """The token a display write through ``store.method`` names (None: written unfenced,
+        without a lease or to a store whose method takes none)."""
+        lease = self._lease
+        if lease is None or not takes_lease_token(type(store), method):
+            return None
+        return lease.token
+
+    async def _append(
+        self, store: DisplayMessagePersistence, conversation_id: str, rows: list[DisplayMessage]
+    ) -> None:
+        scope = self.options.scope
+        token = self._lease_token(store, "append_display_messages")
+        if token is None:
+            saved = await store.append_display_messages(scope, conversation_id, rows)
+        else:
+            saved = await cast(_FencedDisplay, store).append_display_messages(
+                scope, conversation_id, rows, lease_token=token
+            )
+        for row in saved:
+            self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
+
+    async def _set_status(
+        self,
+        store: DisplayMessagePersistence,
+        conversation_id: str,
+        tool_call_id: str,
+        status: ToolCallStatus,
+    ) -> None:
+        scope = self.options.scope
+        token = self._lease_token(store, "update_tool_call_status")
+        if token is None:
+            row = await store.update_tool_call_status(scope, conversation_id, tool_call_id, status)
+        else:
+            row = await cast(_FencedDisplay, store).update_tool_call_status(
+                scope, conversation_id, tool_call_id, status, lease_token=token
+            )
+        self._updated(row)
+
+    async def _record_decision(
+        self,
+        store: DisplayMessagePersistence,
+        conversation_id: str,
+        tool_call_id: str,
+        decision: dict[str, Any],
+    ) -> None:
+        scope = self.options.scope
+        token = self._lease_token(store, "record_decision")
+        if token is None:
+            row = await store.record_decision(scope, conversation_id, tool_call_id, decision)
+        else:
+            row = await cast(_FencedDisplay, store).record_decision(
+                scope, conversation_id, tool_call_id, decision, lease_token=token
+            )
+        self._updated(row)
+
     def tool_calls_interrupted(self, interrupt: Interrupt) -> None:
         """The calls of ``interrupt`` wait for a human: their rows say so."""
-        scope = self.options.scope
 
-        async def mark(store: DisplayMessagePersistence, conversation_id: str) -> None:
+        async def mark(
+            recorder: Recorder, store: DisplayMessagePersistence, conversation_id: str
+        ) -> None:
             for request in interrupt.action_requests:
-                self._updated(
-                    await store.update_tool_call_status(
-                        scope, conversation_id, request.tool_call_id, "interrupted"
-                    )
+                await recorder._set_status(
+                    store, conversation_id, request.tool_call_id, "interrupted"
                 )
 
         self._display(mark)
 
     def decisions_recorded(self, interrupt: Interrupt, decisions: Sequence[Decision]) -> None:
         """A human decided on the calls of ``interrupt``: each row records its decision."""
-        scope = self.options.scope
 
-        async def record(store: DisplayMessagePersistence, conversation_id: str) -> None:
+        async def record(
+            recorder: Recorder, store: DisplayMessagePersistence, conversation_id: str
+        ) -> None:
             for request, decision in zip(interrupt.action_requests, decisions, strict=True):
-                self._updated(
-                    await store.record_decision(
-                        scope, conversation_id, request.tool_call_id, _decision_dict(decision)
-                    )
+                await recorder._record_decision(
+                    store, conversation_id, request.tool_call_id, _decision_dict(decision)
                 )
 
         self._display(record)
@@ -708,26 +769,18 @@ class Recorder:
         """The agent was reset (``handle.reset()``): a ``reset`` row marks where its fresh
         conversation starts. Rows are a transcript and are never deleted; a page shows what
         follows the last ``reset`` row."""
-        scope = self.options.scope
         version = self.version
 
-        async def mark(store: DisplayMessagePersistence, conversation_id: str) -> None:
+        async def mark(
+            recorder: Recorder, store: DisplayMessagePersistence, conversation_id: str
+        ) -> None:
             row = DisplayMessage(
                 conversation_id=conversation_id,
                 type="reset",
                 content={"files": files},
                 state_version=version,
             )
-            lease = self._lease
-            if lease is not None and _takes_lease_token(type(store)):
-                fenced = cast(_FencedDisplay, store)
-                saved = await fenced.append_display_messages(
-                    scope, conversation_id, [row], lease_token=lease.token
-                )
-            else:
-                saved = await store.append_display_messages(scope, conversation_id, [row])
-            for stored in saved:
-                self._broadcast(DisplayMessageSaved(display_message=stored.to_dict()))
+            await recorder._append(store, conversation_id, [row])
 
         self._display(mark)
 
@@ -770,7 +823,9 @@ class Recorder:
                 if isinstance(operation, list):
                     follow_up = await self._append_rows(store, conversation_id, operation)
                 else:
-                    await operation(store, conversation_id)
+                    # Written by this recorder (with its lease, to its subscribers), also when
+                    # logged by a crashed server this one replaces.
+                    await operation(self, store, conversation_id)
                     follow_up = None
             except StateConflict as conflict:
                 log.clear()  # nothing of this writer's may be written any more
@@ -833,19 +888,9 @@ class Recorder:
         )
 
 
-@functools.cache
-def _takes_lease_token(store: type[DisplayMessagePersistence]) -> bool:
-    """Whether a display store's ``append_display_messages`` takes ``lease_token`` (both shipped
-    stores do; a subclass that overrides it without, or another store, is written unfenced)."""
-    try:
-        parameters = inspect.signature(store.append_display_messages).parameters
-    except (TypeError, ValueError):
-        return False
-    return "lease_token" in parameters
-
-
 class _FencedDisplay(Protocol):
-    """A display store that also takes the writer's lease token (both shipped stores)."""
+    """A display store whose writes also take the writer's lease token (both shipped stores;
+    each method is called so only when :func:`takes_lease_token` says it takes one)."""
 
     async def append_display_messages(
         self,
@@ -856,13 +901,46 @@ class _FencedDisplay(Protocol):
         lease_token: int | None = None,
     ) -> list[DisplayMessage]: ...
 
+    async def update_tool_call_status(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        status: ToolCallStatus,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        lease_token: int | None = None,
+    ) -> DisplayMessage | None: ...
+
+    async def record_decision(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        decision: Mapping[str, Any],
+        *,
+        lease_token: int | None = None,
+    ) -> DisplayMessage | None: ...
+
+    async def reconcile_display_messages(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        *,
+        state_version: int | None,
+        tool_call_statuses: Mapping[str, ToolCallStatus],
+        lease_token: int | None = None,
+    ) -> list[DisplayMessage]: ...
+
 
 #: How many times a display operation is tried before it is dropped.
 _DISPLAY_ATTEMPTS = 3
 
-#: An operation of the display log: rows to append, or a write of its own.
+#: An operation of the display log: rows to append, or a write of its own, made by the
+#: recorder that writes the log (the one of a restarted server, for a crashed server's log).
 _DisplayOperation: TypeAlias = (
-    "list[tuple[BaseMessage, int]] | Callable[[DisplayMessagePersistence, str], Awaitable[None]]"
+    "list[tuple[BaseMessage, int]] "
+    "| Callable[[Recorder, DisplayMessagePersistence, str], Awaitable[None]]"
 )
 
 

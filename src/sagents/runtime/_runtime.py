@@ -460,7 +460,9 @@ class Runtime(AsyncResource):
         self._fs_users[scope] += 1
         if scope in self._fs_servers:
             return
-        factory = file_store_factory(scope, options, self._filesystem_store)
+        factory = file_store_factory(
+            scope, options, self._filesystem_store, ownership=self._ownership
+        )
         guard = self._fs_guard if shared_scope(scope) else None
         try:
             if guard is not None:

@@ -364,6 +364,42 @@ class SqlPersistence:
         row: LeaseRow | None = await conn.run_sync(self._lease_row_now, conversation_id)
         return row
 
+    async def _lock_for_write(
+        self,
+        conn: AsyncConnection,
+        key: str | None,
+        conversation_id: str,
+        lease_token: int | None,
+        touch: dict[str, Any],
+        now: datetime,
+        *,
+        create: bool = True,
+    ) -> bool:
+        """Lock the conversation row for a write in ``conn``'s transaction (creating it when
+        ``create`` allows and no ``lease_token`` is given); whether it exists.
+
+        With ``lease_token``, the lease row is read *under* that lock and the write refused
+        unless the writer still holds that lease: acquisitions lock the same row, so no
+        takeover can commit between the check and the write. A missing conversation was
+        deleted under the writer, and is not created again.
+
+        Raises:
+            ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: the writer lost its lease, or the conversation was deleted.
+        """
+        exists = await self._lock_conversation(
+            conn, key, conversation_id, touch, now, create=create and lease_token is None
+        )
+        if lease_token is not None:
+            fence(
+                conversation_id,
+                await self._lease_row(conn, conversation_id) if exists else None,
+                lease_token,
+                now,
+                exists=exists,
+            )
+        return exists
+
     # -- AgentPersistence --------------------------------------------------------------------
 
     async def save_state(self, scope: Scope, conversation_id: str, snapshot: StateSnapshot) -> bool:
@@ -585,11 +621,14 @@ class SqlPersistence:
         *,
         state_version: int | None,
         tool_call_statuses: Mapping[str, ToolCallStatus],
+        lease_token: int | None = None,
     ) -> list[DisplayMessage]:
         """Drop rows newer than the stored state and settle tool calls left ``executing``
         (see :class:`~sagents.persistence.DisplayReconciliation`), in one transaction.
 
         Raises:
+            StateConflict: made under ``lease_token``, and that lease is no longer the
+                conversation's (or the conversation was deleted): nothing changes.
             PersistenceFailed: the database failed.
         """
         key = check_target(scope, conversation_id)
@@ -597,7 +636,9 @@ class SqlPersistence:
         action = f"reconcile the display messages of conversation {conversation_id!r}"
         async with self._write(action) as conn:
             now = self._clock.now()
-            if not await self._lock_conversation(conn, key, conversation_id, {}, now, create=False):
+            if not await self._lock_for_write(
+                conn, key, conversation_id, lease_token, {}, now, create=False
+            ):
                 return []
             ahead: list[ColumnElement[bool]] = [display.c.state_version.is_not(None)]
             if state_version is not None:
@@ -638,10 +679,13 @@ class SqlPersistence:
         *,
         lease_token: int | None = None,
     ) -> list[DisplayMessage]:
-        """Append in order with sequences after the last one; creates the conversation if new.
+        """Append in order with sequences after the last one; creates the conversation if new
+        (unless written under ``lease_token``: see :meth:`update_tool_call_status`).
 
         Raises:
             ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: written under ``lease_token``, and that lease is no longer the
+                conversation's, or the conversation was deleted.
             StateError: a message's content or metadata is not JSON.
             ValueError: a message names another conversation.
             PersistenceFailed: the database failed; nothing was written.
@@ -661,24 +705,11 @@ class SqlPersistence:
         action = f"append display messages to conversation {conversation_id!r}"
         async with self._write(action) as conn:
             now = self._clock.now()
-            exists = await self._lock_conversation(
-                conn,
-                key,
-                conversation_id,
-                {"updated_at": now},
-                now,
-                create=lease_token is None,
+            # A writer under a lease: the rows are refused, like its state saves, once another
+            # process took the conversation over (or it was deleted).
+            await self._lock_for_write(
+                conn, key, conversation_id, lease_token, {"updated_at": now}, now
             )
-            if lease_token is not None:
-                # A writer under a lease: the rows are refused, like its state saves, once
-                # another process took the conversation over (or it was deleted).
-                fence(
-                    conversation_id,
-                    await self._lease_row(conn, conversation_id) if exists else None,
-                    lease_token,
-                    now,
-                    exists=exists,
-                )
             last = (
                 await conn.execute(
                     select(func.max(display.c.sequence)).where(
@@ -765,12 +796,20 @@ class SqlPersistence:
         tool_call_id: str,
         status: str | None,
         changes: Mapping[str, Any],
+        lease_token: int | None,
     ) -> DisplayMessage | None:
         key = check_target(scope, conversation_id)
         check_id(tool_call_id, "tool_call_id")
         display, conversations = self._tables.display_messages, self._tables.conversations
         action = f"update tool call {tool_call_id!r} of conversation {conversation_id!r}"
         async with self._write(action) as conn:
+            if lease_token is not None:
+                # Fenced as appends are, in this transaction; without a token the row lock
+                # below is all an update needs (it never creates anything).
+                now = self._clock.now()
+                await self._lock_for_write(
+                    conn, key, conversation_id, lease_token, {}, now, create=False
+                )
             row = (
                 (
                     await conn.execute(
@@ -809,34 +848,54 @@ class SqlPersistence:
         tool_call_id: str,
         status: ToolCallStatus,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        lease_token: int | None = None,
     ) -> DisplayMessage | None:
         """Set the status of the ``tool_call`` row (``metadata`` is merged into its metadata).
+
+        Args:
+            lease_token: the fencing token of the lease the writer holds (None: it holds none,
+                and nothing is checked). With it the change is refused unless that lease is
+                still the conversation's, checked in the update's transaction as state saves
+                are, and a deleted conversation is never created again.
 
         Returns:
             The updated row, or None when this scope has no such tool call.
 
         Raises:
+            StateConflict: the writer lost its lease, or the conversation was deleted.
+            ConversationNotFound: written under ``lease_token`` to another scope's conversation.
             ValueError: ``status`` is not a tool call status.
             PersistenceFailed: the database failed.
         """
         check_status(status)
         return await self._change_tool_call(
-            scope, conversation_id, tool_call_id, status, metadata or {}
+            scope, conversation_id, tool_call_id, status, metadata or {}, lease_token
         )
 
     async def record_decision(
-        self, scope: Scope, conversation_id: str, tool_call_id: str, decision: Mapping[str, Any]
+        self,
+        scope: Scope,
+        conversation_id: str,
+        tool_call_id: str,
+        decision: Mapping[str, Any],
+        *,
+        lease_token: int | None = None,
     ) -> DisplayMessage | None:
-        """Keep ``decision`` as ``metadata["decision"]`` of the ``tool_call`` row.
+        """Keep ``decision`` as ``metadata["decision"]`` of the ``tool_call`` row (fenced by
+        ``lease_token`` as :meth:`update_tool_call_status` is).
 
         Returns:
             The updated row, or None when this scope has no such tool call.
 
         Raises:
+            StateConflict: the writer lost its lease, or the conversation was deleted.
             PersistenceFailed: the database failed.
         """
         change = {"decision": dict(decision)}
-        return await self._change_tool_call(scope, conversation_id, tool_call_id, None, change)
+        return await self._change_tool_call(
+            scope, conversation_id, tool_call_id, None, change, lease_token
+        )
 
     # -- ConversationStore -------------------------------------------------------------------
 
@@ -1038,13 +1097,21 @@ class SqlPersistence:
         )
 
     async def save_files(
-        self, scope: Scope, conversation_id: str, changes: Mapping[str, str | None]
+        self,
+        scope: Scope,
+        conversation_id: str,
+        changes: Mapping[str, str | None],
+        *,
+        lease_token: int | None = None,
     ) -> None:
         """Apply ``changes`` in one transaction (None deletes a path); only their rows are
-        written. Creates the conversation if new, and leaves its ``updated_at`` alone.
+        written. Creates the conversation if new (unless written under ``lease_token``, fenced
+        as :meth:`update_tool_call_status` is), and leaves its ``updated_at`` alone.
 
         Raises:
             ConversationNotFound: the conversation belongs to another scope.
+            StateConflict: the writer lost its lease, or the conversation was deleted; nothing
+                was written.
             ValueError: a path is not a normalised virtual path, or a content is not text.
             PersistenceFailed: the database failed; nothing was written.
         """
@@ -1056,8 +1123,8 @@ class SqlPersistence:
         async with self._write(f"save the files of conversation {conversation_id!r}") as conn:
             now = self._clock.now()
             # The conversation row's lock orders this save with the conversation's others (and
-            # with its deletion), and refuses another tenant's conversation.
-            await self._lock_conversation(conn, key, conversation_id, {}, now)
+            # with its deletion and lease takeovers), and refuses another tenant's conversation.
+            await self._lock_for_write(conn, key, conversation_id, lease_token, {}, now)
             await conn.execute(
                 sql_delete(files).where(
                     files.c.conversation_id == conversation_id, files.c.path.in_(list(encoded))
