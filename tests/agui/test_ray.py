@@ -2,9 +2,8 @@
 
 The router only uses ``Session.ensure_running`` and the agent's handle, which a runtime with a
 backend sends to the host running the conversation, so a run streams, stops at an approval and
-resumes as in one process. One thing differs: the state's ``files``, read from the runtime's
-filesystem server of this process, is left out (``docs/protocols.md``). One local Ray for the
-module (real processes, seconds to start): the test is slow.
+resumes as in one process, and the state's ``files`` come from the host that has them open.
+One local Ray for the module (real processes, seconds to start): the test is slow.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from sagents.agui import agui_router
 from sagents.persistence.sql import SqlPersistence, sqlite_url
 from sagents.web import DemoFactory, build_model
 from tests.agui.conftest import AguiClient
+from tests.agui.test_router import apply
 
 ray = pytest.importorskip("ray")
 
@@ -77,4 +77,6 @@ async def test_a_run_streams_interrupts_and_resumes_on_a_ray_host(config: Sessio
             # The resumed run's snapshot: the todos the first run made, from the host.
             snapshot = done.of("STATE_SNAPSHOT")[0]["snapshot"]
             assert [todo["id"] for todo in snapshot["todos"]] == ["research", "write", "review"]
-            assert "files" not in snapshot  # this process has no filesystem server of the agent
+            # The files, from the host that has them open: the note the approved call wrote.
+            state = apply(snapshot, done)
+            assert state["files"] == ["/notes/otters.md"]

@@ -30,6 +30,7 @@ from sagents import (  # noqa: E402
     AgentUnavailable,
     ConfigurationError,
     Runtime,
+    SagentsError,
     Session,
     SessionConfig,
     SessionOptions,
@@ -48,7 +49,7 @@ from sagents.events import (  # noqa: E402
     SubscriptionOverflow,
 )
 from sagents.execution import Reply, ToolCall  # noqa: E402
-from sagents.middleware import HumanInTheLoop  # noqa: E402
+from sagents.middleware import FileSystem, HumanInTheLoop  # noqa: E402
 from sagents.persistence.sql import SqlPersistence, sqlite_url  # noqa: E402
 from sagents.ray import RayBackend, RayPresence  # noqa: E402
 from sagents.session import FactoryConfig  # noqa: E402
@@ -194,6 +195,41 @@ async def test_agents_sharing_files_run_on_the_host_that_holds_them(runtime: Run
     assert all(node is not None and node.startswith("sagents-host-") for node in nodes.values())
     info = await runtime.agent("team-3").info()
     assert info.node == nodes["team-3"]
+
+
+def reader(messages: list[Any]) -> Reply:
+    """Reads the file the user names, then says what it holds."""
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return Reply(text=f"it says: {last.content}")
+    return Reply(tool_calls=[ToolCall(name="read_file", args={"file_path": str(last.content)})])
+
+
+async def test_a_scope_s_files_are_reached_from_any_process(runtime: Runtime) -> None:
+    team = runtime.filesystem("team")  # a proxy: where the files are open is asked at first use
+    with pytest.raises(SagentsError, match="no filesystem server runs for scope 'team'"):
+        await team.list("/")
+    agent = Agent(
+        agent_id="librarian",
+        model=ScriptedChatModel(responder=reader),
+        middleware=[FileSystem()],
+    )
+    handle = await runtime.start_agent(agent, inactivity_timeout=None, filesystem_scope="team")
+    await team.write("/notes/plan.md", "ship on friday")
+    assert await team.list("/") == ["/notes/plan.md"]
+    assert (await team.stat("/notes/plan.md")).size == len("ship on friday")
+    # The agent, on its host, reads what this process wrote: one store, not a copy.
+    async with handle.subscribe() as events:
+        await handle.add_message("/notes/plan.md")
+        await until_status(events, Status.IDLE)
+    state = await handle.get_state()
+    assert state.messages[-1].content == "it says: " + "     1\tship on friday"
+    await team.move("/notes/plan.md", "/plan.md")
+    assert await team.exists("/plan.md")
+    assert not await team.exists("/notes/plan.md")
+    await handle.stop()
+    with pytest.raises(SagentsError, match="no filesystem server runs"):
+        await team.read("/plan.md")  # its host let the scope go with its last agent
 
 
 async def test_a_subscriber_resumes_from_its_last_seq(runtime: Runtime) -> None:

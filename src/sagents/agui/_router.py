@@ -225,8 +225,8 @@ def agui_router(
             or create its conversation; it raises ``ConversationNotFound`` to refuse the thread
             (404), ``RegistryUnavailable`` to say "retry" (503).
         state_view: what the AG-UI state holds of the agent's state (a JSON object).
-        include_files: add ``"files"``, the paths of the agent's files, to the state (agents of
-            this process that have a filesystem).
+        include_files: add ``"files"``, the paths of the agent's files, to the state (agents
+            that have a filesystem, in this process or on a backend's host).
         max_message_chars: the longest user message accepted.
         path: the route's path under the router's prefix.
     """
@@ -406,7 +406,7 @@ class _RunStream:
         return view
 
     async def _files(self, handle: AgentHandle) -> list[str] | None:
-        """The paths of the agent's files; None when it has no filesystem in this process."""
+        """The paths of the agent's files; None when it has no filesystem."""
         try:
             options = await handle.options()
             where = options.filesystem_scope

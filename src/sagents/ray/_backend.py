@@ -18,19 +18,27 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 from ray import cloudpickle
 
-from sagents._errors import AgentNotRunning, AgentUnavailable, ConfigurationError, InvalidOption
+from sagents._errors import (
+    AgentNotRunning,
+    AgentUnavailable,
+    ConfigurationError,
+    InvalidOption,
+    SagentsError,
+)
+from sagents._files import FileStore
 from sagents._state import State
 from sagents.events import Channel
 from sagents.execution._agent import Agent
 from sagents.ray._calls import CallBatcher
 from sagents.ray._directory import DIRECTORY_NAME, Directory
 from sagents.ray._feed import FeedLink
+from sagents.ray._files import FilesNotHere, RemoteFileStore
 from sagents.ray._handle import RemoteAgentHandle, RemoteSubscription, RemoteWatch
 from sagents.ray._host import ConfigMissing, FilesOpenElsewhere, Host
 from sagents.ray._shared import SharedMissing, SharedPickler
@@ -171,6 +179,7 @@ class RayBackend:
         self._attaching: dict[str, list[RemoteSubscription]] = {}
         self._links: dict[str, FeedLink] = {}  # host name -> its event feed to this process
         self._batchers: dict[str, CallBatcher] = {}  # host name -> this process's calls to it
+        self._files_hosts: dict[Hashable, str] = {}  # filesystem scope -> the host that has it
         self._listeners: dict[str, list[Callable[[], None]]] = {}  # agent id -> on change
         # id(config) -> (config, key, pickled): the config is kept, so its id is not reused.
         self._configs: dict[int, tuple[SessionConfig, str, bytes]] = {}
@@ -349,6 +358,40 @@ class RayBackend:
     def runs(self, agent_id: str) -> bool:
         """Whether ``agent_id`` runs on a host, as this process knows."""
         return agent_id in self._mirror
+
+    # -- files -----------------------------------------------------------------------------
+
+    def filesystem(self, scope: Hashable) -> FileStore:
+        return RemoteFileStore(self, scope)
+
+    async def file_call(self, scope: Hashable, method: str, args: tuple[Any, ...]) -> Any:
+        """Run a :class:`RemoteFileStore` operation on the host that has ``scope`` open.
+
+        Raises:
+            SagentsError: no host has it open (no agent of that scope runs).
+        """
+        for _ in range(2):  # the remembered host may have let it go: look again, once
+            name = self._files_hosts.get(scope) or await self._locate_files(scope)
+            try:
+                return await self._await(
+                    name,
+                    self._host(name).files.remote(scope, method, args),
+                    f"files of scope {scope!r}: {method}",
+                )
+            except FilesNotHere:
+                self._files_hosts.pop(scope, None)
+        raise SagentsError(f"no filesystem server runs for scope {scope!r}")
+
+    async def _locate_files(self, scope: Hashable) -> str:
+        names = list(await self.hosts())
+        answers = await asyncio.gather(
+            *(self._host(name).has_files.remote(scope) for name in names), return_exceptions=True
+        )
+        for name, has in zip(names, answers, strict=True):
+            if has is True:
+                self._files_hosts[scope] = name
+                return name
+        raise SagentsError(f"no filesystem server runs for scope {scope!r}")
 
     def _host_name(self, agent_id: str) -> str:
         name = self._mirror.get(agent_id)

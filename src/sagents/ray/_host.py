@@ -34,6 +34,7 @@ from sagents.events import NodeTransferred, NodeTransferring
 from sagents.persistence import scope_key as persistence_scope_key
 from sagents.ray._calls import Request, run_batch
 from sagents.ray._feed import Feed
+from sagents.ray._files import FILE_METHODS, FilesNotHere
 from sagents.ray._shared import SharedObjects
 from sagents.runtime._runtime import Runtime
 from sagents.session._session import Session
@@ -370,6 +371,29 @@ class Host:
         if feed is None:
             feed = self._feeds[client] = Feed(_FEED_WINDOW)
         return feed
+
+    def has_files(self, scope: Hashable) -> bool:
+        """Whether an agent here uses the filesystem scope ``scope`` (its store is open)."""
+        try:
+            self._runtime.filesystem(scope)
+        except SagentsError:
+            return False
+        return True
+
+    async def files(self, scope: Hashable, method: str, args: tuple[Any, ...]) -> Any:
+        """Run ``store.<method>(*args)`` on the store of ``scope`` here (a client's
+        :class:`~sagents.ray._files.RemoteFileStore`).
+
+        Raises:
+            FilesNotHere: no agent here uses that scope (any more).
+        """
+        if method not in FILE_METHODS:
+            raise ValueError(f"not a file store operation: {method!r}")
+        try:
+            store = self._runtime.filesystem(scope)
+        except SagentsError as exc:
+            raise FilesNotHere(str(exc)) from None
+        return await getattr(store, method)(*args)
 
     def feed_read(self, client: str, count: int) -> None:
         """``client`` has read ``count`` items of its feed from here."""

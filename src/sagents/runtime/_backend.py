@@ -12,10 +12,11 @@ This protocol is the seam, small on purpose; :mod:`sagents.ray` implements it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from sagents._files import FileStore
     from sagents._state import State
     from sagents.events import Channel
     from sagents.execution._agent import Agent
@@ -87,6 +88,11 @@ class Backend(Protocol):
 
     def runs(self, agent_id: str) -> bool:
         """Whether ``agent_id`` runs somewhere, in this process's view."""
+        ...
+
+    def filesystem(self, scope: Hashable) -> FileStore:
+        """The store of ``scope`` wherever its agents run; its operations raise
+        ``SagentsError`` while no agent of that scope runs."""
         ...
 
     async def session(

@@ -499,10 +499,15 @@ class Runtime(AsyncResource):
         conversation's ``ConversationFiles`` (e.g. ``ConversationFiles(scope=tenant,
         conversation_id=...)``).
 
+        With a backend, the store of the scope on whichever process runs its agents; as that
+        takes a call to find out, its operations (rather than this lookup) raise the
+        ``SagentsError`` while no agent of that scope runs.
+
         Raises:
             SagentsError: no agent of that scope runs.
         """
-        self._local_only("filesystem")
+        if self._backend is not None:
+            return self._backend.filesystem(scope)
         server = self._fs_servers.get(scope)
         if server is None or server.stopping:
             raise SagentsError(f"no filesystem server runs for scope {scope!r}")

@@ -251,7 +251,11 @@ class WebServices:
     async def _files(self, scope: str) -> Any:
         try:
             store = self.runtime.filesystem(scope)
-        except SagentsError:  # no agent of this identity runs here: read its files from disk
+            if self.runtime.backend is not None:
+                # The store on the host running this identity's agents, which only a call
+                # tells: none runs while that call says so.
+                await store.exists("/")
+        except SagentsError:  # no agent of this identity runs: read its files from disk
             store = None
         if store is not None:
             yield store
