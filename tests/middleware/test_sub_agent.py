@@ -19,6 +19,7 @@ from sagents import (
     Interrupted,
     InvalidMiddleware,
     Middleware,
+    SagentsError,
     State,
     Status,
 )
@@ -453,6 +454,65 @@ async def test_sub_agent_activity_reaches_the_parents_debug_channel(runtime: Run
     assert "status" in kinds
     assert {a.sub_agent_id for a in activity} == {"boss-sub-1"}
     assert activity[-1].data == "answer to q"
+
+
+async def test_a_sub_agent_can_keep_its_work_off_the_parents_debug_channel(
+    runtime: Runtime,
+) -> None:
+    secret = SubAgentSpec(
+        name="extractor",
+        description="Reads the sensitive file, answers one field.",
+        model=ScriptedChatModel(responder=slow_answer, record_prompts=False),
+        suppress_debug_events=True,
+    )
+    script = [
+        Reply(tool_calls=[task("the id", "extractor")]),
+        Reply(tool_calls=[task("q", "researcher")]),
+        Reply(text="done"),
+    ]
+    agent = parent(script, secret, researcher())
+    main = PendingSubscription()
+    handle = await runtime.start_agent(
+        agent, State(messages=[HumanMessage("go")]), initial_subscribers=[main]
+    )
+    async with handle.subscribe("debug") as debug:
+        await handle.execute()
+        await until_status(main, Status.IDLE)
+        activity = [
+            event for event in iter(debug.get_nowait, None) if isinstance(event, SubAgentActivity)
+        ]
+    # Only the other sub-agent is seen; the quiet one's answer still reached the parent.
+    assert {a.sub_agent_id for a in activity} == {"boss-sub-2"}
+    results = [str(m.content) for m in tool_results(await handle.get_state()).values()]
+    assert "answer to the id" in results
+
+
+async def test_use_instructions_are_fetched_with_get_task_instructions() -> None:
+    guided = SubAgentSpec(
+        name="analyst",
+        description="Analyses a table.",
+        use_instructions="Give it the table as CSV and one question.",
+    )
+    middleware = SubAgent([guided, researcher()])
+    middleware.validate()
+    prompt = middleware.system_prompt()
+    assert "- analyst: Analyses a table. Call `get_task_instructions('analyst')` first." in prompt
+    assert "- researcher: Researches one question.\n" in prompt + "\n"
+    tools = {tool.name: tool for tool in middleware.tools()}
+    assert set(tools) == {"task", "get_task_instructions"}
+    guide = tools["get_task_instructions"]
+    assert await guide.ainvoke({"task_name": "analyst"}) == guided.use_instructions
+    with pytest.raises(SagentsError, match="those with some: analyst"):
+        await guide.ainvoke({"task_name": "researcher"})
+    assert {tool.name for tool in SubAgent([researcher()]).tools()} == {"task"}
+
+
+def test_without_the_task_list_the_model_delegates_only_when_directed() -> None:
+    prompt = SubAgent([researcher()], include_task_list=False).system_prompt()
+    assert "researcher" not in prompt
+    assert "never guess one" in prompt
+    with pytest.raises(InvalidMiddleware, match="use_instructions"):
+        SubAgent([SubAgentSpec(name="a", description="b", use_instructions=" ")]).validate()
 
 
 # -- without a runtime ---------------------------------------------------------------------------

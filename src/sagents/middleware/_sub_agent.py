@@ -86,7 +86,14 @@ class SubAgentSpec:
             is the answer.
         max_runs: model calls allowed in one task.
         agent: a pre-built agent to run instead (its ``agent_id`` is replaced per task); the
-            other fields but ``name`` and ``description`` are then ignored.
+            other fields but ``name``, ``description``, ``use_instructions`` and
+            ``suppress_debug_events`` are then ignored.
+        use_instructions: a longer guide to using this sub-agent, which the model fetches with
+            the ``get_task_instructions(task_name)`` tool before delegating (offered when a
+            sub-agent has one), rather than carrying it in every prompt.
+        suppress_debug_events: publish nothing of this sub-agent's work on the parent's
+            ``debug`` channel (``SubAgentActivity`` carries its messages): for a sub-agent that
+            reads what must not leave it but its answer.
     """
 
     name: str
@@ -99,6 +106,8 @@ class SubAgentSpec:
     until_tool: str | Sequence[str] | None = None
     max_runs: int = 50
     agent: Agent | None = None
+    use_instructions: str | None = None
+    suppress_debug_events: bool = False
 
 
 class SubAgent(Middleware):
@@ -112,6 +121,9 @@ class SubAgent(Middleware):
             or class name (e.g. ``"ConversationTitle"``).
         timeout: seconds one task may take (None: no limit).
         max_system_prompt: longest ``system_prompt`` argument accepted, in characters.
+        include_task_list: list the sub-agents in the system prompt; False when the
+            application names the task to use itself (the model is then told to delegate only
+            when directed to a task; ``task_name`` is still checked).
     """
 
     key = "sub_agent"
@@ -124,7 +136,9 @@ class SubAgent(Middleware):
         block_middleware: Collection[str | type[Middleware]] = (),
         timeout: float | None = 600.0,
         max_system_prompt: int = 4000,
+        include_task_list: bool = True,
     ) -> None:
+        self.include_task_list = include_task_list
         self.subagents = {spec.name: spec for spec in subagents}
         self._specs = tuple(subagents)
         self.general_purpose = general_purpose
@@ -147,6 +161,12 @@ class SubAgent(Middleware):
                 raise InvalidMiddleware(f"SubAgent: {spec!r} is not a SubAgentSpec")
             if not spec.name.strip() or not spec.description.strip():
                 raise InvalidMiddleware("SubAgent: every sub-agent needs a name and a description")
+            if spec.use_instructions is not None and (
+                not isinstance(spec.use_instructions, str) or not spec.use_instructions.strip()
+            ):
+                raise InvalidMiddleware(
+                    f"SubAgent: {spec.name!r}: use_instructions must be a non-empty string or None"
+                )
         if len(set(names)) != len(names):
             raise InvalidMiddleware(f"SubAgent: duplicate sub-agent names in {names}")
         if self.general_purpose and GENERAL_PURPOSE in self.subagents:
@@ -165,23 +185,36 @@ class SubAgent(Middleware):
             entries.insert(0, (GENERAL_PURPOSE, _GENERAL_DESCRIPTION))
         return entries
 
+    def _guides(self) -> dict[str, str]:
+        return {spec.name: spec.use_instructions for spec in self._specs if spec.use_instructions}
+
     def system_prompt(self) -> str:
-        lines = [f"- {name}: {description}" for name, description in self._catalogue()]
-        return (
+        intro = (
             "## Delegating with `task`\n"
             "Use the `task` tool to hand a self-contained piece of work to a sub-agent. It starts "
             "with no memory of this conversation, so give it complete instructions; its final "
             "answer comes back as the tool result. Independent tasks can run in parallel: call "
-            "`task` several times in one turn.\nAvailable sub-agents (`task_name`):\n"
-            + "\n".join(lines)
+            "`task` several times in one turn."
         )
+        if not self.include_task_list:
+            return (
+                f"{intro}\nDelegate only when the user or the conversation directs you to a "
+                "specific task type; pass it as `task_name`, and never guess one."
+            )
+        guides = self._guides()
+        lines = [
+            f"- {name}: {description}"
+            + (f" Call `get_task_instructions({name!r})` first." if name in guides else "")
+            for name, description in self._catalogue()
+        ]
+        return f"{intro}\nAvailable sub-agents (`task_name`):\n" + "\n".join(lines)
 
     def tools(self) -> Sequence[BaseTool]:
         async def task(instructions: str, task_name: str, system_prompt: str | None = None) -> str:
             return await self._task(instructions, task_name, system_prompt)
 
         names = ", ".join(name for name, _ in self._catalogue())
-        return (
+        tools: list[BaseTool] = [
             StructuredTool.from_function(
                 coroutine=task,
                 name="task",
@@ -191,8 +224,29 @@ class SubAgent(Middleware):
                     f"{GENERAL_PURPOSE} sub-agent's instructions."
                 ),
                 metadata={"timeout": self.timeout, "display_text": "Delegating a task"},
-            ),
-        )
+            )
+        ]
+        guides = self._guides()
+        if guides:
+
+            def get_task_instructions(task_name: str) -> str:
+                """How to use a sub-agent: read it before delegating to it with `task`."""
+                guide = guides.get(task_name)
+                if guide is None:
+                    raise SagentsError(
+                        f"no instructions for task_name {task_name!r}; those with some: "
+                        f"{', '.join(guides)}"
+                    )
+                return guide
+
+            tools.append(
+                StructuredTool.from_function(
+                    func=get_task_instructions,
+                    name="get_task_instructions",
+                    metadata={"display_text": "Reading a task's instructions"},
+                )
+            )
+        return tools
 
     async def before_model(self, state: State) -> None:
         # The parent calls its model again: any sub-agent still waiting was dismissed (a resume
@@ -222,23 +276,26 @@ class SubAgent(Middleware):
             state = State(messages=[HumanMessage(instructions)])
         agent = self._build(task_name, system_prompt, sub_id, parent)
         runtime = agent_host(ctx.services)
-        self._report(ctx, sub_id, "started", {"task_name": task_name, "resumed": bool(resume)})
+        spec = self.subagents.get(task_name)
+        report = _Reporter(ctx, sub_id, quiet=spec is not None and spec.suppress_debug_events)
+        report("started", {"task_name": task_name, "resumed": bool(resume)})
         if runtime is None:
             status, final, error = await _run_inline(agent, state, resume)
         else:
             host = get_middleware_context()  # the parent's server, as its hooks see it
             self._waiting.get(host, set()).discard(sub_id)
-            status, final, error = await self._run_on(runtime, ctx, agent, state, resume)
+            status, final, error = await self._run_on(runtime, ctx, agent, state, resume, report)
             if status is Status.INTERRUPTED:
                 self._waiting.setdefault(host, set()).add(sub_id)
         if status is Status.IDLE:
             answer = _answer(final, agent.until_tools)
-            self._report(ctx, sub_id, "completed", answer)
+            report("completed", answer)
             return answer
         if status is Status.INTERRUPTED and final.interrupt is not None:
+            report("status", Status.INTERRUPTED.value)
             self._suspend(ctx, agent, final, final.interrupt, task_name)
             return ""
-        self._report(ctx, sub_id, "failed", error)
+        report("failed", error)
         raise SagentsError(f"sub-agent {task_name!r} failed: {error}")
 
     def _next_id(self, ctx: ToolContext) -> str:
@@ -319,6 +376,7 @@ class SubAgent(Middleware):
         agent: Agent,
         state: State,
         resume: ToolResume | None,
+        report: _Reporter,
     ) -> tuple[Status, State, Any]:
         """Run the sub-agent as a server under the parent; it is stopped afterwards unless it
         waits for an approval."""
@@ -345,7 +403,7 @@ class SubAgent(Middleware):
                     await handle.execute()
                 else:
                     await handle.resume(resume.decisions)
-                status, data = await self._follow(ctx, sub_id, events)
+                status, data = await _follow(events, report)
             finally:
                 await events.aclose()
             return status, await handle.get_state(), data
@@ -355,23 +413,6 @@ class SubAgent(Middleware):
                 with contextlib.suppress(SagentsError):
                     await asyncio.shield(runtime.stop(sub_id, reason="task_finished"))
 
-    async def _follow(self, ctx: ToolContext, sub_id: str, events: Any) -> tuple[Status, Any]:
-        """Forward the sub-agent's activity until its run ends; its final status and data."""
-        running = False
-        async for event in events:
-            match event:
-                case StatusChanged(status=status, data=data):
-                    self._report(ctx, sub_id, "status", status.value)
-                    if status is Status.RUNNING:
-                        running = True
-                    elif running and status in _TERMINAL:
-                        return status, data
-                case LLMMessage(message=message):
-                    self._report(ctx, sub_id, "message", message_to_json(message))
-                case AgentShutdown(reason=reason):
-                    return Status.ERROR, f"the sub-agent stopped ({reason})"
-        return Status.ERROR, "the sub-agent's event stream ended"
-
     def _suspend(
         self,
         ctx: ToolContext,
@@ -380,7 +421,6 @@ class SubAgent(Middleware):
         interrupt: Interrupt,
         task_name: str,
     ) -> None:
-        self._report(ctx, agent.agent_id, "status", Status.INTERRUPTED.value)
         ctx.suspend(
             Interrupt(
                 action_requests=interrupt.action_requests,
@@ -394,17 +434,47 @@ class SubAgent(Middleware):
             )
         )
 
-    @staticmethod
-    def _report(ctx: ToolContext, sub_id: str, activity: str, data: Any) -> None:
-        if ctx.wants_debug():
+
+class _Reporter:
+    """Tells the parent's ``debug`` channel what one sub-agent does (``SubAgentActivity``),
+    unless its spec suppresses that."""
+
+    __slots__ = ("_ctx", "_quiet", "_sub_id")
+
+    def __init__(self, ctx: ToolContext, sub_id: str, *, quiet: bool) -> None:
+        self._ctx = ctx
+        self._sub_id = sub_id
+        self._quiet = quiet
+
+    def __call__(self, activity: str, data: Any) -> None:
+        ctx = self._ctx
+        if not self._quiet and ctx.wants_debug():
             ctx.emit(
                 SubAgentActivity(
-                    sub_agent_id=sub_id,
+                    sub_agent_id=self._sub_id,
                     tool_call_id=ctx.tool_call_id,
                     activity=activity,
                     data=data,
                 )
             )
+
+
+async def _follow(events: Any, report: _Reporter) -> tuple[Status, Any]:
+    """Forward the sub-agent's activity until its run ends; its final status and data."""
+    running = False
+    async for event in events:
+        match event:
+            case StatusChanged(status=status, data=data):
+                report("status", status.value)
+                if status is Status.RUNNING:
+                    running = True
+                elif running and status in _TERMINAL:
+                    return status, data
+            case LLMMessage(message=message):
+                report("message", message_to_json(message))
+            case AgentShutdown(reason=reason):
+                return Status.ERROR, f"the sub-agent stopped ({reason})"
+    return Status.ERROR, "the sub-agent's event stream ended"
 
 
 async def _run_inline(
