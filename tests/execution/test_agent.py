@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.tools import tool
+from langchain_core.tools import BaseTool, tool
 
 from sagents import Agent, InvalidAgent, InvalidMiddleware, Middleware, SagentsError
 from sagents.execution import DEFAULT_MODE, Reply, ScriptedChatModel
@@ -75,6 +76,31 @@ def test_middleware_failing_its_own_validation() -> None:
 def test_two_middleware_with_one_metadata_key_are_rejected() -> None:
     with pytest.raises(InvalidMiddleware, match="metadata key 'todo_list'"):
         Agent(agent_id="a", model=model(), middleware=[TodoList(), TodoList()])
+
+
+def test_a_middleware_s_debug_summary_is_its_tools_and_public_attributes() -> None:
+    class Quoting(Middleware):
+        def __init__(self) -> None:
+            self.style = "smart"
+            self.corpus = "x" * 500
+            self._cache: dict[str, str] = {}
+
+        def tools(self) -> Sequence[BaseTool]:
+            return [tool(ping)]
+
+    summary = Quoting().debug_summary()
+    assert isinstance(summary, Mapping)
+    assert list(summary) == ["tools", "corpus", "style"]
+    assert summary["tools"] == "ping"
+    assert summary["style"] == "'smart'"
+    corpus = str(summary["corpus"])
+    assert len(corpus) == 200  # a short repr: the debugger shows it, it does not dump it
+    assert corpus.endswith("…")
+
+    class Slotted(Middleware):
+        __slots__ = ("limit",)
+
+    assert Slotted().debug_summary() == {}
 
 
 def test_middleware_key_defaults_to_snake_case_class_name() -> None:

@@ -22,6 +22,7 @@ from websockets.exceptions import InvalidStatus
 
 from sagents import ConfigurationError, Runtime, Status, telemetry
 from sagents.events import AgentShutdown
+from sagents.middleware._file_system import FILE_SYSTEM_TOOLS
 from sagents.web._debugger import DebuggerApp, debugger_app
 from sagents.web._debugger_access import COOKIE_NAME
 from sagents.web._debugger_telemetry import TELEMETRY_EVENTS
@@ -125,6 +126,20 @@ async def test_agent_detail_has_info_and_state(runtime: Runtime, debugger: Debug
     assert [t["id"] for t in state["todos"]] == ["research", "write", "review"]
     assert state["interrupt"]["action_requests"][0]["name"] == "write_file"
     assert isinstance(state["metadata"], dict)
+    # Each middleware with its debug_summary(), in order.
+    assert body["middleware"] == [
+        {"name": "TodoList", "key": "todo_list", "summary": {"tools": "write_todos"}},
+        {
+            "name": "FileSystem",
+            "key": "file_system",
+            "summary": {"tools": ", ".join(FILE_SYSTEM_TOOLS)},
+        },
+        {
+            "name": "HumanInTheLoop",
+            "key": "human_in_the_loop",
+            "summary": {"interrupt_on": "{'write_file': True}"},
+        },
+    ]
 
 
 async def test_agent_ids_with_slashes_work(runtime: Runtime, debugger: DebuggerApp) -> None:

@@ -141,6 +141,14 @@ async def test_selected_agent_shows_streams_and_state(
     await expect(page.locator("#todos li").first).to_have_attribute("data-status", "in_progress")
     await expect(page.locator("#interrupt")).to_contain_text("write_file")
     await expect(page.locator("#metadata")).to_have_text(re.compile(r"^\{"))
+    # The middleware, each with its configuration's summary behind a click.
+    middleware = page.locator("#middleware li")
+    await expect(middleware).to_have_count(3)
+    await expect(page.locator("#middleware-count")).to_have_text("3")
+    hitl = page.locator("#middleware li[data-key=human_in_the_loop]")
+    await hitl.locator("summary").click()
+    await expect(hitl.locator("th")).to_have_text(["interrupt_on"])
+    await expect(hitl.locator("td")).to_have_text(["{'write_file': True}"])
 
     # An event opens to its full JSON.
     first = main.locator("li").first

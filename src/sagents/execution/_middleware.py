@@ -13,7 +13,7 @@ The built-in middleware (TodoList, FileSystem, HumanInTheLoop, ...) use only thi
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -75,6 +75,23 @@ class Middleware:
         """langchain callback handlers attached to every model call (observability)."""
         return ()
 
+    def debug_summary(self) -> Mapping[str, object] | str:
+        """What the live debugger shows of this middleware's configuration: a mapping (a
+        key/value table) or text (shown as it is). Keep it small and for human reading;
+        override it when the configuration holds large objects (agents, caches).
+
+        The default: the tools it gives the model, and each public attribute as a short
+        ``repr`` (at most 200 characters).
+        """
+        summary: dict[str, object] = {}
+        tools = [str(getattr(t, "name", None) or getattr(t, "__name__", t)) for t in self.tools()]
+        if tools:
+            summary["tools"] = ", ".join(tools)
+        for name, value in sorted(getattr(self, "__dict__", {}).items()):
+            if not name.startswith("_"):
+                summary[name] = _short_repr(value)
+        return summary
+
     async def before_model(self, state: State) -> State | None:
         """Called before each model call; return a new state, or None to keep it."""
         return None
@@ -132,3 +149,8 @@ class Middleware:
     def overrides(self, hook: str) -> bool:
         """Whether this middleware overrides ``hook`` (so the loop can skip no-op hooks)."""
         return getattr(type(self), hook) is not getattr(Middleware, hook)
+
+
+def _short_repr(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -185,6 +185,16 @@ class SubAgent(Middleware):
             entries.insert(0, (GENERAL_PURPOSE, _GENERAL_DESCRIPTION))
         return entries
 
+    def debug_summary(self) -> Mapping[str, object]:
+        # The specs hold models and pre-built agents: their names say enough.
+        return {
+            "subagents": [name for name, _ in self._catalogue()],
+            "block_middleware": sorted(self.block_middleware),
+            "timeout": self.timeout,
+            "include_task_list": self.include_task_list,
+            "quiet": [spec.name for spec in self._specs if spec.suppress_debug_events],
+        }
+
     def _guides(self) -> dict[str, str]:
         return {spec.name: spec.use_instructions for spec in self._specs if spec.use_instructions}
 

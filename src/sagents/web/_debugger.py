@@ -59,6 +59,7 @@ from sagents._errors import (
 )
 from sagents._resource import AsyncResource
 from sagents.events import Channel, SubscriptionOverflow
+from sagents.execution import Middleware
 from sagents.persistence import scope_key
 from sagents.runtime import AgentInfo, Runtime
 from sagents.web._debugger_access import AccessGuard
@@ -124,6 +125,14 @@ def agent_json(info: AgentInfo) -> dict[str, Any]:
         "metadata": info.metadata,
         "node": info.node,
     }
+
+
+def _summary(middleware: Middleware) -> Mapping[str, object] | str:
+    """The middleware's ``debug_summary()``; a failing one is said, not a failed page."""
+    try:
+        return middleware.debug_summary()
+    except Exception as exc:
+        return f"debug_summary() failed: {type(exc).__name__}: {exc}"
 
 
 def _dumps(payload: Any) -> str:
@@ -234,8 +243,14 @@ class DebuggerApp(AsyncResource):
         handle = self.runtime.agent(request.path_params["agent_id"])
         info = await handle.info()
         state = await handle.export_state()
+        agent = await handle.get_agent()
+        middleware = [
+            {"name": mw.name, "key": mw.key, "summary": _summary(mw)}
+            for mw in agent.middleware_instances
+        ]
         return _JSON(
-            {"agent": agent_json(info), "state": state}, headers={"Cache-Control": "no-store"}
+            {"agent": agent_json(info), "state": state, "middleware": middleware},
+            headers={"Cache-Control": "no-store"},
         )
 
     async def _stop(self, request: Request) -> Response:

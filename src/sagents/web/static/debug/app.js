@@ -1,7 +1,14 @@
 // The live debugger page: one websocket for the agent list, telemetry and the selected agent's
 // events; fetch() for the state and the stop / cancel actions. URLs are relative to <base>, so
 // the page works wherever the debugger is mounted.
-import { appendEvent, renderAgents, renderState, renderTelemetry, renderTodos } from "./render.js";
+import {
+  appendEvent,
+  renderAgents,
+  renderMiddleware,
+  renderState,
+  renderTelemetry,
+  renderTodos,
+} from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const nodes = {
@@ -19,6 +26,8 @@ const nodes = {
   todos: $("todos"),
   interrupt: $("interrupt"),
   metadata: $("metadata"),
+  middleware: $("middleware"),
+  middlewareCount: $("middleware-count"),
   events: { main: $("events-main"), debug: $("events-debug") },
   eventCounts: { main: $("main-count"), debug: $("debug-count") },
 };
@@ -56,7 +65,10 @@ async function fetchState() {
   const body = await request(agentUrl(id));
   if (id !== page.selected) return;
   if (body.error) notice(body.error, "warning");
-  else renderState(nodes, body.state);
+  else {
+    renderState(nodes, body.state);
+    renderMiddleware(nodes.middleware, nodes.middlewareCount, body.middleware ?? []);
+  }
 }
 
 let stateTimer = null;
@@ -93,6 +105,7 @@ function select(id) {
   nodes.detail.hidden = false;
   nodes.detailId.textContent = id;
   renderState(nodes, { messages: [], todos: [], metadata: {}, interrupt: null });
+  renderMiddleware(nodes.middleware, nodes.middlewareCount, []);
   notice("");
   history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   for (const tr of nodes.agents.rows) tr.classList.toggle("selected", tr.dataset.agentId === id);

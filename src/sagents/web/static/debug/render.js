@@ -94,6 +94,43 @@ export function renderState(nodes, state) {
   nodes.metadata.textContent = JSON.stringify(state.metadata ?? {}, null, 2);
 }
 
+// Each middleware with its debug_summary(): a key/value table, or text shown as it is.
+export function renderMiddleware(list, count, middleware) {
+  count.textContent = String(middleware.length);
+  if (!middleware.length) {
+    list.replaceChildren(el("li", { class: "empty", text: "no middleware" }));
+    return;
+  }
+  list.replaceChildren(
+    ...middleware.map((mw) => {
+      const body =
+        typeof mw.summary === "string"
+          ? el("pre", { class: "json", text: mw.summary })
+          : el(
+              "table",
+              { class: "summary" },
+              el(
+                "tbody",
+                {},
+                ...Object.entries(mw.summary ?? {}).map(([key, value]) =>
+                  el(
+                    "tr",
+                    {},
+                    el("th", { text: key }),
+                    el("td", { text: typeof value === "string" ? value : JSON.stringify(value) }),
+                  ),
+                ),
+              ),
+            );
+      return el(
+        "li",
+        { "data-key": mw.key },
+        el("details", {}, el("summary", { text: `${mw.name} (${mw.key})` }), body),
+      );
+    }),
+  );
+}
+
 export function renderTodos(list, todos) {
   if (!todos.length) {
     list.replaceChildren(el("li", { class: "empty", text: "no todos" }));
