@@ -102,7 +102,8 @@ async def reset(host: ResetHost, runner: Runner, files: ResetFiles) -> None:
     host.emit(AgentReset(files=files))
     if host.status is not Status.IDLE:
         host.set_status(Status.IDLE)
-    host.recorder.reset_recorded(files)
+    if host.recorder.display is not None:
+        host.recorder.display.reset_recorded(files)
     host.recorder.checkpoint("reset")
     auto_save = host.options.auto_save
     if auto_save is not None and auto_save.on_idle:

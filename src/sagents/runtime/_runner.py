@@ -159,8 +159,8 @@ class Runner:
             message, for_user = self._preprocessed(preprocess, message)
             if display is True:
                 shown = for_user
-        if shown is not message:
-            host.recorder.show_as(message, shown)
+        if shown is not message and (display_log := host.recorder.display) is not None:
+            display_log.show_as(message, shown)
         if host.status is Status.RUNNING:
             if isinstance(self._queued, list):
                 self._queued.append(message)
@@ -232,8 +232,9 @@ class Runner:
             raise InvalidDecision("decisions must be a list with one decision per pending call")
         interrupt = host.state.interrupt
         run = self._launch(decisions)  # raises InvalidDecision with nothing changed
-        if interrupt is not None and run.decisions:
-            host.recorder.decisions_recorded(interrupt, run.decisions)
+        display_log = host.recorder.display
+        if interrupt is not None and run.decisions and display_log is not None:
+            display_log.decisions_recorded(interrupt, run.decisions)
         self._follow_ups = 0
 
     def dismiss(self) -> None:
@@ -444,7 +445,8 @@ class Runner:
             case Interrupted(interrupt=interrupt):
                 host.last_result = None
                 host.set_status(Status.INTERRUPTED, interrupt)
-                recorder.tool_calls_interrupted(interrupt)
+                if recorder.display is not None:
+                    recorder.display.tool_calls_interrupted(interrupt)
                 recorder.checkpoint("interrupted")
             case Failed(error=error):
                 host.last_result = None
@@ -460,8 +462,8 @@ class Runner:
 
     def _queue_from_tool(self, message: BaseMessage, shown: BaseMessage | None) -> None:
         """``ToolContext.queue_message``: called in the run's task, kept for its end."""
-        if shown is not message:
-            self._host.recorder.show_as(message, shown)
+        if shown is not message and (display_log := self._host.recorder.display) is not None:
+            display_log.show_as(message, shown)
         if isinstance(self._from_tools, list):
             self._from_tools.append(message)
         else:

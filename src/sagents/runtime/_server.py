@@ -371,9 +371,10 @@ class AgentServer:
             await self.recorder.aclose(
                 drain=self.options.shutdown_timeout if reason == "crash" else 0.0
             )
-            if reason == "crash" and self._unit is not None:
+            display = self.recorder.display
+            if reason == "crash" and self._unit is not None and display is not None:
                 # What the drain could not write, the restarted server does.
-                self._unit.keep_display(self.recorder.unwritten_display())
+                self._unit.keep_display(display.unwritten())
         except Exception:
             if went_live:
                 raise
