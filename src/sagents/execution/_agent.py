@@ -156,6 +156,8 @@ class Agent:
     before_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     after_model_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     before_fallback_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
+    #: The middleware that override ``transform_display_message``, in order.
+    display_hooks: tuple[Middleware, ...] = field(init=False, repr=False)
     callbacks: tuple[BaseCallbackHandler, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +193,11 @@ class Agent:
             self,
             "after_model_hooks",
             tuple(m for m in reversed(middleware) if m.overrides("after_model")),
+        )
+        set_(
+            self,
+            "display_hooks",
+            tuple(m for m in middleware if m.overrides("transform_display_message")),
         )
         set_(self, "callbacks", tuple(cb for mw in middleware for cb in mw.callbacks()))
         if not isinstance(self.mode, Mode):

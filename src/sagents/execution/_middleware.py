@@ -75,6 +75,15 @@ class Middleware:
         """langchain callback handlers attached to every model call (observability)."""
         return ()
 
+    def transform_display_message(self, message: BaseMessage) -> BaseMessage | None:
+        """Called when a message becomes display rows (what a UI shows and the display
+        persistence keeps), in middleware order, each seeing the previous one's result:
+        return another message to show (annotated ``additional_kwargs``, rewritten content),
+        or None to keep it. The model's state is not changed. An exception is logged and the
+        message shown as it was. Rewriting a streamed reply replaces its streamed text once it
+        is complete."""
+        return None
+
     def debug_summary(self) -> Mapping[str, object] | str:
         """What the live debugger shows of this middleware's configuration: a mapping (a
         key/value table) or text (shown as it is). Keep it small and for human reading;

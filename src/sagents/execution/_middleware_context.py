@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -50,6 +51,7 @@ class MiddlewareContext:
         "_emit",
         "_persist",
         "_send",
+        "_show",
         "_tasks",
         "agent",
         "agent_id",
@@ -65,6 +67,7 @@ class MiddlewareContext:
         send: Callable[[str, Any], None] | None = None,
         persist: Callable[[str], None] | None = None,
         agent: Agent | None = None,
+        show: Callable[[str, dict[str, Any], str, dict[str, Any]], bool] | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.agent = agent
@@ -72,6 +75,7 @@ class MiddlewareContext:
         self._emit = emit
         self._send = send
         self._persist = persist
+        self._show = show
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def emit(self, event: Event) -> None:
@@ -101,6 +105,45 @@ class MiddlewareContext:
                 "Runtime.start_agent instead of Agent.run"
             )
         self._send(key, message)
+
+    def save_display_message(
+        self,
+        type: str,
+        content: Mapping[str, Any],
+        *,
+        content_type: str = "text",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Add a row to the conversation's transcript that no message of the state stands
+        behind (a todo snapshot, "the user cancelled", an answer as the user gave it): written
+        by the display persistence, in order with the other rows, and broadcast as
+        ``DisplayMessageSaved``. The model never sees it.
+
+        Args:
+            type: the row's kind, for the UI (e.g. ``"todos"``, ``"notice"``).
+            content: its JSON content.
+            content_type: how to render it (``text``, ``markdown``, ``json``...).
+            metadata: more JSON the row keeps.
+
+        Returns:
+            Whether it will be written: False without an agent server, a display persistence
+            or a conversation id.
+
+        Raises:
+            SagentsError: ``type`` is empty, or ``content`` / ``metadata`` is not JSON.
+        """
+        if not isinstance(type, str) or not type.strip():
+            raise SagentsError("save_display_message: type must be a non-empty string")
+        row = dict(content)
+        extra = dict(metadata or {})
+        try:
+            json.dumps([row, extra, content_type], allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SagentsError(
+                f"save_display_message: content and metadata must be JSON ({exc}); convert "
+                "the values to strings, numbers, lists and dicts"
+            ) from None
+        return self._show is not None and self._show(type, row, content_type, extra)
 
     def persist(self, point: str) -> None:
         """Ask the host to save the state now, at lifecycle ``point`` (e.g. ``"title_generated"``).

@@ -17,6 +17,7 @@ from sagents._errors import StateError
 from sagents._state import State
 from sagents._todo import Todo, TodoStatus
 from sagents.execution._middleware import Middleware
+from sagents.execution._middleware_context import get_middleware_context
 from sagents.execution._tool_context import get_tool_context
 
 __all__ = ["TodoList"]
@@ -60,12 +61,23 @@ class TodoList(Middleware):
         system_prompt: what the model is told about planning.
         display_text: what UIs show for a ``write_todos`` call (``ToolCallIdentified`` and
             the tool call's display row); None: the tool's name, humanised.
+        inline: also write each changed list into the conversation's transcript, as a
+            display-only row of type ``"todos"`` (``{"todos": [...]}``, content type
+            ``json``): the plan as it was at each point, for a UI that shows it inline. Needs
+            a display persistence; the model never sees these rows.
     """
 
     key = "todo_list"
 
-    def __init__(self, *, system_prompt: str = _PROMPT, display_text: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        system_prompt: str = _PROMPT,
+        display_text: str | None = None,
+        inline: bool = False,
+    ) -> None:
         self._prompt = system_prompt
+        self.inline = inline
         self._tool = StructuredTool.from_function(
             coroutine=self._write_todos,
             name="write_todos",
@@ -97,8 +109,12 @@ class TodoList(Middleware):
         if len(set(ids)) != len(ids):
             raise ValueError("two todos share an id; nothing was changed")
 
+        show = get_middleware_context().save_display_message if self.inline else None
+
         def apply(state: State) -> State:
             new = merge_todos(state.todos, incoming) if merge else incoming
+            if show is not None and new != state.todos:
+                show("todos", {"todos": [todo.to_dict() for todo in new]}, content_type="json")
             return state.replace(todos=new)
 
         get_tool_context().update_state(apply)

@@ -47,6 +47,8 @@ from sagents.runtime._options import AgentOptions
 from sagents.runtime._serial import SerialWorker
 
 if TYPE_CHECKING:
+    from sagents.execution._agent import Agent
+    from sagents.execution._middleware import Middleware
     from sagents.runtime._publisher import Publisher
 
 __all__ = ["DisplayHost", "DisplayLog", "DisplayOperation", "DisplayOwner"]
@@ -58,6 +60,7 @@ class DisplayHost(Protocol):
     """What a display log needs from its agent server."""
 
     agent_id: str
+    agent: Agent
 
     @property
     def publisher(self) -> Publisher: ...
@@ -151,12 +154,16 @@ class DisplayLog:
         self._shown[id(message)] = (message, shown)
 
     def append(self, messages: Sequence[BaseMessage], version: int) -> None:
-        """``messages`` entered the state at ``version``: log their rows."""
+        """``messages`` entered the state at ``version``: log their rows (as the agent's
+        ``transform_display_message`` hooks show them)."""
         if self._shown:
             shown = [self._user_version(message) for message in messages]
             messages = [message for message in shown if message is not None]
             if not messages:
                 return
+        hooks = self._host.agent.display_hooks
+        if hooks:
+            messages = [self._transformed(message, hooks) for message in messages]
         log = self._operations
         if log and isinstance(log[-1], list) and log[-1] is not self._in_flight:
             # The last operation is an append, not being written yet: these join it.
@@ -164,6 +171,21 @@ class DisplayLog:
             self.flush_soon()
         else:
             self._log([(message, version) for message in messages])
+
+    def _transformed(self, message: BaseMessage, hooks: Sequence[Middleware]) -> BaseMessage:
+        for mw in hooks:
+            try:
+                changed = mw.transform_display_message(message)
+            except Exception:
+                _log.exception(
+                    "agent %r: %s.transform_display_message failed; the message is shown as it was",
+                    self._host.agent_id,
+                    mw.name,
+                )
+                continue
+            if changed is not None:
+                message = changed
+        return message
 
     def _user_version(self, message: BaseMessage) -> BaseMessage | None:
         shown = self._shown
@@ -230,6 +252,28 @@ class DisplayLog:
 
         self._log(record)
 
+    def synthetic(
+        self, type: str, content: dict[str, Any], content_type: str, metadata: dict[str, Any]
+    ) -> bool:
+        """A row no message stands behind (``MiddlewareContext.save_display_message``), at
+        the state's current version; whether it will be written."""
+        version = self._owner.version
+
+        async def add(
+            display: DisplayLog, store: DisplayMessagePersistence, conversation_id: str
+        ) -> None:
+            row = DisplayMessage(
+                conversation_id=conversation_id,
+                type=type,
+                content=content,
+                content_type=content_type,
+                metadata=metadata,
+                state_version=version,
+            )
+            await display._append(store, conversation_id, [row])
+
+        return self._log(add)
+
     def reset_recorded(self, files: str) -> None:
         """The agent was reset (``handle.reset()``): a ``reset`` row marks where its fresh
         conversation starts. Rows are a transcript and are never deleted; a page shows what
@@ -251,18 +295,19 @@ class DisplayLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _log(self, operation: DisplayOperation) -> None:
-        """Log a display operation (written in order by the next flush)."""
+    def _log(self, operation: DisplayOperation) -> bool:
+        """Log a display operation (written in order by the next flush); whether it was."""
         if (
             self.options.display_message_persistence is None
             or self.options.conversation_id is None
             or self._owner.fenced is not None
         ):
-            return
+            return False
         if self._operations is None:
             self._operations = []
         self._operations.append(operation)
         self.flush_soon()
+        return True
 
     def flush_soon(self) -> None:
         """Queue a flush in the owner's worker (coalesced with one already queued)."""

@@ -79,6 +79,7 @@ class MiddlewareHooks:
             emit=host.emit,
             send=self._send,
             persist=self._persist,
+            show=self._show,
         )
 
     async def server_started(self) -> None:
@@ -160,6 +161,12 @@ class MiddlewareHooks:
 
     def _send(self, key: str, message: Any) -> None:
         self._host.post(self._sent, key, message)
+
+    def _show(
+        self, type: str, content: dict[str, Any], content_type: str, metadata: dict[str, Any]
+    ) -> bool:
+        display = self._host.recorder.display
+        return display is not None and display.synthetic(type, content, content_type, metadata)
 
     def _persist(self, point: str) -> None:
         # Through the mailbox: a hook asks before it returns the state to save.
