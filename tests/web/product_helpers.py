@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import PrivateAttr
 
@@ -39,11 +39,14 @@ def closed_port() -> int:
 
 
 class GatedModel(ScriptedChatModel):
-    """The demo's scripted model, whose first streamed reply stops before chunk ``hold_at``
-    until :meth:`release`; :meth:`wait_held` returns once it is stopped there."""
+    """The demo's scripted model, whose streamed reply stops before chunk ``hold_at`` until
+    :meth:`release`; :meth:`wait_held` returns once one is stopped there. Only the first reply
+    stops, or, with ``every_turn``, each reply to a new message of the person's (released one
+    at a time)."""
 
     hold_at: int = 4
-    _gate: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+    every_turn: bool = False
+    _go: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
     _held: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
 
     async def _astream(
@@ -53,19 +56,26 @@ class GatedModel(ScriptedChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        new_turn = isinstance(messages[-1], HumanMessage)
+        holds = new_turn if self.every_turn else not self._go.is_set()
         index = 0
         async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
-            if index == self.hold_at and not self._gate.is_set():
+            if holds and index == self.hold_at:
                 self._held.set()
-                await self._gate.wait()
+                await self._go.wait()
+                if self.every_turn:
+                    self._go.clear()
             index += 1
             yield chunk
 
     async def wait_held(self) -> None:
-        await self._held.wait()
+        async with asyncio.timeout(15):
+            await self._held.wait()
 
     def release(self) -> None:
-        self._gate.set()
+        if self.every_turn:
+            self._held.clear()  # the next wait_held waits for the next reply
+        self._go.set()
 
 
 # The inherited fields are annotated with names of the scripted model's module.

@@ -15,66 +15,19 @@ Screenshots go to ``tests/web/output/product/`` (``docs/screenshots/`` with
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.messages import BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGenerationChunk
 from playwright.async_api import Browser, expect
-from pydantic import PrivateAttr
 
-from sagents.execution import _scripted_model
-from sagents.execution._scripted_model import ScriptedChatModel
 from tests.web.conftest import Demo, chromium, demo_config, running_demo
-from tests.web.product_helpers import DEMO_RESPONDER
+from tests.web.product_helpers import DEMO_RESPONDER, GatedModel
 from tests.web.test_product_browser import opened, send, snap, start_conversation
 
 pytestmark = pytest.mark.slow
 
 QUEUED = "queued — answered after the current reply"
-
-
-class TurnGate(ScriptedChatModel):
-    """The demo's scripted model, whose reply to each new message (a call whose last message is
-    the person's) stops before chunk ``hold_at`` until :meth:`release`. :meth:`wait_held`
-    returns once a reply is stopped there."""
-
-    hold_at: int = 4
-    _go: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
-    _held: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        new_turn = isinstance(messages[-1], HumanMessage)
-        index = 0
-        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
-            if new_turn and index == self.hold_at:
-                self._held.set()
-                await self._go.wait()
-                self._go.clear()
-            index += 1
-            yield chunk
-
-    async def wait_held(self) -> None:
-        async with asyncio.timeout(15):
-            await self._held.wait()
-
-    def release(self) -> None:
-        self._held.clear()  # the next wait_held waits for the next reply
-        self._go.set()
-
-
-# The inherited fields are annotated with names of the scripted model's module.
-TurnGate.model_rebuild(_types_namespace=vars(_scripted_model))
 
 
 @pytest.fixture
@@ -90,19 +43,19 @@ def errors() -> list[str]:
 
 
 @pytest.fixture
-def model() -> TurnGate:
-    return TurnGate(responder=DEMO_RESPONDER, record_prompts=False)
+def model() -> GatedModel:
+    return GatedModel(responder=DEMO_RESPONDER, record_prompts=False, every_turn=True)
 
 
 @pytest.fixture
-async def demo(tmp_path: Path, model: TurnGate) -> AsyncIterator[Demo]:
+async def demo(tmp_path: Path, model: GatedModel) -> AsyncIterator[Demo]:
     # A long grace period: the agent outlives the page's reload, with its queue.
     async with running_demo(demo_config(tmp_path, grace_period=60.0), model=model) as demo:
         yield demo
 
 
 async def test_a_message_sent_while_a_reply_streams_is_queued_then_answered(
-    demo: Demo, model: TurnGate, browser: Browser, errors: list[str]
+    demo: Demo, model: GatedModel, browser: Browser, errors: list[str]
 ) -> None:
     async with opened(browser, demo.url, errors) as page:
         await start_conversation(page)
@@ -148,7 +101,7 @@ async def test_a_message_sent_while_a_reply_streams_is_queued_then_answered(
 
 
 async def test_the_follow_up_limit_is_said_in_words(
-    demo: Demo, model: TurnGate, browser: Browser, errors: list[str]
+    demo: Demo, model: GatedModel, browser: Browser, errors: list[str]
 ) -> None:
     # Ten follow-up turns run in a row (each one's message sent while the one before streams);
     # the eleventh message is only added.

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
@@ -39,7 +39,6 @@ from sagents.persistence._protocols import (
     DisplayMessagePersistence,
     DisplayReconciliation,
     Lease,
-    Scope,
     ToolCallStatus,
 )
 from sagents.runtime._display import display_messages_for, tool_result_status
@@ -201,26 +200,19 @@ class DisplayLog:
         store = self.options.display_message_persistence
         if not isinstance(store, DisplayReconciliation):
             return
-        scope = self.options.scope
         statuses = _tool_call_statuses(state)
 
         async def settle(
             display: DisplayLog, store: DisplayMessagePersistence, conversation_id: str
         ) -> None:
             assert isinstance(store, DisplayReconciliation)
-            token = display._lease_token(store, "reconcile_display_messages")
-            if token is None:
-                rows = await store.reconcile_display_messages(
-                    scope, conversation_id, state_version=version, tool_call_statuses=statuses
-                )
-            else:
-                rows = await cast(_FencedDisplay, store).reconcile_display_messages(
-                    scope,
-                    conversation_id,
-                    state_version=version,
-                    tool_call_statuses=statuses,
-                    lease_token=token,
-                )
+            rows: list[DisplayMessage] = await display._write(
+                store,
+                "reconcile_display_messages",
+                conversation_id,
+                state_version=version,
+                tool_call_statuses=statuses,
+            )
             for row in rows:
                 display._updated(row)
 
@@ -402,25 +394,22 @@ class DisplayLog:
     # do): a writer that lost the conversation changes none of the new owner's rows, and a
     # refusal (StateConflict) fences the owner (see flush).
 
-    def _lease_token(self, store: DisplayMessagePersistence, method: str) -> int | None:
-        """The token a display write through ``store.method`` names (None: written unfenced,
-        without a lease or to a store whose method takes none)."""
+    async def _write(
+        self, store: DisplayMessagePersistence, method: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``store.<method>(scope, *args, **kwargs)``, naming the lease's token when the store
+        takes one (the shipped stores do; another store is written unfenced)."""
         lease = self._owner.lease
-        if lease is None or not takes_lease_token(type(store), method):
-            return None
-        return lease.token
+        if lease is not None and takes_lease_token(type(store), method):
+            kwargs["lease_token"] = lease.token
+        return await getattr(store, method)(self.options.scope, *args, **kwargs)
 
     async def _append(
         self, store: DisplayMessagePersistence, conversation_id: str, rows: list[DisplayMessage]
     ) -> None:
-        scope = self.options.scope
-        token = self._lease_token(store, "append_display_messages")
-        if token is None:
-            saved = await store.append_display_messages(scope, conversation_id, rows)
-        else:
-            saved = await cast(_FencedDisplay, store).append_display_messages(
-                scope, conversation_id, rows, lease_token=token
-            )
+        saved: list[DisplayMessage] = await self._write(
+            store, "append_display_messages", conversation_id, rows
+        )
         for row in saved:
             self._broadcast(DisplayMessageSaved(display_message=row.to_dict()))
 
@@ -431,15 +420,11 @@ class DisplayLog:
         tool_call_id: str,
         status: ToolCallStatus,
     ) -> None:
-        scope = self.options.scope
-        token = self._lease_token(store, "update_tool_call_status")
-        if token is None:
-            row = await store.update_tool_call_status(scope, conversation_id, tool_call_id, status)
-        else:
-            row = await cast(_FencedDisplay, store).update_tool_call_status(
-                scope, conversation_id, tool_call_id, status, lease_token=token
+        self._updated(
+            await self._write(
+                store, "update_tool_call_status", conversation_id, tool_call_id, status
             )
-        self._updated(row)
+        )
 
     async def _record_decision(
         self,
@@ -448,15 +433,9 @@ class DisplayLog:
         tool_call_id: str,
         decision: dict[str, Any],
     ) -> None:
-        scope = self.options.scope
-        token = self._lease_token(store, "record_decision")
-        if token is None:
-            row = await store.record_decision(scope, conversation_id, tool_call_id, decision)
-        else:
-            row = await cast(_FencedDisplay, store).record_decision(
-                scope, conversation_id, tool_call_id, decision, lease_token=token
-            )
-        self._updated(row)
+        self._updated(
+            await self._write(store, "record_decision", conversation_id, tool_call_id, decision)
+        )
 
     def _updated(self, row: DisplayMessage | None) -> None:
         if row is not None:
@@ -466,51 +445,6 @@ class DisplayLog:
         publisher = self._host.publisher
         if not publisher.closed:
             publisher.publish(event)
-
-
-class _FencedDisplay(Protocol):
-    """A display store whose writes also take the writer's lease token (both shipped stores;
-    each method is called so only when :func:`takes_lease_token` says it takes one)."""
-
-    async def append_display_messages(
-        self,
-        scope: Scope,
-        conversation_id: str,
-        messages: Sequence[DisplayMessage],
-        *,
-        lease_token: int | None = None,
-    ) -> list[DisplayMessage]: ...
-
-    async def update_tool_call_status(
-        self,
-        scope: Scope,
-        conversation_id: str,
-        tool_call_id: str,
-        status: ToolCallStatus,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        lease_token: int | None = None,
-    ) -> DisplayMessage | None: ...
-
-    async def record_decision(
-        self,
-        scope: Scope,
-        conversation_id: str,
-        tool_call_id: str,
-        decision: Mapping[str, Any],
-        *,
-        lease_token: int | None = None,
-    ) -> DisplayMessage | None: ...
-
-    async def reconcile_display_messages(
-        self,
-        scope: Scope,
-        conversation_id: str,
-        *,
-        state_version: int | None,
-        tool_call_statuses: Mapping[str, ToolCallStatus],
-        lease_token: int | None = None,
-    ) -> list[DisplayMessage]: ...
 
 
 #: How many times a display operation is tried before it is dropped.
