@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.fake_commands import BASH, fake_bin, program
+
 REPO = Path(__file__).resolve().parents[1]
-BASH = shutil.which("bash") or "/bin/bash"
 # What the script runs besides the programs the tests fake.
 REAL_TOOLS = ("cat", "cp", "dirname", "env", "mkdir", "mktemp", "rm", "touch")
-
-
-def _program(path: Path, body: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)  # never write through a symlink to a real tool
-    path.write_text(f"#!{BASH}\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 @pytest.fixture
@@ -46,22 +39,14 @@ def checkout(tmp_path: Path) -> Path:
 def fakebin(tmp_path: Path) -> Path:
     """A PATH of the few real tools the script uses, and a fake ``id`` saying root (no sudo);
     no ``node`` nor ``npm`` until a test adds them."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in REAL_TOOLS:
-        real = shutil.which(tool)
-        if real is None:
-            pytest.skip(f"{tool} is not installed")
-        (bin_dir / tool).symlink_to(real)
-    _program(bin_dir / "id", "echo 0")
-    return bin_dir
+    return fake_bin(tmp_path, REAL_TOOLS)
 
 
 def _node(where: Path, version: str = "v18.19.0") -> None:
     """Fake ``node`` and ``npm`` in ``where``: npm logs its arguments and directory next to
     itself, and ``npm ci`` makes node_modules (or fails with ``$FAKE_NPM_EXIT``)."""
-    _program(where / "node", f'echo "{version}"')
-    _program(
+    program(where / "node", f'echo "{version}"')
+    program(
         where / "npm",
         'echo "$PWD $*" >> "$(dirname "$0")/npm.log"\n'
         'echo "npm WARN deprecated something@1.0.0"\n'
@@ -74,7 +59,7 @@ def _apt_get(fakebin: Path) -> None:
     """A fake ``apt-get`` (logging its arguments) whose install provides ``node`` and ``npm``."""
     package = fakebin.parent / "package"
     _node(package)
-    _program(
+    program(
         fakebin / "apt-get",
         f'echo "$*" >> "{fakebin}/apt.log"\n'
         f'if [ "$1" = install ]; then cp "{package}/node" "{package}/npm" "{fakebin}"; fi',
@@ -130,7 +115,7 @@ def test_a_missing_node_is_installed_without_recommended_packages(
 
 
 def test_a_missing_npm_is_installed_too(checkout: Path, fakebin: Path) -> None:
-    _program(fakebin / "node", 'echo "v18.19.0"')  # Node without npm
+    program(fakebin / "node", 'echo "v18.19.0"')  # Node without npm
     _apt_get(fakebin)
     result = _run(checkout, fakebin)
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
@@ -21,10 +20,10 @@ import sagents.web._demo_factory as demo_factory
 from sagents._errors import ConfigurationError
 from sagents.web import check_model
 from sagents.web._demo_factory import _install_hint, _source_checkout
+from tests.fake_commands import BASH, fake_bin, program
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
-BASH = shutil.which("bash") or "/bin/bash"
 # What the scripts run besides the programs the tests fake.
 REAL_TOOLS = (
     "awk", "cat", "dirname", "env", "grep", "ls", "mkdir", "mktemp", "rm", "sed", "seq", "sleep",
@@ -120,13 +119,6 @@ def test_every_script_parses(script: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def _program(path: Path, body: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)  # never write through a symlink to a real tool
-    path.write_text(f"#!{BASH}\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run a script in ``cwd`` with a small, clean environment plus ``env``."""
     base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LC_ALL": "C"}
@@ -149,11 +141,11 @@ def checkout(tmp_path: Path) -> Path:
     (root / "src" / "sagents" / "__init__.py").write_text('__version__ = "0.1.0"\n')
     (root / ".venv").mkdir()
     (root / ".venv" / "pyvenv.cfg").write_text("version = 3.11.7\n")
-    _program(
+    program(
         root / ".venv" / "bin" / "python",
         f'echo "$*" >> "{root}/pip.log"\nexit "${{FAKE_PIP_EXIT:-0}}"',
     )
-    _program(root / ".venv" / "bin" / "sagents", f'echo "$*" >> "{root}/sagents.log"')
+    program(root / ".venv" / "bin" / "sagents", f'echo "$*" >> "{root}/sagents.log"')
     return root
 
 
@@ -219,19 +211,11 @@ def test_scripts_demo_installs_the_extra_of_its_model(
 @pytest.fixture
 def fakebin(tmp_path: Path) -> Path:
     """A PATH of the few real tools the scripts use; tests add fakes of the rest."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in REAL_TOOLS:
-        real = shutil.which(tool)
-        if real is None:
-            pytest.skip(f"{tool} is not installed")
-        (bin_dir / tool).symlink_to(real)
-    _program(bin_dir / "id", "echo 0")  # root: no sudo (the scripts only ask `id -u`)
-    return bin_dir
+    return fake_bin(tmp_path, REAL_TOOLS)
 
 
 def _apt_get(fakebin: Path, *, exit_code: int) -> None:
-    _program(
+    program(
         fakebin / "apt-get",
         f'echo "$*" >> "{fakebin}/apt.log"\n'
         'echo "Selecting previously unselected package libfoo."\n'
@@ -266,18 +250,18 @@ def _services(tmp_path: Path, fakebin: Path, **env: str) -> subprocess.Completed
 
 
 def test_services_that_run_get_one_line_each(tmp_path: Path, fakebin: Path) -> None:
-    _program(fakebin / "pg_isready", "exit 0")
-    _program(fakebin / "psql", "echo 1")  # the database test exists
-    _program(fakebin / "redis-cli", "echo PONG")
+    program(fakebin / "pg_isready", "exit 0")
+    program(fakebin / "psql", "echo 1")  # the database test exists
+    program(fakebin / "redis-cli", "echo PONG")
     result = _services(tmp_path, fakebin, CI="true")
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "services: PostgreSQL ok\nservices: Redis ok\n"
 
 
 def test_a_postgres_that_refuses_the_tests_is_a_ci_failure(tmp_path: Path, fakebin: Path) -> None:
-    _program(fakebin / "pg_isready", "exit 0")
-    _program(fakebin / "psql", "exit 2")
-    _program(fakebin / "createdb", "echo 'fe_sendauth: no password supplied' >&2; exit 1")
+    program(fakebin / "pg_isready", "exit 0")
+    program(fakebin / "psql", "exit 2")
+    program(fakebin / "createdb", "echo 'fe_sendauth: no password supplied' >&2; exit 1")
     result = _services(tmp_path, fakebin, CI="true")
     assert result.returncode == 1
     assert "cannot create the database test (set SAGENTS_TEST_POSTGRES_URL)" in result.stderr
@@ -287,7 +271,7 @@ def test_a_postgres_that_refuses_the_tests_is_a_ci_failure(tmp_path: Path, fakeb
 def test_a_missing_postgres_is_installed_without_recommended_packages(
     tmp_path: Path, fakebin: Path
 ) -> None:
-    _program(fakebin / "pg_isready", "exit 2")  # nothing answers, and no pg_lsclusters
+    program(fakebin / "pg_isready", "exit 2")  # nothing answers, and no pg_lsclusters
     _apt_get(fakebin, exit_code=100)  # the network is down, say
     result = _services(tmp_path, fakebin, CI="true")
     assert result.returncode == 1
@@ -310,7 +294,7 @@ def _on_a_fake_root(fakebin: Path, root: Path, tool: str) -> None:
     ``/usr/lib/postgresql`` moved under ``root``: the script's files of a PostgreSQL install,
     read and edited where the test can see them, never on the machine."""
     real = (fakebin / tool).resolve()
-    _program(
+    program(
         fakebin / tool,
         "args=()\n"
         'for a in "$@"; do case "$a" in\n'
@@ -354,15 +338,15 @@ def test_a_missing_postgres_is_installed_given_a_cluster_trust_and_the_database(
     )
     # Version folders as a machine may have them: 9.6 comes last as text, 17 by version.
     versions = " ".join(f"{root}/usr/lib/postgresql/{v}/bin" for v in ("9.6", "15", "17"))
-    _program(
+    program(
         fakebin / "apt-get",
         f'echo "$*" >> "{fakebin}/apt.log"\n[ "$1" = update ] && exit 0\n'
         f"{install}mkdir -p {versions}\n"
         + "".join(f"touch {root}/usr/lib/postgresql/{v}/bin/postgres\n" for v in ("15", "17")),
     )
-    _program(fakebin / "pg_isready", f'[ -e "{root}/started" ]')
-    _program(fakebin / "psql", f'[ -e "{root}/database" ] && echo 1; true')
-    _program(fakebin / "createdb", f'echo "createdb $*" >> "{log}"\ntouch "{root}/database"')
+    program(fakebin / "pg_isready", f'[ -e "{root}/started" ]')
+    program(fakebin / "psql", f'[ -e "{root}/database" ] && echo 1; true')
+    program(fakebin / "createdb", f'echo "createdb $*" >> "{log}"\ntouch "{root}/database"')
 
     result = _services(tmp_path, fakebin, CI="true")
 
