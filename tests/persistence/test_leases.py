@@ -258,6 +258,21 @@ async def test_file_writes_of_a_fenced_writer_are_refused(store: Store) -> None:
     assert await store.load_files(ALICE, "c") == {"/plan.md": "new owner's"}
 
 
+async def test_a_fenced_writer_cannot_retitle_the_conversation(store: Store) -> None:
+    old = await store.acquire_lease(ALICE, "c", "worker-a", EXPIRED)
+    await store.update_conversation(ALICE, "c", title="Old plan", lease_token=old.token)
+    new = await store.acquire_lease(ALICE, "c", "worker-b", 30.0)
+    await store.update_conversation(ALICE, "c", title="New plan", lease_token=new.token)
+    with pytest.raises(StateConflict) as refused:
+        await store.update_conversation(ALICE, "c", title="Zombie's", lease_token=old.token)
+    assert refused.value.reason == "owned_elsewhere"
+    conversation = await store.get_conversation(ALICE, "c")
+    assert conversation is not None
+    assert conversation.title == "New plan"
+    # Without a token (the application renaming it), nothing is checked.
+    await store.update_conversation(ALICE, "c", title="Renamed")
+
+
 async def test_writes_never_bring_a_deleted_conversation_back(store: Store) -> None:
     lease = await store.acquire_lease(ALICE, "c", "worker-a", 30.0)
     await store.append_display_messages(ALICE, "c", [call_row()], lease_token=lease.token)
@@ -271,6 +286,7 @@ async def test_writes_never_bring_a_deleted_conversation_back(store: Store) -> N
         lambda: store.reconcile_display_messages(
             ALICE, "c", state_version=None, tool_call_statuses={}, lease_token=token
         ),
+        lambda: store.update_conversation(ALICE, "c", title="again", lease_token=token),
     ]
     for write in writes:
         with pytest.raises(StateConflict) as refused:

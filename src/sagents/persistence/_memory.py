@@ -545,9 +545,12 @@ class MemoryPersistence:
         *,
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        lease_token: int | None = None,
     ) -> Conversation | None:
-        """Set the title and/or replace the metadata (None leaves a field as it is)."""
+        """Set the title and/or replace the metadata (None leaves a field as it is); with
+        ``lease_token``, fenced as the display writes are."""
         key = check_target(scope, conversation_id)
+        self._fence(key, conversation_id, lease_token)
         record = self._find(key, conversation_id)
         if record is None:
             return None

@@ -48,6 +48,7 @@ from sagents._errors import StateConflict
 from sagents._state import State
 from sagents._title import title_of
 from sagents.events import SaveFailed
+from sagents.persistence._leases import takes_lease_token
 from sagents.persistence._protocols import (
     ConversationLeases,
     ConversationStore,
@@ -497,7 +498,18 @@ class Recorder:
         self._persisted = (state.messages, version)
         title = title_of(state)
         if title != self._stored_title and isinstance(persistence, ConversationStore):
-            await persistence.update_conversation(scope, conversation_id, title=title)
+            # Named with the lease's token when the store takes one: a writer that lost the
+            # conversation does not retitle the new owner's.
+            fencing: dict[str, int] = {}
+            update = persistence.update_conversation
+            kind: type = type(persistence)
+            if self._lease is not None and takes_lease_token(kind, update.__name__):
+                fencing["lease_token"] = self._lease.token
+            try:
+                await update(scope, conversation_id, title=title, **fencing)  # type: ignore[arg-type]
+            except StateConflict as conflict:
+                self.refuse(conflict)
+                return
             self._stored_title = title
         if telemetry.has_handlers(_SAVE):
             telemetry.execute(

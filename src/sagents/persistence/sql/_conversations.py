@@ -140,20 +140,29 @@ class SqlConversations(StorePart):
         *,
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        lease_token: int | None = None,
     ) -> Conversation | None:
-        """Set the title and/or replace the metadata (None leaves a field as it is).
+        """Set the title and/or replace the metadata (None leaves a field as it is). With
+        ``lease_token`` (an agent server's write), fenced as its display writes are.
 
         Raises:
+            StateConflict: written under ``lease_token`` by a writer that lost its lease, or
+                to a deleted conversation.
             PersistenceFailed: the database failed.
         """
         key = check_target(scope, conversation_id)
-        values: dict[str, Any] = {"updated_at": self._clock.now()}
+        now = self._clock.now()
+        values: dict[str, Any] = {"updated_at": now}
         if title is not None:
             values["title"] = escape(title)
         if metadata is not None:
             values["metadata"] = self._in(json_copy(dict(metadata), "metadata"))
         conversations = self._tables.conversations
         async with self._write(f"update conversation {conversation_id!r}") as conn:
+            if lease_token is not None:
+                await self._lock_for_write(
+                    conn, key, conversation_id, lease_token, {}, now, create=False
+                )
             result = await conn.execute(
                 update(conversations)
                 .where(
