@@ -128,7 +128,11 @@ async def test_agent_detail_has_info_and_state(runtime: Runtime, debugger: Debug
     assert isinstance(state["metadata"], dict)
     # Each middleware with its debug_summary(), in order.
     assert body["middleware"] == [
-        {"name": "TodoList", "key": "todo_list", "summary": {"tools": "write_todos"}},
+        {
+            "name": "TodoList",
+            "key": "todo_list",
+            "summary": {"tools": "write_todos", "inline": "False"},
+        },
         {
             "name": "FileSystem",
             "key": "file_system",

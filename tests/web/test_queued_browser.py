@@ -72,17 +72,30 @@ async def test_a_message_sent_while_a_reply_streams_is_queued_then_answered(
         await expect(last).to_have_class("message user queued")
         await snap(page, "queued-message")
 
-        # A reload shows it once, still queued (neither the snapshot nor the socket has it).
+        # A reload shows it once, still queued (the socket's catch-up and the tab's storage
+        # both have it).
         await page.reload()
         await expect(page.locator(".message.streaming .bubble")).to_contain_text("Let me")
         await expect(queued.locator(".bubble")).to_have_text(["Second"])
         await expect(page.locator(".message.user .bubble")).to_have_text(["First", "Second"])
         await expect(page.locator("#agent-status")).to_have_attribute("data-status", "running")
+        # A new tab of the same person (nothing in its storage) sees it queued too, from the
+        # socket's catch-up.
+        other = await page.context.new_page()
+        await other.goto(page.url)
+        other_queued = other.locator(".message.queued")
+        await expect(other_queued.locator(".bubble")).to_have_text(["Second"])
+        await expect(other.locator(".message.user .bubble")).to_have_text(["First", "Second"])
+        await expect(other.locator("#messages > .message").last).to_have_class(
+            "message user queued"
+        )
 
         # The first run goes on to its approval; the queued message dismisses it and runs.
         model.release()
         await model.wait_held()  # the follow-up turn, answering "Second", streams
         await expect(queued).to_have_count(0)
+        await expect(other_queued).to_have_count(0)
+        await other.close()
         await expect(page.locator(".message.user .bubble")).to_have_text(["First", "Second"])
         await expect(page.locator(".message.user .note")).to_have_count(0)
         model.release()

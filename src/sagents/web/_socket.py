@@ -33,12 +33,14 @@ which numbering a ``seq`` belongs to. A tab that reconnects passes the last ``se
 over HTTP, and a snapshot holds only what was saved: not the reply being streamed, nor why the
 last run failed. So right after ``attached`` the pump sends, as ordinary event frames, the
 ``llm_deltas`` of the message in progress since its first chunk and, when the last run ended in
-an error, its ``status_changed`` to ``error`` (the reason is its ``data``), both taken from the
-replay buffer at the very moment the live subscription starts: the tab shows the whole partial
-reply, then its live continuation, with no gap and no chunk twice — for an agent of this
-process; a Ray host's replay has no such moment (see ``_catch_up``). A resumed tab needs none of
-this: the replay after its ``seq`` holds the rest of the deltas or, once the message is complete
-and its deltas are compacted away, the whole message as ``llm_message``.
+an error, its ``status_changed`` to ``error`` (the reason is its ``data``), then the
+``message_queued`` of each message still waiting for the next turn (they are not in the state
+yet), all taken from the replay buffer at the very moment the live subscription starts: the
+tab shows the whole partial reply, then its live continuation, with no gap and no chunk twice —
+for an agent of this process; a Ray host's replay has no such moment (see ``_catch_up``). A
+resumed tab needs none of this: the replay after its ``seq`` holds the rest of the deltas or,
+once the message is complete and its deltas are compacted away, the whole message as
+``llm_message``.
 
 **Actions in.** Every inbound frame is checked for size, kind (text), JSON and schema, with the
 bounds the REST door applies too (``_limits.py``); a bad one, or an action the agent refuses,
@@ -75,12 +77,14 @@ from sagents.events import (
     Event,
     LLMDeltas,
     LLMMessage,
+    MessageQueued,
     StatusChanged,
     SubscriptionOverflow,
 )
 from sagents.persistence._protocols import Scope
 from sagents.runtime._handle import AgentHandle
 from sagents.runtime._publisher import Subscription
+from sagents.runtime._runtime import Runtime
 from sagents.web._client_errors import ClientError, client_error
 from sagents.web._conversations import Conversations
 from sagents.web._limits import ConversationId
@@ -176,7 +180,7 @@ class _Connection:
                 handle = runtime.agent(self.agent_id)
                 subscription = handle.subscribe(after_seq=after)
                 # Taken with no await since the subscription: exactly what came before it.
-                catch_up = await _catch_up(handle, subscription) if after is None else []
+                catch_up = await _catch_up(runtime, handle, subscription) if after is None else []
             except AgentNotRunning:
                 after, resumed = 0, False  # it ended already; wait for the next one
                 continue
@@ -301,9 +305,10 @@ class _Connection:
             )
 
 
-async def _catch_up(handle: AgentHandle, live: Subscription) -> list[Event]:
+async def _catch_up(runtime: Runtime, handle: AgentHandle, live: Subscription) -> list[Event]:
     """What a tab arriving now needs besides the snapshot (see the module docs), read from the
-    replay buffer.
+    replay buffer: the message in progress, and the messages queued for the next turn (not in
+    the snapshot: they are not in the agent's state yet).
 
     Call it right after subscribing ``live``, with no ``await`` in between: a second, local
     subscription hands over its replay at once, so what is read here ends exactly where
@@ -317,8 +322,18 @@ async def _catch_up(handle: AgentHandle, live: Subscription) -> list[Event]:
     backlog: list[Event] = []
     while (event := history.get_nowait()) is not None:
         backlog.append(event)
+    info = runtime.agent_info_nowait(handle.agent_id)
     await history.aclose()
-    return _in_progress(backlog)
+    return _in_progress(backlog) + _queued(backlog, 0 if info is None else info.queued_messages)
+
+
+def _queued(backlog: list[Event], waiting: int) -> list[Event]:
+    """The ``message_queued`` events of the ``waiting`` messages queued now: the last ones (a
+    follow-up turn takes every queued message at once, in order)."""
+    if not waiting:
+        return []
+    queued: list[Event] = [event for event in backlog if isinstance(event, MessageQueued)]
+    return queued[-waiting:]
 
 
 def _in_progress(backlog: list[Event]) -> list[Event]:

@@ -8,11 +8,14 @@
 // not: a run that ends done continues with the queued messages without any status change, and
 // one that ends waiting for a decision or failed says so before the follow-up's `running`.
 //
-// Neither the snapshot nor the socket's catch-up holds a queued message (it is not in the
-// agent's state yet), so the page keeps the ones it shows in the tab's sessionStorage: a reload
-// shows them again, unless the snapshot holds their rows by then or the agent instance that
-// queued them is no longer the one running (a stopped agent keeps its queued messages in its
-// state: their rows are in the snapshot).
+// The snapshot does not hold a queued message (it is not in the agent's state yet); the
+// socket's catch-up sends the `message_queued` events of the messages still waiting (an agent
+// of the server's own process), so a new tab shows them too. The page also keeps the ones it
+// shows in the tab's sessionStorage, for an agent whose catch-up cannot say (on another host):
+// a reload shows them again, unless the snapshot holds their rows by then or the agent
+// instance that queued them is no longer the one running (a stopped agent keeps its queued
+// messages in its state: their rows are in the snapshot). Both name a message by its event's
+// `seq`, so it is shown once.
 
 import { contentText } from "./dom.js";
 
@@ -46,6 +49,7 @@ export function queuedEntry(event, { afterSeq, instance }) {
     kind: ROW_TYPE[message.type] || "other",
     text: contentText(message.data ? message.data.content : ""),
     fromTool: event.from_tool === true,
+    seq: event.seq,
     afterSeq,
     instance,
   };

@@ -231,8 +231,11 @@ export class MessageList {
     return last;
   }
 
-  // `entry`: from queuedEntry. Shown last, marked, until its row arrives.
+  // `entry`: from queuedEntry. Shown last, marked, until its row arrives; once (a reload gets
+  // it from the tab's storage and from the socket's catch-up).
   addQueued(entry) {
+    const shown = `:scope > [data-queued][data-seq="${entry.seq}"]`;
+    if (entry.seq !== undefined && this.container.querySelector(shown)) return;
     const kind = entry.kind === "user" || entry.kind === "assistant" ? entry.kind : "queued-other";
     const note = entry.fromTool
       ? "queued by a tool — taken up after the current reply"
@@ -243,6 +246,7 @@ export class MessageList {
         class: `message ${kind} queued`,
         "data-queued": entry.kind,
         "data-after-seq": entry.afterSeq,
+        "data-seq": entry.seq,
         "data-instance": entry.instance,
         "data-from-tool": entry.fromTool ? "true" : null,
       },
@@ -255,10 +259,12 @@ export class MessageList {
 
   entryOf(node) {
     const instance = node.dataset.instance;
+    const seq = node.dataset.seq;
     return {
       kind: node.dataset.queued,
       text: node.querySelector(".bubble").textContent,
       fromTool: node.dataset.fromTool === "true",
+      seq: seq === undefined ? undefined : Number(seq),
       afterSeq: Number(node.dataset.afterSeq),
       instance: instance === undefined ? null : Number(instance),
     };
