@@ -20,13 +20,15 @@ from websockets.asyncio.client import ClientConnection
 from sagents._status import Status
 from sagents.events import (
     Event,
+    FollowUpsLimited,
     LLMDeltas,
     LLMMessage,
+    RunHalted,
     StatusChanged,
     SubscriptionOverflow,
     TodosUpdated,
 )
-from sagents.web._socket import _in_progress
+from sagents.web._socket import _in_progress, _notices
 from tests.web.conftest import Demo, demo_config, is_event, is_status, next_frame, running_demo
 from tests.web.product_helpers import (
     GatedModel,
@@ -243,6 +245,17 @@ def test_a_failed_run_is_caught_up_with_its_reason() -> None:
     failed = status(3, Status.ERROR, "the model failed")
     assert _in_progress([status(1, Status.RUNNING), deltas(2, "x"), failed]) == [failed]
     assert _in_progress([failed, status(4, Status.RUNNING)]) == []
+
+
+def test_the_last_run_s_words_are_caught_up_once_it_ended() -> None:
+    halted = RunHalted(agent_id="a", seq=3, reason="the budget is spent")
+    limited = FollowUpsLimited(agent_id="a", seq=7, max_follow_ups=2, added=1)
+    earlier = RunHalted(agent_id="a", seq=1, reason="an older run")
+    idle = status(4, Status.IDLE)
+    assert _notices([earlier, status(2, Status.RUNNING), halted, idle]) == [halted]
+    assert _notices([status(5, Status.RUNNING), limited, status(8, Status.IDLE)]) == [limited]
+    # A run in progress has said nothing yet; the next run's start clears the last one's.
+    assert _notices([halted, idle, status(9, Status.RUNNING)]) == []
 
 
 def test_a_reply_whose_start_was_evicted_is_not_sent_as_if_whole() -> None:

@@ -145,6 +145,12 @@ async def test_the_follow_up_limit_is_said_in_words(
             "data-notice", "follow-ups"
         )
         await snap(page, "follow-ups-limited")
+        # A reload keeps it (the socket's catch-up sends what the last run said).
+        await page.reload()
+        await expect(notice).to_have_count(1)
+        await expect(page.locator("#messages > .message").last).to_have_attribute(
+            "data-notice", "follow-ups"
+        )
 
         # The next message starts a run that answers: the notice goes.
         await send(page, "Go on")

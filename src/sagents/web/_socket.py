@@ -35,7 +35,8 @@ last run failed. So right after ``attached`` the pump sends, as ordinary event f
 ``llm_deltas`` of the message in progress since its first chunk and, when the last run ended in
 an error, its ``status_changed`` to ``error`` (the reason is its ``data``), then the
 ``message_queued`` of each message still waiting for the next turn (they are not in the state
-yet), all taken from the replay buffer at the very moment the live subscription starts: the
+yet) and what the last run said in words once ended (``run_halted``, ``follow_ups_limited``),
+all taken from the replay buffer at the very moment the live subscription starts: the
 tab shows the whole partial reply, then its live continuation, with no gap and no chunk twice —
 for an agent of this process; a Ray host's replay has no such moment (see ``_catch_up``). A
 resumed tab needs none of this: the replay after its ``seq`` holds the rest of the deltas or,
@@ -75,9 +76,11 @@ from sagents._errors import AgentNotRunning
 from sagents._status import Status
 from sagents.events import (
     Event,
+    FollowUpsLimited,
     LLMDeltas,
     LLMMessage,
     MessageQueued,
+    RunHalted,
     StatusChanged,
     SubscriptionOverflow,
 )
@@ -324,7 +327,8 @@ async def _catch_up(runtime: Runtime, handle: AgentHandle, live: Subscription) -
         backlog.append(event)
     info = runtime.agent_info_nowait(handle.agent_id)
     await history.aclose()
-    return _in_progress(backlog) + _queued(backlog, 0 if info is None else info.queued_messages)
+    waiting = 0 if info is None else info.queued_messages
+    return _in_progress(backlog) + _queued(backlog, waiting) + _notices(backlog)
 
 
 def _queued(backlog: list[Event], waiting: int) -> list[Event]:
@@ -334,6 +338,18 @@ def _queued(backlog: list[Event], waiting: int) -> list[Event]:
         return []
     queued: list[Event] = [event for event in backlog if isinstance(event, MessageQueued)]
     return queued[-waiting:]
+
+
+def _notices(backlog: list[Event]) -> list[Event]:
+    """What the last run said in words, once it has ended (a halt's reason, the follow-up
+    limit): a page shows them after the conversation, and the snapshot holds neither."""
+    started = [
+        i
+        for i, event in enumerate(backlog)
+        if isinstance(event, StatusChanged) and event.status is Status.RUNNING
+    ]
+    since = started[-1] + 1 if started else 0
+    return [event for event in backlog[since:] if isinstance(event, RunHalted | FollowUpsLimited)]
 
 
 def _in_progress(backlog: list[Event]) -> list[Event]:
