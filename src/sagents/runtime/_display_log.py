@@ -270,20 +270,7 @@ class DisplayLog:
         """The agent was reset (``handle.reset()``): a ``reset`` row marks where its fresh
         conversation starts. Rows are a transcript and are never deleted; a page shows what
         follows the last ``reset`` row."""
-        version = self._owner.version
-
-        async def mark(
-            display: DisplayLog, store: DisplayMessagePersistence, conversation_id: str
-        ) -> None:
-            row = DisplayMessage(
-                conversation_id=conversation_id,
-                type="reset",
-                content={"files": files},
-                state_version=version,
-            )
-            await display._append(store, conversation_id, [row])
-
-        self._log(mark)
+        self.synthetic("reset", {"files": files}, "text", {})
 
     # -- writing -------------------------------------------------------------------------------
 
