@@ -3,6 +3,7 @@ Ray (real processes), so ``scripts/test --fast`` leaves them to CI."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +28,12 @@ def ray_cluster() -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+_namespaces = itertools.count()
+
+
+@pytest.fixture
+def namespace(ray_cluster: str) -> str:
+    """A Ray namespace of its own for one test's directory and hosts."""
+    return f"sagents-test-{next(_namespaces)}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import subprocess
 import sys
 import textwrap
@@ -65,13 +64,6 @@ pytestmark = pytest.mark.timeout(120)
 # them).
 for _module in (sys.modules[__name__], test_session):
     ray.cloudpickle.register_pickle_by_value(_module)
-
-_namespaces = itertools.count()
-
-
-@pytest.fixture
-def namespace(ray_cluster: str) -> str:
-    return f"sagents-test-{next(_namespaces)}"
 
 
 @pytest.fixture
@@ -230,6 +222,24 @@ async def test_a_scope_s_files_are_reached_from_any_process(runtime: Runtime) ->
     await handle.stop()
     with pytest.raises(SagentsError, match="no filesystem server runs"):
         await team.read("/plan.md")  # its host let the scope go with its last agent
+
+
+def _unreadable() -> None:
+    raise RuntimeError("this scope cannot be read on a host")
+
+
+class UnreadableScope:
+    """A scope that pickles but cannot be unpickled where the hosts are."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _unreadable, ()
+
+
+async def test_a_host_that_cannot_say_whether_it_has_a_scope_is_not_taken_for_no(
+    runtime: Runtime,
+) -> None:
+    with pytest.raises(AgentUnavailable, match="did not say whether it has them open"):
+        await runtime.filesystem(UnreadableScope()).list("/")
 
 
 async def test_a_subscriber_resumes_from_its_last_seq(runtime: Runtime) -> None:

@@ -6,7 +6,6 @@ client's subscriptions keep their events."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import subprocess
@@ -34,12 +33,6 @@ pytestmark = pytest.mark.timeout(120)
 ray.cloudpickle.register_pickle_by_value(test_session)
 
 _ROOT = Path(__file__).parent.parent.parent
-_namespaces = itertools.count()
-
-
-@pytest.fixture
-def namespace(ray_cluster: str) -> str:
-    return f"sagents-feed-clients-{next(_namespaces)}"
 
 
 @pytest.fixture

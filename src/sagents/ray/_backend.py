@@ -391,6 +391,14 @@ class RayBackend:
             if has is True:
                 self._files_hosts[scope] = name
                 return name
+        failed = [(name, a) for name, a in zip(names, answers, strict=True) if a is not False]
+        if failed:
+            # The scope may be open on a host that did not answer: unknown, not "not open".
+            name, error = failed[0]
+            raise AgentUnavailable(
+                f"files of scope {scope!r}: sagents host {name} did not say whether it has them "
+                f"open ({type(error).__name__}: {error}); retry"
+            ) from (error if isinstance(error, BaseException) else None)
         raise SagentsError(f"no filesystem server runs for scope {scope!r}")
 
     def _host_name(self, agent_id: str) -> str:
